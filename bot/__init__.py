@@ -1,0 +1,1 @@
+"""impersonation-bot: safe, audited impersonation of customer users, driven from Slack."""

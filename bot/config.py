@@ -1,0 +1,89 @@
+"""Settings from the environment (DESIGN.md, "Outside interfaces").
+
+Secrets come only from the environment; a `.env` file in the working directory is read if
+present (python-dotenv), without overriding variables already set.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_DATABASE_URL = "sqlite:///impersonation.db"
+DEFAULT_POLICY_PATH = "policy.toml"
+DEFAULT_PUBLIC_BASE_URL = "http://localhost:3000"
+DEFAULT_SIGNING_KEY_FILE = "signing_key.pem"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and what to do."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    slack_bot_token: str | None
+    slack_signing_secret: str | None
+    slack_app_token: str | None
+    slack_api_url: str
+    database_url: str
+    policy_path: Path
+    public_base_url: str
+    product_launch_url: str | None
+    signing_key_file: Path
+    #: where signed audit checkpoints are appended (issue 4); unset = only in Slack
+    checkpoint_file: Path | None
+    #: "dev" generates a signing key when none exists; anything else refuses to.
+    environment: str
+    port: int
+
+    @property
+    def has_slack_credentials(self) -> bool:
+        return bool(self.slack_bot_token and self.slack_signing_secret)
+
+    def require_slack(self) -> None:
+        missing = [
+            name
+            for name, value in (
+                ("SLACK_BOT_TOKEN", self.slack_bot_token),
+                ("SLACK_SIGNING_SECRET", self.slack_signing_secret),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} not set. Create the Slack app from manifest.yaml "
+                "(https://api.slack.com/apps → Create New App → From an app manifest), install it "
+                "to your workspace, then put the Bot User OAuth Token in SLACK_BOT_TOKEN and the "
+                "Signing Secret in SLACK_SIGNING_SECRET (environment or .env). See README.md."
+            )
+
+
+def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:
+    if env is None:
+        if read_dotenv:
+            load_dotenv(Path.cwd() / ".env", override=False)
+        env = dict(os.environ)
+    api_url = env.get("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    if not api_url.endswith("/"):
+        api_url += "/"  # slack_sdk joins method names onto the base URL
+    port_text = env.get("PORT", "3000")
+    if not port_text.isdigit():
+        raise ConfigError(f"PORT must be a number, got {port_text!r}")
+    checkpoint = env.get("AUDIT_CHECKPOINT_FILE")
+    return Settings(
+        slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
+        slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
+        slack_app_token=env.get("SLACK_APP_TOKEN") or None,
+        slack_api_url=api_url,
+        database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+        policy_path=Path(env.get("IMPERSONATION_POLICY") or DEFAULT_POLICY_PATH),
+        public_base_url=(env.get("PUBLIC_BASE_URL") or DEFAULT_PUBLIC_BASE_URL).rstrip("/"),
+        product_launch_url=env.get("PRODUCT_LAUNCH_URL") or None,
+        signing_key_file=Path(env.get("SIGNING_KEY_FILE") or DEFAULT_SIGNING_KEY_FILE),
+        checkpoint_file=Path(checkpoint) if checkpoint else None,
+        environment=env.get("IMPERSONATION_ENV", "dev"),
+        port=int(port_text),
+    )

@@ -1,0 +1,229 @@
+"""Typed SQLAlchemy 2 models. The schema only changes through Alembic (migrations/)."""
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from bot.db.base import Base
+
+
+class AccountFlag(str, enum.Enum):
+    """Contract flags RevOps sets on an account (DESIGN.md, "Who uses it")."""
+
+    OPTED_OUT = "opted_out"
+    SENSITIVE = "sensitive"
+    REGULATED = "regulated"
+    FLAGGED = "flagged"
+
+
+class RequestState(str, enum.Enum):
+    """The one lifecycle of DESIGN.md. `blocked` requests are not stored: a refusal changes
+    nothing but the audit log (see docs/design-decisions.md)."""
+
+    PENDING = "pending"
+    GRANTED = "granted"
+    ACTIVE = "active"
+    ENDED = "ended"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    LAPSED = "lapsed"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+
+
+class SessionScope(str, enum.Enum):
+    READ_ONLY = "read_only"
+    READ_WRITE = "read_write"
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the product's own id for the account (e.g. "acme"); what people type in Slack
+    external_id: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    flags: Mapped[list[AccountFlagSetting]] = relationship(
+        back_populates="account", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+    def flag_names(self) -> frozenset[str]:
+        return frozenset(f.flag for f in self.flags)
+
+
+class AccountFlagSetting(Base):
+    """One flag that is set on an account, with who set it, when and why.
+    Clearing a flag removes its row; the history lives in the audit log."""
+
+    __tablename__ = "account_flags"
+    __table_args__ = (
+        UniqueConstraint("account_id", "flag", name="uq_account_flags_account_flag"),
+        CheckConstraint(
+            "flag IN ('opted_out', 'sensitive', 'regulated', 'flagged')", name="known_flag"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    flag: Mapped[str] = mapped_column(String(32))
+    set_by: Mapped[str] = mapped_column(String(255))
+    set_at: Mapped[datetime]
+    note: Mapped[str] = mapped_column(Text)
+
+    account: Mapped[Account] = relationship(back_populates="flags")
+
+
+class CustomerUser(Base):
+    __tablename__ = "customer_users"
+    __table_args__ = (
+        UniqueConstraint("account_id", "external_id", name="uq_customer_users_account_external"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)
+    external_id: Mapped[str] = mapped_column(String(128))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(255))
+    #: owners and admins of the customer's org: never impersonated (issue 2, point 8)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    account: Mapped[Account] = relationship()
+
+
+class Assignment(Base):
+    """Which agent looks after which account; agents whose role scope is `assigned` may
+    only impersonate inside their assignments."""
+
+    __tablename__ = "assignments"
+    __table_args__ = (
+        UniqueConstraint("agent_slack_id", "account_id", name="uq_assignments_agent_account"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_slack_id: Mapped[str] = mapped_column(String(32), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime]
+
+
+class ImpersonationRequest(Base):
+    __tablename__ = "requests"
+    __table_args__ = (
+        Index("ix_requests_account_created", "account_id", "created_at"),
+        Index("ix_requests_state", "state"),
+    )
+
+    #: random UUID (hex); appears in button values, never guessable in sequence
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    team_id: Mapped[str | None] = mapped_column(String(32))
+    agent_slack_id: Mapped[str] = mapped_column(String(32), index=True)
+    agent_email: Mapped[str | None] = mapped_column(String(320))
+    agent_tz: Mapped[str | None] = mapped_column(String(64))
+    agent_role: Mapped[str] = mapped_column(String(64))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    customer_user_id: Mapped[int] = mapped_column(ForeignKey("customer_users.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    ticket: Mapped[str | None] = mapped_column(String(128))
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    scope: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    #: flags that gated this request (comma separated), empty when it was granted at once
+    gated_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    #: the agent's DM about this request, edited in place as it changes state
+    agent_channel: Mapped[str | None] = mapped_column(String(32))
+    agent_message_ts: Mapped[str | None] = mapped_column(String(32))
+
+    account: Mapped[Account] = relationship(lazy="joined")
+    customer_user: Mapped[CustomerUser] = relationship(lazy="joined")
+
+
+class Link(Base):
+    """The one-time link. Only the SHA-256 of its token is ever stored (DESIGN.md hand-off 1)."""
+
+    __tablename__ = "links"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    redeemed_at: Mapped[datetime | None]
+
+    request: Mapped[ImpersonationRequest] = relationship(lazy="joined")
+
+
+class ImpersonationSession(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_account_started", "account_id", "started_at"),)
+
+    #: the `sid` claim of the hand-off JWT, the `impersonation_context` the product stamps
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    agent_slack_id: Mapped[str] = mapped_column(String(32), index=True)
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    #: ended | expired | revoked, set with ended_at
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+    ended_by: Mapped[str | None] = mapped_column(String(32))
+    #: the hand-off JWT's jti, so the product can refuse a replayed hand-off
+    handoff_jti: Mapped[str] = mapped_column(String(36), unique=True)
+
+    request: Mapped[ImpersonationRequest] = relationship(lazy="joined")
+
+
+class AuditEvent(Base):
+    """Append-only, hash-chained audit log (DESIGN.md "The audit log"). The database refuses
+    UPDATE and DELETE on this table (triggers in the first migration)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_account_time", "account", "occurred_at"),
+        Index("ix_audit_events_type", "type"),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    occurred_at: Mapped[datetime]
+    type: Mapped[str] = mapped_column(String(64))
+    actor_slack_id: Mapped[str | None] = mapped_column(String(32))
+    actor_email: Mapped[str | None] = mapped_column(String(320))
+    actor_role: Mapped[str | None] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(128))
+    customer_user: Mapped[str | None] = mapped_column(String(128))
+    request_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    #: canonical JSON text, exactly as hashed
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditHead(Base):
+    """A single row holding the chain head. Appenders lock it (SELECT … FOR UPDATE on
+    PostgreSQL; SQLite serialises writers with BEGIN IMMEDIATE) so the chain never forks."""
+
+    __tablename__ = "audit_head"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,61 @@
+"""The one state machine (DESIGN.md "Lifecycle"), enforced in one place.
+
+`transition()` moves a request with a conditional UPDATE (`… WHERE id = :id AND state =
+:from`), so of two concurrent movers exactly one wins, and writes the audit event in the
+same transaction. A final state never changes.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from bot.db.models import ImpersonationRequest, RequestState
+from bot.domain import audit
+from bot.domain.audit import EventDraft
+
+S = RequestState
+
+ALLOWED: dict[RequestState, frozenset[RequestState]] = {
+    S.PENDING: frozenset({S.GRANTED, S.DENIED, S.EXPIRED, S.CANCELLED}),
+    S.GRANTED: frozenset({S.ACTIVE, S.LAPSED, S.REVOKED}),
+    S.ACTIVE: frozenset({S.ENDED, S.EXPIRED, S.REVOKED}),
+}
+FINAL: frozenset[RequestState] = frozenset(set(S) - set(ALLOWED))
+
+
+class TransitionRefused(Exception):
+    """The request was not in the state the caller expected (someone else moved it first)."""
+
+    def __init__(self, request_id: str, expected: RequestState, target: RequestState) -> None:
+        super().__init__(f"request {request_id} is no longer {expected.value}; cannot move to {target.value}")
+        self.request_id, self.expected, self.target = request_id, expected, target
+
+
+def can_move(source: RequestState, target: RequestState) -> bool:
+    return target in ALLOWED.get(source, frozenset())
+
+
+def transition(
+    db: Session,
+    request: ImpersonationRequest,
+    *,
+    source: RequestState,
+    target: RequestState,
+    event: EventDraft,
+    now: datetime,
+) -> None:
+    if not can_move(source, target):
+        raise ValueError(f"illegal transition {source.value} → {target.value}")
+    result = db.execute(
+        update(ImpersonationRequest)
+        .where(ImpersonationRequest.id == request.id, ImpersonationRequest.state == source.value)
+        .values(state=target.value, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise TransitionRefused(request.id, source, target)
+    request.state = target.value
+    request.updated_at = now
+    audit.append(db, event, now=now)

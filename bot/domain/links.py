@@ -1,0 +1,230 @@
+"""One-time links: issued with a grant, shown by GET, redeemed once by POST.
+
+Only SHA-256(token) is stored (DESIGN.md hand-off 1). Redemption is one conditional UPDATE
+(`… WHERE token_hash = :h AND redeemed_at IS NULL AND expires_at > :now`), so of any number
+of concurrent redemptions exactly one changes a row; every other attempt is refused and
+audited without the token (only a short prefix of its hash, for correlation).
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
+from bot.domain import audit
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.handoff import HandoffClaims, mint_handoff
+from bot.domain.lifecycle import transition
+from bot.domain.views import IssuedLink, RequestView, SessionView
+
+TOKEN_BYTES = 32  # 256 random bits (DESIGN.md hand-off 1)
+TOKEN_PATTERN_LENGTH = 43  # base64url of 32 bytes, no padding
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def looks_like_token(token: str) -> bool:
+    return len(token) == TOKEN_PATTERN_LENGTH and all(c.isalnum() or c in "-_" for c in token)
+
+
+def issue_link(db: Session, ctx: DomainContext, request: ImpersonationRequest, *, now: datetime) -> IssuedLink:
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    expires_at = now + timedelta(minutes=ctx.policy.links.redeem_window_minutes)
+    db.add(Link(request_id=request.id, token_hash=hash_token(token), created_at=now, expires_at=expires_at, redeemed_at=None))
+    db.flush()
+    audit.append(
+        db,
+        EventDraft(
+            type="link.issued",
+            actor=Actor.system("policy"),
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            details={"expires_at": audit.format_time(expires_at)},
+        ),
+        now=now,
+    )
+    return IssuedLink(url=f"{ctx.public_base_url}/l/{token}", expires_at=expires_at)
+
+
+class LinkProblem(str, enum.Enum):
+    UNKNOWN = "unknown"
+    ALREADY_USED = "already_used"
+    EXPIRED = "expired"
+    NOT_GRANTED = "not_granted"
+
+
+AUDIT_TYPE = {
+    LinkProblem.UNKNOWN: "link.unknown_refused",
+    LinkProblem.ALREADY_USED: "link.replay_refused",
+    LinkProblem.EXPIRED: "link.expired",
+    LinkProblem.NOT_GRANTED: "link.refused",
+}
+
+
+@dataclass(frozen=True)
+class LinkPreview:
+    """What the confirmation page shows before anything happens."""
+
+    request: RequestView | None
+    expires_at: datetime | None
+    problem: LinkProblem | None
+
+
+@dataclass(frozen=True)
+class Redemption:
+    session: SessionView
+    handoff_token: str
+    launch_url: str
+
+    def __repr__(self) -> str:  # never print the bearer token
+        return f"Redemption(session={self.session.id!r}, handoff_token=<redacted>)"
+
+
+@dataclass(frozen=True)
+class RedemptionRefused:
+    problem: LinkProblem
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Where a browser request came from, for the audit log (bounded, never trusted)."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+    def as_details(self) -> dict[str, str]:
+        out = {}
+        if self.ip:
+            out["ip"] = self.ip[:64]
+        if self.user_agent:
+            out["user_agent"] = self.user_agent[:256]
+        return out
+
+
+def _problem_for(link: Link | None, now: datetime) -> LinkProblem | None:
+    if link is None:
+        return LinkProblem.UNKNOWN
+    if link.redeemed_at is not None:
+        return LinkProblem.ALREADY_USED
+    if link.expires_at <= now:
+        return LinkProblem.EXPIRED
+    if link.request.state != RequestState.GRANTED.value:
+        return LinkProblem.NOT_GRANTED
+    return None
+
+
+def preview(ctx: DomainContext, token: str, *, now: datetime | None = None) -> LinkPreview:
+    """GET: describe the link and change nothing (Slack's unfurler and prefetchers GET too)."""
+    now = now or utcnow()
+    if not looks_like_token(token):
+        return LinkPreview(None, None, LinkProblem.UNKNOWN)
+    with ctx.sessions() as db:
+        link = db.execute(select(Link).where(Link.token_hash == hash_token(token))).scalar_one_or_none()
+        problem = _problem_for(link, now)
+        if link is None:
+            return LinkPreview(None, None, problem)
+        return LinkPreview(RequestView.of(link.request), link.expires_at, problem)
+
+
+def redeem(
+    ctx: DomainContext, token: str, *, client: ClientInfo = ClientInfo(), now: datetime | None = None
+) -> Redemption | RedemptionRefused:
+    now = now or utcnow()
+    if not ctx.product_launch_url:
+        raise RuntimeError("PRODUCT_LAUNCH_URL is not set; links cannot be redeemed")
+    token_hash = hash_token(token) if looks_like_token(token) else hash_token("invalid:" + token[:100])
+    with ctx.sessions() as db, db.begin():
+        granted = select(ImpersonationRequest.id).where(ImpersonationRequest.state == RequestState.GRANTED.value)
+        won = db.execute(
+            update(Link)
+            .where(
+                Link.token_hash == token_hash,
+                Link.redeemed_at.is_(None),
+                Link.expires_at > now,
+                Link.request_id.in_(granted),
+            )
+            .values(redeemed_at=now)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none()
+        if won != 1 or link is None:
+            problem = _problem_for(link, now) or LinkProblem.ALREADY_USED
+            request = link.request if link is not None else None
+            audit.append(
+                db,
+                EventDraft(
+                    type=AUDIT_TYPE[problem],
+                    actor=Actor(slack_id=None, role="browser"),
+                    account=request.account.external_id if request else None,
+                    customer_user=request.customer_user.external_id if request else None,
+                    request_id=request.id if request else None,
+                    details={"token_hash_prefix": token_hash[:12], **client.as_details()},
+                ),
+                now=now,
+            )
+            return RedemptionRefused(problem)
+        request = link.request
+        session = ImpersonationSession(
+            id=str(uuid.uuid4()),
+            request_id=request.id,
+            account_id=request.account_id,
+            agent_slack_id=request.agent_slack_id,
+            started_at=now,
+            expires_at=now + timedelta(minutes=request.duration_minutes),
+            ended_at=None,
+            end_reason=None,
+            ended_by=None,
+            handoff_jti=str(uuid.uuid4()),
+        )
+        db.add(session)
+        db.flush()
+        transition(
+            db,
+            request,
+            source=RequestState.GRANTED,
+            target=RequestState.ACTIVE,
+            event=EventDraft(
+                type="session.redeemed",
+                actor=Actor(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role),
+                account=request.account.external_id,
+                customer_user=request.customer_user.external_id,
+                request_id=request.id,
+                session_id=session.id,
+                details={
+                    "expires_at": audit.format_time(session.expires_at),
+                    "scope": request.scope,
+                    "jti": session.handoff_jti,
+                    **client.as_details(),
+                },
+            ),
+            now=now,
+        )
+        token_out = mint_handoff(
+            ctx.signing_key,
+            HandoffClaims(
+                issuer=ctx.issuer,
+                audience=ctx.product_launch_url,
+                customer_user=request.customer_user.external_id,
+                agent=request.agent_email or request.agent_slack_id,
+                session_id=session.id,
+                account=request.account.external_id,
+                scope=request.scope,
+                issued_at=now,
+                expires_at=session.expires_at,
+                jti=session.handoff_jti,
+            ),
+        )
+        view = SessionView.of(session)
+    return Redemption(session=view, handoff_token=token_out, launch_url=ctx.product_launch_url)

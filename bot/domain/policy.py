@@ -1,0 +1,364 @@
+"""The policy file (TOML) and the pure decision function.
+
+The loader validates names and types with pydantic (unknown keys are errors) and reports the
+key and its line. `decide()` is a pure, keyword-only function in the style of
+django-hijack's permission checks: everything it needs is passed in, so it is tested with a
+parametrized truth table (tests/domain/test_policy.py).
+"""
+from __future__ import annotations
+
+import enum
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+GROUP_HANDLE = re.compile(r"^@[a-z0-9][a-z0-9._-]{0,79}$")
+GATEABLE_FLAGS = ("sensitive", "regulated", "flagged")
+#: longest reason accepted (the modal's plain_text_input max_length says the same)
+REASON_MAX_LENGTH = 1000
+#: a ticket reference: an id like SUP-1234 or a URL; no spaces, bounded
+TICKET_MAX_LENGTH = 200
+TICKET_PATTERN = re.compile(r"^[!-~]{1,200}$")
+#: DESIGN.md: the redeem window defaults to 5 minutes and is never more than 10.
+MAX_REDEEM_WINDOW_MINUTES = 10
+
+
+class PolicyError(Exception):
+    """The policy file is invalid. The message names the key and, where known, its line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RoleConfig(_Strict):
+    members: list[str] = Field(min_length=1)
+    max_minutes: int = Field(gt=0, le=24 * 60)
+    #: which accounts: only those assigned to the agent, or any
+    scope: Literal["assigned", "any"] = "assigned"
+    can_impersonate: bool = True
+    can_read_write: bool = False
+    can_approve: bool = False
+    can_view_log: bool = False
+    can_flag_accounts: bool = False
+    can_revoke: bool = False
+    can_request_extension: bool = False
+    can_break_glass: bool = False
+    requires_approval: bool = False
+
+    @field_validator("members")
+    @classmethod
+    def _members_are_ids_or_groups(cls, members: list[str]) -> list[str]:
+        for member in members:
+            if not (SLACK_USER_ID.match(member) or GROUP_HANDLE.match(member)):
+                raise ValueError(
+                    f"{member!r} is neither a Slack user id (U…/W…) nor a user group handle (@name)"
+                )
+        return members
+
+
+class LinksConfig(_Strict):
+    redeem_window_minutes: int = Field(default=5, ge=1, le=MAX_REDEEM_WINDOW_MINUTES)
+
+
+class RequestsConfig(_Strict):
+    reason_min_length: int = Field(default=20, ge=1, le=500)
+    ticket_required: bool = True
+    duration_choices: list[int] = Field(default_factory=lambda: [15, 30, 60, 120, 240], min_length=1)
+
+    @field_validator("duration_choices")
+    @classmethod
+    def _positive_sorted(cls, values: list[int]) -> list[int]:
+        if any(v <= 0 for v in values):
+            raise ValueError("durations must be positive minutes")
+        return sorted(set(values))
+
+
+class GatingConfig(_Strict):
+    flags: list[Literal["sensitive", "regulated", "flagged"]] = Field(
+        default_factory=lambda: list(GATEABLE_FLAGS)
+    )
+    approvals_required: int = Field(default=1, ge=1, le=5)
+    #: per flag overrides, e.g. {regulated = 2}
+    approvals_required_by_flag: dict[Literal["sensitive", "regulated", "flagged"], int] = Field(
+        default_factory=dict
+    )
+    pending_ttl_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+
+
+class AlertsConfig(_Strict):
+    security_channel: str | None = None
+    max_sessions_per_account_24h: int = Field(default=5, ge=1)
+
+    @field_validator("security_channel")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[CG][A-Z0-9]{2,}$", value):
+            raise ValueError("must be a Slack channel id such as C0123ABCD")
+        return value
+
+
+class DigestsConfig(_Strict):
+    weekly: str = "mon 09:00"
+    quarterly: bool = True
+
+
+class PolicyConfig(_Strict):
+    roles: dict[str, RoleConfig] = Field(min_length=1)
+    links: LinksConfig = Field(default_factory=LinksConfig)
+    requests: RequestsConfig = Field(default_factory=RequestsConfig)
+    gating: GatingConfig = Field(default_factory=GatingConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    digests: DigestsConfig = Field(default_factory=DigestsConfig)
+
+    @field_validator("roles")
+    @classmethod
+    def _role_names(cls, roles: dict[str, RoleConfig]) -> dict[str, RoleConfig]:
+        for name in roles:
+            if not re.match(r"^[a-z][a-z0-9_-]{0,63}$", name):
+                raise ValueError(f"role name {name!r} must be lower-case letters, digits, - or _")
+        return roles
+
+    @model_validator(mode="after")
+    def _someone_can_approve_when_gating(self) -> PolicyConfig:
+        if self.gating.flags and not any(r.can_approve for r in self.roles.values()):
+            raise ValueError("gating.flags is set but no role has can_approve = true")
+        return self
+
+
+def load_policy(path: Path) -> PolicyConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PolicyError(
+            f"policy file {path} not found; copy policy.example.toml to {path} "
+            "or set IMPERSONATION_POLICY"
+        ) from None
+    return parse_policy(text, source=str(path))
+
+
+def parse_policy(text: str, *, source: str = "policy") -> PolicyConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # message carries line and column
+        raise PolicyError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return PolicyConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = [str(part) for part in first["loc"]]
+        key = ".".join(loc) or "(top level)"
+        line = _line_of(text, loc)
+        where = f" (line {line})" if line else ""
+        message = first["msg"]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif first["type"] == "missing":
+            message = "required key is missing"
+        raise PolicyError(f"{source}: {key}{where}: {message}") from None
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Best-effort line of a key path in TOML text: the deepest key or table header found,
+    searching in order so `roles.support.max_minutes` finds max_minutes after [roles.support]."""
+    lines = text.splitlines()
+    start = 0
+    found: int | None = None
+    for depth in range(len(loc), 0, -1):
+        header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(re.escape(p) for p in loc[:depth]) + r"\s*\]")
+        for number, line in enumerate(lines):
+            if header.match(line):
+                start, found = number, number + 1
+                break
+        if found:
+            break
+    for part in reversed(loc):
+        key_re = re.compile(r"^\s*" + re.escape(part) + r"\s*=")
+        for number in range(start, len(lines)):
+            if key_re.match(lines[number]):
+                return number + 1
+        if part.isdigit():
+            continue
+    return found
+
+
+class GroupDirectory(Protocol):
+    """Resolves Slack user-group handles (`@support`) to member user ids.
+    The Slack implementation (bot/slack/usergroups.py) calls usergroups.list and
+    usergroups.users.list and caches the answer for a short TTL."""
+
+    def members_of(self, handle: str) -> frozenset[str]: ...
+
+
+class NoGroups:
+    def members_of(self, handle: str) -> frozenset[str]:
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class Powers:
+    """The effective powers of one Slack user: the union of every role they hold.
+    Restrictions win over permissions: `requires_approval` applies if any role has it."""
+
+    role: str
+    max_minutes: int
+    scope: str
+    can_impersonate: bool
+    can_read_write: bool
+    can_approve: bool
+    can_view_log: bool
+    can_flag_accounts: bool
+    can_revoke: bool
+    can_request_extension: bool
+    can_break_glass: bool
+    requires_approval: bool
+
+
+def powers_of(policy: PolicyConfig, user_id: str, groups: GroupDirectory) -> Powers | None:
+    held = [
+        (name, role)
+        for name, role in sorted(policy.roles.items())
+        if user_id in role.members
+        or any(m.startswith("@") and user_id in groups.members_of(m[1:]) for m in role.members)
+    ]
+    if not held:
+        return None
+    roles = [role for _, role in held]
+    impersonating = [r for r in roles if r.can_impersonate] or roles
+    return Powers(
+        role="+".join(name for name, _ in held),
+        max_minutes=max(r.max_minutes for r in impersonating),
+        scope="any" if any(r.scope == "any" for r in impersonating) else "assigned",
+        can_impersonate=any(r.can_impersonate for r in roles),
+        can_read_write=any(r.can_read_write for r in roles),
+        can_approve=any(r.can_approve for r in roles),
+        can_view_log=any(r.can_view_log for r in roles),
+        can_flag_accounts=any(r.can_flag_accounts for r in roles),
+        can_revoke=any(r.can_revoke for r in roles),
+        can_request_extension=any(r.can_request_extension for r in roles),
+        can_break_glass=any(r.can_break_glass for r in roles),
+        requires_approval=any(r.requires_approval for r in roles),
+    )
+
+
+class Outcome(str, enum.Enum):
+    GRANT = "grant"
+    NEEDS_APPROVAL = "needs_approval"
+    BLOCK = "block"
+
+
+class BlockCause(str, enum.Enum):
+    UNKNOWN_ACCOUNT = "unknown_account"
+    OPTED_OUT = "opted_out"
+    NO_ROLE = "no_role"
+    NOT_ASSIGNED = "not_assigned"
+    UNKNOWN_USER = "unknown_user"
+    PROTECTED_USER = "protected_user"
+    REASON_TOO_SHORT = "reason_too_short"
+    REASON_TOO_LONG = "reason_too_long"
+    TICKET_REQUIRED = "ticket_required"
+    TICKET_INVALID = "ticket_invalid"
+    DURATION_OVER_CAP = "duration_over_cap"
+    SCOPE_NOT_ALLOWED = "scope_not_allowed"
+
+
+class Field_(str, enum.Enum):
+    """Which part of the request a refusal is about (the modal shows it on that field)."""
+
+    ACCOUNT = "account"
+    USER = "user"
+    REASON = "reason"
+    TICKET = "ticket"
+    DURATION = "duration"
+    SCOPE = "scope"
+
+
+BLOCK_FIELD: dict[BlockCause, Field_] = {
+    BlockCause.UNKNOWN_ACCOUNT: Field_.ACCOUNT,
+    BlockCause.OPTED_OUT: Field_.ACCOUNT,
+    BlockCause.NO_ROLE: Field_.ACCOUNT,
+    BlockCause.NOT_ASSIGNED: Field_.ACCOUNT,
+    BlockCause.UNKNOWN_USER: Field_.USER,
+    BlockCause.PROTECTED_USER: Field_.USER,
+    BlockCause.REASON_TOO_SHORT: Field_.REASON,
+    BlockCause.REASON_TOO_LONG: Field_.REASON,
+    BlockCause.TICKET_REQUIRED: Field_.TICKET,
+    BlockCause.TICKET_INVALID: Field_.TICKET,
+    BlockCause.DURATION_OVER_CAP: Field_.DURATION,
+    BlockCause.SCOPE_NOT_ALLOWED: Field_.SCOPE,
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    cause: BlockCause | None = None
+    gated_by: frozenset[str] = frozenset()
+    approvals_required: int = 0
+
+    @property
+    def field(self) -> Field_ | None:
+        return BLOCK_FIELD[self.cause] if self.cause else None
+
+
+def decide(
+    *,
+    powers: Powers | None,
+    account_flags: frozenset[str] | None,
+    assigned: bool,
+    user_known: bool,
+    user_protected: bool,
+    reason: str,
+    ticket: str | None,
+    duration_minutes: int,
+    scope: str,
+    reason_min_length: int,
+    ticket_required: bool,
+    gated_flags: frozenset[str],
+    approvals_required: int = 1,
+    approvals_required_by_flag: dict[str, int] | None = None,
+) -> Decision:
+    """Decide one request. Pure: no I/O, no clock. `account_flags` is None for an unknown
+    account. The order matters: an opted-out account refuses everyone (issue 2 point 8:
+    absolute, no role overrides it), before any question about the agent."""
+
+    def block(cause: BlockCause) -> Decision:
+        return Decision(Outcome.BLOCK, cause)
+
+    if account_flags is None:
+        return block(BlockCause.UNKNOWN_ACCOUNT)
+    if "opted_out" in account_flags:
+        return block(BlockCause.OPTED_OUT)
+    if powers is None or not powers.can_impersonate:
+        return block(BlockCause.NO_ROLE)
+    if powers.scope == "assigned" and not assigned:
+        return block(BlockCause.NOT_ASSIGNED)
+    if not user_known:
+        return block(BlockCause.UNKNOWN_USER)
+    if user_protected:
+        return block(BlockCause.PROTECTED_USER)
+    if len(reason.strip()) < reason_min_length:
+        return block(BlockCause.REASON_TOO_SHORT)
+    if len(reason) > REASON_MAX_LENGTH:
+        return block(BlockCause.REASON_TOO_LONG)
+    if ticket and ticket.strip() and not TICKET_PATTERN.match(ticket.strip()):
+        return block(BlockCause.TICKET_INVALID)
+    if ticket_required and not (ticket and ticket.strip()):
+        return block(BlockCause.TICKET_REQUIRED)
+    if duration_minutes <= 0 or duration_minutes > powers.max_minutes:
+        return block(BlockCause.DURATION_OVER_CAP)
+    if scope not in ("read_only", "read_write") or (scope == "read_write" and not powers.can_read_write):
+        return block(BlockCause.SCOPE_NOT_ALLOWED)
+    gated_by = frozenset(account_flags & gated_flags)
+    if powers.requires_approval:
+        gated_by |= {"role"}
+    if gated_by:
+        by_flag = approvals_required_by_flag or {}
+        needed = max([approvals_required, *(by_flag.get(f, 0) for f in gated_by)])
+        return Decision(Outcome.NEEDS_APPROVAL, gated_by=gated_by, approvals_required=needed)
+    return Decision(Outcome.GRANT)

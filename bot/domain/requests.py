@@ -1,0 +1,275 @@
+"""Asking to impersonate: what the modal may offer an agent, and deciding a submitted request.
+
+A refusal changes nothing but the audit log (`request.blocked` with its cause). A valid
+request on a gated account is stored `pending` (approvals: issue 3); any other valid request
+is granted at once and issues its one-time link, all in one transaction.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from bot.db.models import ImpersonationRequest, RequestState
+from bot.domain import audit, directory
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.links import issue_link
+from bot.domain.policy import (
+    REASON_MAX_LENGTH,
+    BlockCause,
+    Decision,
+    Field_,
+    Outcome,
+    Powers,
+    decide,
+    powers_of,
+)
+from bot.domain.views import IssuedLink, RequestView
+
+#: What the agent reads on the refused field. Plain text: the Slack face escapes it.
+BLOCK_MESSAGES: dict[BlockCause, str] = {
+    BlockCause.UNKNOWN_ACCOUNT: "No account with that id in the directory.",
+    BlockCause.OPTED_OUT: "This account has opted out of impersonation by contract. No one can impersonate its users.",
+    BlockCause.NO_ROLE: "You have no impersonation role. Ask your manager to add you to the policy.",
+    BlockCause.NOT_ASSIGNED: "This account is not assigned to you, and your role only covers assigned accounts.",
+    BlockCause.UNKNOWN_USER: "No such user in this account.",
+    BlockCause.PROTECTED_USER: "This user is an owner or admin of the account and cannot be impersonated.",
+    BlockCause.REASON_TOO_SHORT: "Give a longer reason (at least {min} characters).",
+    BlockCause.REASON_TOO_LONG: f"Keep the reason under {REASON_MAX_LENGTH} characters.",
+    BlockCause.TICKET_REQUIRED: "A ticket reference is required.",
+    BlockCause.TICKET_INVALID: "A ticket reference is an id or URL without spaces, at most 200 characters.",
+    BlockCause.DURATION_OVER_CAP: "Your role allows sessions of at most {max} minutes.",
+    BlockCause.SCOPE_NOT_ALLOWED: "Your role allows read-only sessions only.",
+}
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    slack_id: str
+    team_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestForm:
+    """What the agent submitted, already parsed from the payload (ids, not labels)."""
+
+    account: str | None
+    user: str | None
+    reason: str
+    ticket: str | None
+    duration_minutes: int | None
+    scope: str
+
+
+@dataclass(frozen=True)
+class ModalOptions:
+    """What the request modal may offer this agent, from the policy."""
+
+    role: str | None
+    duration_choices: tuple[int, ...]
+    default_duration: int | None
+    can_read_write: bool
+    reason_min_length: int
+    ticket_required: bool
+
+
+@dataclass(frozen=True)
+class Blocked:
+    cause: BlockCause
+    field: Field_
+    message: str
+
+
+@dataclass(frozen=True)
+class Pending:
+    request: RequestView
+    approvals_required: int
+
+
+@dataclass(frozen=True)
+class Granted:
+    request: RequestView
+    link: IssuedLink
+    redeem_window_minutes: int
+
+
+SubmitResult = Blocked | Pending | Granted
+
+
+def agent_powers(ctx: DomainContext, agent_slack_id: str) -> Powers | None:
+    return powers_of(ctx.policy, agent_slack_id, ctx.groups)
+
+
+def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
+    powers = agent_powers(ctx, agent_slack_id)
+    rules = ctx.policy.requests
+    cap = powers.max_minutes if powers else 0
+    choices = tuple(m for m in rules.duration_choices if m <= cap)
+    if powers and not choices:
+        choices = (cap,)
+    return ModalOptions(
+        role=powers.role if powers else None,
+        duration_choices=choices,
+        default_duration=choices[0] if choices else None,
+        can_read_write=bool(powers and powers.can_read_write),
+        reason_min_length=rules.reason_min_length,
+        ticket_required=rules.ticket_required,
+    )
+
+
+def account_choices(ctx: DomainContext, query: str, *, limit: int) -> list[tuple[str, str]]:
+    """(account id, label) pairs for the account typeahead."""
+    with ctx.sessions() as db:
+        return [(a.external_id, f"{a.name} ({a.external_id})") for a in directory.search_accounts(db, query, limit=limit)]
+
+
+def user_choices(ctx: DomainContext, account_external_id: str | None, query: str, *, limit: int) -> list[tuple[str, str]]:
+    """(user id, label) pairs for the customer-user typeahead of the chosen account."""
+    if not account_external_id:
+        return []
+    with ctx.sessions() as db:
+        account = directory.find_account(db, account_external_id)
+        if account is None:
+            return []
+        return [
+            (u.external_id, f"{u.name} <{u.email}>" + (" · protected" if u.protected else ""))
+            for u in directory.search_users(db, account, query, limit=limit)
+        ]
+
+
+def submit_request(
+    ctx: DomainContext, agent: AgentIdentity, form: RequestForm, *, now: datetime | None = None
+) -> SubmitResult:
+    now = now or utcnow()
+    powers = agent_powers(ctx, agent.slack_id)
+    person = ctx.people.person(agent.slack_id)
+    actor = Actor(slack_id=agent.slack_id, email=person.email, role=powers.role if powers else None)
+    rules, gating = ctx.policy.requests, ctx.policy.gating
+    with ctx.sessions() as db, db.begin():
+        account = directory.find_account(db, form.account) if form.account else None
+        user = directory.find_user(db, account, form.user) if account is not None and form.user else None
+        decision = decide(
+            powers=powers,
+            account_flags=account.flag_names() if account is not None else None,
+            assigned=account is not None and directory.is_assigned(db, agent.slack_id, account),
+            user_known=user is not None,
+            user_protected=bool(user and user.protected),
+            reason=form.reason,
+            ticket=form.ticket,
+            duration_minutes=form.duration_minutes or 0,
+            scope=form.scope,
+            reason_min_length=rules.reason_min_length,
+            ticket_required=rules.ticket_required,
+            gated_flags=frozenset(gating.flags),
+            approvals_required=gating.approvals_required,
+            approvals_required_by_flag=dict(gating.approvals_required_by_flag),
+        )
+        if decision.outcome is Outcome.BLOCK:
+            _audit_blocked(db, decision, actor, form, account_known=account is not None, now=now)
+            assert decision.cause is not None and decision.field is not None
+            return Blocked(
+                decision.cause,
+                decision.field,
+                BLOCK_MESSAGES[decision.cause].format(
+                    min=rules.reason_min_length, max=powers.max_minutes if powers else 0
+                ),
+            )
+        assert account is not None and user is not None and powers is not None
+        pending = decision.outcome is Outcome.NEEDS_APPROVAL
+        request = ImpersonationRequest(
+            id=str(uuid.uuid4()),
+            team_id=agent.team_id,
+            agent_slack_id=agent.slack_id,
+            agent_email=person.email,
+            agent_tz=person.tz,
+            agent_role=powers.role,
+            account_id=account.id,
+            customer_user_id=user.id,
+            reason=form.reason.strip(),
+            ticket=(form.ticket or "").strip() or None,
+            duration_minutes=form.duration_minutes or 0,
+            scope=form.scope,
+            state=(RequestState.PENDING if pending else RequestState.GRANTED).value,
+            gated_by=",".join(sorted(decision.gated_by)),
+            created_at=now,
+            updated_at=now,
+        )
+        db.add(request)
+        db.flush()
+        db.refresh(request)
+        event = dict(
+            actor=actor,
+            account=account.external_id,
+            customer_user=user.external_id,
+            request_id=request.id,
+        )
+        audit.append(
+            db,
+            EventDraft(
+                type="request.created",
+                details={
+                    "reason": request.reason,
+                    "ticket": request.ticket,
+                    "duration_minutes": request.duration_minutes,
+                    "scope": request.scope,
+                    "state": request.state,
+                    "account_flags": sorted(account.flag_names()),
+                    "gated_by": sorted(decision.gated_by),
+                },
+                **event,
+            ),
+            now=now,
+        )
+        if pending:
+            return Pending(RequestView.of(request), decision.approvals_required)
+        audit.append(
+            db,
+            EventDraft(type="request.granted", details={"by": "policy"}, **{**event, "actor": Actor.system("policy")}),
+            now=now,
+        )
+        link = issue_link(db, ctx, request, now=now)
+        return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes)
+
+
+def _audit_blocked(
+    db: Session, decision: Decision, actor: Actor, form: RequestForm, *, account_known: bool, now: datetime
+) -> None:
+    details: dict[str, object] = {
+        "cause": decision.cause.value if decision.cause else None,
+        "user": (form.user or "")[:128] or None,
+        "duration_minutes": form.duration_minutes,
+        "scope": form.scope[:32],
+        "ticket": (form.ticket or "")[:200] or None,
+        "reason": form.reason[:2000],
+    }
+    if not account_known:
+        details["account_requested"] = (form.account or "")[:128] or None
+    audit.append(
+        db,
+        EventDraft(
+            type="request.blocked",
+            actor=actor,
+            account=form.account if account_known else None,
+            customer_user=form.user if account_known else None,
+            details=details,
+        ),
+        now=now,
+    )
+
+
+def record_agent_message(ctx: DomainContext, request_id: str, *, channel: str, ts: str) -> None:
+    """Remember the agent's DM about this request so later changes edit it in place."""
+    with ctx.sessions() as db, db.begin():
+        request = db.get(ImpersonationRequest, request_id)
+        if request is not None:
+            request.agent_channel, request.agent_message_ts = channel, ts
+
+
+def load_request(ctx: DomainContext, request_id: str) -> RequestView | None:
+    with ctx.sessions() as db:
+        request = db.get(ImpersonationRequest, request_id)
+        return RequestView.of(request) if request is not None else None

@@ -1,0 +1,126 @@
+"""Live sessions: checked at every use against `expires_at` (the scheduler only tidies, so a
+stopped scheduler never extends access), and ended by their agent."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from bot.db.models import ImpersonationSession, RequestState
+from bot.domain import audit
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.lifecycle import TransitionRefused, transition
+from bot.domain.views import SessionView
+
+
+class SessionStatus(str, enum.Enum):
+    LIVE = "live"
+    ENDED = "ended"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+def status_at(session: ImpersonationSession, now: datetime) -> SessionStatus:
+    """The truth about a session at `now`, whatever the scheduler has or hasn't done yet."""
+    state = session.request.state
+    if state == RequestState.ACTIVE.value:
+        return SessionStatus.LIVE if now < session.expires_at else SessionStatus.EXPIRED
+    return SessionStatus(state) if state in SessionStatus._value2member_map_ else SessionStatus.ENDED
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    session: SessionView | None
+    status: SessionStatus | None
+
+    @property
+    def live(self) -> bool:
+        return self.status is SessionStatus.LIVE
+
+
+def check_session(ctx: DomainContext, session_id: str, *, now: datetime | None = None) -> SessionCheck:
+    now = now or utcnow()
+    with ctx.sessions() as db:
+        session = db.get(ImpersonationSession, session_id)
+        if session is None:
+            return SessionCheck(None, None)
+        return SessionCheck(SessionView.of(session), status_at(session, now))
+
+
+class EndRefused(Exception):
+    def __init__(self, message: str, session: SessionView | None = None) -> None:
+        super().__init__(message)
+        self.session = session
+
+
+def _close(db: Session, session: ImpersonationSession, *, target: RequestState, actor: Actor, now: datetime, details: dict) -> None:
+    request = session.request
+    end_at = min(now, session.expires_at)
+    transition(
+        db,
+        request,
+        source=RequestState.ACTIVE,
+        target=target,
+        event=EventDraft(
+            type=f"session.{target.value}",
+            actor=actor,
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            session_id=session.id,
+            details={"ended_at": audit.format_time(end_at), **details},
+        ),
+        now=now,
+    )
+    session.ended_at, session.end_reason, session.ended_by = end_at, target.value, actor.slack_id
+
+
+def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionView:
+    """The agent ends their own live session. Re-checked at click time: only the session's
+    agent may end it here (security revokes instead, issue 5), and only while it is live.
+    A session already past its end is recorded as expired, not ended."""
+    now = now or utcnow()
+    with ctx.sessions() as db, db.begin():
+        session = db.get(ImpersonationSession, session_id)
+        if session is None:
+            raise EndRefused("That session does not exist.")
+        if session.agent_slack_id != actor_slack_id:
+            audit.append(
+                db,
+                EventDraft(
+                    type="session.end_refused",
+                    actor=Actor(slack_id=actor_slack_id),
+                    account=session.request.account.external_id,
+                    request_id=session.request_id,
+                    session_id=session.id,
+                    details={"cause": "not_the_agent"},
+                ),
+                now=now,
+            )
+            raise EndRefused("Only the agent who opened this session can end it.")
+        agent = Actor(slack_id=session.agent_slack_id, email=session.request.agent_email, role=session.request.agent_role)
+        status = status_at(session, now)
+        try:
+            if status is SessionStatus.LIVE:
+                _close(db, session, target=RequestState.ENDED, actor=agent, now=now, details={})
+            elif status is SessionStatus.EXPIRED and session.request.state == RequestState.ACTIVE.value:
+                _close(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={})
+            else:
+                raise EndRefused("This session is already over.", SessionView.of(session))
+        except TransitionRefused:
+            db.rollback()
+            raise EndRefused("This session is already over.") from None
+        db.flush()
+        return SessionView.of(session)
+
+
+def session_for_request(ctx: DomainContext, request_id: str) -> SessionView | None:
+    from sqlalchemy import select
+
+    with ctx.sessions() as db:
+        session = db.execute(select(ImpersonationSession).where(ImpersonationSession.request_id == request_id)).scalar_one_or_none()
+        return SessionView.of(session) if session else None

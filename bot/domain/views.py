@@ -1,0 +1,92 @@
+"""Read-only snapshots of domain objects handed to the Slack and web faces for rendering.
+Plain data: the faces never touch ORM objects or the database."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.db.models import ImpersonationRequest, ImpersonationSession
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: str
+    state: str
+    agent_slack_id: str
+    agent_tz: str | None
+    account: str
+    account_name: str
+    account_flags: frozenset[str]
+    customer_user: str
+    customer_user_name: str
+    customer_user_email: str
+    reason: str
+    ticket: str | None
+    duration_minutes: int
+    scope: str
+    gated_by: frozenset[str]
+    created_at: datetime
+    agent_channel: str | None
+    agent_message_ts: str | None
+
+    @classmethod
+    def of(cls, request: ImpersonationRequest) -> RequestView:
+        return cls(
+            id=request.id,
+            state=request.state,
+            agent_slack_id=request.agent_slack_id,
+            agent_tz=request.agent_tz,
+            account=request.account.external_id,
+            account_name=request.account.name,
+            account_flags=request.account.flag_names(),
+            customer_user=request.customer_user.external_id,
+            customer_user_name=request.customer_user.name,
+            customer_user_email=request.customer_user.email,
+            reason=request.reason,
+            ticket=request.ticket,
+            duration_minutes=request.duration_minutes,
+            scope=request.scope,
+            gated_by=frozenset(filter(None, request.gated_by.split(","))),
+            created_at=request.created_at,
+            agent_channel=request.agent_channel,
+            agent_message_ts=request.agent_message_ts,
+        )
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: str
+    request: RequestView
+    started_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    ended_by: str | None
+
+    @property
+    def state(self) -> str:
+        return self.request.state
+
+    @classmethod
+    def of(cls, session: ImpersonationSession) -> SessionView:
+        return cls(
+            id=session.id,
+            request=RequestView.of(session.request),
+            started_at=session.started_at,
+            expires_at=session.expires_at,
+            ended_at=session.ended_at,
+            end_reason=session.end_reason,
+            ended_by=session.ended_by,
+        )
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """The one moment the plaintext token exists: it goes into the agent's DM and is then
+    forgotten. Its repr hides the URL so it can never reach a log by accident."""
+
+    url: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"IssuedLink(url=<redacted>, expires_at={self.expires_at.isoformat()})"
