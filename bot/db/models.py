@@ -150,6 +150,14 @@ class ImpersonationRequest(Base):
     #: the agent's DM about this request, edited in place as it changes state
     agent_channel: Mapped[str | None] = mapped_column(String(32))
     agent_message_ts: Mapped[str | None] = mapped_column(String(32))
+    #: distinct approvals needed (0 when not gated); issue 3
+    approvals_required: Mapped[int] = mapped_column(Integer, default=0)
+    #: a pending request not decided by then is expired (policy gating.pending_ttl_minutes)
+    pending_expires_at: Mapped[datetime | None]
+    #: a re-initiated request points at the session it follows (issue 3 point 8)
+    previous_session_id: Mapped[str | None] = mapped_column(String(36))
+    #: granted by break-glass, skipping approval (issue 3 point 9)
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
 
     account: Mapped[Account] = relationship(lazy="joined")
     customer_user: Mapped[CustomerUser] = relationship(lazy="joined")
@@ -227,3 +235,68 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApprovalDecision(str, enum.Enum):
+    APPROVE = "approve"
+    DENY = "deny"
+
+
+class Approval(Base):
+    """One approver's decision on a request or an extension. The unique key on the approver's
+    canonical identity makes a double click, or the same person from two devices or under a
+    second Enterprise Grid id, count once (issue 3 point 2)."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (
+        UniqueConstraint("subject_id", "approver_identity", name="uq_approvals_subject_approver"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: the request id, or the extension id for an extension
+    subject_id: Mapped[str] = mapped_column(String(36), index=True)
+    approver_slack_id: Mapped[str] = mapped_column(String(32))
+    #: e-mail (lower-case) or Grid enterprise user id, else the Slack id
+    approver_identity: Mapped[str] = mapped_column(String(320))
+    decision: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime]
+
+
+class Extension(Base):
+    """More time for a live session, asked with a fresh reason and approved like a request."""
+
+    __tablename__ = "extensions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    minutes: Mapped[int] = mapped_column(Integer)
+    #: pending | approved | denied | expired | cancelled
+    state: Mapped[str] = mapped_column(String(16))
+    approvals_required: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    pending_expires_at: Mapped[datetime]
+    decided_at: Mapped[datetime | None]
+    new_expires_at: Mapped[datetime | None]
+
+    session: Mapped[ImpersonationSession] = relationship(lazy="joined")
+
+
+class MessageRef(Base):
+    """A Slack message the app posted about a request, kept so it can be edited in place as
+    the request changes state (the Teleport access-request plugin's pattern)."""
+
+    __tablename__ = "message_refs"
+    __table_args__ = (Index("ix_message_refs_subject", "subject_id", "purpose"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: request id or extension id
+    subject_id: Mapped[str] = mapped_column(String(36))
+    #: approver | security
+    purpose: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    ts: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]

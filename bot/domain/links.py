@@ -125,6 +125,36 @@ def _problem_for(link: Link | None, now: datetime) -> LinkProblem | None:
     return None
 
 
+def _lookup_hash(token: str) -> str:
+    """The hash to look a presented token up by. Malformed input is hashed under a prefix so
+    it can never match a stored link, and is cut short so a huge path costs nothing."""
+    return hash_token(token) if looks_like_token(token) else hash_token("invalid:" + token[:100])
+
+
+def refuse_csrf(
+    ctx: DomainContext, token: str, *, cause: str, client: ClientInfo = ClientInfo(), now: datetime | None = None
+) -> None:
+    """A redemption POST that failed the web face's CSRF check: nothing is redeemed, the
+    attempt is audited as `link.csrf_refused` (only a prefix of the token's hash is kept)."""
+    now = now or utcnow()
+    token_hash = _lookup_hash(token)
+    with ctx.sessions() as db, db.begin():
+        link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none()
+        request = link.request if link is not None else None
+        audit.append(
+            db,
+            EventDraft(
+                type="link.csrf_refused",
+                actor=Actor(slack_id=None, role="browser"),
+                account=request.account.external_id if request else None,
+                customer_user=request.customer_user.external_id if request else None,
+                request_id=request.id if request else None,
+                details={"token_hash_prefix": token_hash[:12], "cause": cause[:64], **client.as_details()},
+            ),
+            now=now,
+        )
+
+
 def preview(ctx: DomainContext, token: str, *, now: datetime | None = None) -> LinkPreview:
     """GET: describe the link and change nothing (Slack's unfurler and prefetchers GET too)."""
     now = now or utcnow()
@@ -144,7 +174,7 @@ def redeem(
     now = now or utcnow()
     if not ctx.product_launch_url:
         raise RuntimeError("PRODUCT_LAUNCH_URL is not set; links cannot be redeemed")
-    token_hash = hash_token(token) if looks_like_token(token) else hash_token("invalid:" + token[:100])
+    token_hash = _lookup_hash(token)
     with ctx.sessions() as db, db.begin():
         granted = select(ImpersonationRequest.id).where(ImpersonationRequest.state == RequestState.GRANTED.value)
         won = db.execute(

@@ -12,9 +12,17 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 GROUP_HANDLE = re.compile(r"^@[a-z0-9][a-z0-9._-]{0,79}$")
@@ -89,6 +97,29 @@ class GatingConfig(_Strict):
         default_factory=dict
     )
     pending_ttl_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    #: designated approvers (Slack ids or @groups) per account id; they narrow, never widen,
+    #: the set of `can_approve` holders (issue 3 point 1)
+    approvers_by_account: dict[str, list[str]] = Field(default_factory=dict)
+    #: designated approvers per Slack team (workspace) id
+    approvers_by_team: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("approvers_by_account", "approvers_by_team")
+    @classmethod
+    def _approver_members(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
+        for members in mapping.values():
+            for member in members:
+                if not (SLACK_USER_ID.match(member) or GROUP_HANDLE.match(member)):
+                    raise ValueError(f"{member!r} is neither a Slack user id nor a @group handle")
+        return mapping
+
+
+class BreakGlassConfig(_Strict):
+    #: a break-glass reason must be longer than an ordinary one (issue 3 point 9)
+    reason_min_length: int = Field(default=60, ge=1, le=1000)
+
+
+class ExtensionsConfig(_Strict):
+    choices_minutes: list[int] = Field(default_factory=lambda: [15, 30, 60], min_length=1)
 
 
 class AlertsConfig(_Strict):
@@ -108,21 +139,29 @@ class DigestsConfig(_Strict):
     quarterly: bool = True
 
 
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+
+
+def _role_name(name: str) -> str:
+    if not ROLE_NAME.match(name):
+        raise ValueError(f"role name {name!r} must be lower-case letters, digits, - or _")
+    return name
+
+
+#: Validated as a dict key (not by a validator on the whole dict) so the error's location
+#: carries the role name and the loader can point at its `[roles.<name>]` line.
+RoleName = Annotated[str, AfterValidator(_role_name)]
+
+
 class PolicyConfig(_Strict):
-    roles: dict[str, RoleConfig] = Field(min_length=1)
+    roles: dict[RoleName, RoleConfig] = Field(min_length=1)
     links: LinksConfig = Field(default_factory=LinksConfig)
     requests: RequestsConfig = Field(default_factory=RequestsConfig)
     gating: GatingConfig = Field(default_factory=GatingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     digests: DigestsConfig = Field(default_factory=DigestsConfig)
-
-    @field_validator("roles")
-    @classmethod
-    def _role_names(cls, roles: dict[str, RoleConfig]) -> dict[str, RoleConfig]:
-        for name in roles:
-            if not re.match(r"^[a-z][a-z0-9_-]{0,63}$", name):
-                raise ValueError(f"role name {name!r} must be lower-case letters, digits, - or _")
-        return roles
+    break_glass: BreakGlassConfig = Field(default_factory=BreakGlassConfig)
+    extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
 
     @model_validator(mode="after")
     def _someone_can_approve_when_gating(self) -> PolicyConfig:
@@ -151,11 +190,12 @@ def parse_policy(text: str, *, source: str = "policy") -> PolicyConfig:
         return PolicyConfig.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = [str(part) for part in first["loc"]]
+        # pydantic marks a bad dict key with a trailing "[key]"; the key path is what people read.
+        loc = [str(part) for part in first["loc"] if part != "[key]"]
         key = ".".join(loc) or "(top level)"
         line = _line_of(text, loc)
         where = f" (line {line})" if line else ""
-        message = first["msg"]
+        message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown key"
         elif first["type"] == "missing":
@@ -265,6 +305,8 @@ class BlockCause(str, enum.Enum):
     TICKET_INVALID = "ticket_invalid"
     DURATION_OVER_CAP = "duration_over_cap"
     SCOPE_NOT_ALLOWED = "scope_not_allowed"
+    BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
+    BREAK_GLASS_REASON_TOO_SHORT = "break_glass_reason_too_short"
 
 
 class Field_(str, enum.Enum):
@@ -276,6 +318,7 @@ class Field_(str, enum.Enum):
     TICKET = "ticket"
     DURATION = "duration"
     SCOPE = "scope"
+    BREAK_GLASS = "break_glass"
 
 
 BLOCK_FIELD: dict[BlockCause, Field_] = {
@@ -291,6 +334,8 @@ BLOCK_FIELD: dict[BlockCause, Field_] = {
     BlockCause.TICKET_INVALID: Field_.TICKET,
     BlockCause.DURATION_OVER_CAP: Field_.DURATION,
     BlockCause.SCOPE_NOT_ALLOWED: Field_.SCOPE,
+    BlockCause.BREAK_GLASS_NOT_ALLOWED: Field_.BREAK_GLASS,
+    BlockCause.BREAK_GLASS_REASON_TOO_SHORT: Field_.REASON,
 }
 
 
@@ -300,6 +345,8 @@ class Decision:
     cause: BlockCause | None = None
     gated_by: frozenset[str] = frozenset()
     approvals_required: int = 0
+    #: granted by break-glass although these gates applied (audited as approval.bypassed)
+    bypassed: frozenset[str] = frozenset()
 
     @property
     def field(self) -> Field_ | None:
@@ -322,6 +369,8 @@ def decide(
     gated_flags: frozenset[str],
     approvals_required: int = 1,
     approvals_required_by_flag: dict[str, int] | None = None,
+    break_glass: bool = False,
+    break_glass_reason_min_length: int = 60,
 ) -> Decision:
     """Decide one request. Pure: no I/O, no clock. `account_flags` is None for an unknown
     account. The order matters: an opted-out account refuses everyone (issue 2 point 8:
@@ -357,6 +406,14 @@ def decide(
     gated_by = frozenset(account_flags & gated_flags)
     if powers.requires_approval:
         gated_by |= {"role"}
+    if break_glass and gated_by:
+        # Issue 3 point 9: only a break-glass role, only with a longer reason, never on an
+        # opted-out account (refused above, before any role is considered).
+        if not powers.can_break_glass:
+            return block(BlockCause.BREAK_GLASS_NOT_ALLOWED)
+        if len(reason.strip()) < break_glass_reason_min_length:
+            return block(BlockCause.BREAK_GLASS_REASON_TOO_SHORT)
+        return Decision(Outcome.GRANT, bypassed=gated_by)
     if gated_by:
         by_flag = approvals_required_by_flag or {}
         needed = max([approvals_required, *(by_flag.get(f, 0) for f in gated_by)])

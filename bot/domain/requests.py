@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from bot.db.models import ImpersonationRequest, RequestState
+from bot.db.models import ImpersonationRequest, ImpersonationSession, RequestState
 from bot.domain import audit, directory
+from bot.domain.approvals import ApprovalAsk, open_request_approval
+from bot.domain.identity import Identity
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -44,6 +46,8 @@ BLOCK_MESSAGES: dict[BlockCause, str] = {
     BlockCause.TICKET_INVALID: "A ticket reference is an id or URL without spaces, at most 200 characters.",
     BlockCause.DURATION_OVER_CAP: "Your role allows sessions of at most {max} minutes.",
     BlockCause.SCOPE_NOT_ALLOWED: "Your role allows read-only sessions only.",
+    BlockCause.BREAK_GLASS_NOT_ALLOWED: "Your role cannot break glass on gated accounts. Leave it unticked to ask for approval.",
+    BlockCause.BREAK_GLASS_REASON_TOO_SHORT: "Break-glass needs a fuller reason (at least {break_glass_min} characters).",
 }
 
 
@@ -63,6 +67,10 @@ class RequestForm:
     ticket: str | None
     duration_minutes: int | None
     scope: str
+    #: skip approval on a gated account (break-glass roles only, issue 3 point 9)
+    break_glass: bool = False
+    #: set when the agent re-initiates after a session ended (issue 3 point 8)
+    previous_session_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class ModalOptions:
     can_read_write: bool
     reason_min_length: int
     ticket_required: bool
+    can_break_glass: bool = False
+    break_glass_reason_min_length: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,8 @@ class Blocked:
 class Pending:
     request: RequestView
     approvals_required: int
+    #: who was asked, and the agent's recent sessions on the account (for the approvers' DMs)
+    ask: ApprovalAsk | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,8 @@ class Granted:
     request: RequestView
     link: IssuedLink
     redeem_window_minutes: int
+    #: gates skipped by break-glass; the security channel is told at once
+    bypassed: frozenset[str] = frozenset()
 
 
 SubmitResult = Blocked | Pending | Granted
@@ -118,6 +132,8 @@ def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
         can_read_write=bool(powers and powers.can_read_write),
         reason_min_length=rules.reason_min_length,
         ticket_required=rules.ticket_required,
+        can_break_glass=bool(powers and powers.can_break_glass),
+        break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
     )
 
 
@@ -167,6 +183,8 @@ def submit_request(
             gated_flags=frozenset(gating.flags),
             approvals_required=gating.approvals_required,
             approvals_required_by_flag=dict(gating.approvals_required_by_flag),
+            break_glass=form.break_glass,
+            break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
         )
         if decision.outcome is Outcome.BLOCK:
             _audit_blocked(db, decision, actor, form, account_known=account is not None, now=now)
@@ -175,7 +193,9 @@ def submit_request(
                 decision.cause,
                 decision.field,
                 BLOCK_MESSAGES[decision.cause].format(
-                    min=rules.reason_min_length, max=powers.max_minutes if powers else 0
+                    min=rules.reason_min_length,
+                    max=powers.max_minutes if powers else 0,
+                    break_glass_min=ctx.policy.break_glass.reason_min_length,
                 ),
             )
         assert account is not None and user is not None and powers is not None
@@ -194,9 +214,13 @@ def submit_request(
             duration_minutes=form.duration_minutes or 0,
             scope=form.scope,
             state=(RequestState.PENDING if pending else RequestState.GRANTED).value,
-            gated_by=",".join(sorted(decision.gated_by)),
+            gated_by=",".join(sorted(decision.gated_by or decision.bypassed)),
             created_at=now,
             updated_at=now,
+            approvals_required=decision.approvals_required if pending else 0,
+            pending_expires_at=now + timedelta(minutes=gating.pending_ttl_minutes) if pending else None,
+            previous_session_id=_previous_session(db, form.previous_session_id, agent.slack_id),
+            break_glass=bool(decision.bypassed),
         )
         db.add(request)
         db.flush()
@@ -219,20 +243,30 @@ def submit_request(
                     "state": request.state,
                     "account_flags": sorted(account.flag_names()),
                     "gated_by": sorted(decision.gated_by),
+                    "previous_session_id": request.previous_session_id,
                 },
                 **event,
             ),
             now=now,
         )
         if pending:
-            return Pending(RequestView.of(request), decision.approvals_required)
-        audit.append(
-            db,
-            EventDraft(type="request.granted", details={"by": "policy"}, **{**event, "actor": Actor.system("policy")}),
-            now=now,
-        )
+            requester = Identity(agent.slack_id, (person.email or "").lower() or None, person.enterprise_user_id)
+            ask = open_request_approval(db, ctx, request, requester=requester, now=now)
+            return Pending(RequestView.of(request), decision.approvals_required, ask)
+        if decision.bypassed:
+            audit.append(
+                db,
+                EventDraft(type="approval.bypassed", details={"break_glass": True, "gates": sorted(decision.bypassed)}, **event),
+                now=now,
+            )
+        else:
+            audit.append(
+                db,
+                EventDraft(type="request.granted", details={"by": "policy"}, **{**event, "actor": Actor.system("policy")}),
+                now=now,
+            )
         link = issue_link(db, ctx, request, now=now)
-        return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes)
+        return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed)
 
 
 def _audit_blocked(
@@ -259,6 +293,14 @@ def _audit_blocked(
         ),
         now=now,
     )
+
+
+def _previous_session(db: Session, session_id: str | None, agent_slack_id: str) -> str | None:
+    """A re-initiated request links to the agent's own earlier session, or to nothing."""
+    if not session_id:
+        return None
+    session = db.get(ImpersonationSession, session_id)
+    return session.id if session is not None and session.agent_slack_id == agent_slack_id else None
 
 
 def record_agent_message(ctx: DomainContext, request_id: str, *, channel: str, ts: str) -> None:

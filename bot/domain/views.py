@@ -28,6 +28,10 @@ class RequestView:
     created_at: datetime
     agent_channel: str | None
     agent_message_ts: str | None
+    approvals_required: int = 0
+    pending_expires_at: datetime | None = None
+    previous_session_id: str | None = None
+    break_glass: bool = False
 
     @classmethod
     def of(cls, request: ImpersonationRequest) -> RequestView:
@@ -50,6 +54,10 @@ class RequestView:
             created_at=request.created_at,
             agent_channel=request.agent_channel,
             agent_message_ts=request.agent_message_ts,
+            approvals_required=request.approvals_required or 0,
+            pending_expires_at=request.pending_expires_at,
+            previous_session_id=request.previous_session_id,
+            break_glass=bool(request.break_glass),
         )
 
 

@@ -1,0 +1,615 @@
+"""Approvals (issue 3): gated requests and session extensions decided by approvers, exactly once.
+
+Every click reloads the subject under a row lock (SELECT … FOR UPDATE on PostgreSQL; SQLite
+transactions hold the write lock from BEGIN IMMEDIATE) and re-checks, at click time: the clicker
+still holds an approving role and is among the designated approvers, is not the requester (by
+Slack id, Grid id or e-mail), and the subject is still pending and not past its TTL. The
+`approvals` table's unique key on (subject, approver identity) makes a double click count once.
+The final transition is the lifecycle's conditional UPDATE, so of concurrent approve and deny
+clicks exactly one decides; every other click learns who decided and when.
+"""
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.db.models import (
+    Approval,
+    ApprovalDecision,
+    Extension,
+    ImpersonationRequest,
+    ImpersonationSession,
+    MessageRef,
+    RequestState,
+)
+from bot.domain import audit
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.identity import Identity, identify
+from bot.domain.lifecycle import transition
+from bot.domain.links import issue_link
+from bot.domain.policy import powers_of
+from bot.domain.views import IssuedLink, RequestView, SessionView
+
+DENY_REASON_MIN_LENGTH = 5
+DENY_REASON_MAX_LENGTH = 1000
+
+
+class Purpose(str, enum.Enum):
+    APPROVER = "approver"
+    SECURITY = "security"
+
+
+@dataclass(frozen=True)
+class PastSession:
+    started_at: datetime
+    ended_at: datetime | None
+    end_reason: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class MessageView:
+    recipient: str
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class ExtensionView:
+    id: str
+    session: SessionView
+    requested_by: str
+    reason: str
+    minutes: int
+    state: str
+    approvals_required: int
+    pending_expires_at: datetime
+    new_expires_at: datetime | None
+
+    @classmethod
+    def of(cls, extension: Extension) -> ExtensionView:
+        return cls(
+            id=extension.id,
+            session=SessionView.of(extension.session),
+            requested_by=extension.requested_by,
+            reason=extension.reason,
+            minutes=extension.minutes,
+            state=extension.state,
+            approvals_required=extension.approvals_required,
+            pending_expires_at=extension.pending_expires_at,
+            new_expires_at=extension.new_expires_at,
+        )
+
+
+# ---------------------------------------------------------------- who may approve
+
+
+def eligible_approvers(ctx: DomainContext, *, account: str, team_id: str | None, requester: Identity) -> list[str]:
+    """Slack ids of everyone who may approve: holders of a `can_approve` role, narrowed to the
+    designated approvers for the account (or else the team) when the policy names any, never
+    the requester under any of their ids."""
+    holders: set[str] = set()
+    for role in ctx.policy.roles.values():
+        if role.can_approve:
+            holders |= _expand(ctx, role.members)
+    gating = ctx.policy.gating
+    designated = gating.approvers_by_account.get(account) or (gating.approvers_by_team.get(team_id or "") or None)
+    if designated:
+        holders &= _expand(ctx, designated)
+    return sorted(h for h in holders if not identify(ctx.people, h).same_person(requester))
+
+
+def _expand(ctx: DomainContext, members: list[str]) -> set[str]:
+    out: set[str] = set()
+    for member in members:
+        if member.startswith("@"):
+            out |= ctx.groups.members_of(member[1:])
+        else:
+            out.add(member)
+    return out
+
+
+def _refusal_cause(ctx: DomainContext, clicker: Identity, *, account: str, team_id: str | None, requester: Identity) -> str | None:
+    if clicker.same_person(requester):
+        return "self_approval"
+    powers = powers_of(ctx.policy, clicker.slack_id, ctx.groups)
+    if powers is None or not powers.can_approve:
+        return "not_an_approver"
+    if clicker.slack_id not in eligible_approvers(ctx, account=account, team_id=team_id, requester=requester):
+        return "not_a_designated_approver"
+    return None
+
+
+def recent_sessions(db: Session, *, agent_slack_id: str, account_id: int, limit: int = 5) -> list[PastSession]:
+    rows = db.execute(
+        select(ImpersonationSession)
+        .where(ImpersonationSession.agent_slack_id == agent_slack_id, ImpersonationSession.account_id == account_id)
+        .order_by(ImpersonationSession.started_at.desc())
+        .limit(limit)
+    ).scalars()
+    return [PastSession(s.started_at, s.ended_at, s.end_reason, s.request.reason) for s in rows]
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class ApprovalAsk:
+    """What approvers are shown when a request (or extension) needs them."""
+
+    request: RequestView
+    approvers: tuple[str, ...]
+    recent: tuple[PastSession, ...]
+    extension: ExtensionView | None = None
+
+
+@dataclass(frozen=True)
+class Counted:
+    """This approval was recorded; more distinct approvers are needed."""
+
+    subject_id: str
+    approvals: int
+    required: int
+
+
+@dataclass(frozen=True)
+class AlreadyCounted:
+    subject_id: str
+
+
+@dataclass(frozen=True)
+class Decided:
+    """The click that moved the subject to a final state. Only this result edits messages."""
+
+    request: RequestView
+    outcome: str  # approved | denied | expired | cancelled
+    by: str | None
+    at: datetime
+    reason: str | None
+    approvers_messages: tuple[MessageView, ...]
+    link: IssuedLink | None = None
+    extension: ExtensionView | None = None
+    session: SessionView | None = None
+
+
+@dataclass(frozen=True)
+class AlreadyDecided:
+    outcome: str
+    by: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Refused:
+    message: str
+
+
+ClickResult = Counted | AlreadyCounted | Decided | AlreadyDecided | Refused
+
+REFUSAL_MESSAGES = {
+    "self_approval": "You cannot approve or deny your own request.",
+    "not_an_approver": "You no longer hold a role that can approve impersonation requests.",
+    "not_a_designated_approver": "You are not a designated approver for this account.",
+}
+
+
+# ---------------------------------------------------------------- requests
+
+
+def open_request_approval(db: Session, ctx: DomainContext, request: ImpersonationRequest, *, requester: Identity, now: datetime) -> ApprovalAsk:
+    """Called in the transaction that creates a pending request: who is asked, audited."""
+    approvers = eligible_approvers(ctx, account=request.account.external_id, team_id=request.team_id, requester=requester)
+    audit.append(
+        db,
+        EventDraft(
+            type="approval.requested",
+            actor=Actor(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role),
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            details={
+                "asked": approvers,
+                "approvals_required": request.approvals_required,
+                "expires_at": audit.format_time(request.pending_expires_at or now),
+            },
+        ),
+        now=now,
+    )
+    recent = recent_sessions(db, agent_slack_id=request.agent_slack_id, account_id=request.account_id)
+    return ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent))
+
+
+def record_message(ctx: DomainContext, subject_id: str, *, purpose: Purpose, recipient: str, channel: str, ts: str) -> None:
+    with ctx.sessions() as db, db.begin():
+        db.add(MessageRef(subject_id=subject_id, purpose=purpose.value, recipient=recipient, channel=channel, ts=ts, created_at=utcnow()))
+
+
+def _messages(db: Session, subject_id: str) -> tuple[MessageView, ...]:
+    rows = db.execute(
+        select(MessageRef).where(MessageRef.subject_id == subject_id, MessageRef.purpose == Purpose.APPROVER.value).order_by(MessageRef.id)
+    ).scalars()
+    return tuple(MessageView(r.recipient, r.channel, r.ts) for r in rows)
+
+
+def _lock_request(db: Session, request_id: str) -> ImpersonationRequest | None:
+    return db.execute(
+        select(ImpersonationRequest).where(ImpersonationRequest.id == request_id).with_for_update(of=ImpersonationRequest)
+    ).unique().scalar_one_or_none()
+
+
+def _requester(ctx: DomainContext, request: ImpersonationRequest) -> Identity:
+    return identify(ctx.people, request.agent_slack_id, known_email=request.agent_email)
+
+
+def _final_facts(db: Session, request: ImpersonationRequest) -> AlreadyDecided:
+    """Who moved a request out of pending, and when: read back from the audit log."""
+    types = ("approval.granted", "approval.denied", "request.expired", "request.cancelled", "approval.bypassed", "request.granted")
+    event = db.execute(
+        select(audit.AuditEvent)
+        .where(audit.AuditEvent.request_id == request.id, audit.AuditEvent.type.in_(types))
+        .order_by(audit.AuditEvent.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    outcome = {
+        RequestState.DENIED.value: "denied",
+        RequestState.EXPIRED.value: "expired",
+        RequestState.CANCELLED.value: "cancelled",
+        RequestState.PENDING.value: "pending",
+    }.get(request.state, "approved")
+    if event is None:
+        return AlreadyDecided(outcome, None, request.updated_at)
+    return AlreadyDecided(outcome, event.actor_slack_id, event.occurred_at)
+
+
+def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -> Decided:
+    transition(
+        db,
+        request,
+        source=RequestState.PENDING,
+        target=RequestState.EXPIRED,
+        event=EventDraft(
+            type="request.expired",
+            actor=Actor.system("clock"),
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            details={"pending_expires_at": audit.format_time(request.pending_expires_at or now)},
+        ),
+        now=now,
+    )
+    return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id))
+
+
+def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
+    now = now or utcnow()
+    clicker = identify(ctx.people, clicker_slack_id)
+    with ctx.sessions() as db, db.begin():
+        request = _lock_request(db, request_id)
+        if request is None:
+            return Refused("That request no longer exists.")
+        if request.state != RequestState.PENDING.value:
+            return _final_facts(db, request)
+        if request.pending_expires_at is not None and now >= request.pending_expires_at:
+            return _expire_request(db, request, now)
+        refusal = _refuse_if_ineligible(db, ctx, request, clicker, action="approve", now=now)
+        if refusal:
+            return refusal
+        if not _vote(db, request.id, clicker, ApprovalDecision.APPROVE, None, now):
+            return AlreadyCounted(request.id)
+        approvers = _approvers_so_far(db, request.id)
+        actor = Actor(slack_id=clicker.slack_id, email=clicker.email, role=_role(ctx, clicker.slack_id))
+        base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id)
+        if len(approvers) < request.approvals_required:
+            audit.append(
+                db,
+                EventDraft(type="approval.recorded", actor=actor, details={"approvals": len(approvers), "required": request.approvals_required}, **base),
+                now=now,
+            )
+            return Counted(request.id, len(approvers), request.approvals_required)
+        transition(
+            db,
+            request,
+            source=RequestState.PENDING,
+            target=RequestState.GRANTED,
+            event=EventDraft(type="approval.granted", actor=actor, details={"approvers": approvers, "required": request.approvals_required}, **base),
+            now=now,
+        )
+        link = issue_link(db, ctx, request, now=now)
+        return Decided(RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id), link=link)
+
+
+def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, reason: str, now: datetime | None = None) -> ClickResult:
+    now = now or utcnow()
+    reason = reason.strip()
+    if not DENY_REASON_MIN_LENGTH <= len(reason) <= DENY_REASON_MAX_LENGTH:
+        return Refused(f"Give a reason for the denial ({DENY_REASON_MIN_LENGTH}–{DENY_REASON_MAX_LENGTH} characters).")
+    clicker = identify(ctx.people, clicker_slack_id)
+    with ctx.sessions() as db, db.begin():
+        request = _lock_request(db, request_id)
+        if request is None:
+            return Refused("That request no longer exists.")
+        if request.state != RequestState.PENDING.value:
+            return _final_facts(db, request)
+        if request.pending_expires_at is not None and now >= request.pending_expires_at:
+            return _expire_request(db, request, now)
+        refusal = _refuse_if_ineligible(db, ctx, request, clicker, action="deny", now=now)
+        if refusal:
+            return refusal
+        if not _vote(db, request.id, clicker, ApprovalDecision.DENY, reason, now):
+            return AlreadyCounted(request.id)
+        transition(
+            db,
+            request,
+            source=RequestState.PENDING,
+            target=RequestState.DENIED,
+            event=EventDraft(
+                type="approval.denied",
+                actor=Actor(slack_id=clicker.slack_id, email=clicker.email, role=_role(ctx, clicker.slack_id)),
+                account=request.account.external_id,
+                customer_user=request.customer_user.external_id,
+                request_id=request.id,
+                details={"reason": reason},
+            ),
+            now=now,
+        )
+        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id))
+
+
+def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
+    """The agent withdraws their own pending request (issue 3 point 7)."""
+    now = now or utcnow()
+    with ctx.sessions() as db, db.begin():
+        request = _lock_request(db, request_id)
+        if request is None:
+            return Refused("That request no longer exists.")
+        if request.agent_slack_id != clicker_slack_id:
+            audit.append(
+                db,
+                EventDraft(
+                    type="request.cancel_refused",
+                    actor=Actor(slack_id=clicker_slack_id),
+                    account=request.account.external_id,
+                    request_id=request.id,
+                    details={"cause": "not_the_agent"},
+                ),
+                now=now,
+            )
+            return Refused("Only the agent who made this request can cancel it.")
+        if request.state != RequestState.PENDING.value:
+            return _final_facts(db, request)
+        transition(
+            db,
+            request,
+            source=RequestState.PENDING,
+            target=RequestState.CANCELLED,
+            event=EventDraft(
+                type="request.cancelled",
+                actor=Actor(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role),
+                account=request.account.external_id,
+                customer_user=request.customer_user.external_id,
+                request_id=request.id,
+            ),
+            now=now,
+        )
+        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id))
+
+
+def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Decided | None:
+    """Expire one pending request past its TTL (the scheduler's notice, issue 5); idempotent."""
+    now = now or utcnow()
+    with ctx.sessions() as db, db.begin():
+        request = _lock_request(db, request_id)
+        if request is None or request.state != RequestState.PENDING.value:
+            return None
+        if request.pending_expires_at is None or now < request.pending_expires_at:
+            return None
+        return _expire_request(db, request, now)
+
+
+def _refuse_if_ineligible(db: Session, ctx: DomainContext, request: ImpersonationRequest, clicker: Identity, *, action: str, now: datetime) -> Refused | None:
+    cause = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(ctx, request))
+    if cause is None:
+        return None
+    audit.append(
+        db,
+        EventDraft(
+            type="approval.refused",
+            actor=Actor(slack_id=clicker.slack_id, email=clicker.email, role=_role(ctx, clicker.slack_id)),
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            details={"cause": cause, "action": action},
+        ),
+        now=now,
+    )
+    return Refused(REFUSAL_MESSAGES[cause])
+
+
+def _vote(db: Session, subject_id: str, clicker: Identity, decision: ApprovalDecision, reason: str | None, now: datetime) -> bool:
+    """Record one approver's vote; False when this person already voted on this subject."""
+    try:
+        with db.begin_nested():
+            db.add(
+                Approval(
+                    subject_id=subject_id,
+                    approver_slack_id=clicker.slack_id,
+                    approver_identity=clicker.key,
+                    decision=decision.value,
+                    reason=reason,
+                    decided_at=now,
+                )
+            )
+        return True
+    except IntegrityError:
+        return False
+
+
+def _approvers_so_far(db: Session, subject_id: str) -> list[str]:
+    return list(
+        db.execute(
+            select(Approval.approver_slack_id)
+            .where(Approval.subject_id == subject_id, Approval.decision == ApprovalDecision.APPROVE.value)
+            .order_by(Approval.id)
+        ).scalars()
+    )
+
+
+def _role(ctx: DomainContext, slack_id: str) -> str | None:
+    powers = powers_of(ctx.policy, slack_id, ctx.groups)
+    return powers.role if powers else None
+
+
+# ---------------------------------------------------------------- extensions
+
+
+@dataclass(frozen=True)
+class ExtensionAsked:
+    ask: ApprovalAsk
+
+
+def request_extension(
+    ctx: DomainContext, session_id: str, *, agent_slack_id: str, minutes: int, reason: str, now: datetime | None = None
+) -> ExtensionAsked | Refused:
+    """Issue 3 point 8: an agent with `can_request_extension` asks for more time, with a fresh
+    reason; the new end can never pass the role's cap counted from the session's start."""
+    now = now or utcnow()
+    reason = reason.strip()
+    powers = powers_of(ctx.policy, agent_slack_id, ctx.groups)
+    with ctx.sessions() as db, db.begin():
+        session = db.execute(
+            select(ImpersonationSession).where(ImpersonationSession.id == session_id).with_for_update(of=ImpersonationSession)
+        ).unique().scalar_one_or_none()
+        if session is None or session.agent_slack_id != agent_slack_id:
+            return Refused("Only the agent of a live session can ask to extend it.")
+        request = session.request
+        base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id, session_id=session.id)
+        actor = Actor(slack_id=agent_slack_id, email=request.agent_email, role=powers.role if powers else None)
+
+        def refuse(cause: str, message: str) -> Refused:
+            audit.append(db, EventDraft(type="extension.refused", actor=actor, details={"cause": cause, "minutes": minutes}, **base), now=now)
+            return Refused(message)
+
+        if request.state != RequestState.ACTIVE.value or now >= session.expires_at:
+            return refuse("not_live", "This session is over; start a new request instead.")
+        if powers is None or not powers.can_request_extension:
+            return refuse("no_power", "Your role cannot extend sessions. Start a new request with a fresh reason.")
+        if len(reason) < ctx.policy.requests.reason_min_length:
+            return refuse("reason_too_short", f"Give a fresh reason (at least {ctx.policy.requests.reason_min_length} characters).")
+        cap_end = session.started_at + timedelta(minutes=powers.max_minutes)
+        if minutes <= 0 or session.expires_at >= cap_end:
+            return refuse("at_cap", f"This session already runs to your role's cap of {powers.max_minutes} minutes.")
+        pending = db.execute(select(func.count()).select_from(Extension).where(Extension.session_id == session.id, Extension.state == "pending")).scalar_one()
+        if pending:
+            return refuse("already_pending", "An extension for this session is already waiting for approval.")
+        extension = Extension(
+            id=str(uuid.uuid4()),
+            session_id=session.id,
+            requested_by=agent_slack_id,
+            reason=reason[:2000],
+            minutes=minutes,
+            state="pending",
+            approvals_required=max(1, request.approvals_required),
+            created_at=now,
+            pending_expires_at=now + timedelta(minutes=ctx.policy.gating.pending_ttl_minutes),
+            decided_at=None,
+            new_expires_at=None,
+        )
+        db.add(extension)
+        db.flush()
+        db.refresh(extension)
+        requester = _requester(ctx, request)
+        approvers = eligible_approvers(ctx, account=request.account.external_id, team_id=request.team_id, requester=requester)
+        audit.append(
+            db,
+            EventDraft(
+                type="extension.requested",
+                actor=actor,
+                details={"extension_id": extension.id, "minutes": minutes, "reason": extension.reason, "asked": approvers},
+                **base,
+            ),
+            now=now,
+        )
+        recent = recent_sessions(db, agent_slack_id=agent_slack_id, account_id=request.account_id)
+        return ExtensionAsked(ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent), ExtensionView.of(extension)))
+
+
+def _lock_extension(db: Session, extension_id: str) -> Extension | None:
+    return db.execute(select(Extension).where(Extension.id == extension_id).with_for_update(of=Extension)).unique().scalar_one_or_none()
+
+
+def decide_extension(
+    ctx: DomainContext,
+    extension_id: str,
+    *,
+    clicker_slack_id: str,
+    approve: bool,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> ClickResult:
+    now = now or utcnow()
+    clicker = identify(ctx.people, clicker_slack_id)
+    if not approve:
+        reason = (reason or "").strip()
+        if not DENY_REASON_MIN_LENGTH <= len(reason) <= DENY_REASON_MAX_LENGTH:
+            return Refused(f"Give a reason for the denial ({DENY_REASON_MIN_LENGTH}–{DENY_REASON_MAX_LENGTH} characters).")
+    with ctx.sessions() as db, db.begin():
+        extension = _lock_extension(db, extension_id)
+        if extension is None:
+            return Refused("That extension request no longer exists.")
+        session = extension.session
+        request = session.request
+        base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id, session_id=session.id)
+        if extension.state != "pending":
+            last = db.execute(
+                select(audit.AuditEvent)
+                .where(audit.AuditEvent.session_id == session.id, audit.AuditEvent.type.in_(("extension.granted", "extension.denied", "extension.expired")))
+                .order_by(audit.AuditEvent.seq.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return AlreadyDecided(extension.state, last.actor_slack_id if last else None, extension.decided_at or now)
+
+        def finish(state: str, event_type: str, by: str | None, details: dict, reason_text: str | None) -> Decided:
+            extension.state, extension.decided_at = state, now
+            audit.append(db, EventDraft(type=event_type, actor=Actor(slack_id=by, email=clicker.email if by else None, role=_role(ctx, by) if by else "clock"), details={"extension_id": extension.id, **details}, **base), now=now)
+            db.flush()
+            return Decided(RequestView.of(request), state, by, now, reason_text, _messages(db, extension.id), extension=ExtensionView.of(extension), session=SessionView.of(session))
+
+        live = request.state == RequestState.ACTIVE.value and now < session.expires_at
+        if now >= extension.pending_expires_at or not live:
+            return finish("expired", "extension.expired", None, {"session_live": live}, None)
+        refusal = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(ctx, request))
+        if refusal:
+            audit.append(db, EventDraft(type="extension.refused", actor=Actor(slack_id=clicker.slack_id, email=clicker.email), details={"cause": refusal, "extension_id": extension.id}, **base), now=now)
+            return Refused(REFUSAL_MESSAGES[refusal])
+        if not _vote(db, extension.id, clicker, ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY, reason, now):
+            return AlreadyCounted(extension.id)
+        if not approve:
+            return finish("denied", "extension.denied", clicker.slack_id, {"reason": reason}, reason)
+        approvers = _approvers_so_far(db, extension.id)
+        if len(approvers) < extension.approvals_required:
+            return Counted(extension.id, len(approvers), extension.approvals_required)
+        agent_powers = powers_of(ctx.policy, request.agent_slack_id, ctx.groups)
+        cap_minutes = agent_powers.max_minutes if agent_powers else request.duration_minutes
+        new_end = min(session.expires_at + timedelta(minutes=extension.minutes), session.started_at + timedelta(minutes=cap_minutes))
+        session.expires_at = new_end
+        extension.new_expires_at = new_end
+        return finish("approved", "extension.granted", clicker.slack_id, {"approvers": approvers, "new_expires_at": audit.format_time(new_end)}, None)
+
+
+def pending_extension_for(ctx: DomainContext, session_id: str) -> ExtensionView | None:
+    with ctx.sessions() as db:
+        row = db.execute(select(Extension).where(Extension.session_id == session_id, Extension.state == "pending")).scalar_one_or_none()
+        return ExtensionView.of(row) if row else None
+
+
+def messages_for(ctx: DomainContext, subject_id: str) -> tuple[MessageView, ...]:
+    with ctx.sessions() as db:
+        return _messages(db, subject_id)
