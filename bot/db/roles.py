@@ -1,0 +1,49 @@
+"""Least-privilege PostgreSQL roles (issue 4 point 2).
+
+The schema is owned by one role (it runs `migrate`); the app runs as another that may only
+INSERT and SELECT on the audit table — no UPDATE, DELETE or TRUNCATE privilege, and as a
+non-owner it cannot drop or disable the triggers either. `impersonation-bot db grants` prints
+these statements; docs/postgresql.md shows the whole set-up; tests/db/test_postgres_roles.py
+proves the app role cannot change or remove an audit row.
+"""
+from __future__ import annotations
+
+import re
+
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+#: tables the app reads and writes normally (everything except the audit log)
+APP_TABLES = (
+    "accounts",
+    "account_flags",
+    "customer_users",
+    "assignments",
+    "requests",
+    "links",
+    "sessions",
+    "approvals",
+    "extensions",
+    "message_refs",
+)
+
+
+def _ident(name: str) -> str:
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not a plain lower-case PostgreSQL identifier")
+    return f'"{name}"'
+
+
+def app_role_grants(*, schema: str, app_role: str, extra_tables: tuple[str, ...] = ()) -> list[str]:
+    s, app = _ident(schema), _ident(app_role)
+    statements = [
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA {s} FROM {app}",
+        f"GRANT USAGE ON SCHEMA {s} TO {app}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(f'{s}.{_ident(t)}' for t in APP_TABLES + extra_tables)} TO {app}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {s} TO {app}",
+        # The audit log: append and read, nothing else.
+        f"GRANT SELECT, INSERT ON {s}.\"audit_events\" TO {app}",
+        # The chain head is advanced by every append.
+        f"GRANT SELECT, UPDATE ON {s}.\"audit_head\" TO {app}",
+        f"GRANT SELECT ON {s}.\"alembic_version\" TO {app}",
+    ]
+    return statements
