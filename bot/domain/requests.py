@@ -126,7 +126,8 @@ def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
     if powers and not choices:
         choices = (cap,)
     return ModalOptions(
-        role=powers.role if powers else None,
+        # A role that cannot impersonate (e.g. security's) is no impersonation role here.
+        role=powers.role if powers and powers.can_impersonate else None,
         duration_choices=choices,
         default_duration=choices[0] if choices else None,
         can_read_write=bool(powers and powers.can_read_write),

@@ -1,0 +1,124 @@
+"""The Bolt app: built once at start-up (bot/wiring.py) from the domain context and the one
+configured WebClient.
+
+- Request verification stays on: Bolt checks `X-Slack-Signature` (v0 HMAC-SHA256) and
+  refuses timestamps older than 5 minutes, answering 401 before any listener runs.
+- `process_before_response=True` by default: Bolt's default runner hands listeners to a
+  thread pool and polls for ack() every 10 ms (slack_bolt/listener/thread_runner.py), which
+  DESIGN.md "Web stack and speed" measured as the dominant cost (p50 107 ms against p99
+  6.5 ms). Our listeners ack first and make one Slack call, well inside Slack's 3 s.
+- Every listener uses the client given here (see `use_configured_client`).
+- Logs never carry tokens, trigger ids, response URLs, view state (user text) or links.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from slack_bolt import App, BoltContext, BoltResponse
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.domain.context import DomainContext
+from bot.slack.listeners import register_listeners
+
+log = logging.getLogger(__name__)
+
+
+def build_slack_app(
+    ctx: DomainContext,
+    *,
+    client: WebClient,
+    signing_secret: str,
+    process_before_response: bool = True,
+) -> App:
+    if not signing_secret:
+        raise ValueError("a Slack signing secret is required: requests are verified with it")
+    keep_wire_logs_quiet(client)
+    app = App(
+        name="impersonation-bot",
+        client=client,  # Bolt takes the bot token from the client
+        signing_secret=signing_secret,
+        request_verification_enabled=True,
+        process_before_response=process_before_response,
+    )
+    app.middleware(use_configured_client(client))
+    app.middleware(log_request)
+    app.error(handle_listener_error)
+    register_listeners(app, ctx)
+    return app
+
+
+def keep_wire_logs_quiet(client: WebClient) -> None:
+    """slack_sdk logs whole request and response bodies at DEBUG whenever its logger's own
+    level is NOTSET or DEBUG (slack_sdk/web/base_client.py, "Sending a request - … json_body"),
+    and a chat.postMessage body holds the one-time link (issue 2 point 18). Keep that logger
+    at INFO or above, so those lines are not even built; enabling DEBUG for the app elsewhere
+    then cannot leak a link."""
+    if client.logger.level < logging.INFO:
+        client.logger.setLevel(logging.INFO)
+
+
+def use_configured_client(client: WebClient) -> Callable[..., None]:
+    """Bolt gives each request a fresh copy of the app's WebClient (App._init_context). Use
+    the configured instance itself, so that everything set up at the composition root (base
+    URL from SLACK_API_URL, timeout, retry handlers, the quieted logger, a recording client
+    in tests) governs every call. The token is static and never changed per request, so
+    sharing the instance between threads is safe."""
+
+    def use_configured_client_middleware(context: BoltContext, next: Callable[[], None]) -> None:
+        context["client"] = client
+        next()
+
+    return use_configured_client_middleware
+
+
+def describe_request(body: dict[str, Any]) -> dict[str, str]:
+    """What a log line may say about an incoming request: its kind and route (command,
+    callback_id, action_ids), who and which workspace. Never the verification token,
+    trigger_id, response_url, command text or view state."""
+    kind = str(body.get("type") or ("slash_command" if "command" in body else "unknown"))
+    route = ""
+    if "command" in body:
+        route = str(body.get("command"))
+    elif kind in ("view_submission", "view_closed"):
+        route = str((body.get("view") or {}).get("callback_id") or "")
+    elif kind == "block_actions":
+        route = ",".join(str(a.get("action_id")) for a in body.get("actions") or [] if isinstance(a, dict))
+    elif kind == "block_suggestion":
+        route = str(body.get("action_id") or "")
+    user = body.get("user_id") or (body.get("user") or {}).get("id") or ""
+    team = body.get("team_id") or (body.get("team") or {}).get("id") or ""
+    return {"kind": kind, "route": route[:255], "user": str(user)[:32], "team": str(team)[:32]}
+
+
+def log_request(body: dict[str, Any], next: Callable[[], None]) -> None:
+    facts = describe_request(body)
+    log.info("slack %s %s user=%s team=%s", facts["kind"], facts["route"], facts["user"], facts["team"])
+    next()
+
+
+def handle_listener_error(
+    error: Exception, body: dict[str, Any], context: BoltContext, response: BoltResponse | None
+) -> None:
+    """The one error handler for every listener.
+
+    Logged: the request's kind and route and, for a Slack API failure, the method's error
+    code only (a SlackApiError's text includes the whole response). Answered: what the
+    listener acknowledged, if it did. Bolt would otherwise turn a failure after ack() into
+    HTTP 500, and Slack would then show an error on a modal whose request was in fact
+    recorded, inviting the agent to submit it twice.
+    """
+    facts = describe_request(body)
+    if isinstance(error, SlackApiError):
+        log.error(
+            "slack %s %s: Slack API call failed: %s",
+            facts["kind"],
+            facts["route"],
+            error.response.get("error") or "unknown_error",
+        )
+    else:
+        log.error("slack %s %s failed: %s", facts["kind"], facts["route"], type(error).__name__, exc_info=error)
+    acked = context.ack.response if context.ack is not None else None
+    if acked is not None and response is not None:
+        response.status, response.body, response.headers = acked.status, acked.body, acked.headers

@@ -1,0 +1,48 @@
+"""Fixtures for the Slack face: a recording WebClient, the Bolt app built on it, and a
+helper to send it requests signed as Slack signs them."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from slack_bolt import App
+from slack_bolt.response import BoltResponse
+from sqlalchemy import select
+
+from bot.db.models import AuditEvent
+from bot.slack.app import build_slack_app
+from tests.slack.recording_client import RecordingWebClient
+from tests.slack.signed import SIGNING_SECRET, signed
+
+
+@pytest.fixture
+def slack_client() -> RecordingWebClient:
+    return RecordingWebClient()
+
+
+@pytest.fixture
+def slack_app(ctx, slack_client) -> App:
+    return build_slack_app(ctx, client=slack_client, signing_secret=SIGNING_SECRET)
+
+
+@pytest.fixture
+def send(slack_app):
+    """send(body) → BoltResponse: dispatch a correctly signed request to the app."""
+
+    def _send(body: str) -> BoltResponse:
+        return slack_app.dispatch(signed(body))
+
+    return _send
+
+
+def response_json(response: BoltResponse) -> dict[str, Any]:
+    return json.loads(response.body) if response.body else {}
+
+
+def audit_events(session_factory, event_type: str | None = None) -> list[AuditEvent]:
+    with session_factory() as db:
+        statement = select(AuditEvent).order_by(AuditEvent.seq)
+        if event_type is not None:
+            statement = statement.where(AuditEvent.type == event_type)
+        return list(db.execute(statement).scalars())

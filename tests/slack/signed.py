@@ -1,0 +1,116 @@
+"""Requests to the Bolt app signed exactly as Slack signs them (Slack "Verifying requests
+from Slack"): `v0=` + hex HMAC-SHA256(signing secret, "v0:{timestamp}:{raw body}")."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+from slack_bolt.request import BoltRequest
+
+SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
+FORM = "application/x-www-form-urlencoded"
+
+
+def signature(body: str, timestamp: str, secret: str = SIGNING_SECRET) -> str:
+    base = f"v0:{timestamp}:{body}".encode()
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def signed(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None, sign_body: str | None = None) -> BoltRequest:
+    """A BoltRequest carrying `body`; `sign_body` signs something else (to test tampering)."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    return BoltRequest(
+        body=body,
+        headers={
+            "content-type": [FORM],
+            "x-slack-request-timestamp": [ts],
+            "x-slack-signature": [signature(body if sign_body is None else sign_body, ts, secret)],
+        },
+    )
+
+
+def slash_command(text: str = "", *, user_id: str = "UAGENT1", command: str = "/impersonate") -> str:
+    return urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T1",
+            "team_domain": "test",
+            "channel_id": "C0GENERAL",
+            "channel_name": "general",
+            "user_id": user_id,
+            "user_name": "agent",
+            "command": command,
+            "text": text,
+            "api_app_id": "A1",
+            "response_url": "https://hooks.slack.invalid/commands/T1/1/secret-response-url",
+            "trigger_id": "1337.42.trigger-secret",
+        }
+    )
+
+
+def interaction(payload: dict[str, Any]) -> str:
+    """Interactivity requests are form-encoded with one `payload` field holding JSON."""
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def view_submission(values: dict[str, Any], *, user_id: str = "UAGENT1", callback_id: str) -> str:
+    return interaction(
+        {
+            "type": "view_submission",
+            "team": {"id": "T1", "domain": "test"},
+            "user": {"id": user_id, "username": "agent", "name": "agent", "team_id": "T1"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "trigger_id": "1337.42.trigger-secret",
+            "view": {
+                "id": "V1",
+                "team_id": "T1",
+                "type": "modal",
+                "callback_id": callback_id,
+                "private_metadata": "",
+                "state": {"values": values},
+                "hash": "1.abc",
+            },
+        }
+    )
+
+
+def block_suggestion(action_id: str, value: str, *, values: dict[str, Any] | None = None, user_id: str = "UAGENT1", block_id: str) -> str:
+    return interaction(
+        {
+            "type": "block_suggestion",
+            "user": {"id": user_id, "username": "agent", "name": "agent", "team_id": "T1"},
+            "team": {"id": "T1", "domain": "test"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "action_id": action_id,
+            "block_id": block_id,
+            "value": value,
+            "container": {"type": "view", "view_id": "V1"},
+            "view": {"id": "V1", "type": "modal", "callback_id": "impersonate_request", "state": {"values": values or {}}},
+        }
+    )
+
+
+def block_action(action_id: str, value: str, *, block_id: str, user_id: str, channel: str = "DAGENT1", message_ts: str = "1700000000.000001") -> str:
+    return interaction(
+        {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": "someone", "name": "someone", "team_id": "T1"},
+            "team": {"id": "T1", "domain": "test"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "trigger_id": "1337.42.trigger-secret",
+            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+            "channel": {"id": channel, "name": "directmessage"},
+            "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
+            "response_url": "https://hooks.slack.invalid/actions/T1/1/secret-response-url",
+            "actions": [
+                {"type": "button", "action_id": action_id, "block_id": block_id, "value": value, "action_ts": "1700000001.1"}
+            ],
+        }
+    )
