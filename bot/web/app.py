@@ -1,0 +1,114 @@
+"""The HTTP face (DESIGN.md "Layers", web/): Slack's request endpoint, the link pages, the
+public keys for the hand-off, and a health check."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, make_response, render_template, request
+from slack_bolt.adapter.flask import SlackRequestHandler
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from bot.domain.context import DomainContext
+from bot.domain.ports import SessionNotifier
+from bot.web.landing import landing_blueprint
+from bot.web.logging import install_log_redaction, redact
+from bot.web.security import (
+    LinkCsrf,
+    apply_baseline_headers,
+    apply_link_headers,
+    content_security_policy,
+    new_csp_nonce,
+    origin_of,
+)
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+LINK_PREFIX = "/l/"
+JWKS_MAX_AGE_SECONDS = 300  # short, so a rotated key is picked up quickly
+#: Slack's largest payloads (view submissions) are far below this; anything bigger is refused
+#: before it is parsed (werkzeug answers 413).
+MAX_REQUEST_BYTES = 1024 * 1024
+
+
+class _RedactingFlask(Flask):
+    def log_exception(self, exc_info: Any) -> None:
+        # Flask's own line is f"Exception on {request.path} …", which would log a link token.
+        self.logger.error("Exception on %s [%s]", redact(request.path), request.method, exc_info=exc_info)
+
+
+def create_web_app(
+    ctx: DomainContext,
+    *,
+    slack_app: Any = None,
+    notifier: SessionNotifier | None = None,
+    csrf_secret: bytes,
+) -> Flask:
+    """`slack_app` is a slack_bolt.App (HTTP mode); without it /slack/events is a 404.
+    `csrf_secret`: at least 32 random bytes, the same for every worker and host."""
+    app = _RedactingFlask(__name__, template_folder=str(TEMPLATES), static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    # The loggers that print request paths; the process's own handlers are wiring's to cover.
+    install_log_redaction([app.logger], root_handlers=False)
+
+    csrf = LinkCsrf.for_base_url(csrf_secret, ctx.public_base_url)
+    form_action = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)
+    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier))
+
+    @app.context_processor
+    def _csp_nonce() -> dict[str, str]:
+        return {"csp_nonce": _nonce()}
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        apply_baseline_headers(response)
+        if request.path.startswith(LINK_PREFIX):
+            apply_link_headers(response, nonce=_nonce(), form_action=form_action)
+        elif response.mimetype == "text/html":
+            response.headers["Content-Security-Policy"] = content_security_policy(_nonce(), form_action=())
+        return response
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        # Our own page: never echoes the URL, form or headers back.
+        return make_response(render_template("error.html", code=error.code, name=error.name), error.code or 500)
+
+    @app.get("/.well-known/jwks.json")
+    def jwks() -> Response:
+        response = jsonify({"keys": [ctx.signing_key.public_jwk()]})
+        response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        try:
+            with ctx.sessions() as db:
+                db.execute(text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - any database failure means unhealthy
+            log.exception("health check: database unreachable")
+            response = jsonify({"ok": False})
+            response.status_code = 503
+        else:
+            response = jsonify({"ok": True})
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    if slack_app is not None:
+        slack_handler = SlackRequestHandler(slack_app)
+
+        # Slash commands, interactivity and options loads all post here (manifest.yaml);
+        # Bolt verifies Slack's signature before any listener runs.
+        @app.post("/slack/events")
+        def slack_events() -> Response:
+            return slack_handler.handle(request)
+
+    return app
+
+
+def _nonce() -> str:
+    if "csp_nonce" not in g:
+        g.csp_nonce = new_csp_nonce()
+    return g.csp_nonce

@@ -1,0 +1,163 @@
+"""The one-time link's pages (DESIGN.md "The hand-off", steps 2–4; issue 2, points 11–13).
+
+`GET /l/<token>` (and HEAD) only describes the link: Slack's unfurler
+(`Slackbot-LinkExpanding`) and browser prefetchers fetch links too, so a GET must never
+redeem. `POST /l/<token>` checks the CSRF proof, then makes the one domain call that redeems
+(one conditional UPDATE, bot/domain/links.py). The winner's page hands the signed JWT to the
+product by auto-submitting a form (a body parameter, never a URL parameter: URLs end up in
+history, logs and Referer headers).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Blueprint, Response, make_response, render_template, request
+
+from bot.domain import links
+from bot.domain.context import DomainContext
+from bot.domain.links import ClientInfo, LinkProblem, Redemption
+from bot.domain.ports import SessionNotifier
+from bot.domain.views import RequestView
+from bot.web.security import CSRF_FIELD, CsrfFailure, LinkCsrf
+
+log = logging.getLogger(__name__)
+
+#: (HTTP status, headline, explanation) for each refusal. 410 Gone: the link existed and is
+#: over for good; 409 Conflict: it exists but its state forbids this (RFC 9110 §15.5).
+PROBLEM_PAGES: dict[LinkProblem, tuple[int, str, str]] = {
+    LinkProblem.UNKNOWN: (
+        404,
+        "This link is not valid",
+        "It may have been copied incompletely. Nothing was opened. "
+        "Ask for a new session with /impersonate in Slack.",
+    ),
+    LinkProblem.ALREADY_USED: (
+        409,
+        "This link has already been used",
+        "Each link opens one session, once. Nothing new was opened. "
+        "If you did not open this session yourself, tell your security team now.",
+    ),
+    LinkProblem.EXPIRED: (
+        410,
+        "This link has expired",
+        "Links must be used within a few minutes of being granted. Nothing was opened. "
+        "Ask for a new session with /impersonate in Slack.",
+    ),
+    LinkProblem.NOT_GRANTED: (
+        409,
+        "This link can no longer be used",
+        "The request behind it is no longer granted (it may have been revoked). Nothing was opened.",
+    ),
+}
+CSRF_PAGE = (
+    403,
+    "This confirmation could not be verified",
+    "Open the link from your Slack message again and press the button on that page. Nothing was opened.",
+)
+NOT_CONFIGURED_PAGE = (
+    503,
+    "Sessions cannot be opened right now",
+    "The product's launch address is not configured (PRODUCT_LAUNCH_URL). Nothing was opened; "
+    "the link stays valid until it expires.",
+)
+
+
+def format_when(moment: datetime, tz_name: str | None) -> str:
+    """"14:05 Europe/Paris (12:05 UTC)": the agent's own clock first, UTC for the record."""
+    utc = moment.astimezone(timezone.utc)
+    try:
+        zone = ZoneInfo(tz_name) if tz_name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = None
+    if zone is None:
+        return f"{utc:%Y-%m-%d %H:%M} UTC"
+    local = utc.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {tz_name} ({utc:%H:%M} UTC)"
+
+
+def _client() -> ClientInfo:
+    return ClientInfo(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+
+
+def _page(status: int, headline: str, explanation: str) -> Response:
+    return make_response(render_template("refused.html", headline=headline, explanation=explanation), status)
+
+
+def _problem_page(problem: LinkProblem) -> Response:
+    return _page(*PROBLEM_PAGES[problem])
+
+
+def landing_blueprint(ctx: DomainContext, *, csrf: LinkCsrf, notifier: SessionNotifier | None) -> Blueprint:
+    pages = Blueprint("landing", __name__)
+
+    @pages.get("/l/<token>")
+    def confirm(token: str) -> Response:
+        shown = links.preview(ctx, token)
+        if shown.problem is not None or shown.request is None or shown.expires_at is None:
+            return _problem_page(shown.problem or LinkProblem.UNKNOWN)
+        nonce = csrf.nonce(request.cookies.get(csrf.cookie_name))
+        response = make_response(
+            render_template(
+                "landing.html",
+                token=token,
+                request_view=shown.request,
+                link_expires=format_when(shown.expires_at, shown.request.agent_tz),
+                csrf_field=CSRF_FIELD,
+                csrf_proof=csrf.proof(nonce, token),
+                can_redeem=bool(ctx.product_launch_url),
+            )
+        )
+        csrf.set_cookie(response, nonce)
+        return response
+
+    @pages.post("/l/<token>")
+    def redeem(token: str) -> Response:
+        failure = csrf.check(
+            token,
+            cookie=request.cookies.get(csrf.cookie_name),
+            submitted=request.form.get(CSRF_FIELD),
+            origin=request.headers.get("Origin"),
+            fetch_site=request.headers.get("Sec-Fetch-Site"),
+        )
+        if failure is not None:
+            return _refuse_csrf(token, failure)
+        if not ctx.product_launch_url:
+            return _page(*NOT_CONFIGURED_PAGE)
+        outcome = links.redeem(ctx, token, client=_client())
+        if not isinstance(outcome, Redemption):
+            return _problem_page(outcome.problem)
+        return _launch(outcome)
+
+    def _refuse_csrf(token: str, failure: CsrfFailure) -> Response:
+        log.info("link redemption refused: CSRF check failed (%s)", failure.value)
+        links.refuse_csrf(ctx, token, cause=failure.value, client=_client())
+        return _page(*CSRF_PAGE)
+
+    def _launch(redemption: Redemption) -> Response:
+        view: RequestView = redemption.session.request
+        response = make_response(
+            render_template(
+                "redeemed.html",
+                launch_url=redemption.launch_url,
+                handoff_token=redemption.handoff_token,
+                request_view=view,
+                session_ends=format_when(redemption.session.expires_at, view.agent_tz),
+            )
+        )
+        if notifier is not None:
+            session_id = redemption.session.id
+            # After the response is sent (WSGI close()), so a slow Slack call never delays
+            # the hand-off; a failure is logged, never shown: the session is already open.
+            response.call_on_close(lambda: _notify_started(notifier, session_id))
+        return response
+
+    return pages
+
+
+def _notify_started(notifier: SessionNotifier, session_id: str) -> None:
+    try:
+        notifier.session_started(session_id)
+    except Exception:  # noqa: BLE001 - the notification is best effort; the session is live
+        log.exception("could not tell the agent that session %s started", session_id)

@@ -1,0 +1,171 @@
+"""One-time links in the domain: only a hash is stored, preview changes nothing, every refused
+redemption changes nothing but the audit log (issue 2, points 12 and 18)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect, select, text, update
+
+from bot.db.models import AuditEvent, ImpersonationRequest, ImpersonationSession, Link
+from bot.domain import links
+from bot.domain import requests as domain_requests
+from bot.domain.clock import utcnow
+from bot.domain.links import ClientInfo, LinkProblem, Redemption, RedemptionRefused, hash_token
+from bot.domain.requests import AgentIdentity, RequestForm
+from tests.fakes.directory_data import load_directory
+
+CLIENT = ClientInfo(ip="203.0.113.7", user_agent="Mozilla/5.0 test")
+
+
+@pytest.fixture
+def grant(ctx, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path)
+
+    def _grant(**overrides) -> domain_requests.Granted:
+        form = dict(account="acme", user="u-bob", reason="customer ticket about billing", ticket="SUP-1", duration_minutes=30, scope="read_only")
+        form.update(overrides)
+        result = domain_requests.submit_request(ctx, AgentIdentity("UAGENT1"), RequestForm(**form))
+        assert isinstance(result, domain_requests.Granted), result
+        return result
+
+    return _grant
+
+
+def token_of(granted: domain_requests.Granted) -> str:
+    return granted.link.url.rsplit("/", 1)[1]
+
+
+def snapshot(session_factory) -> dict[str, list[tuple]]:
+    with session_factory() as db:
+        return {
+            "links": [(r.id, r.token_hash, r.expires_at, r.redeemed_at) for r in db.execute(select(Link).order_by(Link.id)).scalars()],
+            "requests": [(r.id, r.state, r.updated_at) for r in db.execute(select(ImpersonationRequest).order_by(ImpersonationRequest.id)).scalars()],
+            "sessions": [(r.id, r.expires_at, r.ended_at) for r in db.execute(select(ImpersonationSession).order_by(ImpersonationSession.id)).scalars()],
+        }
+
+
+def events(session_factory) -> list[AuditEvent]:
+    with session_factory() as db:
+        rows = list(db.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+        db.expunge_all()
+        return rows
+
+
+def test_the_link_carries_256_random_bits_and_only_their_hash_is_stored(ctx, grant, session_factory):
+    granted = grant()
+    token = token_of(granted)
+    assert granted.link.url == f"{ctx.public_base_url}/l/{token}"
+    assert links.looks_like_token(token)  # 43 base64url characters = 256 bits
+    assert token not in repr(granted.link)
+
+    with session_factory() as db:
+        (stored,) = db.execute(select(Link)).scalars().all()
+        assert stored.token_hash == hash_token(token)
+        columns = [c["name"] for c in inspect(db.connection()).get_columns("links")]
+        assert not [c for c in columns if "token" in c and c != "token_hash"]
+        # No column of any table holds the token, in any form it was handed out in.
+        for table in inspect(db.connection()).get_table_names():
+            for row in db.execute(text(f'SELECT * FROM "{table}"')):
+                assert not [value for value in row if token in str(value)], table
+
+
+def test_preview_describes_the_link_and_changes_nothing(ctx, grant, session_factory):
+    granted = grant()
+    before, audit_before = snapshot(session_factory), len(events(session_factory))
+
+    shown = links.preview(ctx, token_of(granted))
+
+    assert shown.problem is None and shown.expires_at == granted.link.expires_at
+    assert shown.request.account == "acme" and shown.request.customer_user == "u-bob"
+    assert snapshot(session_factory) == before and len(events(session_factory)) == audit_before
+
+
+def test_redeem_opens_a_session_from_now_for_the_requested_duration(ctx, grant, session_factory):
+    token = token_of(grant(duration_minutes=15))
+    now = utcnow().replace(microsecond=0)
+
+    redemption = links.redeem(ctx, token, client=CLIENT, now=now)
+
+    assert isinstance(redemption, Redemption)
+    assert redemption.session.started_at == now and redemption.session.expires_at == now + timedelta(minutes=15)
+    assert redemption.session.state == "active"
+    assert redemption.handoff_token not in repr(redemption)
+    (event,) = [e for e in events(session_factory) if e.type == "session.redeemed"]
+    assert '"ip":"203.0.113.7"' in event.details and token not in event.details
+
+
+def _replayed(ctx, grant, session_factory):
+    token = token_of(grant())
+    assert isinstance(links.redeem(ctx, token), Redemption)
+    return token
+
+
+def _unknown(ctx, grant, session_factory):
+    grant()
+    return "Q" * 43
+
+
+def _malformed(ctx, grant, session_factory):
+    grant()
+    return "../../etc/passwd" + "x" * 5000
+
+
+def _expired(ctx, grant, session_factory):
+    token = token_of(grant())
+    with session_factory() as db, db.begin():
+        db.execute(update(Link).values(expires_at=utcnow() - timedelta(seconds=1)))
+    return token
+
+
+def _no_longer_granted(ctx, grant, session_factory):
+    token = token_of(grant())
+    with session_factory() as db, db.begin():  # as a revocation before redemption would
+        db.execute(update(ImpersonationRequest).values(state="revoked"))
+    return token
+
+
+@pytest.mark.parametrize(
+    "arrange, problem, event_type",
+    [
+        (_replayed, LinkProblem.ALREADY_USED, "link.replay_refused"),
+        (_unknown, LinkProblem.UNKNOWN, "link.unknown_refused"),
+        (_malformed, LinkProblem.UNKNOWN, "link.unknown_refused"),
+        (_expired, LinkProblem.EXPIRED, "link.expired"),
+        (_no_longer_granted, LinkProblem.NOT_GRANTED, "link.refused"),
+    ],
+)
+def test_a_refused_redemption_changes_nothing_but_the_audit_log(ctx, grant, session_factory, arrange, problem, event_type):
+    token = arrange(ctx, grant, session_factory)
+    before, audit_before = snapshot(session_factory), len(events(session_factory))
+
+    assert links.redeem(ctx, token, client=CLIENT) == RedemptionRefused(problem)
+    assert links.preview(ctx, token).problem is problem
+
+    assert snapshot(session_factory) == before
+    (event,) = events(session_factory)[audit_before:]
+    assert event.type == event_type and event.actor_role == "browser"
+    assert token[:100] not in event.details
+    assert '"token_hash_prefix":"' in event.details and '"user_agent":"Mozilla/5.0 test"' in event.details
+
+
+def test_refuse_csrf_audits_and_leaves_the_link_redeemable(ctx, grant, session_factory):
+    token = token_of(grant())
+    before, audit_before = snapshot(session_factory), len(events(session_factory))
+
+    links.refuse_csrf(ctx, token, cause="bad_proof", client=CLIENT)
+
+    assert snapshot(session_factory) == before
+    (event,) = events(session_factory)[audit_before:]
+    assert event.type == "link.csrf_refused" and event.account == "acme" and event.request_id is not None
+    assert f'"token_hash_prefix":"{hash_token(token)[:12]}"' in event.details and '"cause":"bad_proof"' in event.details
+    assert token not in event.details
+    assert isinstance(links.redeem(ctx, token), Redemption)
+
+
+def test_refuse_csrf_for_an_unknown_token_names_no_account(ctx, grant, session_factory):
+    grant()
+    links.refuse_csrf(ctx, "nonsense", cause="missing_cookie")
+    event = events(session_factory)[-1]
+    assert (event.type, event.account, event.request_id) == ("link.csrf_refused", None, None)
+    assert "nonsense" not in event.details
