@@ -78,8 +78,11 @@ def test_both_slash_commands_are_declared(manifest):
     assert set(commands) == {"/impersonate", "/impersonation-log"}
     assert commands["/impersonate"]["usage_hint"] == "[account]"
     assert commands["/impersonation-log"]["usage_hint"].startswith("account:X [agent:@user] [since:90d]")
+    # /impersonate takes a plain account id; /impersonation-log names agents, which Slack
+    # only sends as trustworthy <@U…|name> ids when should_escape is true.
+    assert commands["/impersonate"]["should_escape"] is False
+    assert commands["/impersonation-log"]["should_escape"] is True
     for command in commands.values():
-        assert command["should_escape"] is False
         assert urlsplit(command["url"]).path == EVENTS_PATH
 
 
