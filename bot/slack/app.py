@@ -6,7 +6,9 @@ configured WebClient.
 - `process_before_response=True` by default: Bolt's default runner hands listeners to a
   thread pool and polls for ack() every 10 ms (slack_bolt/listener/thread_runner.py), which
   DESIGN.md "Web stack and speed" measured as the dominant cost (p50 107 ms against p99
-  6.5 ms). Our listeners ack first and make one Slack call, well inside Slack's 3 s.
+  6.5 ms). Our listeners ack first and make one Slack call, or several side by side when
+  one decision concerns several people (bot.slack.notifier.SlackMessenger), well inside
+  Slack's 3 s.
 - Every listener uses the client given here (see `use_configured_client`).
 - Logs never carry tokens, trigger ids, response URLs, view state (user text) or links.
 """

@@ -21,6 +21,13 @@ class CallbackId(str, enum.Enum):
     IMPERSONATE_REQUEST = "impersonate_request"
     #: the informational view shown to someone without an impersonation role (no submit)
     IMPERSONATE_UNAVAILABLE = "impersonate_unavailable"
+    #: an approver's reason for denying a request / an extension (issue 3 point 1);
+    #: private_metadata carries the request id / the extension id
+    DENY_REQUEST = "deny_request"
+    DENY_EXTENSION = "deny_extension"
+    #: the agent asks for more time on a live session (issue 3 point 8);
+    #: private_metadata carries the session id
+    REQUEST_EXTENSION = "request_extension"
 
 
 class BlockId(str, enum.Enum):
@@ -33,9 +40,19 @@ class BlockId(str, enum.Enum):
     TICKET = "ticket"
     DURATION = "duration"
     SCOPE = "scope"
+    #: the "break glass" checkbox, shown only to break-glass roles (issue 3 point 9)
+    BREAK_GLASS = "break_glass"
+    # the deny and extension modals
+    DENY_REASON = "deny_reason"
+    EXTENSION_MINUTES = "extension_minutes"
+    EXTENSION_REASON = "extension_reason"
     # messages
     GRANT_LINK = "grant_link"
     SESSION_ACTIONS = "session_actions"
+    #: Cancel on the agent's pending request
+    PENDING_ACTIONS = "pending_actions"
+    #: Approve / Deny on an approver's DM
+    APPROVAL_ACTIONS = "approval_actions"
 
 
 class ActionId(str, enum.Enum):
@@ -47,4 +64,19 @@ class ActionId(str, enum.Enum):
     TICKET_INPUT = "ticket_input"
     DURATION_SELECT = "duration_select"
     SCOPE_CHOICE = "scope_choice"
+    BREAK_GLASS_CHOICE = "break_glass_choice"
     END_SESSION = "end_session"
+    #: on the live session's message: ask for more time, or start a new request
+    REQUEST_EXTENSION = "request_extension"
+    START_NEW_REQUEST = "start_new_request"
+    #: the agent withdraws their pending request
+    CANCEL_REQUEST = "cancel_request"
+    #: an approver's buttons; values are the request id or the extension id only
+    APPROVE_REQUEST = "approve_request"
+    DENY_REQUEST = "deny_request"
+    APPROVE_EXTENSION = "approve_extension"
+    DENY_EXTENSION = "deny_extension"
+    # inputs of the deny and extension modals
+    DENY_REASON_INPUT = "deny_reason_input"
+    EXTENSION_MINUTES_SELECT = "extension_minutes_select"
+    EXTENSION_REASON_INPUT = "extension_reason_input"

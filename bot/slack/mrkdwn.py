@@ -14,7 +14,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bot.domain.policy import SLACK_USER_ID
+
 ELLIPSIS = "…"
+#: Slack user ids are short (`U0123ABCD`, `W…`); the database keeps at most 32 characters
+USER_ID_MAX = 32
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 
@@ -65,6 +69,16 @@ def link(url: str, label: str) -> str:
     return f"<{escape(url).replace('|', '%7C')}|{escape(label)}>"
 
 
+def mention(user_id: str) -> str:
+    """`<@U…>`: a user mention Slack renders as the person's name (Slack "Formatting text":
+    mentioning users). Only a well-formed Slack user id is turned into markup; anything else
+    (a forged or corrupted value) is shown escaped, as text, so it can never become
+    `<!channel>` or a link."""
+    if len(user_id) <= USER_ID_MAX and SLACK_USER_ID.fullmatch(user_id):
+        return f"<@{user_id}>"
+    return escape(user_id[:USER_ID_MAX])
+
+
 def zone(tz_name: str | None) -> ZoneInfo | timezone:
     """The IANA zone Slack reported for a user (`users.info` → `tz`), or UTC when it is
     missing or not a zone this machine knows."""
@@ -83,3 +97,11 @@ def format_local_time(moment: datetime, tz_name: str | None) -> str:
         raise ValueError("format_local_time needs a timezone-aware datetime")
     local = moment.astimezone(zone(tz_name))
     return f"{local:%H:%M} {local.tzname() or 'UTC'}"
+
+
+def format_local_date_time(moment: datetime, tz_name: str | None) -> str:
+    """`15 Jan 14:30 CET`: format_local_time with the day, for events not of today."""
+    if moment.tzinfo is None:
+        raise ValueError("format_local_date_time needs a timezone-aware datetime")
+    local = moment.astimezone(zone(tz_name))
+    return f"{local.day} {local:%b} {format_local_time(moment, tz_name)}"

@@ -1,23 +1,52 @@
-"""The SessionNotifier port over Slack (bot.domain.ports, DESIGN.md "Layers").
+"""Telling people in Slack what the domain decided: the SessionNotifier port
+(bot.domain.ports, DESIGN.md "Layers") and the messenger that fans one domain result out to
+several messages (issue 3).
 
 When the agent redeems their link in the browser, the web face calls session_started();
 the agent's DM about the request is edited in place to "Session active until HH:MM" with an
 End session button (issue 2 point 14). The redemption has already happened and must not fail
 because Slack did: every failure is logged (method and Slack's error code, never the client,
 tokens or message contents, which hold no link here but might in future) and swallowed.
+
+`SlackMessenger` does the Slack side of one listener's domain call: the agent's DM, every
+approver's DM (recorded with approvals.record_message so it can be edited in place), the
+edits once a request is decided, the link, the security channel's break-glass alert, and the
+clicker's private answer. Each Slack call stands alone: one failed DM (a deactivated
+approver, a deleted message) is logged and the others still go out. Calls to several
+people run side by side (at most FANOUT_MAX_PARALLEL at once): with `process_before_response`
+the listener answers Slack only after they return, and a modal must be answered within 3 s
+(Slack "Handling user interaction"), so N approvers must cost about one round trip, not N.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import requests, sessions
+from bot.domain import approvals, requests, sessions
+from bot.domain.approvals import ApprovalAsk, ClickResult, Decided, ExtensionAsked, Purpose
 from bot.domain.context import DomainContext
-from bot.slack.blocks import session_active_message, session_over_message
+from bot.domain.requests import Granted, Pending
+from bot.domain.views import RequestView
+from bot.slack import blocks
+from bot.slack.blocks import Block
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Slack calls made side by side for one fan-out (Slack's chat.postMessage limit is per
+#: channel, about 1 message per second, and each approver's DM is its own channel)
+FANOUT_MAX_PARALLEL = 8
+
+
+def _slack_error(error: SlackApiError) -> str:
+    return str(error.response.get("error") or "unknown_error")
 
 
 class SlackSessionNotifier:
@@ -29,11 +58,7 @@ class SlackSessionNotifier:
         try:
             self._show_session(session_id)
         except SlackApiError as error:
-            log.warning(
-                "could not update the agent's message for session %s: %s",
-                session_id,
-                error.response.get("error") or "unknown_error",
-            )
+            log.warning("could not update the agent's message for session %s: %s", session_id, _slack_error(error))
         except Exception:  # noqa: BLE001 - a notification must never break the redemption
             log.exception("could not update the agent's message for session %s", session_id)
 
@@ -42,16 +67,184 @@ class SlackSessionNotifier:
         if check.session is None:
             log.warning("session %s not found; nothing to show the agent", session_id)
             return
+        request = check.session.request
         # A session can be over by the time this runs (a very short one, or revoked at once):
         # show the truth rather than an End button for a session that no longer exists.
-        text, blocks = session_active_message(check.session) if check.live else session_over_message(check.session)
-        request = check.session.request
+        if check.live:
+            text, message = blocks.session_active_message(
+                check.session, can_request_extension=can_request_extension(self._ctx, request.agent_slack_id)
+            )
+        else:
+            text, message = blocks.session_over_message(check.session)
         if request.agent_channel and request.agent_message_ts:
-            self._client.chat_update(channel=request.agent_channel, ts=request.agent_message_ts, text=text, blocks=blocks)
+            self._client.chat_update(channel=request.agent_channel, ts=request.agent_message_ts, text=text, blocks=message)
             return
         # The grant DM's reference was not recorded (its chat.postMessage answer was lost):
         # post a fresh DM and remember it, so that ending the session edits that one.
         response = self._client.chat_postMessage(
-            channel=request.agent_slack_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+            channel=request.agent_slack_id, text=text, blocks=message, unfurl_links=False, unfurl_media=False
         )
         requests.record_agent_message(self._ctx, request.id, channel=response["channel"], ts=response["ts"])
+
+
+def can_request_extension(ctx: DomainContext, agent_slack_id: str) -> bool:
+    """Whether the live session's DM offers **Request more time** or **Start a new request**
+    (issue 3 point 8); the domain re-checks the power when the agent asks."""
+    powers = requests.agent_powers(ctx, agent_slack_id)
+    return bool(powers and powers.can_request_extension)
+
+
+class SlackMessenger:
+    """The Slack calls that follow one domain result. Built per request from the listener's
+    client; holds no state between requests (DESIGN.md "Scale": Slack state never lives in
+    process memory — message references are stored through the domain)."""
+
+    def __init__(self, ctx: DomainContext, client: WebClient) -> None:
+        self._ctx = ctx
+        self._client = client
+
+    # ------------------------------------------------------------------ a submitted request
+
+    def request_submitted(self, result: Pending | Granted) -> None:
+        """The agent's DM (the link, or "approval needed" naming who was asked), then every
+        approver's DM for a pending request, or the security channel's alert for break-glass."""
+        request = result.request
+        text, message = blocks.grant_message(result) if isinstance(result, Granted) else blocks.pending_message(result)
+        self._post_to_agent(request, text, message)
+        if isinstance(result, Pending) and result.ask is not None:
+            self.ask_approvers(result.ask)
+        if isinstance(result, Granted) and result.bypassed:
+            self.alert_break_glass(result)
+
+    def ask_approvers(self, ask: ApprovalAsk) -> None:
+        """One DM per approver, each in their own time zone, each recorded against the
+        request (or the extension) so that the decision edits them all in place."""
+        subject_id = ask.extension.id if ask.extension is not None else ask.request.id
+
+        def post(approver: str) -> tuple[str, str, str]:
+            text, message = blocks.approval_request_message(ask, tz_name=self._tz(approver))
+            response = self._client.chat_postMessage(
+                channel=approver, text=text, blocks=message, unfurl_links=False, unfurl_media=False
+            )
+            return approver, response["channel"], response["ts"]
+
+        for approver, channel, ts in self._each("approval request DM", post, ask.approvers):
+            self._safely(
+                "recording an approval request DM",
+                lambda: approvals.record_message(
+                    self._ctx, subject_id, purpose=Purpose.APPROVER, recipient=approver, channel=channel, ts=ts
+                ),
+            )
+
+    def extension_asked(self, asked: ExtensionAsked) -> None:
+        """Approvers get the ask; the live session's DM says more time is waiting for them."""
+        ask = asked.ask
+        self.ask_approvers(ask)
+        request = ask.request
+        if request.agent_channel and request.agent_message_ts:
+            text, message = blocks.extension_pending_message(ask)
+            self._update("the agent's session DM", request.agent_channel, request.agent_message_ts, text, message)
+
+    def alert_break_glass(self, granted: Granted) -> None:
+        """Issue 3 point 9: the security channel is told at once (when the policy names one)."""
+        channel = self._ctx.policy.alerts.security_channel
+        if not channel:
+            log.warning("break-glass grant %s: no alerts.security_channel in the policy to tell", granted.request.id)
+            return
+        text, message = blocks.break_glass_alert(granted)
+        response = self._safely(
+            "break-glass alert",
+            lambda: self._client.chat_postMessage(channel=channel, text=text, blocks=message, unfurl_links=False, unfurl_media=False),
+        )
+        if response is not None:
+            # kept like the approvers' DMs, so that later news about this grant can edit it
+            self._safely(
+                "recording the break-glass alert",
+                lambda: approvals.record_message(
+                    self._ctx, granted.request.id, purpose=Purpose.SECURITY, recipient=channel, channel=response["channel"], ts=response["ts"]
+                ),
+            )
+
+    # ------------------------------------------------------------------ clicks and decisions
+
+    def answer_click(self, result: ClickResult, *, clicker: str, channel: str | None, extension: bool = False) -> None:
+        """A decision edits every message about it; any other result is told to the clicker
+        alone (an ephemeral message in the channel they clicked in) and edits nothing."""
+        if isinstance(result, Decided):
+            self.decided(result)
+            return
+        text = blocks.click_answer_text(result, tz_name=self._tz(clicker), extension=extension)
+        if channel:
+            self._safely("click answer", lambda: self._client.chat_postEphemeral(channel=channel, user=clicker, text=text))
+
+    def decided(self, decided: Decided) -> None:
+        """Exactly one edit per message, once, by the one click that decided (issue 3
+        points 4 and 6): every approver's DM, then the agent's; on approval of a request the
+        link follows in a new DM, exactly as for an ungated grant."""
+
+        def edit(ref: approvals.MessageView) -> bool:
+            text, message = blocks.approver_outcome_message(decided, tz_name=self._tz(ref.recipient))
+            self._client.chat_update(channel=ref.channel, ts=ref.ts, text=text, blocks=message)
+            return True
+
+        self._each("approver DM edit", edit, decided.approvers_messages)
+        request = decided.request
+        if decided.extension is not None:
+            shown = blocks.extension_outcome_message(
+                decided, can_request_extension=can_request_extension(self._ctx, request.agent_slack_id)
+            )
+            if shown is not None and request.agent_channel and request.agent_message_ts:
+                self._update("the agent's session DM", request.agent_channel, request.agent_message_ts, *shown)
+            return
+        text, message = blocks.request_outcome_message(decided)
+        if request.agent_channel and request.agent_message_ts:
+            self._update("the agent's request DM", request.agent_channel, request.agent_message_ts, text, message)
+        else:
+            self._post_to_agent(request, text, message)
+        if decided.outcome == "approved" and decided.link is not None:
+            granted = Granted(request, decided.link, self._ctx.policy.links.redeem_window_minutes)
+            self._post_to_agent(request, *blocks.grant_message(granted, approved_by=decided.by))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _post_to_agent(self, request: RequestView, text: str, message: list[Block]) -> None:
+        """A DM to the agent (posting to a user id opens the app's DM with them), remembered
+        so that later changes edit it in place. Unfurling is off so that Slack never fetches
+        a one-time link (DESIGN.md hand-off 1)."""
+        response = self._safely(
+            "the agent's DM",
+            lambda: self._client.chat_postMessage(
+                channel=request.agent_slack_id, text=text, blocks=message, unfurl_links=False, unfurl_media=False
+            ),
+        )
+        if response is not None:
+            self._safely(
+                "recording the agent's DM",
+                lambda: requests.record_agent_message(self._ctx, request.id, channel=response["channel"], ts=response["ts"]),
+            )
+
+    def _update(self, what: str, channel: str, ts: str, text: str, message: list[Block]) -> None:
+        self._safely(what, lambda: self._client.chat_update(channel=channel, ts=ts, text=text, blocks=message))
+
+    def _tz(self, slack_id: str) -> str | None:
+        return self._ctx.people.person(slack_id).tz
+
+    def _safely(self, what: str, call: Callable[[], R]) -> R | None:
+        try:
+            return call()
+        except SlackApiError as error:
+            log.warning("%s failed: Slack answered %s", what, _slack_error(error))
+        except Exception:  # noqa: BLE001 - one failed message must not stop the others
+            log.exception("%s failed", what)
+        return None
+
+    def _each(self, what: str, call: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """`call` for every item, side by side; the results of those that succeeded."""
+        items = list(items)
+        if len(items) <= 1:
+            results = [self._safely(what, lambda item=item: call(item)) for item in items]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(items), FANOUT_MAX_PARALLEL), thread_name_prefix="slack-fanout") as pool:
+                results = list(pool.map(lambda item: self._safely(what, lambda: call(item)), items))
+        return [r for r in results if r is not None]
+

@@ -57,7 +57,8 @@ def interaction(payload: dict[str, Any]) -> str:
     return urlencode({"payload": json.dumps(payload)})
 
 
-def view_submission(values: dict[str, Any], *, user_id: str = "UAGENT1", callback_id: str) -> str:
+def view_submission(values: dict[str, Any], *, user_id: str = "UAGENT1", callback_id: str, private_metadata: str = "", blocks: list[dict[str, Any]] | None = None) -> str:
+    """A view_submission; `blocks` is the submitted view's blocks (Slack echoes them back)."""
     return interaction(
         {
             "type": "view_submission",
@@ -71,7 +72,8 @@ def view_submission(values: dict[str, Any], *, user_id: str = "UAGENT1", callbac
                 "team_id": "T1",
                 "type": "modal",
                 "callback_id": callback_id,
-                "private_metadata": "",
+                "private_metadata": private_metadata,
+                **({"blocks": blocks} if blocks is not None else {}),
                 "state": {"values": values},
                 "hash": "1.abc",
             },

@@ -11,7 +11,20 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot.domain.policy import BLOCK_FIELD, REASON_MAX_LENGTH, TICKET_MAX_LENGTH, BlockCause
+from bot.domain.approvals import (
+    DENY_REASON_MAX_LENGTH,
+    DENY_REASON_MIN_LENGTH,
+    AlreadyCounted,
+    AlreadyDecided,
+    ApprovalAsk,
+    Counted,
+    Decided,
+    ExtensionView,
+    MessageView,
+    PastSession,
+    Refused,
+)
+from bot.domain.policy import BLOCK_FIELD, REASON_MAX_LENGTH, TICKET_MAX_LENGTH, BlockCause, Field_
 from bot.domain.requests import BLOCK_MESSAGES, Blocked, Granted, ModalOptions, Pending
 from bot.domain.views import IssuedLink, RequestView, SessionView
 from bot.slack import blocks, limits
@@ -102,7 +115,10 @@ def assert_escaped_everywhere(text: str, message_blocks: list[dict]) -> None:
     for mrkdwn in mrkdwn_texts(message_blocks):
         assert_no_raw_user_markup(mrkdwn)
         # the only "<" left in mrkdwn is our own link to the landing page
-        assert re.sub(r"<http://bot\.test/l/[A-Za-z0-9_-]{43}\|Open session>", "", mrkdwn).count("<") == 0
+        # the only "<" left in mrkdwn is our own link to the landing page and our mentions of
+        # well-formed Slack user ids
+        ours = re.sub(r"<http://bot\.test/l/[A-Za-z0-9_-]{43}\|Open session>", "", mrkdwn)
+        assert re.sub(r"<@[UW][A-Z0-9]+>", "", ours).count("<") == 0
 
 
 def assert_slack_sdk_round_trips(message_blocks: list[dict]) -> None:
@@ -112,11 +128,81 @@ def assert_slack_sdk_round_trips(message_blocks: list[dict]) -> None:
     assert [b.to_dict() for b in parsed] == message_blocks
 
 
+EXTENSION_ID = "9c1d2e3f-4a5b-4c6d-8e9f-a0b1c2d3e4f5"
+DECIDED_AT = STARTED + timedelta(minutes=12)
+
+
+def extension_view(request: RequestView, **changes) -> ExtensionView:
+    base = ExtensionView(
+        id=EXTENSION_ID,
+        session=session_view(request),
+        requested_by=request.agent_slack_id,
+        reason="Still reproducing the invoice bug",
+        minutes=30,
+        state="pending",
+        approvals_required=1,
+        pending_expires_at=STARTED + timedelta(minutes=40),
+        new_expires_at=None,
+    )
+    return replace(base, **changes)
+
+
+def past_sessions(reason: str = "Earlier look at billing") -> tuple[PastSession, ...]:
+    return (
+        PastSession(STARTED - timedelta(days=2), STARTED - timedelta(days=2) + timedelta(minutes=25), "ended", reason),
+        PastSession(STARTED - timedelta(days=1), None, None, reason),
+    )
+
+
+def ask(request: RequestView, *, extension: ExtensionView | None = None, approvers=("UMANAGER1", "UMANAGER2")) -> ApprovalAsk:
+    return ApprovalAsk(request, tuple(approvers), past_sessions(request.reason), extension)
+
+
+def decided(request: RequestView, outcome: str, *, by: str | None = "UMANAGER1", reason: str | None = None, extension: ExtensionView | None = None) -> Decided:
+    link = IssuedLink(url=LINK_URL, expires_at=DECIDED_AT + timedelta(minutes=5)) if outcome == "approved" and extension is None else None
+    session = None
+    if extension is not None:
+        session = replace(extension.session, expires_at=extension.session.expires_at + timedelta(minutes=extension.minutes))
+    return Decided(
+        request,
+        outcome,
+        by,
+        DECIDED_AT,
+        reason,
+        (MessageView("UMANAGER1", "DMANAGER1", "1700000000.000002"),),
+        link=link,
+        extension=replace(extension, state=outcome) if extension is not None else None,
+        session=session,
+    )
+
+
+def gated_hostile() -> RequestView:
+    return hostile_request(
+        state="pending",
+        account_flags=frozenset({"regulated", "sensitive"}),
+        gated_by=frozenset({"regulated"}),
+        approvals_required=2,
+        pending_expires_at=STARTED + timedelta(minutes=30),
+    )
+
+
 def message_builders():
     hostile = hostile_request()
-    return {
+    gated = gated_hostile()
+    ext = extension_view(hostile, reason=(HOSTILE + " ") * 80)
+    denial = (HOSTILE + " ") * 80
+    built = {
         "grant": blocks.grant_message(granted(hostile)),
-        "pending": blocks.pending_message(Pending(replace(hostile, state="pending", gated_by=frozenset({"sensitive", "role"})), 2)),
+        "grant after approval": blocks.grant_message(granted(hostile), approved_by="UMANAGER1"),
+        "grant by break glass": blocks.grant_message(replace(granted(hostile), bypassed=frozenset({"regulated"}))),
+        "pending": blocks.pending_message(
+            Pending(replace(hostile, state="pending", gated_by=frozenset({"sensitive", "role"})), 2, ask(gated))
+        ),
+        "approval request": blocks.approval_request_message(ask(gated), tz_name="Asia/Tokyo"),
+        "approval request for more time": blocks.approval_request_message(ask(hostile, extension=ext), tz_name=None),
+        "break-glass alert": blocks.break_glass_alert(replace(granted(gated), bypassed=frozenset({"regulated", "role"}))),
+        "extension pending": blocks.extension_pending_message(ask(hostile, extension=ext)),
+        "active, can extend": blocks.session_active_message(session_view(hostile), can_request_extension=True),
         "active": blocks.session_active_message(session_view(hostile)),
         "ended": blocks.session_over_message(
             session_view(hostile, ended_at=STARTED + timedelta(minutes=10), end_reason="ended", ended_by="UAGENT1")
@@ -124,6 +210,16 @@ def message_builders():
         "expired": blocks.session_over_message(session_view(hostile, end_reason="expired")),
         "revoked": blocks.session_over_message(session_view(hostile, end_reason="revoked", ended_by="USECURITY1")),
     }
+    for outcome in ("approved", "denied", "expired", "cancelled"):
+        by = None if outcome == "expired" else ("UAGENT1" if outcome == "cancelled" else "UMANAGER1")
+        result = decided(gated, outcome, by=by, reason=denial if outcome == "denied" else None)
+        built[f"approver sees {outcome}"] = blocks.approver_outcome_message(result, tz_name="Europe/Paris")
+        built[f"agent sees {outcome}"] = blocks.request_outcome_message(result)
+    for outcome in ("approved", "denied", "expired"):
+        result = decided(hostile, outcome, by=None if outcome == "expired" else "UMANAGER1", reason=denial if outcome == "denied" else None, extension=ext)
+        built[f"approver sees more time {outcome}"] = blocks.approver_outcome_message(result, tz_name=None)
+        built[f"agent sees more time {outcome}"] = blocks.extension_outcome_message(result, can_request_extension=True)
+    return built
 
 
 @pytest.mark.parametrize("name", list(message_builders()))
@@ -158,25 +254,60 @@ def test_grant_message_says_what_the_link_opens_and_for_how_long():
     assert "SUP-1234" in rendered
 
 
-def test_pending_message_says_approval_is_needed_and_why():
-    pending = Pending(request_view(state="pending", gated_by=frozenset({"regulated"})), approvals_required=2)
-    text, message_blocks = blocks.pending_message(pending)
+def pending(request: RequestView, approvals_required: int, approvers: tuple[str, ...]) -> Pending:
+    return Pending(request, approvals_required, ApprovalAsk(request, approvers, ()))
+
+
+def test_pending_message_says_why_who_was_asked_and_offers_cancel():
+    request = request_view(state="pending", gated_by=frozenset({"regulated"}), pending_expires_at=STARTED + timedelta(minutes=30))
+    text, message_blocks = blocks.pending_message(pending(request, 2, ("UMANAGER1", "UMANAGER2")))
     rendered = "\n".join(all_texts(message_blocks))
     assert "Approval needed" in rendered
     assert "because the account is regulated" in rendered
-    assert "2 different approvers" in rendered
+    assert "It was sent to <@UMANAGER1> and <@UMANAGER2>; it needs 2 different approvers." in rendered
+    assert "Without a decision by 15:30 CET, it expires." in rendered  # the agent's zone
     assert "needs approval" in text
-    assert not [b for b in message_blocks if b["type"] == "actions"]
+    (button,) = buttons_of(message_blocks)
+    assert (button["action_id"], button["value"]) == (ActionId.CANCEL_REQUEST.value, REQUEST_ID)
+    assert "confirm" in button
 
 
-def test_session_active_message_has_an_end_button_carrying_only_the_session_id():
-    text, message_blocks = blocks.session_active_message(session_view(request_view()))
+def test_pending_message_when_no_one_can_approve():
+    _, message_blocks = blocks.pending_message(pending(request_view(state="pending"), 1, ()))
+    assert "No one in the policy can approve it" in "\n".join(all_texts(message_blocks))
+
+
+def test_a_long_list_of_approvers_is_shortened_by_whole_mentions():
+    approvers = tuple(f"UMANAGER{i:03d}" for i in range(300))
+    _, message_blocks = blocks.pending_message(pending(request_view(state="pending"), 1, approvers))
+    assert problems(message_blocks, surface="message") == []
+    rendered = "\n".join(mrkdwn_texts(message_blocks))
+    assert "<@UMANAGER019> and 280 others" in rendered
+    assert rendered.count("<@") == 20
+    assert "<@UMANAGER020>" not in rendered
+
+
+def test_a_malformed_approver_id_is_shown_as_text_not_markup():
+    _, message_blocks = blocks.pending_message(pending(request_view(state="pending"), 1, ("!channel", "U1|x>", "UOK1")))
+    rendered = "\n".join(mrkdwn_texts(message_blocks))
+    assert "<!channel>" not in rendered and "<@!channel>" not in rendered
+    assert "U1|x&gt;" in rendered and "<@UOK1>" in rendered
+
+
+def buttons_of(message_blocks) -> list[dict]:
+    return [obj for _, obj in walk(message_blocks) if obj.get("type") == "button"]
+
+
+@pytest.mark.parametrize(
+    ("can_request_extension", "second"), [(True, ActionId.REQUEST_EXTENSION), (False, ActionId.START_NEW_REQUEST)]
+)
+def test_session_active_message_buttons_carry_only_the_session_id(can_request_extension, second):
+    text, message_blocks = blocks.session_active_message(session_view(request_view()), can_request_extension=can_request_extension)
     assert message_blocks[0]["text"]["text"] == "Session active until 15:30 CET"  # 14:30 UTC in Paris
-    buttons = [obj for _, obj in walk(message_blocks) if obj.get("type") == "button"]
-    assert len(buttons) == 1
-    assert buttons[0]["action_id"] == ActionId.END_SESSION.value
-    assert buttons[0]["value"] == SESSION_ID and UUID.match(buttons[0]["value"])
-    assert "confirm" in buttons[0]
+    end, other = buttons_of(message_blocks)
+    assert end["action_id"] == ActionId.END_SESSION.value and "confirm" in end
+    assert other["action_id"] == second.value
+    assert end["value"] == other["value"] == SESSION_ID and UUID.match(end["value"])
     assert "15:30 CET" in text
 
 
@@ -267,17 +398,28 @@ def test_no_role_gets_an_informational_view_without_submit():
     View(**view).validate_json()
 
 
-def test_field_errors_land_on_a_block_the_modal_has():
-    view = blocks.request_modal(modal_options(), initial_account=None)
+@pytest.mark.parametrize("can_break_glass", [False, True])
+def test_field_errors_land_on_a_block_the_modal_has(can_break_glass):
+    view = blocks.request_modal(modal_options(can_break_glass=can_break_glass), initial_account=None)
     block_ids = set(inputs(view))
     for cause, field in BLOCK_FIELD.items():
-        errors = blocks.field_errors(Blocked(cause, field, BLOCK_MESSAGES.get(cause, "Refused.")))
+        blocked = Blocked(cause, field, BLOCK_MESSAGES.get(cause, "Refused."))
+        errors = blocks.field_errors(blocked, present=blocks.view_block_ids(view))
         assert len(errors) == 1
         (block_id, message), = errors.items()
         assert block_id in block_ids
         assert 0 < len(message) <= limits.FIELD_ERROR_MAX
-        if field in blocks.FIELD_BLOCKS:
+        if field in blocks.FIELD_BLOCKS and (can_break_glass or field is not Field_.BREAK_GLASS):
             assert block_id == blocks.FIELD_BLOCKS[field].value == field.value
+        # without the submitted view's blocks, each field maps to its own block
+        assert list(blocks.field_errors(blocked)) == [blocks.FIELD_BLOCKS[field].value]
+
+
+def test_a_break_glass_refusal_on_a_modal_without_the_checkbox_goes_to_the_top():
+    blocked = Blocked(BlockCause.BREAK_GLASS_NOT_ALLOWED, Field_.BREAK_GLASS, "no")
+    assert blocks.field_errors(blocked) == {"break_glass": "no"}
+    view = blocks.request_modal(modal_options(), initial_account=None)
+    assert blocks.field_errors(blocked, present=blocks.view_block_ids(view)) == {"account": "no"}
 
 
 def test_field_errors_examples():
@@ -376,3 +518,312 @@ def test_our_structure_rules_hold_for_slacks_own_example_views(reference_dir):
     ours = blocks.request_modal(modal_options(), initial_account=None)
     real_keys = set().union(*(json.loads(p.read_text()).keys() for p in fixtures))
     assert set(ours) <= real_keys | {"callback_id"}
+
+
+# ---------------------------------------------------------------------------- approvals (issue 3)
+
+
+def rendered_text(message_blocks) -> str:
+    return "\n".join(all_texts(message_blocks))
+
+
+def regulated_request(**changes) -> RequestView:
+    base = dict(
+        state="pending",
+        account_flags=frozenset({"regulated", "sensitive"}),
+        gated_by=frozenset({"regulated"}),
+        approvals_required=2,
+        pending_expires_at=STARTED + timedelta(minutes=30),
+    )
+    return request_view(**{**base, **changes})
+
+
+def test_approval_request_message_shows_what_an_approver_needs_in_their_time_zone():
+    text, message_blocks = blocks.approval_request_message(ask(regulated_request()), tz_name="Asia/Tokyo")
+    shown = rendered_text(message_blocks)
+    assert message_blocks[0]["text"]["text"] == "Approval needed: impersonation"
+    assert "<@UAGENT1> asks to impersonate Bob Builder (bob@acme.example) in ACME Corp (acme)." in shown
+    for label, value in [
+        ("Agent", "<@UAGENT1>"),
+        ("Account flags", "regulated, sensitive"),
+        ("Customer user", "Bob Builder (bob@acme.example)"),
+        ("Access", "Read-only"),
+        ("Session length", "30 minutes"),
+        ("Ticket", "SUP-1234"),
+        ("Approvals needed", "2 different approvers"),
+        ("Decide by", "23:30 JST"),  # 14:30 UTC in Tokyo
+    ]:
+        assert f"*{label}*\n{value}" in shown
+    assert "*Reason*\nCustomer reports the invoice page is blank" in shown
+    # the agent's recent sessions on this account
+    assert "• 13 Jan 23:00 JST (25 minutes, ended): Customer reports the invoice page is blank" in shown
+    assert "• 14 Jan 23:00 JST (still open)" in shown
+    (actions,) = [b for b in message_blocks if b["type"] == "actions"]
+    assert actions["block_id"] == BlockId.APPROVAL_ACTIONS.value
+    approve, deny = actions["elements"]
+    assert (approve["action_id"], approve["value"], approve["style"]) == (ActionId.APPROVE_REQUEST.value, REQUEST_ID, "primary")
+    assert (deny["action_id"], deny["value"], deny["style"]) == (ActionId.DENY_REQUEST.value, REQUEST_ID, "danger")
+    assert "confirm" in approve and "confirm" not in deny  # deny asks for a reason instead
+    assert text.startswith("Approval needed: <@UAGENT1> asks to impersonate Bob Builder in ACME Corp")
+    assert LINK_URL not in json.dumps(message_blocks)
+
+
+def test_approval_request_message_for_more_time_carries_the_extension_id():
+    request = request_view(state="active")
+    _, message_blocks = blocks.approval_request_message(ask(request, extension=extension_view(request)), tz_name=None)
+    shown = rendered_text(message_blocks)
+    assert message_blocks[0]["text"]["text"] == "Approval needed: more time"
+    assert "asks for 30 minutes more on their live session as Bob Builder (bob@acme.example) in ACME Corp (acme), which ends at 14:30 UTC." in shown
+    assert "*More time*\n30 minutes" in shown and "*Decide by*\n14:40 UTC" in shown
+    assert "*Reason for more time*\nStill reproducing the invoice bug" in shown
+    assert "*Original reason*\nCustomer reports the invoice page is blank" in shown
+    approve, deny = buttons_of(message_blocks)
+    assert (approve["action_id"], deny["action_id"]) == (ActionId.APPROVE_EXTENSION.value, ActionId.DENY_EXTENSION.value)
+    assert approve["value"] == deny["value"] == EXTENSION_ID
+
+
+def test_approval_request_message_without_recent_sessions_and_after_an_earlier_session():
+    request = regulated_request(previous_session_id=SESSION_ID)
+    _, message_blocks = blocks.approval_request_message(ApprovalAsk(request, ("UMANAGER1",), ()), tz_name=None)
+    shown = rendered_text(message_blocks)
+    assert "None: this is their first session on this account." in shown
+    assert "It follows an earlier session of theirs." in shown
+
+
+@pytest.mark.parametrize(
+    ("outcome", "by", "reason", "line"),
+    [
+        ("approved", "UMANAGER1", None, "*Approved* by <@UMANAGER1> at 15:12 CET."),
+        ("denied", "UMANAGER2", "Not justified by the ticket", "*Denied* by <@UMANAGER2> at 15:12 CET: Not justified by the ticket"),
+        ("expired", None, None, "*Expired* at 15:12 CET: no decision in the time allowed."),
+        ("cancelled", "UAGENT1", None, "*Cancelled by the agent* at 15:12 CET."),
+    ],
+)
+def test_approver_outcome_message_says_who_decided_and_leaves_no_buttons(outcome, by, reason, line):
+    text, message_blocks = blocks.approver_outcome_message(decided(regulated_request(), outcome, by=by, reason=reason), tz_name="Europe/Paris")
+    assert message_blocks[1]["text"]["text"] == line
+    assert message_blocks[0]["text"]["text"] == f"{outcome.capitalize()}: impersonation"
+    assert "<@UAGENT1> asked to impersonate" in rendered_text(message_blocks)
+    assert not [b for b in message_blocks if b["type"] == "actions"]
+    assert not buttons_of(message_blocks)
+    assert LINK_URL not in json.dumps(message_blocks) and LINK_URL not in text
+
+
+def test_approver_outcome_message_for_more_time_gives_the_new_end():
+    request = request_view(state="active")
+    result = decided(request, "approved", extension=extension_view(request))
+    _, message_blocks = blocks.approver_outcome_message(result, tz_name=None)
+    assert message_blocks[1]["text"]["text"] == "*Approved* by <@UMANAGER1> at 14:12 UTC. The session now ends at 15:00 UTC."
+    assert message_blocks[0]["text"]["text"] == "Approved: more time"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "by", "reason", "headline", "line"),
+    [
+        ("approved", "UMANAGER1", None, "Request approved", "Approved by <@UMANAGER1> at 15:12 CET. Your one-time link is in the next message."),
+        ("denied", "UMANAGER2", "Not justified", "Request denied", "Denied by <@UMANAGER2> at 15:12 CET.\n*Their reason*\nNot justified"),
+        ("expired", None, None, "Request expired", "No approver decided in time: the request expired at 15:12 CET."),
+        ("cancelled", "UAGENT1", None, "Request cancelled", "You cancelled this request at 15:12 CET."),
+    ],
+)
+def test_request_outcome_message_tells_the_agent_in_their_time_zone(outcome, by, reason, headline, line):
+    text, message_blocks = blocks.request_outcome_message(decided(regulated_request(), outcome, by=by, reason=reason))
+    assert message_blocks[0]["text"]["text"] == headline
+    assert message_blocks[1]["text"]["text"].startswith(line)
+    assert not buttons_of(message_blocks)  # no Cancel left on a decided request
+    assert LINK_URL not in json.dumps(message_blocks)  # the link comes in its own DM
+
+
+def test_grant_message_after_approval_names_the_approver():
+    _, message_blocks = blocks.grant_message(granted(request_view()), approved_by="UMANAGER1")
+    assert "Approved by <@UMANAGER1>." in rendered_text(message_blocks)
+    assert json.dumps(message_blocks).count(LINK_URL) == 1
+
+
+def test_break_glass_alert_tells_security_everything_but_the_link():
+    alert = replace(granted(regulated_request(state="granted")), bypassed=frozenset({"regulated"}))
+    text, message_blocks = blocks.break_glass_alert(alert)
+    shown = rendered_text(message_blocks)
+    assert message_blocks[0]["text"]["text"] == "Break-glass impersonation"
+    assert "<@UAGENT1> skipped approval to impersonate Bob Builder (bob@acme.example) in ACME Corp (acme) at 14:00 UTC." in shown
+    for label, value in [
+        ("Account flags", "regulated, sensitive"),
+        ("Approval skipped", "regulated"),
+        ("Access", "Read-only"),
+        ("Session length", "30 minutes"),
+        ("Ticket", "SUP-1234"),
+    ]:
+        assert f"*{label}*\n{value}" in shown
+    assert "*Reason*\nCustomer reports the invoice page is blank" in shown
+    assert REQUEST_ID in shown
+    assert LINK_URL not in json.dumps(message_blocks) and LINK_URL not in text
+    assert not buttons_of(message_blocks)
+
+
+def test_extension_pending_message_names_who_was_asked_and_offers_no_second_ask():
+    request = request_view(state="active")
+    _, message_blocks = blocks.extension_pending_message(ask(request, extension=extension_view(request)))
+    assert "You asked for 30 minutes more. Waiting for <@UMANAGER1> and <@UMANAGER2>." in rendered_text(message_blocks)
+    assert [b["action_id"] for b in buttons_of(message_blocks)] == [ActionId.END_SESSION.value]
+    with pytest.raises(ValueError):
+        blocks.extension_pending_message(ask(request))
+
+
+@pytest.mark.parametrize(
+    ("outcome", "notice"),
+    [
+        ("approved", "Your request for 30 minutes more was approved by <@UMANAGER1> at 15:12 CET."),
+        ("denied", "Your request for 30 minutes more was denied by <@UMANAGER1> at 15:12 CET: Enough for today"),
+        ("expired", "Your request for 30 minutes more expired without a decision."),
+    ],
+)
+def test_extension_outcome_message_edits_the_live_session(outcome, notice):
+    request = request_view(state="active")
+    result = decided(request, outcome, reason="Enough for today" if outcome == "denied" else None, extension=extension_view(request))
+    _, message_blocks = blocks.extension_outcome_message(result, can_request_extension=True)
+    assert message_blocks[0]["text"]["text"] == "Session active until 16:00 CET"  # the session as the domain returned it
+    assert message_blocks[1]["text"]["text"] == notice
+    assert [b["action_id"] for b in buttons_of(message_blocks)] == [ActionId.END_SESSION.value, ActionId.REQUEST_EXTENSION.value]
+
+
+def test_extension_outcome_message_never_revives_a_session_that_is_over():
+    request = request_view(state="active")
+    result = decided(request, "expired", by=None, extension=extension_view(request))
+    over = replace(result, session=replace(result.session, ended_at=DECIDED_AT - timedelta(minutes=1), request=replace(request, state="ended")))
+    assert blocks.extension_outcome_message(over, can_request_extension=True) is None
+    past_end = replace(result, at=result.session.expires_at)
+    assert blocks.extension_outcome_message(past_end, can_request_extension=True) is None
+    assert blocks.extension_outcome_message(decided(request, "approved"), can_request_extension=True) is None  # not an extension
+
+
+# ---------------------------------------------------------------------------- approval modals
+
+
+def test_request_modal_offers_break_glass_only_to_break_glass_roles():
+    assert BlockId.BREAK_GLASS.value not in inputs(blocks.request_modal(modal_options(), initial_account=None))
+    view = blocks.request_modal(modal_options(can_break_glass=True, break_glass_reason_min_length=60), initial_account=None)
+    assert problems(view, surface="modal") == []
+    box = inputs(view)[BlockId.BREAK_GLASS.value]
+    assert box["optional"] is True
+    assert "at least 60 characters" in box["hint"]["text"]
+    element = box["element"]
+    assert element["type"] == "checkboxes" and element["action_id"] == ActionId.BREAK_GLASS_CHOICE.value
+    assert [o["value"] for o in element["options"]] == [blocks.BREAK_GLASS_VALUE]
+    assert element["options"][0]["text"]["text"] == "Break glass (skip approval)"
+    assert "initial_options" not in element  # never ticked by default
+    View(**view).validate_json()
+
+
+def test_request_modal_after_a_session_carries_only_its_id():
+    view = blocks.request_modal(modal_options(), initial_account=("acme", "ACME Corp (acme)"), previous_session_id=SESSION_ID)
+    assert problems(view, surface="modal") == []
+    assert view["private_metadata"] == SESSION_ID
+    assert "fresh reason" in view["blocks"][0]["text"]["text"]
+    assert inputs(view)[BlockId.ACCOUNT.value]["element"]["initial_option"]["value"] == "acme"
+    View(**view).validate_json()
+    for forged in ("not-an-id", SESSION_ID.upper(), HOSTILE, "x" * 5000):
+        assert "private_metadata" not in blocks.request_modal(modal_options(), initial_account=None, previous_session_id=forged)
+
+
+def checkbox_state(checked: list[str]) -> dict:
+    values = state()
+    values[BlockId.BREAK_GLASS.value] = {
+        ActionId.BREAK_GLASS_CHOICE.value: {"type": "checkboxes", "selected_options": [{"value": v, "text": {"type": "plain_text", "text": "x"}} for v in checked]}
+    }
+    return values
+
+
+def test_request_form_from_state_reads_break_glass_and_the_previous_session():
+    assert blocks.request_form_from_state(state()).break_glass is False
+    assert blocks.request_form_from_state(checkbox_state([])).break_glass is False
+    assert blocks.request_form_from_state(checkbox_state(["something else"])).break_glass is False
+    assert blocks.request_form_from_state(checkbox_state([blocks.BREAK_GLASS_VALUE])).break_glass is True
+    assert blocks.request_form_from_state(state()).previous_session_id is None
+    assert blocks.request_form_from_state(state(), private_metadata=SESSION_ID).previous_session_id == SESSION_ID
+    assert blocks.request_form_from_state(state(), private_metadata="'; drop table sessions; --").previous_session_id is None
+
+
+@pytest.mark.parametrize("extension", [False, True])
+def test_deny_modal_asks_for_a_reason_and_carries_only_the_id(extension):
+    subject = EXTENSION_ID if extension else REQUEST_ID
+    view = blocks.deny_modal(subject, extension=extension)
+    assert problems(view, surface="modal") == []
+    assert view["callback_id"] == (CallbackId.DENY_EXTENSION if extension else CallbackId.DENY_REQUEST).value
+    assert view["private_metadata"] == subject
+    reason = inputs(view)[BlockId.DENY_REASON.value]["element"]
+    assert reason["action_id"] == ActionId.DENY_REASON_INPUT.value
+    assert (reason["min_length"], reason["max_length"]) == (DENY_REASON_MIN_LENGTH, DENY_REASON_MAX_LENGTH)
+    View(**view).validate_json()
+    assert "private_metadata" not in blocks.deny_modal(HOSTILE, extension=extension)
+
+
+def test_deny_reason_and_errors():
+    values = {BlockId.DENY_REASON.value: {ActionId.DENY_REASON_INPUT.value: {"type": "plain_text_input", "value": "Not justified"}}}
+    assert blocks.deny_reason_from_state(values) == "Not justified"
+    assert blocks.deny_reason_from_state({}) == ""
+    errors = blocks.deny_reason_errors("x" * 1000)
+    assert list(errors) == [BlockId.DENY_REASON.value] and len(errors[BlockId.DENY_REASON.value]) <= limits.FIELD_ERROR_MAX
+
+
+def test_extension_modal_offers_the_policy_choices_and_carries_the_session_id():
+    view = blocks.extension_modal(SESSION_ID, choices_minutes=[15, 30, 60], reason_min_length=10)
+    assert problems(view, surface="modal") == []
+    assert view["callback_id"] == CallbackId.REQUEST_EXTENSION.value
+    assert view["private_metadata"] == SESSION_ID
+    fields = inputs(view)
+    minutes = fields[BlockId.EXTENSION_MINUTES.value]["element"]
+    assert [o["value"] for o in minutes["options"]] == ["15", "30", "60"] and minutes["initial_option"]["value"] == "15"
+    reason = fields[BlockId.EXTENSION_REASON.value]["element"]
+    assert reason["min_length"] == 10 and reason["max_length"] == REASON_MAX_LENGTH
+    View(**view).validate_json()
+    assert "private_metadata" not in blocks.extension_modal("../etc", choices_minutes=[15], reason_min_length=10)
+
+
+@pytest.mark.parametrize(("minutes", "expected"), [("30", 30), ("forged", 0), (None, 0), ("-5", 0)])
+def test_extension_answer_from_state(minutes, expected):
+    values = {
+        BlockId.EXTENSION_MINUTES.value: {
+            ActionId.EXTENSION_MINUTES_SELECT.value: {"type": "static_select", "selected_option": None if minutes is None else {"value": minutes}}
+        },
+        BlockId.EXTENSION_REASON.value: {ActionId.EXTENSION_REASON_INPUT.value: {"type": "plain_text_input", "value": "more to do"}},
+    }
+    assert blocks.extension_answer_from_state(values) == blocks.ExtensionAnswer(expected, "more to do")
+    assert list(blocks.extension_errors("no")) == [BlockId.EXTENSION_REASON.value]
+
+
+def test_notice_modal_has_nothing_to_submit():
+    view = blocks.notice_modal("This request was already approved.")
+    assert problems(view, surface="modal") == [] and "submit" not in view
+    View(**view).validate_json()
+
+
+# ---------------------------------------------------------------------------- click answers
+
+
+@pytest.mark.parametrize(
+    ("result", "extension", "expected"),
+    [
+        (Counted(REQUEST_ID, 1, 2), False, "Your approval is recorded: 1 of 2. It waits for one more approver."),
+        (Counted(REQUEST_ID, 1, 3), False, "Your approval is recorded: 1 of 3. It waits for 2 more approvers."),
+        (AlreadyCounted(REQUEST_ID), False, "Your decision on this request was already counted. Nothing changed."),
+        (AlreadyDecided("approved", "UMANAGER2", DECIDED_AT), False, "This request was already approved by <@UMANAGER2> at 15:12 CET."),
+        (AlreadyDecided("denied", "UMANAGER2", DECIDED_AT), True, "This request for more time was already denied by <@UMANAGER2> at 15:12 CET."),
+        (AlreadyDecided("expired", None, DECIDED_AT), False, "This request was already expired at 15:12 CET."),
+        (AlreadyDecided("cancelled", "UAGENT1", DECIDED_AT), False, "This request was already cancelled by <@UAGENT1> at 15:12 CET."),
+        (Refused(HOSTILE), False, "&lt;!channel&gt; &lt;@U123&gt;"),
+    ],
+)
+def test_click_answer_text(result, extension, expected):
+    text = blocks.click_answer_text(result, tz_name="Europe/Paris", extension=extension)
+    assert text.startswith(expected)
+    assert_no_raw_user_markup(text)
+
+
+def test_carried_id_accepts_only_our_ids():
+    assert blocks.carried_id(REQUEST_ID) == REQUEST_ID
+    for forged in (None, "", 42, REQUEST_ID.upper(), "{" + REQUEST_ID + "}", REQUEST_ID + "\n", HOSTILE, "x" * 5000):
+        assert blocks.carried_id(forged) == ""
+
+
+def test_account_choice_matches_the_typeahead_label():
+    assert blocks.account_choice(request_view()) == ("acme", "ACME Corp (acme)")

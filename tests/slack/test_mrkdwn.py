@@ -4,7 +4,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.slack.mrkdwn import ELLIPSIS, escape, escape_truncated, format_local_time, link, truncate_escaped, truncate_plain
+from bot.slack.mrkdwn import (
+    ELLIPSIS,
+    escape,
+    escape_truncated,
+    format_local_date_time,
+    format_local_time,
+    link,
+    mention,
+    truncate_escaped,
+    truncate_plain,
+)
 
 HOSTILE = ["<!channel>", "<!here|here>", "<@U123>", "<#C123>", "<https://evil.example|click>", "&amp;", "a & b > c < d"]
 
@@ -75,3 +85,27 @@ def test_format_local_time(moment, tz, expected):
 def test_format_local_time_refuses_naive_datetimes():
     with pytest.raises(ValueError):
         format_local_time(datetime(2026, 1, 15, 14, 30), "UTC")
+
+
+@pytest.mark.parametrize(
+    ("user_id", "shown"),
+    [
+        ("UMANAGER1", "<@UMANAGER1>"),
+        ("W0123ABCD", "<@W0123ABCD>"),
+        ("!channel", "!channel"),  # never <!channel>
+        ("U123> <!here", "U123&gt; &lt;!here"),
+        ("U123\n", "U123\n"),  # `$` would match before a trailing newline; fullmatch does not
+        ("u123", "u123"),
+        ("U" + "A" * 40, "U" + "A" * 31),  # longer than any Slack id: text, cut
+    ],
+)
+def test_mention_only_marks_up_well_formed_user_ids(user_id, shown):
+    assert mention(user_id) == shown
+
+
+def test_format_local_date_time_gives_the_day_in_the_zone():
+    moment = datetime(2026, 1, 15, 23, 30, tzinfo=timezone.utc)
+    assert format_local_date_time(moment, "Europe/Paris") == "16 Jan 00:30 CET"
+    assert format_local_date_time(moment, None) == "15 Jan 23:30 UTC"
+    with pytest.raises(ValueError):
+        format_local_date_time(datetime(2026, 1, 15), None)

@@ -3,12 +3,14 @@ import logging
 
 import pytest
 
-from bot.domain import links, requests, sessions
+from bot.domain import approvals, links, requests, sessions
+from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.slack.ids import ActionId
-from bot.slack.notifier import SlackSessionNotifier
+from bot.slack.notifier import SlackMessenger, SlackSessionNotifier
 from tests.fakes.directory_data import load_directory
-from tests.slack.block_rules import problems, walk
+from tests.slack.block_rules import mrkdwn_texts, problems, walk
+from tests.slack.listeners.flow import BREAK_GLASS_REASON, REASON, start_live_session, with_break_glass
 from tests.slack.recording_client import BOT_TOKEN
 
 
@@ -35,7 +37,11 @@ def test_session_started_edits_the_grant_dm_in_place(ctx, slack_client, redeemed
     assert update["blocks"][0]["text"]["text"].startswith("Session active until ")
     assert update["blocks"][0]["text"]["text"].endswith(("CET", "CEST"))  # UAGENT1 is in Europe/Paris
     buttons = [obj for _, obj in walk(update["blocks"]) if obj.get("type") == "button"]
-    assert [(b["action_id"], b["value"]) for b in buttons] == [(ActionId.END_SESSION.value, session.id)]
+    # UAGENT1's role cannot ask for more time: it may start a new request instead (issue 3 point 8)
+    assert [(b["action_id"], b["value"]) for b in buttons] == [
+        (ActionId.END_SESSION.value, session.id),
+        (ActionId.START_NEW_REQUEST.value, session.id),
+    ]
     assert problems(update["blocks"], surface="message") == []
     assert slack_client.calls_to("chat.postMessage") == []
 
@@ -84,3 +90,79 @@ def test_an_unknown_session_sends_nothing(ctx, slack_client, session_factory, tm
     load_directory(session_factory, tmp_path)
     SlackSessionNotifier(ctx, slack_client).session_started("00000000-0000-0000-0000-000000000000")
     assert slack_client.calls_to("chat.update") == [] and slack_client.calls_to("chat.postMessage") == []
+
+
+def test_a_role_that_may_extend_gets_request_more_time(ctx, slack_client, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path)
+    session = start_live_session(ctx, agent="USENIOR1", channel="DSENIOR1", ts="1700000000.000050")
+    SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+    (update,) = slack_client.calls_to("chat.update")
+    buttons = [obj for _, obj in walk(update["blocks"]) if obj.get("type") == "button"]
+    assert [b["action_id"] for b in buttons] == [ActionId.END_SESSION.value, ActionId.REQUEST_EXTENSION.value]
+
+
+# ---------------------------------------------------------------------------- the messenger (issue 3)
+
+
+@pytest.fixture
+def pending(ctx, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"]})
+    form = RequestForm(account="globex", user="u-carol", reason=REASON, ticket="SUP-1", duration_minutes=30, scope="read_only")
+    result = requests.submit_request(ctx, AgentIdentity("UAGENT1"), form)
+    assert isinstance(result, requests.Pending)
+    return result
+
+
+def test_one_failed_approver_dm_does_not_stop_the_others(ctx, slack_client, pending, caplog):
+    ts = iter(range(100, 200))
+
+    def post(args):
+        if args["channel"] == "UMANAGER2":
+            return {"ok": False, "error": "user_disabled"}
+        return {"ok": True, "channel": "D" + args["channel"][1:], "ts": f"1700000000.{next(ts):06d}"}
+
+    slack_client.answer("chat.postMessage", post)
+    with caplog.at_level(logging.WARNING):
+        SlackMessenger(ctx, slack_client).ask_approvers(pending.ask)
+    assert sorted(c["channel"] for c in slack_client.calls_to("chat.postMessage")) == ["UMANAGER1", "UMANAGER2", "UMANAGER3"]
+    recorded = approvals.messages_for(ctx, pending.request.id)
+    assert sorted((m.recipient, m.channel) for m in recorded) == [("UMANAGER1", "DMANAGER1"), ("UMANAGER3", "DMANAGER3")]
+    assert "user_disabled" in caplog.text and BOT_TOKEN not in caplog.text
+
+
+def test_each_approver_reads_times_in_their_own_zone(ctx, slack_client, pending):
+    ctx.people = StaticPeople({"UMANAGER1": Person("UMANAGER1", tz="Asia/Tokyo"), "UMANAGER2": Person("UMANAGER2", tz="Asia/Kolkata")})
+    SlackMessenger(ctx, slack_client).ask_approvers(pending.ask)
+    zones = {}
+    for posted in slack_client.calls_to("chat.postMessage"):
+        decide_by = next(t for t in mrkdwn_texts(posted["blocks"]) if t.startswith("*Decide by*"))
+        zones[posted["channel"]] = decide_by.rsplit(" ", 1)[1]
+    assert zones == {"UMANAGER1": "JST", "UMANAGER2": "IST", "UMANAGER3": "UTC"}  # zones without summer time
+
+
+def test_a_decision_without_a_recorded_agent_dm_posts_a_fresh_one(ctx, slack_client, pending):
+    # the agent's "approval needed" DM was never recorded (its post failed)
+    decided = approvals.approve_request(ctx, pending.request.id, clicker_slack_id="UMANAGER1")
+    assert isinstance(decided, approvals.Decided) and decided.request.agent_channel is None
+    SlackMessenger(ctx, slack_client).decided(decided)
+    outcome, link_dm = (c for c in slack_client.calls_to("chat.postMessage") if c["channel"] == "UAGENT1")
+    assert outcome["blocks"][0]["text"]["text"] == "Request approved"
+    assert any("|Open session>" in t for t in mrkdwn_texts(link_dm["blocks"]))
+    assert link_dm["unfurl_links"] is False and link_dm["unfurl_media"] is False
+    assert slack_client.calls_to("chat.update") == []
+    # the link DM is the one redemption will edit in place
+    assert requests.load_request(ctx, pending.request.id).agent_message_ts == "1700000000.000002"
+
+
+def test_break_glass_without_a_security_channel_is_logged(ctx, slack_client, session_factory, tmp_path, caplog):
+    load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"]})
+    with_break_glass(ctx)
+    ctx.policy = ctx.policy.model_copy(update={"alerts": ctx.policy.alerts.model_copy(update={"security_channel": None})})
+    form = RequestForm(account="globex", user="u-carol", reason=BREAK_GLASS_REASON, ticket="SUP-1", duration_minutes=30, scope="read_only", break_glass=True)
+    granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form)
+    assert isinstance(granted, requests.Granted) and granted.bypassed
+    with caplog.at_level(logging.WARNING):
+        SlackMessenger(ctx, slack_client).request_submitted(granted)
+    assert [c["channel"] for c in slack_client.calls_to("chat.postMessage")] == ["USENIOR1"]
+    assert "no alerts.security_channel" in caplog.text
+    assert "/l/" not in caplog.text

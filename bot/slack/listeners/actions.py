@@ -1,5 +1,15 @@
-"""Buttons. **End session** ends the clicker's own live session and edits the message in
-place (issue 2 point 14); the domain re-checks who clicked and whether the session is live."""
+"""Buttons. Every value is an id; every click is re-checked by the domain at that moment.
+
+- **End session** ends the clicker's own live session and edits the message in place
+  (issue 2 point 14).
+- **Approve** / **Deny** on an approver's DM (issue 3 points 1-4): approve is decided at
+  once; deny first asks for a reason in a modal (bot.slack.listeners.views).
+- **Cancel request** on the agent's pending DM (issue 3 point 7).
+- **Request more time** / **Start a new request** on the live session's DM (issue 3 point 8).
+
+A click that decides edits every message about the request once; any other click is
+answered to the clicker alone (bot.slack.notifier.SlackMessenger.answer_click).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -7,11 +17,17 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import sessions
+from bot.domain import approvals, requests, sessions
 from bot.domain.context import DomainContext
 from bot.slack import blocks
 from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import escape
+from bot.slack.notifier import SlackMessenger
+
+
+def _clicked_in(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    container = body.get("container") or {}
+    return container.get("channel_id"), container.get("message_ts")
 
 
 def register(app: App, ctx: DomainContext) -> None:
@@ -19,8 +35,7 @@ def register(app: App, ctx: DomainContext) -> None:
     def end_session(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
-        container = body.get("container") or {}
-        channel, ts = container.get("channel_id"), container.get("message_ts")
+        channel, ts = _clicked_in(body)
         try:
             ended = sessions.end_session(ctx, action.get("value") or "", actor_slack_id=clicker)
         except sessions.EndRefused as refused:
@@ -33,3 +48,65 @@ def register(app: App, ctx: DomainContext) -> None:
             return
         text, message = blocks.session_over_message(ended)
         client.chat_update(channel=channel, ts=ts, text=text, blocks=message)
+
+    @app.action(ActionId.APPROVE_REQUEST.value)
+    def approve_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        clicker = body["user"]["id"]
+        result = approvals.approve_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
+        SlackMessenger(ctx, client).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
+
+    @app.action(ActionId.APPROVE_EXTENSION.value)
+    def approve_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        clicker = body["user"]["id"]
+        result = approvals.decide_extension(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
+        SlackMessenger(ctx, client).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True)
+
+    @app.action(ActionId.DENY_REQUEST.value)
+    def deny_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        # The reason is asked first; the submission is what decides (views.deny_request).
+        ack()
+        client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(blocks.carried_id(action.get("value"))))
+
+    @app.action(ActionId.DENY_EXTENSION.value)
+    def deny_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        view = blocks.deny_modal(blocks.carried_id(action.get("value")), extension=True)
+        client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    @app.action(ActionId.CANCEL_REQUEST.value)
+    def cancel_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        clicker = body["user"]["id"]
+        result = approvals.cancel_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
+        SlackMessenger(ctx, client).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
+
+    @app.action(ActionId.REQUEST_EXTENSION.value)
+    def request_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        # Who may extend, by how much and whether the session is still live are decided when
+        # the modal is submitted (approvals.request_extension), not here.
+        ack()
+        view = blocks.extension_modal(
+            blocks.carried_id(action.get("value")),
+            choices_minutes=ctx.policy.extensions.choices_minutes,
+            reason_min_length=ctx.policy.requests.reason_min_length,
+        )
+        client.views_open(trigger_id=body["trigger_id"], view=view)
+
+    @app.action(ActionId.START_NEW_REQUEST.value)
+    def start_new_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        """Re-initiation (issue 3 point 8): the request modal, pre-filled with the account of
+        the clicker's own session and carrying that session's id. Someone else's session id
+        (a forged value) pre-fills nothing; the domain links the new request to a session
+        only if it is the agent's own."""
+        ack()
+        clicker = body["user"]["id"]
+        check = sessions.check_session(ctx, blocks.carried_id(action.get("value")))
+        own = check.session if check.session is not None and check.session.request.agent_slack_id == clicker else None
+        view = blocks.request_modal(
+            requests.modal_options(ctx, clicker),
+            initial_account=blocks.account_choice(own.request) if own is not None else None,
+            previous_session_id=own.id if own is not None else None,
+        )
+        client.views_open(trigger_id=body["trigger_id"], view=view)

@@ -1,5 +1,11 @@
-"""The request modal's submission (issue 2 points 8-10): decided by the domain, refused
-inline on the right field, or answered with a DM (the link, or "approval needed")."""
+"""Modal submissions.
+
+- The request modal (issue 2 points 8-10, issue 3 points 1, 8, 9): decided by the domain,
+  refused inline on the right field, or answered with DMs (the link, or "approval needed"
+  and every approver's DM; a break-glass grant also alerts the security channel).
+- The deny modals (issue 3 point 1): the approver's reason; the domain decides.
+- The extension modal (issue 3 point 8): more time, with a fresh reason, asked of approvers.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -7,28 +13,73 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import requests
+from bot.domain import approvals, requests
+from bot.domain.approvals import ClickResult, Decided, Refused
 from bot.domain.context import DomainContext
-from bot.domain.requests import AgentIdentity, Blocked, Granted
+from bot.domain.requests import AgentIdentity, Blocked
 from bot.slack import blocks
 from bot.slack.ids import CallbackId
+from bot.slack.notifier import SlackMessenger
 
 
 def register(app: App, ctx: DomainContext) -> None:
     @app.view(CallbackId.IMPERSONATE_REQUEST.value)
     def submit_request(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        user = body["user"]
+        user, view = body["user"], body["view"]
         agent = AgentIdentity(slack_id=user["id"], team_id=user.get("team_id") or (body.get("team") or {}).get("id"))
-        form = blocks.request_form_from_state(body["view"]["state"]["values"])
+        form = blocks.request_form_from_state(view["state"]["values"], private_metadata=view.get("private_metadata") or "")
         result = requests.submit_request(ctx, agent, form)
         if isinstance(result, Blocked):
-            ack(response_action="errors", errors=blocks.field_errors(result))
+            ack(response_action="errors", errors=blocks.field_errors(result, present=blocks.view_block_ids(view)))
             return
         ack()
-        text, message = blocks.grant_message(result) if isinstance(result, Granted) else blocks.pending_message(result)
-        # Posting to the user id opens the app's DM with them; unfurling is off so that Slack
-        # never fetches the one-time link (DESIGN.md hand-off 1).
-        posted = client.chat_postMessage(
-            channel=agent.slack_id, text=text, blocks=message, unfurl_links=False, unfurl_media=False
+        SlackMessenger(ctx, client).request_submitted(result)
+
+    def answer_denial(ack: Ack, result: ClickResult, *, clicker: str, client: WebClient, extension: bool) -> None:
+        """A refusal stays on the reason field; a decision closes the modal and edits every
+        message; a click that decided nothing turns the modal into a note saying so."""
+        if isinstance(result, Refused):
+            ack(response_action="errors", errors=blocks.deny_reason_errors(result.message))
+        elif isinstance(result, Decided):
+            ack()
+            SlackMessenger(ctx, client).decided(result)
+        else:
+            tz_name = ctx.people.person(clicker).tz
+            text = blocks.click_answer_text(result, tz_name=tz_name, extension=extension)
+            ack(response_action="update", view=blocks.notice_modal(text, extension=extension))
+
+    @app.view(CallbackId.DENY_REQUEST.value)
+    def deny_request(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        clicker, view = body["user"]["id"], body["view"]
+        result = approvals.deny_request(
+            ctx,
+            blocks.carried_id(view.get("private_metadata")),
+            clicker_slack_id=clicker,
+            reason=blocks.deny_reason_from_state(view["state"]["values"]),
         )
-        requests.record_agent_message(ctx, result.request.id, channel=posted["channel"], ts=posted["ts"])
+        answer_denial(ack, result, clicker=clicker, client=client, extension=False)
+
+    @app.view(CallbackId.DENY_EXTENSION.value)
+    def deny_extension(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        clicker, view = body["user"]["id"], body["view"]
+        result = approvals.decide_extension(
+            ctx,
+            blocks.carried_id(view.get("private_metadata")),
+            clicker_slack_id=clicker,
+            approve=False,
+            reason=blocks.deny_reason_from_state(view["state"]["values"]),
+        )
+        answer_denial(ack, result, clicker=clicker, client=client, extension=True)
+
+    @app.view(CallbackId.REQUEST_EXTENSION.value)
+    def request_extension(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        agent, view = body["user"]["id"], body["view"]
+        answer = blocks.extension_answer_from_state(view["state"]["values"])
+        result = approvals.request_extension(
+            ctx, blocks.carried_id(view.get("private_metadata")), agent_slack_id=agent, minutes=answer.minutes, reason=answer.reason
+        )
+        if isinstance(result, Refused):
+            ack(response_action="errors", errors=blocks.extension_errors(result.message))
+            return
+        ack()
+        SlackMessenger(ctx, client).extension_asked(result)

@@ -4,6 +4,7 @@ import pytest
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import problems
+from tests.slack.listeners.flow import with_break_glass
 from tests.slack.signed import slash_command
 
 
@@ -62,3 +63,15 @@ def test_read_write_is_offered_only_where_the_role_allows(send, slack_client):
 
     assert scopes(support) == ["read_only"]
     assert scopes(senior) == ["read_only", "read_write"]
+
+
+def test_break_glass_is_offered_only_to_break_glass_roles(send, slack_client, ctx):
+    with_break_glass(ctx)  # senior may break glass; support may not
+    send(slash_command("", user_id="UAGENT1"))
+    send(slash_command("", user_id="USENIOR1"))
+    support, senior = (call["view"] for call in slack_client.calls_to("views.open"))
+    assert BlockId.BREAK_GLASS.value not in {b.get("block_id") for b in support["blocks"]}
+    (box,) = [b for b in senior["blocks"] if b.get("block_id") == BlockId.BREAK_GLASS.value]
+    assert box["element"]["action_id"] == ActionId.BREAK_GLASS_CHOICE.value
+    assert f"at least {ctx.policy.break_glass.reason_min_length} characters" in box["hint"]["text"]
+    assert problems(senior, surface="modal") == []
