@@ -282,7 +282,7 @@ def set_flag(
         raise DirectoryError(f"unknown account {account_external_id!r}")
     current = next((f for f in account.flags if f.flag == flag.value), None)
     if on and current is None:
-        account.flags.append(AccountFlagSetting(flag=flag.value, set_by=actor.slack_id or actor.role or "?", set_at=now, note=note))
+        account.flags.append(AccountFlagSetting(flag=flag.value, set_by=actor.slack_id or actor.email or actor.role or "?", set_at=now, note=note))
     elif not on and current is not None:
         account.flags.remove(current)
     else:

@@ -1,0 +1,86 @@
+"""The scheduler: one registry of jobs, run in the `clock` process (`impersonation-bot
+scheduler`) or inside `impersonation-bot serve` (in gunicorn's master process, so it runs
+once however many web workers there are). Both use APScheduler's BackgroundScheduler.
+
+Every job is a function of the DomainContext and must be idempotent: it claims its rows with
+conditional updates, so a job that runs twice, or in two scheduler processes at once, never
+double-sends (DESIGN.md "Scale"). The scheduler itself keeps no state (in-memory job store);
+what is due is always read from the database.
+"""
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Any, TypeVar
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.base import BaseTrigger
+
+from bot.domain.context import DomainContext
+
+#: APScheduler job defaults. `coalesce`: after a pause, run a missed job once, not once per
+#: missed tick. `max_instances=1`: a slow run is never overlapped by the next tick of the same
+#: job. `misfire_grace_time`: a tick missed by up to 5 minutes (busy host, restart) still runs.
+JOB_DEFAULTS: dict[str, Any] = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 300}
+
+
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One periodic job: `run(ctx)` fired by `trigger`. `id` names it in logs."""
+
+    id: str
+    run: Callable[[DomainContext], object]
+    trigger: BaseTrigger
+
+
+#: The jobs the scheduler runs. Issue 2 needs none (links and sessions expire by comparison
+#: with the clock at every use); later issues add expiry warnings, pending-request TTL,
+#: outbox delivery, anomaly sweeps and digests here.
+JOBS: tuple[ScheduledJob, ...] = ()
+
+
+SchedulerT = TypeVar("SchedulerT", bound=BaseScheduler)
+
+
+def add_jobs(scheduler: SchedulerT, ctx: DomainContext, jobs: Iterable[ScheduledJob]) -> SchedulerT:
+    for job in jobs:
+        scheduler.add_job(job.run, job.trigger, args=(ctx,), id=job.id, name=job.id, replace_existing=True)
+    return scheduler
+
+
+def background_scheduler(ctx: DomainContext, jobs: Iterable[ScheduledJob] = JOBS) -> BackgroundScheduler:
+    """The scheduler with every job registered, not yet started. It runs in its own threads:
+    beside gunicorn in `serve`, or alone in the clock process (`run_until_stopped`)."""
+    return add_jobs(BackgroundScheduler(timezone=timezone.utc, job_defaults=JOB_DEFAULTS), ctx, jobs)
+
+
+def run_until_stopped(scheduler: BackgroundScheduler, *, poll_seconds: float = 1.0) -> None:
+    """The clock process: run the scheduler until SIGTERM or SIGINT, then shut it down and let
+    a running job finish (every job commits its own transaction; none is cut in half).
+
+    Why not APScheduler's BlockingScheduler: it runs its loop in the main thread, where the
+    signal handler also runs. Shutting down from the handler can deadlock on a lock the
+    interrupted loop holds (the executor's, while a job is being submitted), and an exception
+    raised from the handler is swallowed by the loop's `except BaseException` around job
+    submission. So the scheduler runs in its own threads and the handler only sets a flag,
+    which the main thread polls; the shutdown then runs in plain code, outside any handler.
+    """
+    stop_signals: list[int] = []
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop_signals.append(signum)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        scheduler.start()
+        while not stop_signals:
+            time.sleep(poll_seconds)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if scheduler.running:
+            scheduler.shutdown(wait=True)

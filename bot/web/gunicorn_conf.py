@@ -1,0 +1,60 @@
+"""gunicorn settings for the web process: `gunicorn -c python:bot.web.gunicorn_conf
+bot.web.wsgi:app` (the Procfile's `web`); `impersonation-bot serve` / `web` use the same
+values. Operators may override any of them with GUNICORN_CMD_ARGS, as gunicorn documents.
+
+Why gthread, 2 workers × 8 threads: measured on a 2-core machine (DESIGN.md "Web stack and
+speed") this keeps slash-command acks far inside Slack's 3 s while one slow Slack Web API call
+holds only one thread, not a whole worker. WEB_CONCURRENCY is the conventional knob (Heroku
+sets it from the dyno size).
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from bot.config import ConfigError, load_settings
+
+
+def _stop(message: str) -> None:
+    """One line on stderr and exit status 2, as the CLI does for configuration errors."""
+    print(f"impersonation-bot: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _positive_int(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip() or str(default)
+    if not text.isdigit() or int(text) < 1:
+        _stop(f"{name} must be a positive whole number, got {text!r}")
+    return int(text)
+
+
+try:
+    _settings = load_settings()
+except ConfigError as _error:
+    _stop(str(_error))
+
+bind = f"0.0.0.0:{_settings.port}"
+worker_class = "gthread"
+workers = _positive_int("WEB_CONCURRENCY", 2)
+threads = 8
+#: access and error logs go to stderr with every /l/<token> path, JWT and Slack token redacted
+logger_class = "bot.web.logging.RedactingGunicornLogger"
+accesslog = "-"
+errorlog = "-"
+#: the app is built in each worker after the fork (own engine and connection pool)
+preload_app = False
+#: gunicorn ≥ 25.1 opens a management socket (resize, reload, stop) under $HOME by default;
+#: nothing here uses it, and two instances on one host would contend for the same path.
+control_socket_disable = True
+
+
+def on_starting(server: object) -> None:
+    """In the master, before any worker forks: check the whole configuration once, so that a
+    mistake stops gunicorn with one line instead of every worker failing to boot, and so that
+    in dev the signing key is generated once, not raced for by several workers."""
+    from bot.wiring import STARTUP_ERRORS, preflight
+
+    try:
+        preflight(load_settings())
+    except STARTUP_ERRORS as error:
+        _stop(str(error))

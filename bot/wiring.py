@@ -1,0 +1,212 @@
+"""Start-up wiring: the one place that turns Settings into the running object graph.
+
+`bot/cli.py` (serve, web, scheduler) and `bot/web/wsgi.py` (gunicorn) call this; nothing else
+builds engines, Slack clients or apps. Every configuration problem surfaces here, before any
+request is served, as one of STARTUP_ERRORS with a one-line message that says what to fix.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from slack_sdk import WebClient
+from slack_sdk.http_retry import default_retry_handlers
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler, ServerErrorRetryHandler
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.db.engine import make_engine, make_session_factory
+from bot.db.migrate import alembic_config
+from bot.domain.context import DomainContext
+from bot.domain.directory import DirectoryError
+from bot.domain.keys import KeyError_, SigningKey, load_or_create_signing_key
+from bot.domain.policy import PolicyConfig, PolicyError, load_policy
+from bot.domain.ports import SessionNotifier
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from slack_bolt import App
+
+#: Errors that mean "the operator must fix the configuration or the input": the CLI prints
+#: their message on one line and exits 2; gunicorn halts instead of respawning workers.
+STARTUP_ERRORS: tuple[type[Exception], ...] = (ConfigError, PolicyError, KeyError_, DirectoryError)
+
+#: HKDF `info` label (RFC 5869 §3.2) that binds the derived key to its one use. Changing it
+#: invalidates every CSRF token in flight, nothing else.
+CSRF_KEY_LABEL = b"impersonation-bot/landing-page-csrf/v1"
+
+#: Slack asks clients to honour Retry-After on HTTP 429 and to retry 5xx sparingly
+#: (https://api.slack.com/apis/rate-limits). Added to slack_sdk's default connection-error
+#: handler, which WebClient would otherwise use alone.
+SLACK_RATE_LIMIT_RETRIES = 2
+SLACK_SERVER_ERROR_RETRIES = 1
+
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+
+
+@dataclass
+class Container:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    policy: PolicyConfig
+    signing_key: SigningKey
+    ctx: DomainContext
+    slack_client: WebClient
+    slack_app: App
+    notifier: SessionNotifier
+    web_app: Flask
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def derive_csrf_secret(signing_key: SigningKey) -> bytes:
+    """A 256-bit secret for the landing page's CSRF tokens, derived from the signing key with
+    HKDF-SHA256 (RFC 5869) and a fixed label. Every gunicorn worker and every host that holds
+    the same key derives the same secret, so a form rendered by one worker verifies on
+    another; the signing key itself never doubles as an HMAC key."""
+    raw = signing_key.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=CSRF_KEY_LABEL).derive(raw)
+
+
+def make_slack_client(settings: Settings) -> WebClient:
+    return WebClient(
+        token=settings.slack_bot_token,
+        base_url=settings.slack_api_url,
+        retry_handlers=[
+            *default_retry_handlers(),
+            RateLimitErrorRetryHandler(max_retry_count=SLACK_RATE_LIMIT_RETRIES),
+            ServerErrorRetryHandler(max_retry_count=SLACK_SERVER_ERROR_RETRIES),
+        ],
+    )
+
+
+def is_sqlite(database_url: str) -> bool:
+    return database_url.startswith("sqlite")
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """None when the database is at the code's Alembic head, else what to do about it."""
+    script = ScriptDirectory.from_config(alembic_config())
+    heads = set(script.get_heads())
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    if current == heads:
+        return None
+    if not current:
+        return "the database has no schema yet; run `impersonation-bot migrate`"
+    if current - {revision.revision for revision in script.walk_revisions()}:
+        return (
+            f"the database is at revision {', '.join(sorted(current))}, which this code does not know "
+            "(is an older version of the bot running against a newer database?)"
+        )
+    return (
+        f"the database is at revision {', '.join(sorted(current))} but the code needs "
+        f"{', '.join(sorted(heads))}; run `impersonation-bot migrate`"
+    )
+
+
+def require_current_schema(engine: Engine) -> None:
+    problem = schema_problem(engine)
+    if problem:
+        raise ConfigError(problem)
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    # Only dev may generate a key: elsewhere a fresh key per host would make hand-off tokens
+    # and audit checkpoints unverifiable by whoever holds the published one.
+    return load_or_create_signing_key(settings.signing_key_file, allow_create=settings.environment == "dev")
+
+
+def preflight(settings: Settings) -> None:
+    """Everything that can be wrong with the configuration, checked without serving: Slack
+    credentials, the policy file, the signing key (created here in dev, once, before any
+    worker forks) and the database schema. Raises one of STARTUP_ERRORS."""
+    settings.require_slack()
+    load_policy(settings.policy_path)
+    load_signing_key(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        require_current_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def build_container(settings: Settings) -> Container:
+    settings.require_slack()
+    policy = load_policy(settings.policy_path)
+    signing_key = load_signing_key(settings)
+    # The Slack and web faces are imported here, not at module level, so that preflight()
+    # (run by gunicorn's master before it forks) and the domain-only CLI commands do not load
+    # Bolt and Flask.
+    from slack_bolt.error import BoltError
+
+    from bot.slack.app import build_slack_app
+    from bot.slack.notifier import SlackSessionNotifier
+    from bot.slack.people import SlackGroups, SlackPeople
+    from bot.web.app import create_web_app
+
+    engine = make_engine(settings.database_url)
+    try:
+        require_current_schema(engine)
+        session_factory = make_session_factory(engine)
+        client = make_slack_client(settings)
+        ctx = DomainContext(
+            sessions=session_factory,
+            policy=policy,
+            signing_key=signing_key,
+            public_base_url=settings.public_base_url,
+            product_launch_url=settings.product_launch_url,
+            groups=SlackGroups(client),
+            people=SlackPeople(client),
+        )
+        notifier = SlackSessionNotifier(ctx, client)
+        try:
+            slack_app = build_slack_app(ctx, client=client, signing_secret=settings.slack_signing_secret or "")
+        except BoltError as exc:  # e.g. auth.test refused the token: a configuration problem
+            raise ConfigError(f"Slack app could not start: {exc}") from None
+        except OSError as exc:  # Bolt's start-up auth.test could not reach SLACK_API_URL
+            raise ConfigError(f"cannot reach the Slack Web API at {settings.slack_api_url}: {exc}") from None
+        web_app = create_web_app(
+            ctx, slack_app=slack_app, notifier=notifier, csrf_secret=derive_csrf_secret(signing_key)
+        )
+    except BaseException:
+        engine.dispose()
+        raise
+    return Container(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        policy=policy,
+        signing_key=signing_key,
+        ctx=ctx,
+        slack_client=client,
+        slack_app=slack_app,
+        notifier=notifier,
+        web_app=web_app,
+    )
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Process logging for serve, web and scheduler: one stderr handler on the root logger,
+    with link tokens, JWTs and Slack tokens redacted from every record (issue 2 point 18)."""
+    from bot.web.logging import install_log_redaction
+
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    # Every process checks the schema revision at start; Alembic narrates that at INFO.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    install_log_redaction()
+
+
+def build_web_app_from_env() -> Flask:
+    """The WSGI app for `gunicorn bot.web.wsgi:app`: settings from the environment / .env."""
+    return build_container(load_settings()).web_app

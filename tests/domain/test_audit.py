@@ -1,0 +1,181 @@
+"""The audit log: hash chain, canonical encoding, and the database refusing to rewrite it."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from bot.db.models import AuditEvent, AuditHead
+from bot.domain import audit
+from bot.domain.audit import GENESIS_HASH, Actor, EventDraft, canonical_json, encode_event, verify_chain
+from tests.fakes.attacker import rewrite
+
+OCCURRED = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+
+
+def append(session_factory, type_: str = "test.happened", **details) -> AuditEvent:
+    with session_factory() as db, db.begin():
+        return audit.append(
+            db,
+            EventDraft(type=type_, actor=Actor(slack_id="UAGENT1", role="support"), account="acme", details=details),
+            now=OCCURRED,
+        )
+
+
+def test_events_form_a_chain_from_the_genesis_hash(session_factory):
+    first = append(session_factory, n=1)
+    second = append(session_factory, n=2)
+    third = append(session_factory, n=3)
+    assert [e.seq for e in (first, second, third)] == [1, 2, 3]
+    assert first.prev_hash == GENESIS_HASH
+    assert second.prev_hash == first.hash and third.prev_hash == second.hash
+    assert len({first.hash, second.hash, third.hash}) == 3
+    with session_factory() as db:
+        head = db.get(AuditHead, 1)
+        assert (head.seq, head.hash) == (3, third.hash)
+        assert verify_chain(db) == (3, None)
+
+
+def test_an_empty_log_verifies(session_factory):
+    with session_factory() as db:
+        assert verify_chain(db) == (0, None)
+
+
+def test_stored_events_rehash_to_their_hash_after_a_round_trip(session_factory):
+    # Times, non-ASCII text and nested details come back from the database exactly as hashed.
+    event = append(session_factory, note="Zoë’s “contract” §4 — 日本", nested={"list": [1, "two", None, True]})
+    with session_factory() as db:
+        stored = db.get(AuditEvent, event.seq)
+        assert stored.occurred_at == OCCURRED
+        assert audit.hash_event_row(stored) == event.hash
+
+
+# The canonical encoding is a published format (docs/audit.md): auditors recompute hashes with
+# their own tools, so these bytes must never change silently.
+GOLDEN_BYTES = (
+    '{"account":"acme","actor":{"email":"revops@corp.example","role":"revops","slack_id":"UREVOPS1"},'
+    '"customer_user":null,"details":{"flag":"sensitive","n":3,"note":"MSA §4.2 — “sensitive”","value":true},'
+    '"occurred_at":"2026-01-02T03:04:05.000006Z",'
+    '"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",'
+    '"request_id":null,"seq":1,"session_id":null,"type":"account.flag_changed"}'
+).encode("utf-8")
+GOLDEN_HASH = "1849fcadecf91509b80cf130e14418c063de075659d0fef4a50bb070d230007d"
+
+
+def test_canonical_encoding_is_stable():
+    encoded = encode_event(
+        seq=1,
+        occurred_at=audit.format_time(OCCURRED),
+        type="account.flag_changed",
+        actor_slack_id="UREVOPS1",
+        actor_email="revops@corp.example",
+        actor_role="revops",
+        account="acme",
+        customer_user=None,
+        request_id=None,
+        session_id=None,
+        details=canonical_json({"value": True, "note": "MSA §4.2 — “sensitive”", "flag": "sensitive", "n": 3}),
+        prev_hash=GENESIS_HASH,
+    )
+    assert encoded == GOLDEN_BYTES
+    assert hashlib.sha256(encoded).hexdigest() == GOLDEN_HASH
+
+
+def test_canonical_json_sorts_keys_and_has_no_white_space():
+    assert canonical_json({"b": [1, {"d": None, "c": "é"}], "a": True}) == '{"a":true,"b":[1,{"c":"é","d":null}]}'
+
+
+@pytest.mark.parametrize("details", [{"x": 1.5}, {"x": [1, 2.0]}, {"x": {"y": float("nan")}}])
+def test_floats_are_refused(details):
+    with pytest.raises(TypeError, match="floats"):
+        canonical_json(details)
+
+
+def test_a_float_in_details_writes_nothing(session_factory):
+    with pytest.raises(TypeError, match="floats"):
+        append(session_factory, ratio=0.5)
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(AuditEvent)).scalar_one() == 0
+        assert db.get(AuditHead, 1).seq == 0
+
+
+def test_non_string_keys_are_refused():
+    with pytest.raises(TypeError, match="keys must be strings"):
+        canonical_json({1: "x"})
+
+
+# --- the database refuses to rewrite history ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE audit_events SET details = '{}' WHERE seq = 1",
+        "UPDATE audit_events SET prev_hash = hash",
+        "DELETE FROM audit_events WHERE seq = 1",
+        "DELETE FROM audit_events",
+    ],
+)
+def test_the_database_refuses_update_and_delete(engine, session_factory, statement):
+    event = append(session_factory, n=1)
+    with pytest.raises(DBAPIError, match="append-only"):
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+    with session_factory() as db:
+        assert db.get(AuditEvent, 1).hash == event.hash
+        assert verify_chain(db) == (1, None)
+
+
+def test_postgresql_refuses_truncate(engine, session_factory):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("TRUNCATE exists only on PostgreSQL (SQLite's DELETE is covered above)")
+    append(session_factory, n=1)
+    with pytest.raises(DBAPIError, match="append-only: TRUNCATE refused"):
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE audit_events"))
+    with session_factory() as db:
+        assert verify_chain(db) == (1, None)
+
+
+# --- with the triggers gone, the chain still tells --------------------------------------
+
+
+@pytest.fixture
+def three_events(session_factory):
+    return [append(session_factory, n=n) for n in (1, 2, 3)]
+
+
+def test_an_edited_event_is_found(engine, session_factory, three_events):
+    rewrite(engine, "UPDATE audit_events SET details = replace(details, '2', '7') WHERE seq = 2")
+    with session_factory() as db:
+        checked, problem = verify_chain(db)
+    assert (checked, problem.seq) == (1, 2)
+    assert "hash does not match" in problem.reason
+
+
+def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(engine, session_factory, three_events):
+    with session_factory() as db:
+        row = db.get(AuditEvent, 2)
+        row.details = canonical_json({"n": 7})
+        forged = audit.hash_event_row(row)
+    rewrite(engine, "UPDATE audit_events SET details = :d, hash = :h WHERE seq = 2", d=canonical_json({"n": 7}), h=forged)
+    with session_factory() as db:
+        _, problem = verify_chain(db)
+    assert problem.seq == 3 and "prev_hash" in problem.reason
+
+
+def test_a_removed_event_is_found(engine, session_factory, three_events):
+    rewrite(engine, "DELETE FROM audit_events WHERE seq = 2")
+    with session_factory() as db:
+        _, problem = verify_chain(db)
+    assert problem.seq == 2 and "gap" in problem.reason
+
+
+def test_removing_the_newest_event_disagrees_with_the_head(engine, session_factory, three_events):
+    rewrite(engine, "DELETE FROM audit_events WHERE seq = 3")
+    with session_factory() as db:
+        checked, problem = verify_chain(db)
+    assert checked == 2 and problem.seq == 3 and "head" in problem.reason

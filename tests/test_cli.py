@@ -1,0 +1,362 @@
+"""`impersonation-bot …` run in-process through `main()`, against the test database (both
+backends), plus the real console script in subprocesses for `serve`."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from bot import cli
+from bot.db.base import Base
+from bot.db.engine import make_engine, make_session_factory
+from bot.db.models import AccountFlagSetting, AuditEvent
+from tests.conftest import REPO_ROOT
+from tests.fakes.attacker import rewrite
+from tests.fakes.slack_api import FakeSlack
+
+CONSOLE_SCRIPT = Path(sys.executable).with_name("impersonation-bot")
+SETTINGS_VARIABLES = (
+    "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "DATABASE_URL",
+    "IMPERSONATION_POLICY", "PUBLIC_BASE_URL", "PRODUCT_LAUNCH_URL", "SIGNING_KEY_FILE",
+    "AUDIT_CHECKPOINT_FILE", "IMPERSONATION_ENV", "PORT", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS",
+)
+DIRECTORY_CSV = """kind,account,name,user,email,protected,agent
+account,acme,ACME Corp,,,,
+user,acme,Alice Admin,u-alice,alice@acme.example,true,
+user,acme,Bob Builder,u-bob,bob@acme.example,,
+assignment,acme,,,,,UAGENT1
+"""
+
+
+@pytest.fixture
+def workdir(monkeypatch, tmp_path) -> Path:
+    """An empty working directory (no .env, no policy.toml) and no settings in the
+    environment; each variable is set then deleted so monkeypatch also undoes what
+    load_dotenv() might write."""
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def on_db(workdir, monkeypatch, db_url) -> str:
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    return db_url
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def row_counts(db_url: str) -> dict[str, int]:
+    engine = make_engine(db_url)
+    try:
+        with make_session_factory(engine)() as db:
+            return {
+                t.name: db.execute(select(func.count()).select_from(t)).scalar_one() for t in Base.metadata.sorted_tables
+            }
+    finally:
+        engine.dispose()
+
+
+def audit_events(db_url: str) -> list[AuditEvent]:
+    engine = make_engine(db_url)
+    try:
+        with make_session_factory(engine)() as db:
+            return list(db.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+    finally:
+        engine.dispose()
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    assert err.startswith("impersonation-bot: ")
+    assert err.count("\n") == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+# --- migrate ---------------------------------------------------------------------------------
+
+
+def test_migrate_builds_a_fresh_sqlite_database(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'fresh.db'}")
+    code, out, _ = run(capsys, "migrate")
+    assert code == 0 and "schema is up to date" in out
+    assert row_counts(f"sqlite:///{workdir / 'fresh.db'}")["audit_head"] == 1
+
+
+def test_migrate_is_idempotent(on_db, capsys):
+    assert run(capsys, "migrate")[0] == 0
+    assert run(capsys, "migrate")[0] == 0
+
+
+def test_migrate_never_prints_the_database_password(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:s3cret-pw@127.0.0.1:1/bot")
+    code, out, err = run(capsys, "migrate")
+    assert code == 1
+    assert "s3cret-pw" not in out + err
+    assert_one_line_error(err, "database error")
+
+
+# --- directory import ------------------------------------------------------------------------
+
+
+def test_directory_import_prints_the_counts(on_db, workdir, capsys):
+    (workdir / "directory.csv").write_text(DIRECTORY_CSV)
+    code, out, _ = run(capsys, "directory", "import", "directory.csv")
+    assert code == 0
+    assert "accounts 1 created" in out and "customer users 2 created" in out and "assignments 1 created" in out
+    code, out, _ = run(capsys, "directory", "import", "directory.csv")
+    assert code == 0 and "accounts 0 created" in out and "4 unchanged" in out
+
+
+def test_directory_import_records_who_ran_it(on_db, workdir, capsys):
+    (workdir / "directory.csv").write_text(DIRECTORY_CSV)
+    assert run(capsys, "directory", "import", "directory.csv", "--by", "ops@corp.example")[0] == 0
+    [event] = audit_events(on_db)
+    assert (event.type, event.actor_email, event.actor_role) == ("directory.imported", "ops@corp.example", "cli")
+
+
+def test_a_bad_row_exits_2_naming_the_line_and_writes_nothing(on_db, workdir, capsys):
+    (workdir / "directory.csv").write_text(DIRECTORY_CSV + "user,acme,Eve,u-eve,eve-at-acme,,\n")
+    before = row_counts(on_db)
+    code, out, err = run(capsys, "directory", "import", "directory.csv")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "directory.csv: line 6:", "not an e-mail address")
+    assert row_counts(on_db) == before
+
+
+def test_a_missing_file_exits_2(on_db, capsys):
+    code, _, err = run(capsys, "directory", "import", "nowhere.json")
+    assert code == 2
+    assert_one_line_error(err, "nowhere.json", "cannot read")
+
+
+def test_an_unmigrated_database_says_to_migrate(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'empty.db'}")
+    (workdir / "directory.csv").write_text(DIRECTORY_CSV)
+    code, _, err = run(capsys, "directory", "import", "directory.csv")
+    assert code == 2
+    assert_one_line_error(err, "run `impersonation-bot migrate`")
+
+
+# --- accounts flag ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def imported(on_db, workdir, capsys):
+    (workdir / "directory.csv").write_text(DIRECTORY_CSV)
+    assert run(capsys, "directory", "import", "directory.csv")[0] == 0
+
+
+def test_accounts_flag_sets_and_clears_with_an_audit_event(on_db, imported, capsys):
+    code, out, _ = run(capsys, "accounts", "flag", "acme", "--regulated", "--by", "UREVOPS1", "--note", "MSA 4.2")
+    assert code == 0 and "regulated set" in out
+    code, out, _ = run(capsys, "accounts", "flag", "acme", "--regulated", "--by", "UREVOPS1", "--note", "again")
+    assert code == 0 and "already set; nothing changed" in out
+    code, out, _ = run(capsys, "accounts", "flag", "acme", "--regulated", "--off", "--by", "ops@corp.example", "--note", "amended")
+    assert code == 0 and "regulated cleared" in out
+
+    flag_events = [e for e in audit_events(on_db) if e.type == "account.flag_changed"]
+    assert [(e.account, e.actor_slack_id, e.actor_email, e.actor_role, json.loads(e.details)) for e in flag_events] == [
+        ("acme", "UREVOPS1", None, "cli", {"flag": "regulated", "value": True, "note": "MSA 4.2"}),
+        ("acme", None, "ops@corp.example", "cli", {"flag": "regulated", "value": False, "note": "amended"}),
+    ]
+    assert row_counts(on_db)[AccountFlagSetting.__tablename__] == 0
+
+
+@pytest.mark.parametrize("flag", ["--opted-out", "--sensitive", "--regulated", "--flagged"])
+def test_every_flag_has_its_option(on_db, imported, capsys, flag):
+    assert run(capsys, "accounts", "flag", "acme", flag, "--by", "UREVOPS1", "--note", "contract")[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["accounts", "flag", "acme", "--sensitive", "--by", "somebody", "--note", "x"], "--by 'somebody'"),
+        (["accounts", "flag", "nowhere", "--sensitive", "--by", "UREVOPS1", "--note", "x"], "unknown account 'nowhere'"),
+        (["accounts", "flag", "acme", "--sensitive", "--by", "UREVOPS1", "--note", "  "], "note"),
+    ],
+)
+def test_accounts_flag_refusals_exit_2_and_write_nothing(on_db, imported, capsys, argv, fragment):
+    before = row_counts(on_db)
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, fragment)
+    assert row_counts(on_db) == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["accounts", "flag", "acme", "--by", "UREVOPS1", "--note", "no flag chosen"],
+        ["accounts", "flag", "acme", "--sensitive", "--flagged", "--by", "UREVOPS1", "--note", "two flags"],
+        ["accounts", "flag", "acme", "--sensitive", "--by", "UREVOPS1"],
+        ["accounts", "flag", "acme", "--sensitive", "--note", "who?"],
+    ],
+)
+def test_accounts_flag_usage_errors(workdir, capsys, argv):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    assert raised.value.code == 2
+
+
+# --- audit verify ------------------------------------------------------------------------------
+
+
+def test_audit_verify_on_an_intact_log(on_db, imported, capsys):
+    run(capsys, "accounts", "flag", "acme", "--sensitive", "--by", "UREVOPS1", "--note", "MSA 4.2")
+    code, out, _ = run(capsys, "audit", "verify")
+    assert (code, out) == (0, "audit chain OK: 2 events\n")
+
+
+def test_audit_verify_names_the_first_tampered_event(on_db, imported, capsys):
+    # seq 1 is the import; seq 2 and 3 are these
+    assert run(capsys, "accounts", "flag", "acme", "--sensitive", "--by", "UREVOPS1", "--note", "first")[0] == 0
+    assert run(capsys, "accounts", "flag", "acme", "--flagged", "--by", "UREVOPS1", "--note", "second")[0] == 0
+    engine = make_engine(on_db)
+    try:
+        # One byte of event 2 changes, with the triggers dropped as an attacker with file access would.
+        rewrite(engine, "UPDATE audit_events SET details = replace(details, 'first', 'First') WHERE seq = 2")
+    finally:
+        engine.dispose()
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 1
+    assert out == "audit chain BROKEN at seq 2: hash does not match the event's contents; 1 event(s) before it verified\n"
+
+
+# --- serve, web and scheduler -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["serve", "web", "scheduler"])
+def test_without_slack_credentials_each_process_stops_with_one_message(workdir, monkeypatch, capsys, command):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'bot.db'}")
+    code, out, err = run(capsys, command)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "manifest.yaml")
+
+
+def test_web_with_a_broken_policy_names_the_key(workdir, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'bot.db'}")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "secret")
+    example = (REPO_ROOT / "policy.example.toml").read_text(encoding="utf-8")
+    (workdir / "policy.toml").write_text(example.replace("redeem_window_minutes = 5", "redeem_window_minutes = 11"))
+    line = example.splitlines().index("redeem_window_minutes = 5") + 1
+    code, _, err = run(capsys, "web")
+    assert code == 2
+    assert_one_line_error(err, f"policy.toml: links.redeem_window_minutes (line {line})")
+
+
+def test_the_gunicorn_server_uses_the_project_settings(workdir, monkeypatch):
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--bind 127.0.0.1:4999")
+    settings = cli.load_settings()
+    server = cli.GunicornServer(settings, master=None)
+    cfg = server.cfg
+    assert (cfg.worker_class_str, cfg.workers, cfg.threads) == ("gthread", 2, 8)
+    assert cfg.bind == ["127.0.0.1:4999"]
+    assert cfg.logger_class.__name__ == "RedactingGunicornLogger"
+    assert cfg.accesslog == "-"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _subprocess_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_VARIABLES}
+    env.update(values)
+    return env
+
+
+def test_serve_without_slack_credentials_exits_2_with_one_clear_message(tmp_path):
+    database = tmp_path / "impersonation.db"
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), "serve"],
+        cwd=tmp_path,
+        env=_subprocess_env(DATABASE_URL=f"sqlite:///{database}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert_one_line_error(result.stderr, "SLACK_BOT_TOKEN", "manifest.yaml")
+    # `serve` migrated the SQLite database first (docs/cli.md), so the next command just works
+    assert row_counts(f"sqlite:///{database}")["audit_head"] == 1
+
+
+@pytest.mark.slow
+def test_serve_runs_web_and_scheduler_and_stops_on_sigterm(tmp_path):
+    shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
+    port = _free_port()
+    with FakeSlack() as fake:
+        process = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "serve"],
+            cwd=tmp_path,
+            env=_subprocess_env(
+                SLACK_BOT_TOKEN=fake.bot_token,
+                SLACK_SIGNING_SECRET="test-signing-secret",
+                SLACK_API_URL=fake.url,
+                DATABASE_URL=f"sqlite:///{tmp_path / 'impersonation.db'}",
+                GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port} --workers 1",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            health = None
+            for _ in range(300):  # wait for gunicorn to listen (liveness only, nothing timed)
+                try:
+                    health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    if process.poll() is not None:
+                        break
+                    time.sleep(0.1)
+            link = requests.get(f"http://127.0.0.1:{port}/l/not-a-real-token-0123456789", timeout=5)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+    assert health is not None and health.status_code == 200, output
+    assert link.status_code == 404
+    assert process.returncode == 0, output
+    assert "Scheduler started" in output and "Scheduler has been shut down" in output
+    assert "Using worker: gthread" in output
+    assert "/l/<redacted>" in output and "not-a-real-token" not in output
+    assert "Traceback" not in output
+
+
+def test_procfile_runs_release_web_and_clock():
+    lines = (REPO_ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
+    assert lines == [
+        "release: impersonation-bot migrate",
+        "web: gunicorn -c python:bot.web.gunicorn_conf bot.web.wsgi:app",
+        "clock: impersonation-bot scheduler",
+    ]
+
+
+def test_the_console_script_is_installed():
+    assert CONSOLE_SCRIPT.exists(), "install the project (pip install -e .) so `impersonation-bot` exists"
+    result = subprocess.run([str(CONSOLE_SCRIPT), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    for command in ("serve", "web", "scheduler", "migrate", "directory", "accounts", "audit"):
+        assert command in result.stdout

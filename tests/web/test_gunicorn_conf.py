@@ -1,0 +1,82 @@
+"""The gunicorn settings of the web process (bot/web/gunicorn_conf.py, the Procfile's `web`)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import pytest
+from gunicorn.glogging import Logger
+from gunicorn.util import import_app, load_class
+
+MODULE = "bot.web.gunicorn_conf"
+SETTINGS_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PORT", "WEB_CONCURRENCY", "DATABASE_URL", "IMPERSONATION_POLICY")
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    yield monkeypatch
+    sys.modules.pop(MODULE, None)
+
+
+def load_conf():
+    sys.modules.pop(MODULE, None)
+    return importlib.import_module(MODULE)
+
+
+def test_settings(env):
+    env.setenv("PORT", "4321")
+    conf = load_conf()
+    assert conf.bind == "0.0.0.0:4321"
+    assert (conf.worker_class, conf.workers, conf.threads) == ("gthread", 2, 8)
+    assert conf.accesslog == "-"
+    assert conf.preload_app is False
+    assert conf.control_socket_disable is True
+    logger_class = load_class(conf.logger_class)
+    assert issubclass(logger_class, Logger) and logger_class.__name__ == "RedactingGunicornLogger"
+
+
+def test_web_concurrency_sets_the_worker_count(env):
+    env.setenv("WEB_CONCURRENCY", "5")
+    assert load_conf().workers == 5
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-2"])
+def test_a_bad_web_concurrency_stops_with_one_line(env, capsys, value):
+    env.setenv("WEB_CONCURRENCY", value)
+    with pytest.raises(SystemExit) as raised:
+        load_conf()
+    assert raised.value.code == 2
+    assert capsys.readouterr().err == f"impersonation-bot: WEB_CONCURRENCY must be a positive whole number, got {value!r}\n"
+
+
+def test_a_bad_port_stops_with_one_line(env, capsys):
+    env.setenv("PORT", "http")
+    with pytest.raises(SystemExit) as raised:
+        load_conf()
+    assert raised.value.code == 2
+    assert "PORT must be a number" in capsys.readouterr().err
+
+
+def test_the_master_checks_the_configuration_before_forking(env, capsys):
+    conf = load_conf()
+    with pytest.raises(SystemExit) as raised:
+        conf.on_starting(server=None)
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("impersonation-bot: SLACK_BOT_TOKEN") and "manifest.yaml" in err and err.count("\n") == 1
+
+
+def test_the_wsgi_app_named_in_the_procfile_refuses_a_bad_configuration(env):
+    # gunicorn prints an AppImportError's message and halts instead of respawning workers.
+    from gunicorn.errors import AppImportError
+
+    sys.modules.pop("bot.web.wsgi", None)
+    try:
+        with pytest.raises(AppImportError, match="SLACK_BOT_TOKEN"):
+            import_app("bot.web.wsgi:app")
+    finally:
+        sys.modules.pop("bot.web.wsgi", None)
