@@ -33,7 +33,9 @@ def signed(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = N
     )
 
 
-def slash_command(text: str = "", *, user_id: str = "UAGENT1", command: str = "/impersonate") -> str:
+def slash_command(
+    text: str = "", *, user_id: str = "UAGENT1", command: str = "/impersonate", trigger_id: str = "1337.42.trigger-secret"
+) -> str:
     return urlencode(
         {
             "token": "legacy-verification-token",
@@ -47,7 +49,7 @@ def slash_command(text: str = "", *, user_id: str = "UAGENT1", command: str = "/
             "text": text,
             "api_app_id": "A1",
             "response_url": "https://hooks.slack.invalid/commands/T1/1/secret-response-url",
-            "trigger_id": "1337.42.trigger-secret",
+            "trigger_id": trigger_id,
         }
     )
 
