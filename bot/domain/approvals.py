@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.db.engine import reading
 from bot.db.models import (
     Approval,
     ApprovalDecision,
@@ -605,11 +606,11 @@ def decide_extension(
 
 
 def pending_extension_for(ctx: DomainContext, session_id: str) -> ExtensionView | None:
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         row = db.execute(select(Extension).where(Extension.session_id == session_id, Extension.state == "pending")).scalar_one_or_none()
         return ExtensionView.of(row) if row else None
 
 
 def messages_for(ctx: DomainContext, subject_id: str) -> tuple[MessageView, ...]:
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         return _messages(db, subject_id)

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
@@ -160,7 +161,7 @@ def preview(ctx: DomainContext, token: str, *, now: datetime | None = None) -> L
     now = now or utcnow()
     if not looks_like_token(token):
         return LinkPreview(None, None, LinkProblem.UNKNOWN)
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         link = db.execute(select(Link).where(Link.token_hash == hash_token(token))).scalar_one_or_none()
         problem = _problem_for(link, now)
         if link is None:

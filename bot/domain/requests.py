@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
+from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, RequestState
 from bot.domain import audit, directory
 from bot.domain.approvals import ApprovalAsk, open_request_approval
@@ -140,7 +141,7 @@ def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
 
 def account_choices(ctx: DomainContext, query: str, *, limit: int) -> list[tuple[str, str]]:
     """(account id, label) pairs for the account typeahead."""
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         return [(a.external_id, f"{a.name} ({a.external_id})") for a in directory.search_accounts(db, query, limit=limit)]
 
 
@@ -148,7 +149,7 @@ def user_choices(ctx: DomainContext, account_external_id: str | None, query: str
     """(user id, label) pairs for the customer-user typeahead of the chosen account."""
     if not account_external_id:
         return []
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         account = directory.find_account(db, account_external_id)
         if account is None:
             return []
@@ -313,6 +314,6 @@ def record_agent_message(ctx: DomainContext, request_id: str, *, channel: str, t
 
 
 def load_request(ctx: DomainContext, request_id: str) -> RequestView | None:
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         request = db.get(ImpersonationRequest, request_id)
         return RequestView.of(request) if request is not None else None

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from bot.db.engine import reading
 from bot.db.models import ImpersonationSession, RequestState
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
@@ -44,7 +45,7 @@ class SessionCheck:
 
 def check_session(ctx: DomainContext, session_id: str, *, now: datetime | None = None) -> SessionCheck:
     now = now or utcnow()
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         session = db.get(ImpersonationSession, session_id)
         if session is None:
             return SessionCheck(None, None)
@@ -124,6 +125,6 @@ def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now
 def session_for_request(ctx: DomainContext, request_id: str) -> SessionView | None:
     from sqlalchemy import select
 
-    with ctx.sessions() as db:
+    with reading(ctx.sessions) as db:
         session = db.execute(select(ImpersonationSession).where(ImpersonationSession.request_id == request_id)).scalar_one_or_none()
         return SessionView.of(session) if session else None
