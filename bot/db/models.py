@@ -300,3 +300,23 @@ class MessageRef(Base):
     channel: Mapped[str] = mapped_column(String(32))
     ts: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    """A SaaS product's key for the product API (docs/product-api.md). The key is shown once,
+    when it is created; only its SHA-256 is stored. A fast hash is right here because the key
+    carries 256 random bits: slow password hashes defend low-entropy secrets, and nobody can
+    search a 2^256 space however fast each guess is."""
+
+    __tablename__ = "api_keys"
+
+    #: the public part of the key (`ibk_<id>_<secret>`): looked up by, shown and audited
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    #: which product holds the key; recorded with every action it reports
+    product: Mapped[str] = mapped_column(String(64))
+    #: SHA-256 (hex) of the whole key
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(320))
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(320))

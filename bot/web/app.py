@@ -11,10 +11,12 @@ from slack_bolt.adapter.flask import SlackRequestHandler
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from bot.db.engine import reading
 from bot.domain.context import DomainContext
 from bot.domain.ports import SessionNotifier
 from bot.web.landing import landing_blueprint
 from bot.web.logging import install_log_redaction, redact
+from bot.web.product_api import API_PREFIX, api_http_error, product_api_blueprint
 from bot.web.security import (
     LinkCsrf,
     apply_baseline_headers,
@@ -57,6 +59,7 @@ def create_web_app(
     csrf = LinkCsrf.for_base_url(csrf_secret, ctx.public_base_url)
     form_action = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)
     app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier))
+    app.register_blueprint(product_api_blueprint(ctx))
 
     @app.context_processor
     def _csp_nonce() -> dict[str, str]:
@@ -73,6 +76,8 @@ def create_web_app(
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:
+        if request.path.startswith(API_PREFIX):  # the product API answers in JSON
+            return api_http_error(error)
         # Our own page: never echoes the URL, form or headers back.
         return make_response(render_template("error.html", code=error.code, name=error.name), error.code or 500)
 
@@ -85,7 +90,7 @@ def create_web_app(
     @app.get("/healthz")
     def healthz() -> Response:
         try:
-            with ctx.sessions() as db:
+            with reading(ctx.sessions) as db:
                 db.execute(text("SELECT 1"))
         except Exception:  # noqa: BLE001 - any database failure means unhealthy
             log.exception("health check: database unreachable")
