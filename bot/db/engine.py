@@ -1,6 +1,8 @@
 """Engine and session setup for SQLite (embedded default) and PostgreSQL (production)."""
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ def make_engine(url: str, **kwargs) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, make_url(url).database)
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
@@ -34,19 +36,51 @@ def make_engine(url: str, **kwargs) -> Engine:
 READ_ONLY = "impersonation_read_only"
 
 
-def _configure_sqlite(engine: Engine) -> None:
+class _WriterGate:
+    """Lets one writing transaction at a time reach SQLite's BEGIN IMMEDIATE.
+
+    SQLite's busy handler waits for the file lock by sleeping (1, 2, 5 … 100 ms) and polling,
+    so under load a waiter can sleep through many short transactions of another process and
+    see tails of a second or more (measured: bench/http_bench.py). Queuing first on a thread
+    lock (within a process) and on `flock` of a lock file beside the database (across
+    processes, e.g. gunicorn workers) means a writer is woken the moment the previous one
+    finishes. Re-entrant per thread, so a nested session fails as it would without the gate
+    (busy timeout) instead of hanging.
+    """
+
+    def __init__(self, database: str | None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._path = f"{database}.writelock" if database and database != ":memory:" else None
+        self._fd: int | None = None
+        self._pid = 0
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth == 1 and self._path:
+            if self._fd is None or self._pid != os.getpid():  # never share an fd across fork
+                self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._lock.release()
+
+
+def _configure_sqlite(engine: Engine, database: str | None) -> None:
     # pysqlite's own transaction handling defers BEGIN and starts read transactions that
     # later fail to upgrade ("database is locked"). Take control of BEGIN as the SQLAlchemy
     # docs recommend ("Serializable isolation / Savepoints / Transactional DDL" for pysqlite)
     # and start every writing transaction with BEGIN IMMEDIATE, so writers queue instead of
     # failing, and the audit chain head is read and written under one lock.
     #
-    # Writers of one process also queue on a Python lock before BEGIN IMMEDIATE: SQLite's
-    # busy handler waits by sleeping (1, 2, 5 … 100 ms), so many threads contending for the
-    # file lock make long tails; with the lock, at most one writer per process waits on the
-    # file. Read-only transactions (`reading()`) use a plain deferred BEGIN: in WAL mode they
-    # see a consistent snapshot and never block or wait for writers.
-    writer_lock = threading.RLock()  # re-entrant: a nested session in one thread fails as before, never hangs
+    # Writers queue on a _WriterGate before BEGIN IMMEDIATE. Read-only transactions
+    # (`reading()`) use a plain deferred BEGIN: in WAL mode they see a consistent snapshot
+    # and never block or wait for writers.
+    writer_lock = _WriterGate(database)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record):
