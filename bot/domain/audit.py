@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.models import AuditEvent, AuditHead
@@ -25,6 +25,12 @@ from bot.domain.clock import utcnow
 
 GENESIS_HASH = "0" * 64
 _EVENT_COLUMNS = tuple(column.key for column in AuditEvent.__table__.columns)
+# Built once: constructing SQLAlchemy statements per call costs more CPU than running them.
+_LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_INSERT_EVENT = insert(AuditEvent)
+_ADVANCE_HEAD = (
+    update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,7 @@ def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> Au
     """
     occurred = (now or utcnow()).astimezone(timezone.utc)
     # Stored and hashed at microsecond precision, which both databases keep exactly.
-    head_seq, head_hash = db.execute(
-        select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-    ).one()
+    head_seq, head_hash = db.execute(_LOCK_HEAD).one()
     seq = head_seq + 1
     details = canonical_json(draft.details)
     event = AuditEvent(
@@ -155,8 +159,8 @@ def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> Au
     event.hash = hash_event_row(event)
     # Core statements, not the unit of work: an append is on every state change's path,
     # and the ORM flush machinery was most of its cost (bench/http_bench.py).
-    db.execute(insert(AuditEvent).values({column: getattr(event, column) for column in _EVENT_COLUMNS}))
-    db.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=event.hash))
+    db.execute(_INSERT_EVENT, [{column: getattr(event, column) for column in _EVENT_COLUMNS}])
+    db.execute(_ADVANCE_HEAD, {"new_seq": seq, "new_hash": event.hash})
     return event
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from bot.db.models import ImpersonationRequest, RequestState
@@ -23,6 +23,15 @@ ALLOWED: dict[RequestState, frozenset[RequestState]] = {
     S.ACTIVE: frozenset({S.ENDED, S.EXPIRED, S.REVOKED}),
 }
 FINAL: frozenset[RequestState] = frozenset(set(S) - set(ALLOWED))
+
+
+#: the one conditional UPDATE, built once (statement construction is costly on hot paths)
+_MOVE = (
+    update(ImpersonationRequest)
+    .where(ImpersonationRequest.id == bindparam("rid"), ImpersonationRequest.state == bindparam("source"))
+    .values(state=bindparam("target"), updated_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
 
 
 class TransitionRefused(Exception):
@@ -49,10 +58,7 @@ def transition(
     if not can_move(source, target):
         raise ValueError(f"illegal transition {source.value} → {target.value}")
     result = db.execute(
-        update(ImpersonationRequest)
-        .where(ImpersonationRequest.id == request.id, ImpersonationRequest.state == source.value)
-        .values(state=target.value, updated_at=now)
-        .execution_options(synchronize_session=False)
+        _MOVE, {"rid": request.id, "source": source.value, "target": target.value, "now": now}
     )
     if result.rowcount != 1:
         raise TransitionRefused(request.id, source, target)
