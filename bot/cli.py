@@ -6,7 +6,10 @@
     migrate               Alembic `upgrade head`
     directory import FILE accounts, customer users and assignments from CSV / JSON / JSONL
     accounts flag …       set or clear an account flag, audited
-    audit verify          walk the audit hash chain
+    audit verify          walk the audit hash chain and check signed checkpoints
+    audit checkpoint      sign the chain head now (and append it to AUDIT_CHECKPOINT_FILE)
+    audit export          one account's sessions (CSV, JSON, HTML/Markdown report) or the events
+    digest --period P     the access review for a quarter (2026Q3) or the last N days (last-7d)
 
 Exit codes: 0 success; 1 the audit chain is broken or the database failed; 2 bad
 configuration or input. Errors are one line on stderr, never a traceback. `serve` and `web`
@@ -17,9 +20,15 @@ out-of-date schema (docs/cli.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
+import tempfile
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,21 +43,31 @@ from bot.config import Settings, load_settings
 from bot.db.engine import make_engine, make_session_factory, transaction
 from bot.db.migrate import upgrade_head
 from bot.db.models import AccountFlag
-from bot.domain import audit, directory
+from bot.domain import audit, checkpoints, digests, directory, exports, log_query
 from bot.domain.audit import Actor
+from bot.domain.checkpoints import CheckpointError
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
+from bot.domain.exports import ExportFormat
+from bot.domain.policy import load_policy
 from bot.wiring import (
     STARTUP_ERRORS,
     Container,
     build_container,
     configure_logging,
     is_sqlite,
+    load_signing_key,
     preflight,
     require_current_schema,
 )
 
 if TYPE_CHECKING:
     from flask import Flask
+
+class UsageProblem(Exception):
+    """An option's value is wrong in a way argparse cannot tell: exit 2 with this message."""
+
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -66,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"migration failed: {exc}", EXIT_USAGE)
     except SQLAlchemyError as exc:
         return _fail(f"database error: {describe_database_error(exc)}", EXIT_FAILURE)
+    except (CheckpointError, UsageProblem) as exc:  # e.g. an unreadable checkpoint file or public key
+        return _fail(str(exc), EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,8 +132,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit_cmd = commands.add_parser("audit", help="the audit log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    verify = audit_sub.add_parser("verify", help="check the hash chain; name the first bad event")
+    verify = audit_sub.add_parser(
+        "verify", help="check the hash chain and signed checkpoints; name the first bad event"
+    )
+    verify.add_argument(
+        "--checkpoints", type=Path, metavar="FILE",
+        help="signed checkpoints, one JSON object per line (default: AUDIT_CHECKPOINT_FILE, if set)",
+    )
+    keys = verify.add_mutually_exclusive_group()
+    keys.add_argument(
+        "--public-key", type=Path, action="append", metavar="PEM", dest="public_keys",
+        help="an Ed25519 public key (PEM) the checkpoints are signed with; repeat for rotated keys "
+        "(default: the public half of SIGNING_KEY_FILE)",
+    )
+    keys.add_argument("--jwks", metavar="URL-OR-FILE", help="a JWK Set holding the public keys, e.g. PUBLIC_BASE_URL/.well-known/jwks.json")
     verify.set_defaults(run=run_audit_verify)
+    checkpoint = audit_sub.add_parser(
+        "checkpoint", help="sign the chain head now; print it and append it to AUDIT_CHECKPOINT_FILE if set"
+    )
+    checkpoint.set_defaults(run=run_audit_checkpoint)
+    export = audit_sub.add_parser(
+        "export", help="export one account's sessions, the customer access report, or the raw events; audited"
+    )
+    export.add_argument("--account", metavar="ACCOUNT", help="the account id (required except for --format jsonl)")
+    export.add_argument("--agent", metavar="SLACK_ID", help="only this agent's sessions (U…/W…)")
+    export.add_argument("--since", metavar="WHEN", help="90d (days before now; the default, except for jsonl: all) or a date, 2026-01-01 (UTC)")
+    export.add_argument("--until", metavar="WHEN", help="7d or a date, 2026-03-31, included (default: now)")
+    export.add_argument(
+        "--format", required=True, choices=[f.value for f in ExportFormat],
+        help="csv / json: sessions; html / md: the customer-facing access report; jsonl: the audit events",
+    )
+    export.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically) instead of to stdout")
+    export.add_argument("--by", metavar="WHO", help="who exports (Slack user id or e-mail), for the audit log")
+    export.set_defaults(run=run_audit_export)
+
+    digest = commands.add_parser(
+        "digest", help="the access review for a period (as posted to the security channel); audited"
+    )
+    digest.add_argument("--period", required=True, metavar="PERIOD", help="a quarter, 2026Q3, or the last N days, last-7d")
+    digest.add_argument("--format", choices=digests.FORMATS, default="md", help="md (default), html or csv")
+    digest.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically) instead of to stdout")
+    digest.add_argument("--by", metavar="WHO", help="who asks (Slack user id or e-mail), for the audit log")
+    digest.set_defaults(run=run_digest)
     return parser
 
 
@@ -262,14 +323,199 @@ def run_accounts_flag(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_audit_verify(settings: Settings, _args: argparse.Namespace) -> int:
+def run_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    path = args.checkpoints or settings.checkpoint_file
+    if args.checkpoints is None and path is not None and not path.exists():
+        path = None  # AUDIT_CHECKPOINT_FILE is set but no checkpoint has been made yet
+    found = checkpoints.read_file(path) if path is not None else []
+    public_keys = verifying_keys(settings, args) if found else {}
     with database(settings) as sessions, sessions() as db:
-        checked, problem = audit.verify_chain(db)
-    if problem is None:
-        print(f"audit chain OK: {checked} events")
+        result = checkpoints.verify_log(db, found, public_keys)
+    if result.problem is None:
+        line = f"audit chain OK: {result.events} events"
+        if result.newest_checkpoint is not None:
+            line += f"; {result.checkpoints} checkpoint(s) match (newest at seq {result.newest_checkpoint.seq})"
+        print(line)
         return EXIT_OK
-    print(f"audit chain BROKEN at seq {problem.seq}: {problem.reason}; {checked} event(s) before it verified")
+    line = f"audit chain BROKEN at seq {result.problem.seq}: {result.problem.reason}"
+    if isinstance(result.problem, audit.ChainProblem):
+        line += f"; {min(result.events, result.problem.seq - 1)} event(s) before it verified"
+    else:
+        line += f" (checkpoints from {path})"
+    print(line)
     return EXIT_FAILURE
+
+
+def verifying_keys(settings: Settings, args: argparse.Namespace) -> checkpoints.PublicKeys:
+    """The public keys checkpoints must be signed with: --public-key files, a --jwks document,
+    or by default the public half of SIGNING_KEY_FILE (never generated here)."""
+    if args.jwks:
+        return checkpoints.public_keys_from_jwks(read_jwks(args.jwks), source=args.jwks)
+    paths = args.public_keys or [settings.signing_key_file]
+    keys: checkpoints.PublicKeys = {}
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(
+                f"cannot read the public key {path}: {exc.strerror or exc}; give --public-key PEM or --jwks URL"
+            ) from None
+        keys.update(checkpoints.public_keys_from_pem(data, source=str(path)))
+    return keys
+
+
+#: a JWK Set is a few hundred bytes; anything much larger is not one
+JWKS_MAX_BYTES = 1024 * 1024
+
+
+def read_jwks(where: str) -> object:
+    try:
+        if where.startswith(("https://", "http://")):
+            with urllib.request.urlopen(where, timeout=10) as response:  # noqa: S310 - scheme checked above
+                data = response.read(JWKS_MAX_BYTES + 1)
+        else:
+            data = Path(where).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the JWKS {where}: {exc}") from None
+    if len(data) > JWKS_MAX_BYTES:
+        raise CheckpointError(f"the JWKS {where} is larger than {JWKS_MAX_BYTES} bytes")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise CheckpointError(f"the JWKS {where} is not JSON") from None
+
+
+def run_audit_checkpoint(settings: Settings, _args: argparse.Namespace) -> int:
+    key = load_signing_key(settings)
+    with database(settings) as sessions:
+        try:
+            made = checkpoints.store_checkpoint(sessions, key, settings.checkpoint_file)
+        except checkpoints.ChainTampered as exc:
+            return _fail(f"{exc}; nothing was signed (run `impersonation-bot audit verify`)", EXIT_FAILURE)
+    print(made.to_json())
+    return EXIT_OK
+
+
+def run_audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    now = utcnow()
+    actor = actor_from(args.by) if args.by else Actor.system("cli")
+    fmt = ExportFormat(args.format)
+    with database(settings) as sessions:
+        if fmt is ExportFormat.JSONL:
+            since = _moment(args.since, now=now, end_of_day=False, option="--since")
+            until = _moment(args.until, now=now, end_of_day=True, option="--until")
+            if args.agent:
+                return _fail("--agent does not apply to --format jsonl (events are exported whole)", EXIT_USAGE)
+            export: exports.ExportFile = exports.events_export(
+                sessions, actor=actor, account=args.account, since=since, until=until, now=now
+            )
+        else:
+            if not args.account:
+                return _fail(f"--account is required for --format {fmt.value}", EXIT_USAGE)
+            query = log_query.query_from_options(
+                account=args.account, agent=args.agent, since=args.since, until=args.until, now=now
+            )
+            if isinstance(query, log_query.QueryError):
+                return _fail(f"{query.problem}", EXIT_USAGE)
+            chain = chain_statement(settings, sessions, now=now) if fmt is not ExportFormat.CSV else None
+            result = exports.access_export(sessions, query, fmt, actor=actor, via="cli", chain=chain, now=now)
+            if isinstance(result, log_query.UnknownAccount):
+                return _fail(f"unknown account {result.account!r}", EXIT_USAGE)
+            export = result
+        if args.output is None:
+            write_stdout(export.chunks)
+            return EXIT_OK
+        written = write_atomically(args.output, export.chunks)
+    print(f"{args.output}: {written} bytes ({fmt.value}); the export is recorded in the audit log")
+    return EXIT_OK
+
+
+def run_digest(settings: Settings, args: argparse.Namespace) -> int:
+    """`digest --period 2026Q3|last-7d`: the same review the scheduler posts (issue 5 point 7),
+    the chain verified with this deployment's checkpoints; generating it is audited."""
+    now = utcnow()
+    try:
+        period = digests.parse_period(args.period, now=now)
+    except digests.PeriodError as exc:
+        raise UsageProblem(str(exc)) from None
+    actor = actor_from(args.by) if args.by else Actor.system("cli")
+    policy = load_policy(settings.policy_path)
+    with database(settings) as sessions:
+        ctx = DomainContext(
+            sessions=sessions,
+            policy=policy,
+            signing_key=load_signing_key(settings),
+            public_base_url=settings.public_base_url,
+            product_launch_url=settings.product_launch_url,
+            checkpoint_file=settings.checkpoint_file,
+        )
+        report = digests.make_report(ctx, period, by=actor, now=now)
+    text = digests.render(report, args.format).encode("utf-8")
+    if args.output is None:
+        write_stdout(iter([text]))
+    else:
+        written = write_atomically(args.output, iter([text]))
+        print(f"{args.output}: {written} bytes ({args.format}); generating it is recorded in the audit log")
+    return EXIT_OK if report.chain is None or report.chain.ok else EXIT_FAILURE
+
+
+def _moment(value: str | None, *, now: datetime, end_of_day: bool, option: str) -> datetime | None:
+    if value is None:
+        return None
+    moment = log_query.parse_moment(value, now=now, end_of_day=end_of_day)
+    if moment is None:
+        raise UsageProblem(f"{option} {value!r}: give a number of days (90d) or a date (2026-01-01)")
+    return moment
+
+
+def chain_statement(settings: Settings, sessions: sessionmaker[Session], *, now: datetime) -> exports.ChainStatement:
+    """The report's integrity statement: the whole chain verified now, with this deployment's
+    own checkpoints (AUDIT_CHECKPOINT_FILE) when there are any, and, if it is intact, a fresh
+    checkpoint of the head signed now (appended to the file too, like any other)."""
+    key = load_signing_key(settings)
+    path = settings.checkpoint_file
+    own = [c for c in checkpoints.read_file(path) if c.kid == key.kid] if path is not None and path.exists() else []
+    with sessions() as db:
+        verification = checkpoints.verify_log(db, own, {key.kid: key.public_key})
+    signed = None
+    if verification.ok:
+        try:
+            signed = checkpoints.store_checkpoint(sessions, key, path, now=now)
+        except checkpoints.ChainTampered:
+            signed = None
+    jwks = f"{settings.public_base_url}/.well-known/jwks.json"
+    return exports.ChainStatement(now, verification, signed, jwks)
+
+
+def write_stdout(chunks: Iterator[bytes]) -> None:
+    out = getattr(sys.stdout, "buffer", None)
+    for chunk in chunks:
+        if out is not None:
+            out.write(chunk)
+        else:
+            sys.stdout.write(chunk.decode("utf-8"))
+    sys.stdout.flush()
+
+
+def write_atomically(path: Path, chunks: Iterator[bytes]) -> int:
+    """Write beside `path`, then rename over it: nothing is half-written (a failure leaves
+    any earlier file in place and no partial one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    written = 0
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                written += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    return written
 
 
 @contextmanager

@@ -27,6 +27,7 @@ from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
 from bot.domain.keys import KeyError_, SigningKey, load_or_create_signing_key
 from bot.domain.policy import PolicyConfig, PolicyError, load_policy
+from bot.domain.policy_audit import record_policy_change
 from bot.domain.ports import SessionNotifier
 
 if TYPE_CHECKING:
@@ -90,6 +91,12 @@ def make_slack_client(settings: Settings) -> WebClient:
     )
 
 
+def make_courier_client(settings: Settings) -> WebClient:
+    """The outbox's client: only connection errors are retried inside a call; rate limits and
+    server errors are the outbox's to retry (Retry-After, backoff), without blocking."""
+    return WebClient(token=settings.slack_bot_token, base_url=settings.slack_api_url, retry_handlers=default_retry_handlers())
+
+
 def is_sqlite(database_url: str) -> bool:
     return database_url.startswith("sqlite")
 
@@ -151,6 +158,7 @@ def build_container(settings: Settings) -> Container:
     from slack_bolt.error import BoltError
 
     from bot.slack.app import build_slack_app
+    from bot.slack.courier import SlackCourier
     from bot.slack.notifier import SlackSessionNotifier
     from bot.slack.people import SlackGroups, SlackPeople
     from bot.web.app import create_web_app
@@ -159,6 +167,9 @@ def build_container(settings: Settings) -> Container:
     try:
         require_current_schema(engine)
         session_factory = make_session_factory(engine)
+        # Issue 4 point 8: a policy that differs from the one last recorded is audited before
+        # anything runs under it (once, however many processes start together).
+        record_policy_change(session_factory, policy, source=str(settings.policy_path))
         client = make_slack_client(settings)
         ctx = DomainContext(
             sessions=session_factory,
@@ -168,7 +179,12 @@ def build_container(settings: Settings) -> Container:
             product_launch_url=settings.product_launch_url,
             groups=SlackGroups(client),
             people=SlackPeople(client),
+            checkpoint_file=settings.checkpoint_file,
         )
+        # The scheduler's outbox deliveries (issue 5): a client that does not sleep through
+        # 429s itself, so a rate limit goes back to the outbox (Retry-After) instead of
+        # holding a scheduler thread.
+        ctx.courier = SlackCourier(ctx, make_courier_client(settings))
         notifier = SlackSessionNotifier(ctx, client)
         try:
             slack_app = build_slack_app(ctx, client=client, signing_secret=settings.slack_signing_secret or "")

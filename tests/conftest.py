@@ -47,6 +47,9 @@ pending_ttl_minutes = 30
 
 [alerts]
 security_channel = "CSECURITY1"
+# Tests run at any hour: working hours span the whole week here, so the off-hours rule never
+# fires by accident (tests/domain/test_anomalies.py sets its own hours).
+business_hours = { start = "00:00", end = "24:00", days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] }
 
 [roles.support]
 members = ["UAGENT1", "UAGENT2", "@support-team"]

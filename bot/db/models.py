@@ -320,3 +320,96 @@ class ApiKey(Base):
     created_by: Mapped[str] = mapped_column(String(320))
     revoked_at: Mapped[datetime | None]
     revoked_by: Mapped[str | None] = mapped_column(String(320))
+
+
+class OutboxMessage(Base):
+    """A Slack message owed because of a state change (issue 5 point 3), written in the same
+    transaction as the change and sent by the delivery job (bot/domain/outbox.py). It names
+    what to say by ids only — never a token or a link — and is rendered from the state at
+    delivery time. `target` groups the rows that concern one Slack message; they are
+    delivered in order, one at a time."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_state_due", "state", "due_at"),
+        Index("ix_outbox_target", "target", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    #: a request, session, extension or alert id, or a period key for digests and checkpoints
+    subject_id: Mapped[str] = mapped_column(String(36))
+    #: a Slack user id (a DM), or "security" for the policy's security channel
+    recipient: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(96))
+    #: pending | sending | sent | skipped | merged | failed
+    state: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    #: the row whose delivery also covered this one (same message, or one alert summary)
+    merged_into: Mapped[int | None] = mapped_column(Integer)
+    #: Slack's error code (never a message text, token or link)
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    finished_at: Mapped[datetime | None]
+
+
+class ChannelPace(Base):
+    """The next moment a new message may be posted to a channel: Slack allows about one
+    message per second per channel (https://api.slack.com/apis/rate-limits, "Posting
+    messages"), so alert storms are coalesced rather than queued past that."""
+
+    __tablename__ = "channel_pace"
+
+    channel: Mapped[str] = mapped_column(String(32), primary_key=True)
+    next_post_at: Mapped[datetime]
+
+
+class JobClaim(Base):
+    """Work a scheduled job has claimed, once: an insert that only one scheduler can make
+    (a unique key), so two schedulers, or a restart, never repeat a notice or a digest."""
+
+    __tablename__ = "job_claims"
+
+    job: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(96), primary_key=True)
+    claimed_at: Mapped[datetime]
+
+
+class Alert(Base):
+    """An anomaly posted to the security channel (issue 5 point 4); audited as alert.raised."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_raised_at", "raised_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    #: what the alert is about (an account, an agent, a request …): the deduplication key
+    subject: Mapped[str] = mapped_column(String(128))
+    raised_at: Mapped[datetime]
+    account: Mapped[str | None] = mapped_column(String(128))
+    agent_slack_id: Mapped[str | None] = mapped_column(String(32))
+    request_id: Mapped[str | None] = mapped_column(String(36))
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    #: canonical JSON of the facts that triggered it (counts, times; no secrets)
+    details: Mapped[str] = mapped_column(Text)
+
+
+class AlertMark(Base):
+    """When a rule last alerted about a subject: an alert is raised again only once its
+    window has passed (a conditional UPDATE, so concurrent sweeps raise it once)."""
+
+    __tablename__ = "alert_marks"
+
+    rule: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
+    last_raised_at: Mapped[datetime]
+
+
+# Issue 5: digests and anomaly sweeps read requests and sessions by time range
+# (migrations/versions/0004_watching_sessions.py).
+Index("ix_requests_created_at", ImpersonationRequest.created_at)
+Index("ix_sessions_started_at", ImpersonationSession.started_at)
+Index("ix_links_created_at", Link.created_at)

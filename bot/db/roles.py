@@ -24,6 +24,12 @@ APP_TABLES = (
     "approvals",
     "extensions",
     "message_refs",
+    # issue 5: the Slack outbox, channel pacing, job claims and alerts
+    "outbox",
+    "channel_pace",
+    "job_claims",
+    "alerts",
+    "alert_marks",
 )
 
 

@@ -29,7 +29,7 @@ from bot.db.models import (
     MessageRef,
     RequestState,
 )
-from bot.domain import audit
+from bot.domain import audit, outbox
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -270,6 +270,43 @@ def _final_facts(db: Session, request: ImpersonationRequest) -> AlreadyDecided:
     return AlreadyDecided(outcome, event.actor_slack_id, event.occurred_at)
 
 
+def outcome_of(db: Session, request: ImpersonationRequest) -> Decided:
+    """How a request left `pending`, rebuilt from the audit log and the votes, for messages
+    rendered from the current state (the outbox, issue 5)."""
+    facts = _final_facts(db, request)
+    reason = None
+    if facts.outcome == "denied":
+        reason = db.execute(
+            select(Approval.reason)
+            .where(Approval.subject_id == request.id, Approval.decision == ApprovalDecision.DENY.value)
+            .order_by(Approval.id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    return Decided(RequestView.of(request), facts.outcome, facts.by, facts.at, reason, _messages(db, request.id))
+
+
+def enqueue_outcome(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
+    """Outbox rows (issue 5) that edit every approver's DM and the agent's DM once a request
+    is decided without a link: expired, denied or cancelled. An approved request is not sent
+    this way: its agent DM reference moves to the link DM, which must never be overwritten."""
+    targets = [outbox.enqueue(db, outbox.Kind.APPROVER, request.id, recipient=m.recipient, now=now) for m in _messages(db, request.id)]
+    targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
+    return targets
+
+
+#: outcomes whose messages the outbox sends (enqueue_outcome); an approval's are sent by the
+#: deciding click itself, because the agent's DM reference then moves to the link DM
+OUTBOX_OUTCOMES = frozenset({"expired", "denied", "cancelled"})
+
+
+def outcome_targets(decided: Decided) -> list[str]:
+    """The outbox targets a decision without a link wrote (for an immediate delivery)."""
+    request = decided.request
+    targets = [outbox.target_of(outbox.Kind.APPROVER, request.id, m.recipient) for m in decided.approvers_messages]
+    targets.append(outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id))
+    return targets
+
+
 def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -> Decided:
     transition(
         db,
@@ -286,6 +323,7 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
         ),
         now=now,
     )
+    enqueue_outcome(db, request, now=now)
     return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id))
 
 
@@ -324,6 +362,7 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
             now=now,
         )
         link = issue_link(db, ctx, request, now=now)
+        outbox.enqueue_granted(db, request, now=now)
         return Decided(RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id), link=link)
 
 
@@ -361,6 +400,7 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
             ),
             now=now,
         )
+        enqueue_outcome(db, request, now=now)
         return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id))
 
 
@@ -400,6 +440,7 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             ),
             now=now,
         )
+        enqueue_outcome(db, request, now=now)
         return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id))
 
 
@@ -602,6 +643,8 @@ def decide_extension(
         new_end = min(session.expires_at + timedelta(minutes=extension.minutes), session.started_at + timedelta(minutes=cap_minutes))
         session.expires_at = new_end
         extension.new_expires_at = new_end
+        # the security feed shows the new end (issue 5 point 2)
+        outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now)
         return finish("approved", "extension.granted", clicker.slack_id, {"approvers": approvers, "new_expires_at": audit.format_time(new_end)}, None)
 
 

@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.domain.keys import SigningKey
 from bot.domain.policy import GroupDirectory, NoGroups, PolicyConfig
 from bot.domain.ports import PeopleDirectory, StaticPeople
+
+if TYPE_CHECKING:
+    from bot.domain.outbox import Courier
 
 
 @dataclass
@@ -19,6 +24,11 @@ class DomainContext:
     product_launch_url: str | None
     groups: GroupDirectory = field(default_factory=NoGroups)
     people: PeopleDirectory = field(default_factory=StaticPeople)
+    #: sends the outbox's rows for the scheduler (bot.slack.courier.SlackCourier); None where
+    #: no Slack is configured (then rows wait in the outbox)
+    courier: Courier | None = None
+    #: where signed audit checkpoints are appended (AUDIT_CHECKPOINT_FILE); None: Slack only
+    checkpoint_file: Path | None = None
 
     @property
     def issuer(self) -> str:

@@ -25,6 +25,16 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def public_key_id(public_key: Ed25519PublicKey) -> str:
+    """The RFC 7638 JWK thumbprint of an Ed25519 public key: its `kid` here, so a verifier
+    holding only the public key (PEM or JWKS) derives the same id the signer used."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    # RFC 7638 §3.2: required members only, lexicographic order, no white space.
+    members = {"crv": "Ed25519", "kty": "OKP", "x": _b64url(raw)}
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
+    return _b64url(digest)
+
+
 @dataclass(frozen=True)
 class SigningKey:
     private_key: Ed25519PrivateKey
@@ -39,10 +49,7 @@ class SigningKey:
 
     @property
     def kid(self) -> str:
-        # RFC 7638 §3.2: required members only, lexicographic order, no white space.
-        members = {"crv": "Ed25519", "kty": "OKP", "x": _b64url(self.public_raw)}
-        digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
-        return _b64url(digest)
+        return public_key_id(self.public_key)
 
     def public_jwk(self) -> dict[str, str]:
         # RFC 8037 §2 (OKP keys) with RFC 7517 `use`/`alg`/`kid`.

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
-from bot.domain import audit
+from bot.domain import audit, outbox
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -242,6 +242,7 @@ def redeem(
             ),
             now=now,
         )
+        outbox.enqueue_session_started(db, request, now=now)
         token_out = mint_handoff(
             ctx.signing_key,
             HandoffClaims(

@@ -122,9 +122,68 @@ class ExtensionsConfig(_Strict):
     choices_minutes: list[int] = Field(default_factory=lambda: [15, 30, 60], min_length=1)
 
 
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+WEEKLY_SLOT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
+
+
+def clock_minutes(value: str) -> int:
+    """"HH:MM" (already validated) as minutes after midnight."""
+    hours, minutes = value.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class BusinessHoursConfig(_Strict):
+    """Working hours, read on each agent's own clock (their Slack time zone)."""
+
+    start: str = "08:00"
+    end: str = "19:00"
+    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+
+    @field_validator("start")
+    @classmethod
+    def _clock_time(cls, value: str) -> str:
+        if not CLOCK_TIME.match(value):
+            raise ValueError('must be a 24-hour time "HH:MM"')
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end_time(cls, value: str) -> str:
+        # "24:00" (ISO 8601's end of day) lets working hours run to midnight
+        if not (CLOCK_TIME.match(value) or value == "24:00"):
+            raise ValueError('must be a 24-hour time "HH:MM" (or "24:00")')
+        return value
+
+    @model_validator(mode="after")
+    def _start_before_end(self) -> BusinessHoursConfig:
+        if clock_minutes(self.start) >= clock_minutes(self.end):
+            raise ValueError("business_hours.start must be before business_hours.end")
+        return self
+
+
 class AlertsConfig(_Strict):
     security_channel: str | None = None
+    #: alert when one account sees more sessions than this in 24 hours
     max_sessions_per_account_24h: int = Field(default=5, ge=1)
+    #: alert when one agent opens sessions on more distinct accounts than this in 24 hours
+    max_accounts_per_agent_24h: int = Field(default=10, ge=1)
+    #: alert when an agent is refused (blocked or denied) this many times in 24 hours
+    denials_per_agent_24h: int = Field(default=3, ge=1)
+    #: alert on every session on an account carrying one of these flags
+    session_flags: list[Literal["sensitive", "regulated", "flagged"]] = Field(
+        default_factory=lambda: ["sensitive", "regulated"]
+    )
+    #: alert when one agent holds at least this share of an account's sessions …
+    concentration_percent: int = Field(default=80, ge=1, le=100)
+    #: … over this many days …
+    concentration_days: int = Field(default=30, ge=1, le=366)
+    #: … once the account has at least this many sessions in that time (1 of 1 is not a pattern)
+    concentration_min_sessions: int = Field(default=5, ge=1)
+    business_hours: BusinessHoursConfig = Field(default_factory=BusinessHoursConfig)
+    #: how often the scheduler sweeps for anomalies (they are also checked at each request)
+    sweep_minutes: int = Field(default=5, ge=1, le=24 * 60)
 
     @field_validator("security_channel")
     @classmethod
@@ -134,9 +193,32 @@ class AlertsConfig(_Strict):
         return value
 
 
+class NotificationsConfig(_Strict):
+    #: the agent is warned this many minutes before their session ends (once per end time)
+    expiry_warning_minutes: int = Field(default=5, ge=1, le=120)
+
+
 class DigestsConfig(_Strict):
+    #: weekly access review: day and time (UTC), covering the seven days before it
     weekly: str = "mon 09:00"
+    #: quarterly access review of the quarter just ended
     quarterly: bool = True
+    #: time (UTC) on the first day of each quarter when the quarterly review is posted
+    quarterly_time: str = "09:00"
+
+    @field_validator("weekly")
+    @classmethod
+    def _weekly_slot(cls, value: str) -> str:
+        if not WEEKLY_SLOT.match(value):
+            raise ValueError('must be a day and a 24-hour time, e.g. "mon 09:00"')
+        return value
+
+    @field_validator("quarterly_time")
+    @classmethod
+    def _quarterly_time(cls, value: str) -> str:
+        if not CLOCK_TIME.match(value):
+            raise ValueError('must be a 24-hour time "HH:MM"')
+        return value
 
 
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
@@ -160,6 +242,7 @@ class PolicyConfig(_Strict):
     gating: GatingConfig = Field(default_factory=GatingConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     digests: DigestsConfig = Field(default_factory=DigestsConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     break_glass: BreakGlassConfig = Field(default_factory=BreakGlassConfig)
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
 

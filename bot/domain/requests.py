@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, RequestState
-from bot.domain import audit, directory
+from bot.domain import anomalies, audit, directory, outbox
 from bot.domain.approvals import ApprovalAsk, open_request_approval
 from bot.domain.identity import Identity
 from bot.domain.audit import Actor, EventDraft
@@ -163,6 +163,14 @@ def submit_request(
     ctx: DomainContext, agent: AgentIdentity, form: RequestForm, *, now: datetime | None = None
 ) -> SubmitResult:
     now = now or utcnow()
+    result = _decide_and_store(ctx, agent, form, now=now)
+    # Anomaly rules are checked at every request (issue 5 point 4), once it has committed, so
+    # that a failing check can never undo or hide the request; the sweep looks again anyway.
+    anomalies.check_request(ctx, agent=agent.slack_id, account=form.account, now=now)
+    return result
+
+
+def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestForm, *, now: datetime) -> SubmitResult:
     powers = agent_powers(ctx, agent.slack_id)
     person = ctx.people.person(agent.slack_id)
     actor = Actor(slack_id=agent.slack_id, email=person.email, role=powers.role if powers else None)
@@ -268,6 +276,7 @@ def submit_request(
                 now=now,
             )
         link = issue_link(db, ctx, request, now=now)
+        outbox.enqueue_granted(db, request, now=now)
         return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import ImpersonationSession, RequestState
-from bot.domain import audit
+from bot.domain import audit, outbox
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -78,6 +78,9 @@ def _close(db: Session, session: ImpersonationSession, *, target: RequestState, 
         now=now,
     )
     session.ended_at, session.end_reason, session.ended_by = end_at, target.value, actor.slack_id
+    # The agent's DM, any expiry warning and the security feed are edited through the outbox,
+    # committed with this change (issue 5 point 3).
+    outbox.enqueue_session_over(db, request, session.id, revoked=target is RequestState.REVOKED, now=now)
 
 
 def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionView:

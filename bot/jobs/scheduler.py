@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.domain.context import DomainContext
+from bot.jobs import work
 
 #: APScheduler job defaults. `coalesce`: after a pause, run a missed job once, not once per
 #: missed tick. `max_instances=1`: a slow run is never overlapped by the next tick of the same
@@ -37,10 +39,20 @@ class ScheduledJob:
     trigger: BaseTrigger
 
 
-#: The jobs the scheduler runs. Issue 2 needs none (links and sessions expire by comparison
-#: with the clock at every use); later issues add expiry warnings, pending-request TTL,
-#: outbox delivery, anomaly sweeps and digests here.
-JOBS: tuple[ScheduledJob, ...] = ()
+#: The jobs the scheduler runs (issue 5 point 1; bot/jobs/work.py). Expiry itself is decided
+#: at every use; these tell people and tidy up. Ticks are frequent and cheap: each job reads
+#: what is due and does nothing otherwise, and the periodic ones (sweeps, digests,
+#: checkpoints) claim their period once, so the tick only bounds how late they can be.
+JOBS: tuple[ScheduledJob, ...] = (
+    ScheduledJob("outbox.deliver", work.deliver_outbox, IntervalTrigger(seconds=2)),
+    ScheduledJob("requests.expire_pending", work.expire_pending_requests, IntervalTrigger(seconds=30)),
+    ScheduledJob("links.lapse", work.lapse_links, IntervalTrigger(seconds=30)),
+    ScheduledJob("sessions.expire", work.expire_sessions, IntervalTrigger(seconds=15)),
+    ScheduledJob("sessions.warn", work.warn_expiring, IntervalTrigger(seconds=15)),
+    ScheduledJob("anomalies.sweep", work.sweep_anomalies, IntervalTrigger(minutes=1)),
+    ScheduledJob("digests.post", work.post_digests, IntervalTrigger(minutes=5)),
+    ScheduledJob("audit.checkpoint", work.make_checkpoint, IntervalTrigger(minutes=5)),
+)
 
 
 SchedulerT = TypeVar("SchedulerT", bound=BaseScheduler)

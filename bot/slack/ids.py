@@ -13,6 +13,8 @@ class SlashCommand(str, enum.Enum):
     """Slash commands this app answers (their names are declared in manifest.yaml)."""
 
     IMPERSONATE = "/impersonate"
+    #: security and compliance look up an account's sessions (issue 4 point 5)
+    IMPERSONATION_LOG = "/impersonation-log"
 
 
 class CallbackId(str, enum.Enum):
@@ -53,6 +55,12 @@ class BlockId(str, enum.Enum):
     PENDING_ACTIONS = "pending_actions"
     #: Approve / Deny on an approver's DM
     APPROVAL_ACTIONS = "approval_actions"
+    #: End now / Extend on the expiry warning DM (issue 5 point 1)
+    WARNING_ACTIONS = "warning_actions"
+    #: Revoke session on the security channel's live feed message (issue 5 point 2)
+    FEED_ACTIONS = "feed_actions"
+    #: Previous / Next and the Export buttons under an /impersonation-log answer
+    LOG_ACTIONS = "log_actions"
 
 
 class ActionId(str, enum.Enum):
@@ -80,3 +88,11 @@ class ActionId(str, enum.Enum):
     DENY_REASON_INPUT = "deny_reason_input"
     EXTENSION_MINUTES_SELECT = "extension_minutes_select"
     EXTENSION_REASON_INPUT = "extension_reason_input"
+    #: security revokes a live session from an alert or the feed (issue 5 point 5);
+    #: the value is the session id only
+    REVOKE_SESSION = "revoke_session"
+    #: under an /impersonation-log answer; values are a query token (ids, times, page) only
+    LOG_PREVIOUS_PAGE = "log_previous_page"
+    LOG_NEXT_PAGE = "log_next_page"
+    LOG_EXPORT_CSV = "log_export_csv"
+    LOG_EXPORT_JSON = "log_export_json"

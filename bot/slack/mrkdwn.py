@@ -11,10 +11,11 @@ text object"), so text placed there is only cut to length, never escaped.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime
 
 from bot.domain.policy import SLACK_USER_ID
+# One home for "which zone": the domain reads agents' clocks too (anomaly rules).
+from bot.domain.timezones import zone
 
 ELLIPSIS = "…"
 #: Slack user ids are short (`U0123ABCD`, `W…`); the database keeps at most 32 characters
@@ -77,17 +78,6 @@ def mention(user_id: str) -> str:
     if len(user_id) <= USER_ID_MAX and SLACK_USER_ID.fullmatch(user_id):
         return f"<@{user_id}>"
     return escape(user_id[:USER_ID_MAX])
-
-
-def zone(tz_name: str | None) -> ZoneInfo | timezone:
-    """The IANA zone Slack reported for a user (`users.info` → `tz`), or UTC when it is
-    missing or not a zone this machine knows."""
-    if not tz_name:
-        return timezone.utc
-    try:
-        return ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):  # ValueError: malformed keys such as "../x"
-        return timezone.utc
 
 
 def format_local_time(moment: datetime, tz_name: str | None) -> str:

@@ -27,13 +27,14 @@ from typing import TypeVar
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import approvals, requests, sessions
+from bot.domain import approvals, outbox, requests, sessions
 from bot.domain.approvals import ApprovalAsk, ClickResult, Decided, ExtensionAsked, Purpose
 from bot.domain.context import DomainContext
 from bot.domain.requests import Granted, Pending
 from bot.domain.views import RequestView
 from bot.slack import blocks
 from bot.slack.blocks import Block
+from bot.slack.courier import can_request_extension, deliver_now
 
 log = logging.getLogger(__name__)
 
@@ -63,35 +64,17 @@ class SlackSessionNotifier:
             log.exception("could not update the agent's message for session %s", session_id)
 
     def _show_session(self, session_id: str) -> None:
+        """The redemption wrote an outbox row for the agent's DM (issue 5 point 3); deliver it
+        now rather than at the scheduler's next run. The courier renders the truth at this
+        moment — a session already over (very short, or revoked at once) is shown as over —
+        and posts a fresh DM, remembered for later edits, when the grant DM's reference was
+        lost."""
         check = sessions.check_session(self._ctx, session_id)
         if check.session is None:
             log.warning("session %s not found; nothing to show the agent", session_id)
             return
         request = check.session.request
-        # A session can be over by the time this runs (a very short one, or revoked at once):
-        # show the truth rather than an End button for a session that no longer exists.
-        if check.live:
-            text, message = blocks.session_active_message(
-                check.session, can_request_extension=can_request_extension(self._ctx, request.agent_slack_id)
-            )
-        else:
-            text, message = blocks.session_over_message(check.session)
-        if request.agent_channel and request.agent_message_ts:
-            self._client.chat_update(channel=request.agent_channel, ts=request.agent_message_ts, text=text, blocks=message)
-            return
-        # The grant DM's reference was not recorded (its chat.postMessage answer was lost):
-        # post a fresh DM and remember it, so that ending the session edits that one.
-        response = self._client.chat_postMessage(
-            channel=request.agent_slack_id, text=text, blocks=message, unfurl_links=False, unfurl_media=False
-        )
-        requests.record_agent_message(self._ctx, request.id, channel=response["channel"], ts=response["ts"])
-
-
-def can_request_extension(ctx: DomainContext, agent_slack_id: str) -> bool:
-    """Whether the live session's DM offers **Request more time** or **Start a new request**
-    (issue 3 point 8); the domain re-checks the power when the agent asks."""
-    powers = requests.agent_powers(ctx, agent_slack_id)
-    return bool(powers and powers.can_request_extension)
+        deliver_now(self._ctx, self._client, [outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id)])
 
 
 class SlackMessenger:
@@ -181,6 +164,12 @@ class SlackMessenger:
         """Exactly one edit per message, once, by the one click that decided (issue 3
         points 4 and 6): every approver's DM, then the agent's; on approval of a request the
         link follows in a new DM, exactly as for an ungated grant."""
+
+        if decided.extension is None and decided.outcome in approvals.OUTBOX_OUTCOMES:
+            # Expired, denied or cancelled: the decision wrote outbox rows for every approver's
+            # DM and the agent's (issue 5 point 3); send them now, rendered from the state.
+            deliver_now(self._ctx, self._client, approvals.outcome_targets(decided))
+            return
 
         def edit(ref: approvals.MessageView) -> bool:
             text, message = blocks.approver_outcome_message(decided, tz_name=self._tz(ref.recipient))

@@ -487,3 +487,56 @@ def test_docs_explain_every_role_power():
     text = (REPO_ROOT / "docs" / "policy.md").read_text(encoding="utf-8")
     assert sorted(key for key in RoleConfig.model_fields if f"`{key}`" not in text) == []
 
+
+
+# --- issue 5: alerts, notifications and digests ------------------------------------------------
+
+
+def with_section(section: str) -> str:
+    return TEST_POLICY + "\n" + section + "\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "says"),
+    [
+        ('[digests]\nweekly = "monday 9am"', "digests.weekly", '"mon 09:00"'),
+        ('[digests]\nweekly = "mon 24:00"', "digests.weekly", '"mon 09:00"'),
+        ('[digests]\nquarterly_time = "9:00"', "digests.quarterly_time", "HH:MM"),
+        ("[notifications]\nexpiry_warning_minutes = 0", "notifications.expiry_warning_minutes", "greater than or equal to 1"),
+        ("[notifications]\nexpiry_warning_minutes = 121", "notifications.expiry_warning_minutes", "less than or equal to 120"),
+        ("[notifications]\nwarn_me = true", "notifications.warn_me", "unknown key"),
+    ],
+)
+def test_new_sections_are_validated_naming_the_key(section, key, says):
+    message = load_error(with_section(section))
+    assert key in message and says in message
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ('business_hours = { start = "19:00", end = "08:00" }', "start must be before"),
+        ('business_hours = { start = "8:00" }', "HH:MM"),
+        ('business_hours = { end = "24:01" }', "24:00"),
+        ('business_hours = { days = ["monday"] }', "mon"),
+        ("concentration_percent = 101", "less than or equal to 100"),
+        ('session_flags = ["opted_out"]', "sensitive"),
+        ("max_accounts_per_agent_24h = 0", "greater than or equal to 1"),
+    ],
+)
+def test_alert_thresholds_are_validated(change, says):
+    text = TEST_POLICY.replace('security_channel = "CSECURITY1"\n', f'security_channel = "CSECURITY1"\n{change}\n', 1)
+    text = text.replace("business_hours = { start = \"00:00\", end = \"24:00\", days = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"] }\n", "", 1) if change.startswith("business_hours") else text
+    message = load_error(text)
+    assert "alerts." in message and says in message
+
+
+def test_defaults_of_the_new_keys():
+    policy = parse_policy(TEST_POLICY.replace('business_hours = { start = "00:00", end = "24:00", days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] }\n', ""))
+    alerts = policy.alerts
+    assert (alerts.max_sessions_per_account_24h, alerts.max_accounts_per_agent_24h, alerts.denials_per_agent_24h) == (5, 10, 3)
+    assert (alerts.concentration_percent, alerts.concentration_days, alerts.concentration_min_sessions) == (80, 30, 5)
+    assert alerts.session_flags == ["sensitive", "regulated"] and alerts.sweep_minutes == 5
+    assert (alerts.business_hours.start, alerts.business_hours.end, alerts.business_hours.days) == ("08:00", "19:00", ["mon", "tue", "wed", "thu", "fri"])
+    assert policy.notifications.expiry_warning_minutes == 5
+    assert (policy.digests.weekly, policy.digests.quarterly, policy.digests.quarterly_time) == ("mon 09:00", True, "09:00")

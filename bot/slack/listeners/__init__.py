@@ -6,7 +6,7 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.domain.context import DomainContext
-from bot.slack.listeners import actions, commands, options, views
+from bot.slack.listeners import actions, commands, log, options, views
 
 
 def register_listeners(app: App, ctx: DomainContext) -> None:
@@ -14,3 +14,4 @@ def register_listeners(app: App, ctx: DomainContext) -> None:
     options.register(app, ctx)
     views.register(app, ctx)
     actions.register(app, ctx)
+    log.register(app, ctx)

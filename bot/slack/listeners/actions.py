@@ -6,6 +6,7 @@
   once; deny first asks for a reason in a modal (bot.slack.listeners.views).
 - **Cancel request** on the agent's pending DM (issue 3 point 7).
 - **Request more time** / **Start a new request** on the live session's DM (issue 3 point 8).
+- **Revoke session** on an alert or the security feed (issue 5 point 5).
 
 A click that decides edits every message about the request once; any other click is
 answered to the clicker alone (bot.slack.notifier.SlackMessenger.answer_click).
@@ -17,10 +18,11 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import approvals, requests, sessions
+from bot.domain import approvals, outbox, requests, revocation, sessions
 from bot.domain.context import DomainContext
-from bot.slack import blocks
-from bot.slack.ids import ActionId
+from bot.slack import blocks, watch_blocks
+from bot.slack.courier import deliver_now
+from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape
 from bot.slack.notifier import SlackMessenger
 
@@ -46,8 +48,24 @@ def register(app: App, ctx: DomainContext) -> None:
             else:
                 client.chat_postEphemeral(channel=channel, user=clicker, text=escape(str(refused)))
             return
-        text, message = blocks.session_over_message(ended)
-        client.chat_update(channel=channel, ts=ts, text=text, blocks=message)
+        # The end wrote outbox rows for the agent's DM and any expiry warning (issue 5):
+        # send them now; the clicked message is one of them.
+        deliver_now(ctx, client, outbox.session_targets(ended.request.id, ended.id, ended.request.agent_slack_id))
+
+    @app.action(ActionId.REVOKE_SESSION.value)
+    def revoke_session(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        """Security revokes a live session from an alert or the feed (issue 5 point 5); the
+        power is checked now, by the domain, whatever the message offered."""
+        ack()
+        clicker = body["user"]["id"]
+        channel, _ts = _clicked_in(body)
+        source = "feed" if (action.get("block_id") == BlockId.FEED_ACTIONS.value) else "alert"
+        result = revocation.revoke_session(ctx, blocks.carried_id(action.get("value")), actor_slack_id=clicker, source=source)
+        if isinstance(result, revocation.Revoked):
+            deliver_now(ctx, client, result.targets)
+        if channel:
+            text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
+            client.chat_postEphemeral(channel=channel, user=clicker, text=text)
 
     @app.action(ActionId.APPROVE_REQUEST.value)
     def approve_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:

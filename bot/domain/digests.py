@@ -1,0 +1,559 @@
+"""Access reviews for security and compliance (issue 5 point 7): a weekly summary and a
+quarterly review, posted to the security channel with a report file, and the same on demand
+(`impersonation-bot digest --period 2026Q3|last-7d`).
+
+Everything is counted in SQL (GROUP BY over the period's rows; the median through ORDER BY …
+OFFSET), so the work grows with the number of groups, not of sessions: a quarter of 100,000
+sessions is reviewed in well under the two seconds issue 5 point 8 allows (docs/benchmarks.md).
+The chain verification walks the whole log and is reported, and timed, separately.
+
+Periods are half-open, [start, end), in UTC. The scheduler posts the most recent weekly and
+quarterly period once each (a one-time claim per period key); after downtime it posts the
+latest period it missed, not every one (the CLI can produce any period on demand).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from sqlalchemy import and_, case, distinct, exists, func, or_, select
+from sqlalchemy.orm import Session
+
+from bot.db.engine import reading
+from bot.db.models import (
+    Account,
+    AccountFlagSetting,
+    Alert,
+    Approval,
+    Extension,
+    ImpersonationRequest,
+    ImpersonationSession,
+    Link,
+)
+from bot.domain import audit, checkpoints, outbox
+from bot.domain.anomalies import shares_of
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.exports import TEMPLATES, csv_cell, markdown_text
+from bot.domain.once import claim_once
+from bot.domain.policy import WEEKDAYS, PolicyConfig, clock_minutes
+
+JOB = "digest"
+#: rows listed per table in a report (the counts above each table are complete)
+TOP = 25
+#: sessions without a ticket listed by id
+NO_TICKET_LISTED = 50
+#: flags that make an account "sensitive" for the review
+SENSITIVE_FLAGS = ("sensitive", "regulated", "flagged")
+#: outcomes of a request, in the order a review reads them
+OUTCOMES = ("active", "ended", "expired", "revoked", "granted", "lapsed", "pending", "denied", "cancelled")
+
+
+class PeriodError(ValueError):
+    """A period the CLI cannot read; the message says what is accepted."""
+
+
+@dataclass(frozen=True)
+class Period:
+    #: "2026Q3", "week-2026-06-29", "last-7d"
+    key: str
+    label: str
+    start: datetime
+    end: datetime
+    kind: str  # quarterly | weekly | adhoc
+
+
+_QUARTER = re.compile(r"^(\d{4})Q([1-4])$")
+_LAST = re.compile(r"^last-(\d{1,3})d$")
+
+
+def quarter(year: int, number: int) -> Period:
+    start = datetime(year, 3 * (number - 1) + 1, 1, tzinfo=timezone.utc)
+    end = datetime(year + (number == 4), 1 if number == 4 else 3 * number + 1, 1, tzinfo=timezone.utc)
+    return Period(f"{year}Q{number}", f"{year} Q{number} (quarterly access review)", start, end, "quarterly")
+
+
+def parse_period(text: str, *, now: datetime) -> Period:
+    """`2026Q3` (a calendar quarter) or `last-7d` (the N days up to now, N ≤ 366)."""
+    text = text.strip()
+    if match := _QUARTER.match(text):
+        return quarter(int(match.group(1)), int(match.group(2)))
+    if (match := _LAST.match(text)) and 1 <= int(match.group(1)) <= 366:
+        days = int(match.group(1))
+        return Period(text, f"the {days} days to {now:%Y-%m-%d %H:%M} UTC", now - timedelta(days=days), now, "adhoc")
+    raise PeriodError(f"--period {text!r}: give a quarter such as 2026Q3, or last-Nd such as last-7d")
+
+
+def weekly_period(policy: PolicyConfig, now: datetime) -> Period:
+    """The week that ended at the most recent weekly slot (`digests.weekly`, UTC) ≤ now."""
+    day, clock = policy.digests.weekly.split()
+    minutes = clock_minutes(clock)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    slot = today - timedelta(days=(now.weekday() - WEEKDAYS.index(day)) % 7) + timedelta(minutes=minutes)
+    if slot > now:
+        slot -= timedelta(days=7)
+    start = slot - timedelta(days=7)
+    return Period(f"week-{slot:%Y-%m-%d}", f"the week to {slot:%Y-%m-%d %H:%M} UTC (weekly summary)", start, slot, "weekly")
+
+
+def quarterly_period(policy: PolicyConfig, now: datetime) -> Period:
+    """The quarter before the most recent quarter start (at `digests.quarterly_time`) ≤ now."""
+    minutes = clock_minutes(policy.digests.quarterly_time)
+    number = (now.month - 1) // 3 + 1
+    posted = quarter(now.year, number).start + timedelta(minutes=minutes)
+    if posted > now:
+        number -= 1
+    year, number = (now.year, number - 1) if number > 1 else (now.year - 1, number + 3)
+    return quarter(year, number)
+
+
+def due_periods(policy: PolicyConfig, now: datetime) -> list[Period]:
+    periods = [weekly_period(policy, now)]
+    if policy.digests.quarterly:
+        periods.append(quarterly_period(policy, now))
+    return periods
+
+
+def run_due(ctx: DomainContext, *, now: datetime | None = None) -> list[str]:
+    """Owe the security channel the latest weekly (and quarterly) review, once per period
+    across every scheduler; the outbox builds and posts it (bot/slack/digest_post.py)."""
+    now = now or utcnow()
+    if not ctx.policy.alerts.security_channel:
+        return []
+    queued = []
+    for period in due_periods(ctx.policy, now):
+        with ctx.sessions() as db, db.begin():
+            if claim_once(db, JOB, period.key, now=now):
+                outbox.enqueue(db, outbox.Kind.DIGEST, period.key, now=now)
+                queued.append(period.key)
+    return queued
+
+
+def period_of_key(policy: PolicyConfig, key: str) -> Period:
+    """The period a scheduled digest's key names (the outbox row carries only the key)."""
+    if key.startswith("week-"):
+        slot_day = datetime.strptime(key[5:], "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        _day, clock = policy.digests.weekly.split()
+        slot = slot_day + timedelta(minutes=clock_minutes(clock))
+        return Period(key, f"the week to {slot:%Y-%m-%d %H:%M} UTC (weekly summary)", slot - timedelta(days=7), slot, "weekly")
+    if match := _QUARTER.match(key):
+        return quarter(int(match.group(1)), int(match.group(2)))
+    raise PeriodError(f"not a digest period key: {key!r}")
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    agent: str
+    sessions: int
+    accounts: int
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    account: str
+    name: str
+    sessions: int
+    agents: int
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DeciderRow:
+    approver: str
+    approved: int
+    denied: int
+
+
+@dataclass(frozen=True)
+class NoTicketRow:
+    request_id: str
+    agent: str
+    account: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ConcentrationRow:
+    account: str
+    name: str
+    agent: str
+    agent_sessions: int
+    sessions: int
+
+    @property
+    def percent(self) -> int:
+        return 100 * self.agent_sessions // self.sessions
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    ok: bool
+    events: int
+    checkpoints: int
+    problem_seq: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class DigestReport:
+    period: Period
+    generated_at: datetime
+    requests: int
+    granted: int
+    sessions: int
+    blocked: int
+    by_outcome: tuple[tuple[str, int], ...]
+    by_agent: tuple[AgentRow, ...]
+    agents: int
+    by_account: tuple[AccountRow, ...]
+    accounts: int
+    decisions: int
+    deciders: tuple[DeciderRow, ...]
+    median_seconds_to_decide: int | None
+    sensitive: tuple[AccountRow, ...]
+    alerts: tuple[tuple[str, int], ...]
+    no_ticket: int
+    no_ticket_listed: tuple[NoTicketRow, ...]
+    reinitiations: int
+    extensions: tuple[tuple[str, int], ...]
+    break_glass: int
+    concentration: tuple[ConcentrationRow, ...]
+    chain: ChainResult | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def alerts_total(self) -> int:
+        return sum(n for _, n in self.alerts)
+
+    @property
+    def extensions_total(self) -> int:
+        return sum(n for _, n in self.extensions)
+
+
+def _seconds_between(db: Session, later, earlier):
+    """later − earlier in seconds, in the database's own arithmetic."""
+    if db.get_bind().dialect.name == "postgresql":
+        return func.extract("epoch", later - earlier)
+    return (func.julianday(later) - func.julianday(earlier)) * 86400.0
+
+
+def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: datetime, chain: ChainResult | None = None) -> DigestReport:
+    start, end = period.start, period.end
+    requests_in = and_(ImpersonationRequest.created_at >= start, ImpersonationRequest.created_at < end)
+    sessions_in = and_(ImpersonationSession.started_at >= start, ImpersonationSession.started_at < end)
+
+    requests_total, reinitiations, break_glass = db.execute(
+        select(
+            func.count(),
+            func.count(ImpersonationRequest.previous_session_id),
+            func.coalesce(func.sum(case((ImpersonationRequest.break_glass.is_(True), 1), else_=0)), 0),
+        ).where(requests_in)
+    ).one()
+    # a request was granted when it has its one link
+    granted = db.execute(
+        select(func.count()).select_from(Link).join(ImpersonationRequest, ImpersonationRequest.id == Link.request_id).where(requests_in)
+    ).scalar_one()
+    by_outcome = dict(db.execute(select(ImpersonationRequest.state, func.count()).where(requests_in).group_by(ImpersonationRequest.state)).all())
+    blocked = db.execute(
+        select(func.count()).select_from(audit.AuditEvent).where(
+            audit.AuditEvent.type == "request.blocked", audit.AuditEvent.occurred_at >= start, audit.AuditEvent.occurred_at < end
+        )
+    ).scalar_one()
+
+    sessions_total, agents, accounts = db.execute(
+        select(func.count(), func.count(distinct(ImpersonationSession.agent_slack_id)), func.count(distinct(ImpersonationSession.account_id))).where(sessions_in)
+    ).one()
+    session_count = func.count().label("n")
+    by_agent = [
+        AgentRow(agent, n, spread)
+        for agent, n, spread in db.execute(
+            select(ImpersonationSession.agent_slack_id, session_count, func.count(distinct(ImpersonationSession.account_id)))
+            .where(sessions_in)
+            .group_by(ImpersonationSession.agent_slack_id)
+            .order_by(session_count.desc(), ImpersonationSession.agent_slack_id)
+            .limit(TOP)
+        )
+    ]
+    by_account_rows = db.execute(
+        select(Account.external_id, Account.name, session_count, func.count(distinct(ImpersonationSession.agent_slack_id)))
+        .select_from(ImpersonationSession)
+        .join(Account, Account.id == ImpersonationSession.account_id)
+        .where(sessions_in)
+        .group_by(Account.external_id, Account.name)
+        .order_by(session_count.desc(), Account.external_id)
+        .limit(TOP)
+    ).all()
+    by_account = [AccountRow(ext, name, n, k) for ext, name, n, k in by_account_rows]
+
+    # Approvals: every vote cast in the period, by who cast it …
+    decider_rows = db.execute(
+        select(Approval.approver_slack_id, Approval.decision, func.count())
+        .join(ImpersonationRequest, ImpersonationRequest.id == Approval.subject_id)
+        .where(Approval.decided_at >= start, Approval.decided_at < end)
+        .group_by(Approval.approver_slack_id, Approval.decision)
+    ).all()
+    votes: dict[str, list[int]] = {}
+    for approver, decision, n in decider_rows:
+        votes.setdefault(approver, [0, 0])[0 if decision == "approve" else 1] += n
+    deciders = tuple(
+        DeciderRow(a, v[0], v[1]) for a, v in sorted(votes.items(), key=lambda item: (-(item[1][0] + item[1][1]), item[0]))[:TOP]
+    )
+    # … and the time from request to decision (the deciding vote) for requests decided by
+    # people: approved ones (they have a link) and denied ones.
+    decided_at = func.max(Approval.decided_at)
+    durations = (
+        select(_seconds_between(db, decided_at, ImpersonationRequest.created_at).label("seconds"))
+        .select_from(ImpersonationRequest)
+        .join(Approval, Approval.subject_id == ImpersonationRequest.id)
+        .where(
+            requests_in,
+            ImpersonationRequest.approvals_required > 0,
+            or_(ImpersonationRequest.state == "denied", exists().where(Link.request_id == ImpersonationRequest.id)),
+        )
+        .group_by(ImpersonationRequest.id, ImpersonationRequest.created_at)
+        .subquery()
+    )
+    # The median in one pass: each duration's rank and the count, by window functions
+    # (PostgreSQL; SQLite since 3.25), keeping only the middle one or two.
+    ranked = select(
+        durations.c.seconds,
+        func.row_number().over(order_by=durations.c.seconds).label("rank"),
+        func.count().over().label("total"),
+    ).subquery()
+    middle = db.execute(
+        select(ranked.c.seconds, ranked.c.total).where(
+            ranked.c.rank.in_([(ranked.c.total + 1) // 2, (ranked.c.total + 2) // 2])
+        )
+    ).all()
+    decisions = middle[0].total if middle else 0
+    median = int(round(sum(float(m.seconds) for m in middle) / len(middle))) if middle else None
+
+    sensitive_rows = db.execute(
+        select(Account.id, Account.external_id, Account.name, session_count, func.count(distinct(ImpersonationSession.agent_slack_id)))
+        .select_from(ImpersonationSession)
+        .join(Account, Account.id == ImpersonationSession.account_id)
+        .where(sessions_in, exists().where(AccountFlagSetting.account_id == Account.id, AccountFlagSetting.flag.in_(SENSITIVE_FLAGS)))
+        .group_by(Account.id, Account.external_id, Account.name)
+        .order_by(session_count.desc(), Account.external_id)
+        .limit(TOP)
+    ).all()
+    flags: dict[int, list[str]] = {}
+    if sensitive_rows:
+        for account_id, flag in db.execute(
+            select(AccountFlagSetting.account_id, AccountFlagSetting.flag)
+            .where(AccountFlagSetting.account_id.in_([r[0] for r in sensitive_rows]), AccountFlagSetting.flag.in_(SENSITIVE_FLAGS))
+            .order_by(AccountFlagSetting.flag)
+        ):
+            flags.setdefault(account_id, []).append(flag)
+    sensitive = tuple(AccountRow(ext, name, n, k, tuple(flags.get(aid, ()))) for aid, ext, name, n, k in sensitive_rows)
+
+    alerts = tuple(
+        db.execute(
+            select(Alert.rule, func.count()).where(Alert.raised_at >= start, Alert.raised_at < end).group_by(Alert.rule).order_by(Alert.rule)
+        ).all()
+    )
+
+    granted_without_ticket = and_(requests_in, ImpersonationRequest.ticket.is_(None), exists().where(Link.request_id == ImpersonationRequest.id))
+    no_ticket = db.execute(select(func.count()).select_from(ImpersonationRequest).where(granted_without_ticket)).scalar_one()
+    no_ticket_listed = tuple(
+        NoTicketRow(rid, agent, ext, created)
+        for rid, agent, ext, created in db.execute(
+            select(ImpersonationRequest.id, ImpersonationRequest.agent_slack_id, Account.external_id, ImpersonationRequest.created_at)
+            .join(Account, Account.id == ImpersonationRequest.account_id)
+            .where(granted_without_ticket)
+            .order_by(ImpersonationRequest.created_at)
+            .limit(NO_TICKET_LISTED)
+        )
+    )
+    extensions = tuple(
+        db.execute(
+            select(Extension.state, func.count()).where(Extension.created_at >= start, Extension.created_at < end).group_by(Extension.state).order_by(Extension.state)
+        ).all()
+    )
+
+    config = policy.alerts
+    concentration = _concentration(db, sessions_in, percent=config.concentration_percent, min_sessions=config.concentration_min_sessions)
+
+    return DigestReport(
+        period=period,
+        generated_at=now,
+        requests=requests_total,
+        granted=granted,
+        sessions=sessions_total,
+        blocked=blocked,
+        by_outcome=tuple((o, by_outcome[o]) for o in OUTCOMES if by_outcome.get(o)),
+        by_agent=tuple(by_agent),
+        agents=agents,
+        by_account=tuple(by_account),
+        accounts=accounts,
+        decisions=decisions,
+        deciders=deciders,
+        median_seconds_to_decide=median,
+        sensitive=sensitive,
+        alerts=alerts,
+        no_ticket=no_ticket,
+        no_ticket_listed=no_ticket_listed,
+        reinitiations=reinitiations,
+        extensions=extensions,
+        break_glass=int(break_glass or 0),
+        concentration=concentration,
+        chain=chain,
+    )
+
+
+def _concentration(db: Session, sessions_in, *, percent: int, min_sessions: int) -> tuple[ConcentrationRow, ...]:
+    """Accounts where one agent held at least `percent` % of the period's sessions (with at
+    least `min_sessions` sessions): counted per (account, agent) in SQL, the top share picked
+    from those groups."""
+    rows = db.execute(
+        select(Account.external_id, ImpersonationSession.agent_slack_id, func.count())
+        .select_from(ImpersonationSession)
+        .join(Account, Account.id == ImpersonationSession.account_id)
+        .where(sessions_in)
+        .group_by(Account.external_id, ImpersonationSession.agent_slack_id)
+    ).all()
+    shares = [s for s in shares_of(rows) if s.total >= min_sessions and 100 * s.top_count >= percent * s.total]
+    if not shares:
+        return ()
+    names = dict(db.execute(select(Account.external_id, Account.name).where(Account.external_id.in_([s.account for s in shares]))).all())
+    ordered = sorted(shares, key=lambda s: (-(100 * s.top_count // s.total), -s.total, s.account))[:TOP]
+    return tuple(ConcentrationRow(s.account, names.get(s.account, s.account), s.top_agent, s.top_count, s.total) for s in ordered)
+
+
+def verify_chain(ctx: DomainContext) -> ChainResult:
+    """The chain walked from the genesis hash, and the checkpoints of AUDIT_CHECKPOINT_FILE
+    (when configured) checked against it with this deployment's public key."""
+    found = []
+    if ctx.checkpoint_file is not None and ctx.checkpoint_file.exists():
+        found = checkpoints.read_file(ctx.checkpoint_file)
+    with reading(ctx.sessions) as db:
+        result = checkpoints.verify_log(db, found, {ctx.signing_key.kid: ctx.signing_key.public_key})
+    problem = result.problem
+    return ChainResult(problem is None, result.events, result.checkpoints, problem.seq if problem else None, problem.reason if problem else None)
+
+
+def make_report(ctx: DomainContext, period: Period, *, by: Actor, now: datetime | None = None, verify: bool = True) -> DigestReport:
+    """The review for `period`, audited as `digest.generated` (reading the log is itself an
+    audit event, DESIGN.md "The audit log")."""
+    now = now or utcnow()
+    chain = verify_chain(ctx) if verify else None
+    with reading(ctx.sessions) as db:
+        report = build_report(db, period, ctx.policy, now=now, chain=chain)
+    with ctx.sessions() as db, db.begin():
+        audit.append(
+            db,
+            EventDraft(
+                type="digest.generated",
+                actor=by,
+                details={
+                    "period": period.key,
+                    "start": audit.format_time(period.start),
+                    "end": audit.format_time(period.end),
+                    "sessions": report.sessions,
+                    "chain_ok": chain.ok if chain else None,
+                },
+            ),
+            now=now,
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+
+
+def duration_text(seconds: int | None) -> str:
+    if seconds is None:
+        return "no decisions"
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def _environment(*, markdown: bool) -> Environment:
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=not markdown,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        # Markdown has no autoescape: every value is made inert text (bot.domain.exports)
+        finalize=markdown_text if markdown else None,
+    )
+    environment.filters["utc"] = _utc
+    environment.filters["duration"] = duration_text
+    return environment
+
+
+_MARKDOWN = _environment(markdown=True)
+_HTML = _environment(markdown=False)
+
+FORMATS = ("md", "html", "csv")
+MEDIA_TYPES = {"md": "text/markdown", "html": "text/html", "csv": "text/csv"}
+
+
+def render(report: DigestReport, fmt: str) -> str:
+    if fmt == "md":
+        return _MARKDOWN.get_template("digest.md.j2").render(report=report)
+    if fmt == "html":
+        return _HTML.get_template("digest.html.j2").render(report=report)
+    if fmt == "csv":
+        return render_csv(report)
+    raise ValueError(f"unknown digest format {fmt!r}")
+
+
+def render_csv(report: DigestReport) -> str:
+    """One row per figure: section, key, value(s). Cells a spreadsheet would read as a formula
+    are defused (exports.csv_cell, OWASP "CSV Injection")."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+
+    def row(*values: Any) -> None:
+        writer.writerow([csv_cell(v) for v in values])
+
+    row("section", "key", "value", "detail")
+    row("period", report.period.key, _utc(report.period.start), _utc(report.period.end))
+    for key, value in (("requests", report.requests), ("granted", report.granted), ("sessions", report.sessions), ("blocked", report.blocked), ("break_glass", report.break_glass), ("reinitiations", report.reinitiations)):
+        row("totals", key, value, "")
+    for outcome, n in report.by_outcome:
+        row("requests_by_outcome", outcome, n, "")
+    for a in report.by_agent:
+        row("sessions_by_agent", a.agent, a.sessions, f"{a.accounts} accounts")
+    for a in report.by_account:
+        row("sessions_by_account", a.account, a.sessions, f"{a.agents} agents")
+    for d in report.deciders:
+        row("approvals_by_decider", d.approver, d.approved, f"{d.denied} denied")
+    row("approvals", "median_seconds_to_decide", "" if report.median_seconds_to_decide is None else report.median_seconds_to_decide, f"{report.decisions} decisions")
+    for a in report.sensitive:
+        row("sensitive_accounts", a.account, a.sessions, ",".join(a.flags))
+    for rule, n in report.alerts:
+        row("alerts", rule, n, "")
+    row("no_ticket", "sessions_without_ticket", report.no_ticket, "")
+    for t in report.no_ticket_listed:
+        row("no_ticket", t.request_id, t.agent, t.account)
+    for state, n in report.extensions:
+        row("extensions", state, n, "")
+    for c in report.concentration:
+        row("concentration", c.account, c.percent, f"{c.agent_sessions} of {c.sessions} by {c.agent}")
+    if report.chain is not None:
+        row("chain", "intact" if report.chain.ok else "broken", report.chain.events, report.chain.problem or "")
+    return buffer.getvalue()
+
+
+def filename(report: DigestReport, fmt: str) -> str:
+    return f"access-review-{report.period.key}.{fmt}"

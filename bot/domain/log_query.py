@@ -1,0 +1,609 @@
+"""`/impersonation-log`: who impersonated users of an account, when and why (issue 4 point 5).
+
+Only roles with `can_view_log` may look; anyone else is refused and the attempt is audited
+(`log.refused`). Every lookup, each page included, is itself an audit event (`log.viewed`,
+with the query), appended in the same transaction as the reads: no answer leaves without its
+audit event committed.
+
+The query language, parsed here and nowhere else:
+
+    account:ACCOUNT [agent:@person] [since:90d|2026-01-01] [until:7d|2026-03-31]
+
+`agent:` is the Slack mention the command's `should_escape: true` sends (`<@U123|name>`), or a
+bare user id. `since:` / `until:` take a number of days before now, or a UTC date; an `until`
+date includes that whole day. A query is resolved to absolute times once, so paging through it
+later shows the same sessions however much time has passed. A session belongs to the period
+it started in.
+
+The aggregates and the page are SQL over the `sessions` table's (account_id, started_at)
+index, joined by primary keys; write actions are counted through `audit_events.session_id`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Select, and_, case, func, or_, select
+from sqlalchemy.orm import Session
+
+from bot.db.models import (
+    Approval,
+    ApprovalDecision,
+    AuditEvent,
+    CustomerUser,
+    ImpersonationRequest,
+    ImpersonationSession,
+    RequestState,
+)
+from bot.domain import audit, directory
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.policy import SLACK_USER_ID, powers_of
+
+USAGE = "Usage: /impersonation-log account:ACCOUNT [agent:@person] [since:90d|2026-01-01] [until:7d|2026-03-31]"
+DEFAULT_DAYS = 90
+#: the longest look-back accepted, in days (ten years: any older log is an archive question)
+MAX_DAYS = 3660
+#: sessions shown per page: each is one section block, and a message holds at most 50 blocks
+PAGE_SIZE = 10
+#: raw command text kept in a `log.refused` event, at most
+REFUSED_TEXT_MAX = 300
+KEYS = ("account", "agent", "since", "until")
+
+_DAYS = re.compile(r"^([0-9]{1,5})d$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+#: `<@U123>` or `<@U123|name>`, as Slack escapes a mention in command text
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,31})(?:\|[^>]*)?>$")
+_TOKEN_VERSION = "l1"
+_TOKEN_TIME = "%Y%m%dT%H%M%S%fZ"
+
+
+# ------------------------------------------------------------------------------ the query
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    """One lookup, resolved: the account's id, an optional agent, and [since, until) in UTC."""
+
+    account: str
+    since: datetime
+    until: datetime
+    agent: str | None = None
+    #: how the period reads in prose ("the last 90 days"); dates when it was given as dates
+    label: str = ""
+
+    @property
+    def period(self) -> str:
+        """"the last 90 days", or "between 1 Jan 2026 and 31 Mar 2026" (UTC)."""
+        if self.label:
+            return self.label
+        midnight = time.min.replace(tzinfo=timezone.utc)
+        if self.since.timetz() == midnight and self.until.timetz() == midnight:
+            last_day = self.until - timedelta(days=1)
+            return f"between {_day(self.since)} and {_day(last_day)}"
+        return f"between {_day(self.since)} {self.since:%H:%M} and {_day(self.until)} {self.until:%H:%M} UTC"
+
+    def details(self) -> dict[str, Any]:
+        """The query as recorded in the audit log."""
+        return {
+            "account": self.account,
+            "agent": self.agent,
+            "since": audit.format_time(self.since),
+            "until": audit.format_time(self.until),
+        }
+
+    def token(self, page: int = 0) -> str:
+        """What a button carries: the query's ids and times and a page number, nothing else.
+        Every click is re-authorised and re-audited (`look_up_page`), so a forged token is
+        at most a query its sender could have typed."""
+        return "|".join(
+            (_TOKEN_VERSION, self.account, self.agent or "", f"{self.since:{_TOKEN_TIME}}", f"{self.until:{_TOKEN_TIME}}", str(page))
+        )
+
+
+@dataclass(frozen=True)
+class QueryError:
+    """Bad query syntax: what is wrong, for the line above the usage line."""
+
+    problem: str
+    usage: str = USAGE
+
+
+def parse_query(text: str, *, now: datetime) -> LogQuery | QueryError:
+    """Parse the command text into a LogQuery, or say what is wrong with it."""
+    words = _words(text)
+    if isinstance(words, QueryError):
+        return words
+    given: dict[str, str] = {}
+    for word in words:
+        key, colon, value = word.partition(":")
+        key = key.lower()
+        if not colon or key not in KEYS:
+            return QueryError(f"`{_shorten(word)}` is not one of {', '.join(k + ':' for k in KEYS)}")
+        if key in given:
+            return QueryError(f"{key}: is given twice")
+        if not value:
+            return QueryError(f"{key}: needs a value")
+        given[key] = value
+    return resolve(given, now=now)
+
+
+def query_from_options(
+    *, account: str, agent: str | None = None, since: str | None = None, until: str | None = None, now: datetime
+) -> LogQuery | QueryError:
+    """The same query from separate options (`impersonation-bot audit export --account …`)."""
+    given = {key: value for key, value in (("account", account), ("agent", agent), ("since", since), ("until", until)) if value is not None}
+    return resolve(given, now=now)
+
+
+def resolve(given: dict[str, str], *, now: datetime) -> LogQuery | QueryError:
+    """Check each value and turn relative times into absolute ones, once."""
+    if "account" not in given:
+        return QueryError("say which account: account:ACCOUNT")
+    if not directory.ACCOUNT_ID.match(given["account"]):
+        return QueryError(f"`{_shorten(given['account'])}` is not an account id")
+    agent = None
+    if "agent" in given:
+        agent = parse_agent(given["agent"])
+        if agent is None:
+            return QueryError("agent: must mention a person, e.g. agent:@jane")
+    since = parse_moment(given.get("since", f"{DEFAULT_DAYS}d"), now=now, end_of_day=False)
+    if since is None:
+        return QueryError(f"since: takes a number of days (90d) or a date (2026-01-01), at most {MAX_DAYS} days back")
+    until = now
+    if "until" in given:
+        until_given = parse_moment(given["until"], now=now, end_of_day=True)
+        if until_given is None:
+            return QueryError(f"until: takes a number of days (7d) or a date (2026-03-31), at most {MAX_DAYS} days back")
+        # Never past now: the answer must not change as later sessions start (stable paging).
+        until = min(until_given, now)
+    if since >= until:
+        return QueryError("since: must be before until:")
+    return LogQuery(account=given["account"], since=since, until=until, agent=agent, label=_label(given))
+
+
+def parse_agent(value: str) -> str | None:
+    """A Slack user id from an escaped mention (`<@U123|jane>`) or a bare id."""
+    mention = _MENTION.match(value)
+    if mention:
+        return mention.group(1)
+    return value if SLACK_USER_ID.fullmatch(value) and len(value) <= 32 else None
+
+
+def parse_moment(value: str, *, now: datetime, end_of_day: bool) -> datetime | None:
+    """`90d` (days before now) or `2026-01-01` (UTC midnight; with `end_of_day`, the next
+    midnight, so that an `until` date includes its day). None when malformed or out of range."""
+    days = _DAYS.match(value.lower())
+    if days:
+        count = int(days.group(1))
+        return now - timedelta(days=count) if count <= MAX_DAYS else None
+    if not _DATE.match(value):
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return None
+    moment = datetime.combine(day, time.min, tzinfo=timezone.utc) + (timedelta(days=1) if end_of_day else timedelta())
+    if moment < now - timedelta(days=MAX_DAYS + 1):
+        return None
+    return moment
+
+
+def parse_token(value: object) -> tuple[LogQuery, int] | None:
+    """A button's token back to (query, page); None for anything we did not make."""
+    if not isinstance(value, str) or len(value) > 400:
+        return None
+    parts = value.split("|")
+    if len(parts) != 6 or parts[0] != _TOKEN_VERSION:
+        return None
+    _, account, agent, since_text, until_text, page_text = parts
+    if not directory.ACCOUNT_ID.match(account) or (agent and parse_agent(agent) != agent):
+        return None
+    if not (page_text.isascii() and page_text.isdigit()) or len(page_text) > 6:
+        return None
+    try:
+        since = datetime.strptime(since_text, _TOKEN_TIME).replace(tzinfo=timezone.utc)
+        until = datetime.strptime(until_text, _TOKEN_TIME).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    if since >= until:
+        return None
+    return LogQuery(account=account, since=since, until=until, agent=agent or None), int(page_text)
+
+
+def _words(text: str) -> list[str] | QueryError:
+    """Split on white space, keeping `<…>` (a mention, whose name may hold spaces) whole."""
+    words: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text.strip():
+        if char == "<":
+            depth += 1
+        elif char == ">":
+            depth -= 1
+            if depth < 0:
+                return QueryError("unbalanced `>`")
+        if char.isspace() and depth == 0:
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if depth != 0:
+        return QueryError("unbalanced `<`")
+    if current:
+        words.append("".join(current))
+    return words
+
+
+def _label(given: dict[str, str]) -> str:
+    since, until = given.get("since", f"{DEFAULT_DAYS}d"), given.get("until")
+    days = _DAYS.match(since.lower())
+    if days and until is None:
+        count = int(days.group(1))
+        return "the last day" if count == 1 else f"the last {count} days"
+    return ""
+
+
+def _day(moment: datetime) -> str:
+    return f"{moment.day} {moment:%b %Y}"
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------------------ the answer
+
+
+@dataclass(frozen=True)
+class Approver:
+    slack_id: str
+    #: e-mail when known, else the Slack id (as recorded when they approved)
+    name: str
+
+
+@dataclass(frozen=True)
+class SessionEntry:
+    session_id: str
+    request_id: str
+    agent_slack_id: str
+    agent_email: str | None
+    agent_role: str
+    customer_user: str
+    customer_user_name: str
+    customer_user_email: str
+    reason: str
+    ticket: str | None
+    scope: str
+    started_at: datetime
+    #: when it ended, expired or was revoked; None while live
+    ended_at: datetime | None
+    #: live | ended | expired | revoked
+    outcome: str
+    approvers: tuple[Approver, ...]
+    approvals_required: int
+    break_glass: bool
+    #: `action.recorded` events the product reported for this session
+    write_actions: int
+
+    @property
+    def granted_by(self) -> str:
+        """How access was granted: break-glass, by approvers, or by policy alone."""
+        if self.break_glass:
+            return "break_glass"
+        return "approval" if self.approvals_required > 0 else "policy"
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    sessions: int
+    agents: int
+    #: sessions that needed and got approval, and the distinct people who approved them
+    approved_sessions: int
+    approvers: int
+    break_glass: int
+    write_actions: int
+    live: int
+    ended: int
+    expired: int
+    revoked: int
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        return {"ended": self.ended, "expired": self.expired, "revoked": self.revoked, "live": self.live}
+
+
+@dataclass(frozen=True)
+class LogPage:
+    query: LogQuery
+    account_name: str
+    summary: LogSummary
+    entries: tuple[SessionEntry, ...]
+    #: 0-based
+    page: int
+    pages: int
+    #: the viewer's Slack time zone, to show times on their clock
+    viewer_tz: str | None = None
+
+    @property
+    def has_previous(self) -> bool:
+        return self.page > 0
+
+    @property
+    def has_next(self) -> bool:
+        return self.page + 1 < self.pages
+
+
+@dataclass(frozen=True)
+class LogRefused:
+    message: str
+
+
+@dataclass(frozen=True)
+class UnknownAccount:
+    account: str
+
+
+LookupResult = LogPage | LogRefused | QueryError | UnknownAccount
+
+REFUSED_MESSAGE = "Only security and compliance roles can read the impersonation log. This attempt was recorded."
+EXPIRED_TOKEN = QueryError("that page no longer makes sense; run the command again")
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who asks, as the audit log records them, and whether the policy lets them read it."""
+
+    actor: Actor
+    tz: str | None
+    allowed: bool
+
+
+def authorise(ctx: DomainContext, viewer_slack_id: str, *, attempt: dict[str, Any], account: str | None, now: datetime) -> Viewer:
+    """Check `can_view_log` now (the policy in force, group membership as Slack reports it).
+    A refusal is audited here (`log.refused`, with what was asked) and committed on its own."""
+    powers = powers_of(ctx.policy, viewer_slack_id, ctx.groups)
+    person = ctx.people.person(viewer_slack_id)
+    actor = Actor(slack_id=viewer_slack_id, email=person.email, role=powers.role if powers else None)
+    viewer = Viewer(actor, person.tz, bool(powers and powers.can_view_log))
+    if not viewer.allowed:
+        with ctx.sessions() as db, db.begin():
+            audit.append(
+                db,
+                EventDraft(type="log.refused", actor=actor, account=account, details={"cause": "no_log_power", **attempt}),
+                now=now,
+            )
+    return viewer
+
+
+def look_up(ctx: DomainContext, viewer_slack_id: str, text: str, *, now: datetime | None = None) -> LookupResult:
+    """The slash command: authorise, parse, then read the first page (audited)."""
+    now = now or utcnow()
+    parsed = parse_query(text, now=now)
+    attempt = {"query": parsed.details()} if isinstance(parsed, LogQuery) else {"text": text[:REFUSED_TEXT_MAX]}
+    account = parsed.account if isinstance(parsed, LogQuery) else None
+    viewer = authorise(ctx, viewer_slack_id, attempt=attempt, account=account, now=now)
+    if not viewer.allowed:
+        return LogRefused(REFUSED_MESSAGE)
+    if isinstance(parsed, QueryError):
+        return parsed
+    return _read_page(ctx, viewer, parsed, 0, now=now)
+
+
+def look_up_page(ctx: DomainContext, viewer_slack_id: str, token: object, *, now: datetime | None = None) -> LookupResult:
+    """A Next / Previous click: the same checks as the command, at the moment of the click."""
+    now = now or utcnow()
+    parsed = parse_token(token)
+    attempt = {"query": parsed[0].details(), "page": parsed[1] + 1} if parsed else {"text": str(token)[:REFUSED_TEXT_MAX]}
+    viewer = authorise(ctx, viewer_slack_id, attempt=attempt, account=parsed[0].account if parsed else None, now=now)
+    if not viewer.allowed:
+        return LogRefused(REFUSED_MESSAGE)
+    if parsed is None:
+        return EXPIRED_TOKEN
+    return _read_page(ctx, viewer, parsed[0], parsed[1], now=now)
+
+
+def _read_page(ctx: DomainContext, viewer: Viewer, query: LogQuery, page: int, *, now: datetime) -> LogPage | UnknownAccount:
+    """Read the summary and one page, and append `log.viewed`, in one transaction: the answer
+    is returned only once its audit event is committed (a failed append returns nothing).
+    The reads come first so that the audit chain's head lock is held only for the append."""
+    with ctx.sessions() as db, db.begin():
+        account = directory.find_account(db, query.account)
+        summary = summarise(db, account.id, query, now=now) if account is not None else None
+        total = summary.sessions if summary is not None else 0
+        pages = max(1, -(-total // PAGE_SIZE))
+        page = min(max(page, 0), pages - 1)
+        entries: tuple[SessionEntry, ...] = ()
+        if account is not None:
+            rows = db.execute(_sessions(account.id, query).offset(page * PAGE_SIZE).limit(PAGE_SIZE)).all()
+            entries = tuple(_entries(db, rows, now=now))
+        name = account.name if account is not None else ""
+        audit.append(
+            db,
+            EventDraft(
+                type="log.viewed",
+                actor=viewer.actor,
+                account=query.account,
+                details={"query": query.details(), "page": page + 1, "sessions": total, "known_account": account is not None},
+            ),
+            now=now,
+        )
+    if summary is None:
+        return UnknownAccount(query.account)
+    return LogPage(query, name, summary, entries, page, pages, viewer_tz=viewer.tz)
+
+
+# ------------------------------------------------------------------------------ SQL
+
+
+def _in_period(account_id: int, query: LogQuery) -> list[Any]:
+    conditions = [
+        ImpersonationSession.account_id == account_id,
+        ImpersonationSession.started_at >= query.since,
+        ImpersonationSession.started_at < query.until,
+    ]
+    if query.agent:
+        conditions.append(ImpersonationSession.agent_slack_id == query.agent)
+    return conditions
+
+
+def _outcome(now: datetime) -> Any:
+    """The session's outcome as bot.domain.sessions.status_at decides it, in SQL: an active
+    session past its end has expired whether or not the scheduler has tidied it yet."""
+    active = ImpersonationRequest.state == RequestState.ACTIVE.value
+    return case(
+        (and_(active, ImpersonationSession.expires_at > now), "live"),
+        (active, "expired"),
+        else_=ImpersonationRequest.state,
+    )
+
+
+def summarise(db: Session, account_id: int, query: LogQuery, *, now: datetime) -> LogSummary:
+    """The period's totals, computed by the database (three aggregate queries)."""
+    period = _in_period(account_id, query)
+    outcome = _outcome(now)
+
+    def count_of(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    totals = db.execute(
+        select(
+            func.count(),
+            func.count(func.distinct(ImpersonationSession.agent_slack_id)),
+            count_of(ImpersonationRequest.break_glass.is_(True)),
+            count_of(and_(ImpersonationRequest.approvals_required > 0, ImpersonationRequest.break_glass.is_not(True))),
+            count_of(outcome == "live"),
+            count_of(outcome == "ended"),
+            count_of(outcome == "expired"),
+            count_of(outcome == "revoked"),
+        )
+        .select_from(ImpersonationSession)
+        .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
+        .where(*period)
+    ).one()
+    approvers = db.execute(
+        select(func.count(func.distinct(Approval.approver_identity)))
+        .select_from(ImpersonationSession)
+        .join(Approval, Approval.subject_id == ImpersonationSession.request_id)
+        .where(*period, Approval.decision == ApprovalDecision.APPROVE.value)
+    ).scalar_one()
+    actions = db.execute(
+        select(func.count())
+        .select_from(ImpersonationSession)
+        .join(AuditEvent, AuditEvent.session_id == ImpersonationSession.id)
+        .where(*period, AuditEvent.type == "action.recorded")
+    ).scalar_one()
+    sessions, agents, break_glass, approved, live, ended, expired, revoked = (int(v) for v in totals)
+    return LogSummary(sessions, agents, approved, int(approvers), break_glass, int(actions), live, ended, expired, revoked)
+
+
+def _sessions(account_id: int, query: LogQuery) -> Select[Any]:
+    """The period's sessions, newest first (ties broken by id, so pages never overlap).
+    Plain columns, not entities: no relationship loading rides along."""
+    return (
+        select(
+            ImpersonationSession.id.label("session_id"),
+            ImpersonationSession.started_at,
+            ImpersonationSession.expires_at,
+            ImpersonationSession.ended_at,
+            ImpersonationSession.agent_slack_id,
+            ImpersonationRequest.id.label("request_id"),
+            ImpersonationRequest.state,
+            ImpersonationRequest.agent_email,
+            ImpersonationRequest.agent_role,
+            ImpersonationRequest.reason,
+            ImpersonationRequest.ticket,
+            ImpersonationRequest.scope,
+            ImpersonationRequest.approvals_required,
+            ImpersonationRequest.break_glass,
+            CustomerUser.external_id.label("customer_user"),
+            CustomerUser.name.label("customer_user_name"),
+            CustomerUser.email.label("customer_user_email"),
+        )
+        .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
+        .join(CustomerUser, CustomerUser.id == ImpersonationRequest.customer_user_id)
+        .where(*_in_period(account_id, query))
+        .order_by(ImpersonationSession.started_at.desc(), ImpersonationSession.id.desc())
+    )
+
+
+def _entries(db: Session, rows: Sequence[Any], *, now: datetime) -> Iterator[SessionEntry]:
+    """Rows of `_sessions` with their approvers and write-action counts: two queries per batch."""
+    if not rows:
+        return
+    request_ids = [row.request_id for row in rows]
+    session_ids = [row.session_id for row in rows]
+    approvers: dict[str, list[Approver]] = {}
+    for subject_id, slack_id, identity in db.execute(
+        select(Approval.subject_id, Approval.approver_slack_id, Approval.approver_identity)
+        .where(Approval.subject_id.in_(request_ids), Approval.decision == ApprovalDecision.APPROVE.value)
+        .order_by(Approval.decided_at, Approval.id)
+    ):
+        # approver_identity is "email:…", "grid:…" or "slack:…" (bot.domain.identity.Identity.key)
+        name = identity.removeprefix("email:") if identity.startswith("email:") else slack_id
+        approvers.setdefault(subject_id, []).append(Approver(slack_id, name))
+    actions = dict(
+        db.execute(
+            select(AuditEvent.session_id, func.count())
+            .where(AuditEvent.session_id.in_(session_ids), AuditEvent.type == "action.recorded")
+            .group_by(AuditEvent.session_id)
+        ).all()
+    )
+    for row in rows:
+        outcome = _outcome_of(row.state, row.expires_at, now)
+        yield SessionEntry(
+            session_id=row.session_id,
+            request_id=row.request_id,
+            agent_slack_id=row.agent_slack_id,
+            agent_email=row.agent_email,
+            agent_role=row.agent_role,
+            customer_user=row.customer_user,
+            customer_user_name=row.customer_user_name,
+            customer_user_email=row.customer_user_email,
+            reason=row.reason,
+            ticket=row.ticket,
+            scope=row.scope,
+            started_at=row.started_at,
+            ended_at=row.ended_at or (row.expires_at if outcome == "expired" else None),
+            outcome=outcome,
+            approvers=tuple(approvers.get(row.request_id, ())),
+            approvals_required=row.approvals_required or 0,
+            break_glass=bool(row.break_glass),
+            write_actions=int(actions.get(row.session_id, 0)),
+        )
+
+
+def _outcome_of(state: str, expires_at: datetime, now: datetime) -> str:
+    if state == RequestState.ACTIVE.value:
+        return "live" if now < expires_at else "expired"
+    return state
+
+
+def iter_entries(db: Session, account_id: int, query: LogQuery, *, now: datetime, batch: int = 500) -> Iterator[SessionEntry]:
+    """Every session of the period, newest first, read in keyset batches of `batch`: an
+    export of any size holds one batch in memory at a time, and no cursor stays open
+    between batches."""
+    statement = _sessions(account_id, query)
+    last: tuple[datetime, str] | None = None
+    while True:
+        page = statement
+        if last is not None:
+            started, session_id = last
+            page = page.where(
+                or_(
+                    ImpersonationSession.started_at < started,
+                    and_(ImpersonationSession.started_at == started, ImpersonationSession.id < session_id),
+                )
+            )
+        rows = db.execute(page.limit(batch)).all()
+        if not rows:
+            return
+        yield from _entries(db, rows, now=now)
+        if len(rows) < batch:
+            return
+        last = (rows[-1].started_at, rows[-1].session_id)

@@ -1,0 +1,526 @@
+"""The Slack outbox (issue 5 point 3): every Slack message a state change causes is written
+here in the same transaction as the change, and sent afterwards by a delivery run (the
+scheduler's `outbox.deliver` job every few seconds, and at once by the listener or page that
+made the change). A process that dies between its commit and its Slack call loses nothing:
+the row is still there for the next run.
+
+A row names its message by ids only — kind, subject (request, session, alert … id) and
+recipient — never text, a token or a link. The Slack face renders it from the state at
+delivery time (bot/slack/courier.py), so a late delivery shows the truth, and several rows
+about one message (its `target`) collapse into one edit.
+
+Claiming (the pattern of "transactional outbox" relays such as Debezium's and Rails'
+solid_queue): a delivery run takes a row with one conditional UPDATE
+(`… WHERE id = :id AND state = 'pending' AND due_at <= :now AND no earlier row of the same
+target is pending or sending`), setting a random claim token and a lease. Of two schedulers
+exactly one wins a row, rows about one message go out one at a time and in order, and a row
+whose sender died is taken again once its lease has passed. Completion is conditional on the
+claim token.
+
+Outcomes: Slack's 429 is retried after its Retry-After; a server error or a broken connection
+with exponential backoff and jitter, up to MAX_ATTEMPTS; any other Slack error is permanent:
+logged and audited as `notify.failed`, never dropped silently. The message's `ts` is kept
+(message_refs, or the request's agent_channel/agent_message_ts) so that later rows edit it.
+
+Posts to a channel are paced (ChannelPace) to one per PACE_SECONDS, Slack's documented rate
+for posting to one channel; meanwhile pending alerts accumulate and go out together as one
+summary (issue 5 point 6), so a storm never floods the channel and no alert is lost.
+
+Delivery is at least once: a sender that dies after Slack accepted a new message and before
+it recorded the `ts` makes the next run post it again (Slack has no idempotency key for
+chat.postMessage). The window is one HTTP round trip; edits are idempotent.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import secrets
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from bot.db.engine import reading
+from bot.db.models import ChannelPace, ImpersonationRequest, MessageRef, OutboxMessage
+from bot.domain import audit
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.once import insert_once
+
+log = logging.getLogger(__name__)
+
+#: recipient meaning "the security channel named in the policy" (resolved at delivery, so a
+#: row enqueued without a policy at hand still goes to the channel configured when it is sent)
+SECURITY = "security"
+
+#: a claimed row not completed within this long is taken again (its sender died). Longer than
+#: any one delivery can take: slack_sdk's HTTP timeout is 30 s and a delivery makes few calls.
+LEASE = timedelta(minutes=5)
+#: Slack: "in general … 1 message per second" per channel (api.slack.com/apis/rate-limits)
+PACE_SECONDS = 1.0
+#: transient failures: delays of BACKOFF_BASE·2^(n−1), capped, each cut by up to half at random
+#: ("equal jitter", AWS Architecture Blog "Exponential Backoff And Jitter") so that retries from
+#: several schedulers spread out; after MAX_ATTEMPTS the row fails and is audited
+BACKOFF_BASE = timedelta(seconds=5)
+BACKOFF_CAP = timedelta(minutes=15)
+MAX_ATTEMPTS = 10
+#: alerts carried by one summary message: one section (with its Revoke button) per alert,
+#: within Block Kit's 50 blocks per message with room for a header and a footer
+ALERT_BATCH_MAX = 40
+
+
+class Kind(str, enum.Enum):
+    """What a row asks to be said. The value doubles as message_refs.purpose (≤ 16 chars)."""
+
+    #: the agent's DM about a request (requests.agent_channel/ts), edited to its current state
+    AGENT = "agent"
+    #: the expiry warning DM to the agent (subject: session id), edited once the session is over
+    WARNING = "warning"
+    #: a new DM that notifies the agent: their session was revoked (subject: session id)
+    NOTICE = "notice"
+    #: an approver's DM about a request (recipient: the approver's Slack id)
+    APPROVER = "approver"
+    #: the security channel's live message about one granted request and its session
+    FEED = "feed"
+    #: an alert (subject: alert id); alerts pending together are sent as one summary
+    ALERT = "alert"
+    #: a periodic access review (subject: the period key)
+    DIGEST = "digest"
+    #: a signed audit checkpoint (subject: the checkpoint's period key)
+    CHECKPOINT = "checkpoint"
+
+
+#: kinds whose subject is a request id / a session id (for the audit event of a failure)
+REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.FEED, Kind.APPROVER})
+SESSION_SUBJECTS = frozenset({Kind.WARNING, Kind.NOTICE})
+
+PENDING, SENDING, SENT, SKIPPED, MERGED, FAILED = "pending", "sending", "sent", "skipped", "merged", "failed"
+
+
+@dataclass(frozen=True)
+class MessageRef_:
+    """A Slack message already posted for this target: edit it rather than post again."""
+
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One claimed row, as the courier sees it."""
+
+    id: int
+    kind: Kind
+    subject_id: str
+    #: a Slack user id (a DM) or a channel id (SECURITY resolved); None when no channel is set
+    recipient: str | None
+    attempts: int
+    token: str = field(repr=False)
+    #: the message to edit, when one was posted before
+    ref: MessageRef_ | None = None
+    #: ALERT: every alert id this message carries, the claimed row's first
+    batch: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sent:
+    channel: str
+    ts: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """Nothing to say (e.g. the message would only repeat what is already shown)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class RetryAfter:
+    """Slack answered 429: try again after `seconds` (its Retry-After)."""
+
+    seconds: float
+    error: str = "ratelimited"
+
+
+@dataclass(frozen=True)
+class Transient:
+    """A server error or a broken connection: try again with backoff."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class Permanent:
+    """Slack refused for good (channel_not_found, not_in_channel, is_archived …)."""
+
+    error: str
+
+
+Outcome = Sent | Skipped | RetryAfter | Transient | Permanent
+
+
+class Courier(Protocol):
+    """Renders a claimed row from the current state and makes the Slack call
+    (bot.slack.courier.SlackCourier). Must not raise for Slack's answers; anything it raises
+    is treated as a transient failure."""
+
+    def deliver(self, delivery: Delivery) -> Outcome: ...
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    skipped: int = 0
+    retried: int = 0
+    failed: int = 0
+
+    @property
+    def attempted(self) -> int:
+        return self.sent + self.skipped + self.retried + self.failed
+
+
+# ---------------------------------------------------------------------------- enqueueing
+
+
+def target_of(kind: Kind, subject_id: str, recipient: str) -> str:
+    return f"{kind.value}:{subject_id}:{recipient}"
+
+
+def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURITY, now: datetime | None = None) -> str:
+    """Owe one message, inside the caller's transaction (so it commits with the state change
+    it reports, or not at all). Returns the row's target, for an immediate delivery."""
+    now = now or utcnow()
+    target = target_of(kind, subject_id, recipient)
+    db.add(
+        OutboxMessage(
+            kind=kind.value,
+            subject_id=subject_id,
+            recipient=recipient,
+            target=target,
+            state=PENDING,
+            created_at=now,
+            due_at=now,
+            attempts=0,
+        )
+    )
+    return target
+
+
+def enqueue_granted(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
+    """A grant: the security channel's live feed gets its message (issue 5 point 2)."""
+    return [enqueue(db, Kind.FEED, request.id, now=now)]
+
+
+def enqueue_session_started(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
+    """A redemption: the agent's DM becomes the live session's; the feed shows when it ends."""
+    return [
+        enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
+        enqueue(db, Kind.FEED, request.id, now=now),
+    ]
+
+
+def enqueue_session_over(db: Session, request: ImpersonationRequest, session_id: str, *, revoked: bool, now: datetime) -> list[str]:
+    """A session ended, expired or was revoked: the agent's DM and any expiry warning lose
+    their buttons, the feed says how it ended, and a revoked agent is notified."""
+    agent = request.agent_slack_id
+    targets = [
+        enqueue(db, Kind.AGENT, request.id, recipient=agent, now=now),
+        enqueue(db, Kind.WARNING, session_id, recipient=agent, now=now),
+        enqueue(db, Kind.FEED, request.id, now=now),
+    ]
+    if revoked:
+        targets.append(enqueue(db, Kind.NOTICE, session_id, recipient=agent, now=now))
+    return targets
+
+
+def session_targets(request_id: str, session_id: str, agent_slack_id: str) -> list[str]:
+    """The agent's own messages about a session (for an immediate delivery after a click)."""
+    return [
+        target_of(Kind.AGENT, request_id, agent_slack_id),
+        target_of(Kind.WARNING, session_id, agent_slack_id),
+        target_of(Kind.NOTICE, session_id, agent_slack_id),
+    ]
+
+
+# ---------------------------------------------------------------------------- delivering
+
+
+def deliver_due(
+    ctx: DomainContext,
+    courier: Courier,
+    *,
+    now: datetime | None = None,
+    limit: int = 200,
+    targets: Iterable[str] | None = None,
+) -> DeliveryReport:
+    """Send what is due, oldest first: claim a row, render and send it, record the outcome.
+    `targets`: only rows about these messages (an immediate delivery after a change).
+    `now`: a fixed clock (tests); by default the clock is read at each step."""
+    clock: Callable[[], datetime] = (lambda: now) if now is not None else utcnow
+    report = DeliveryReport()
+    wanted = list(targets) if targets is not None else None
+    if wanted == []:
+        return report
+    for row_id in _candidates(ctx, clock(), limit, wanted):
+        delivery = _claim(ctx, row_id, clock())
+        if delivery is None:
+            continue
+        try:
+            outcome = courier.deliver(delivery)
+        except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
+            log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
+            outcome = Transient(type(exc).__name__[:64])
+        _complete(ctx, delivery, outcome, now=clock())
+        if isinstance(outcome, Sent):
+            report.sent += 1
+        elif isinstance(outcome, Skipped):
+            report.skipped += 1
+        elif isinstance(outcome, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
+            report.retried += 1
+        else:
+            report.failed += 1
+    return report
+
+
+def _due(now: datetime):
+    return or_(
+        and_(OutboxMessage.state == PENDING, OutboxMessage.due_at <= now),
+        and_(OutboxMessage.state == SENDING, OutboxMessage.lease_until < now),
+    )
+
+
+def _candidates(ctx: DomainContext, now: datetime, limit: int, targets: list[str] | None) -> list[int]:
+    """The oldest due row of each target (later rows of a target wait for it)."""
+    statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
+    if targets is not None:
+        statement = statement.where(OutboxMessage.target.in_(targets))
+    with reading(ctx.sessions) as db:
+        rows = db.execute(statement).all()
+    seen: set[str] = set()
+    out = []
+    for row_id, target in rows:
+        if target not in seen:
+            seen.add(target)
+            out.append(row_id)
+    return out
+
+
+def _existing_ref(db: Session, row: OutboxMessage, recipient: str | None) -> MessageRef_ | None:
+    if row.kind == Kind.AGENT.value:
+        request = db.get(ImpersonationRequest, row.subject_id)
+        if request is not None and request.agent_channel and request.agent_message_ts:
+            return MessageRef_(request.agent_channel, request.agent_message_ts)
+        return None
+    if recipient is None:
+        return None
+    ref = db.execute(
+        select(MessageRef)
+        .where(MessageRef.subject_id == row.subject_id, MessageRef.purpose == row.kind, MessageRef.recipient == recipient)
+        .order_by(MessageRef.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    return MessageRef_(ref.channel, ref.ts) if ref is not None else None
+
+
+def _take_posting_slot(db: Session, channel: str, now: datetime) -> bool:
+    """One new message per PACE_SECONDS per channel, across every scheduler: a conditional
+    UPDATE of the channel's row (inserted the first time)."""
+    next_at = now + timedelta(seconds=PACE_SECONDS)
+    if insert_once(db, ChannelPace, {"channel": channel, "next_post_at": next_at}):
+        return True
+    return (
+        db.execute(
+            update(ChannelPace)
+            .where(ChannelPace.channel == channel, ChannelPace.next_post_at <= now)
+            .values(next_post_at=next_at)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        == 1
+    )
+
+
+def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
+    with ctx.sessions() as db, db.begin():
+        row = db.get(OutboxMessage, row_id)
+        if row is None:
+            return None
+        kind = Kind(row.kind)
+        recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
+        ref = _existing_ref(db, row, recipient)
+        # A new message in a channel waits for the channel's next posting slot (pacing).
+        if ref is None and recipient is not None and row.recipient == SECURITY and not _take_posting_slot(db, recipient, now):
+            db.rollback()
+            return None
+        token = secrets.token_hex(16)
+        earlier = aliased(OutboxMessage)
+        won = db.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == row_id,
+                _due(now),
+                ~exists().where(
+                    earlier.target == OutboxMessage.target,
+                    earlier.id < OutboxMessage.id,
+                    earlier.state.in_((PENDING, SENDING)),
+                ),
+            )
+            .values(state=SENDING, claim_token=token, lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if won != 1:
+            db.rollback()
+            return None
+        # Later rows about the same message are covered by this delivery: it renders the
+        # state as it is now, which includes every change committed before this claim.
+        _merge(db, row_id, select(OutboxMessage.id).where(OutboxMessage.target == row.target, OutboxMessage.id > row_id))
+        batch: tuple[str, ...] = ()
+        if kind is Kind.ALERT:
+            others = (
+                select(OutboxMessage.id)
+                .where(OutboxMessage.kind == Kind.ALERT.value, OutboxMessage.recipient == row.recipient, OutboxMessage.id != row_id, OutboxMessage.due_at <= now)
+                .order_by(OutboxMessage.id)
+                .limit(ALERT_BATCH_MAX - 1)
+            )
+            merged = _merge(db, row_id, others)
+            subjects = dict(db.execute(select(OutboxMessage.id, OutboxMessage.subject_id).where(OutboxMessage.id.in_(merged))).all()) if merged else {}
+            batch = (row.subject_id, *[subjects[i] for i in merged])
+        db.refresh(row)
+        return Delivery(row.id, kind, row.subject_id, recipient, row.attempts, token, ref, batch)
+
+
+def _merge(db: Session, into: int, candidates) -> list[int]:
+    """Mark pending rows among `candidates` as covered by row `into`; returns their ids.
+    Rows another scheduler holds are skipped (SKIP LOCKED on PostgreSQL; SQLite writers are
+    already serialised), and the UPDATE re-checks `pending`, so a row is merged only once."""
+    ids = list(db.execute(candidates.where(OutboxMessage.state == PENDING).with_for_update(skip_locked=True)).scalars())
+    if not ids:
+        return []
+    taken = []
+    for row_id in ids:
+        done = db.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == row_id, OutboxMessage.state == PENDING)
+            .values(state=MERGED, merged_into=into)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if done == 1:
+            taken.append(row_id)
+    return taken
+
+
+def backoff(attempts: int, *, rng: Callable[[float, float], float] = random.uniform) -> timedelta:
+    """The wait after the `attempts`-th transient failure (1-based)."""
+    full = min(BACKOFF_BASE * (2 ** max(attempts - 1, 0)), BACKOFF_CAP)
+    return full / 2 + full / 2 * rng(0.0, 1.0)
+
+
+def _complete(ctx: DomainContext, delivery: Delivery, outcome: Outcome, *, now: datetime) -> None:
+    with ctx.sessions() as db, db.begin():
+        mine = and_(OutboxMessage.id == delivery.id, OutboxMessage.claim_token == delivery.token, OutboxMessage.state == SENDING)
+
+        def finish(**values) -> bool:
+            done = db.execute(update(OutboxMessage).where(mine).values(claim_token=None, lease_until=None, **values).execution_options(synchronize_session=False)).rowcount
+            if done != 1:
+                log.warning("outbox %s: lease lost before completion (another scheduler took it over)", delivery.id)
+            return done == 1
+
+        if isinstance(outcome, Sent):
+            finish(state=SENT, finished_at=now, last_error=None)
+            _record_ref(db, delivery, outcome, now)
+        elif isinstance(outcome, Skipped):
+            finish(state=SKIPPED, finished_at=now, last_error=outcome.reason[:64])
+        elif isinstance(outcome, RetryAfter):
+            # Being told to slow down is not a failure of this message: no attempt is spent.
+            finish(state=PENDING, due_at=now + timedelta(seconds=max(outcome.seconds, 0.0)), attempts=max(delivery.attempts - 1, 0), last_error=outcome.error[:64])
+            log.info("outbox %s (%s): rate limited by Slack; retrying in %.0f s", delivery.id, delivery.kind.value, outcome.seconds)
+        elif isinstance(outcome, Transient) and delivery.attempts < MAX_ATTEMPTS:
+            wait = backoff(delivery.attempts)
+            finish(state=PENDING, due_at=now + wait, last_error=outcome.error[:64])
+            log.warning("outbox %s (%s): %s; retry %d of %d in %.0f s", delivery.id, delivery.kind.value, outcome.error, delivery.attempts, MAX_ATTEMPTS, wait.total_seconds())
+        else:
+            error = outcome.error if isinstance(outcome, (Transient, Permanent)) else "unknown"
+            if finish(state=FAILED, finished_at=now, last_error=error[:64]):
+                _audit_failure(db, delivery, error, now)
+
+
+def _record_ref(db: Session, delivery: Delivery, sent: Sent, now: datetime) -> None:
+    """Keep the message's ts so that later rows about it edit it in place."""
+    if delivery.ref is not None and (delivery.ref.channel, delivery.ref.ts) == (sent.channel, sent.ts):
+        return
+    if delivery.kind is Kind.AGENT:
+        db.execute(
+            update(ImpersonationRequest)
+            .where(ImpersonationRequest.id == delivery.subject_id, ImpersonationRequest.agent_message_ts.is_(None))
+            .values(agent_channel=sent.channel, agent_message_ts=sent.ts)
+            .execution_options(synchronize_session=False)
+        )
+        return
+    for subject in delivery.batch or (delivery.subject_id,):
+        db.add(MessageRef(subject_id=subject, purpose=delivery.kind.value, recipient=delivery.recipient or sent.channel, channel=sent.channel, ts=sent.ts, created_at=now))
+
+
+def _audit_failure(db: Session, delivery: Delivery, error: str, now: datetime) -> None:
+    merged = list(db.execute(select(OutboxMessage.id).where(OutboxMessage.merged_into == delivery.id).order_by(OutboxMessage.id)).scalars())
+    log.warning(
+        "outbox %s (%s %s to %s) failed for good after %d attempt(s): %s",
+        delivery.id, delivery.kind.value, delivery.subject_id, delivery.recipient, delivery.attempts, error,
+    )
+    audit.append(
+        db,
+        EventDraft(
+            type="notify.failed",
+            actor=Actor.system("outbox"),
+            request_id=delivery.subject_id if delivery.kind in REQUEST_SUBJECTS and len(delivery.subject_id) == 36 else None,
+            session_id=delivery.subject_id if delivery.kind in SESSION_SUBJECTS else None,
+            details={
+                "outbox_id": delivery.id,
+                "kind": delivery.kind.value,
+                "subject_id": delivery.subject_id,
+                "recipient": delivery.recipient,
+                "error": error[:64],
+                "attempts": delivery.attempts,
+                "covered": merged,
+                "alerts": list(delivery.batch),
+            },
+        ),
+        now=now,
+    )
+
+
+def _state_of(ctx: DomainContext, row_id: int) -> str | None:
+    with reading(ctx.sessions) as db:
+        return db.execute(select(OutboxMessage.state).where(OutboxMessage.id == row_id)).scalar_one_or_none()
+
+
+# ---------------------------------------------------------------------------- inspection
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    kind: str
+    subject_id: str
+    recipient: str
+    state: str
+    attempts: int
+    due_at: datetime
+    last_error: str | None
+    merged_into: int | None
+
+
+def rows(ctx: DomainContext, *, kinds: Sequence[Kind] | None = None) -> list[OutboxRow]:
+    """Every row, oldest first (tests and operators' checks)."""
+    statement = select(OutboxMessage).order_by(OutboxMessage.id)
+    if kinds:
+        statement = statement.where(OutboxMessage.kind.in_([k.value for k in kinds]))
+    with reading(ctx.sessions) as db:
+        return [
+            OutboxRow(r.id, r.kind, r.subject_id, r.recipient, r.state, r.attempts, r.due_at, r.last_error, r.merged_into)
+            for r in db.execute(statement).scalars()
+        ]

@@ -1,0 +1,117 @@
+"""Revocation (issue 5 point 5): security ends someone's live session, from an alert's or the
+feed's **Revoke session** button or with `/impersonate revoke <session>`.
+
+The power is checked at the moment of the click or command (the policy's `can_revoke`,
+through the clicker's current roles and groups), never taken from the message. Every
+refusal is audited (`session.revoke_refused`) like the revocation itself
+(`session.revoked`). The state moves through the lifecycle in one transaction with the
+outbox rows that tell the agent, so the product API (sessions.status_at) reports the
+session revoked from the moment that transaction commits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+
+from bot.db.models import ImpersonationSession, RequestState
+from bot.domain import audit
+from bot.domain.audit import Actor, EventDraft
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.lifecycle import TransitionRefused
+from bot.domain.outbox import SECURITY, Kind, target_of
+from bot.domain.policy import powers_of
+from bot.domain.sessions import SessionStatus, _close, status_at
+from bot.domain.views import SessionView
+
+#: where a revocation came from, recorded in its audit event
+SOURCES = ("alert", "feed", "command")
+
+
+@dataclass(frozen=True)
+class Revoked:
+    session: SessionView
+    #: the outbox targets of this change (for an immediate delivery)
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RevokeRefused:
+    message: str
+    cause: str
+    session: SessionView | None = None
+
+
+REFUSALS = {
+    "not_permitted": "You do not hold a role that can revoke sessions.",
+    "unknown_session": "There is no session with that id.",
+    "not_live": "This session is already over; there is nothing to revoke.",
+}
+
+
+def revoke_session(
+    ctx: DomainContext, session_id: str, *, actor_slack_id: str, source: str, now: datetime | None = None
+) -> Revoked | RevokeRefused:
+    if source not in SOURCES:
+        raise ValueError(f"unknown revocation source {source!r}")
+    now = now or utcnow()
+    powers = powers_of(ctx.policy, actor_slack_id, ctx.groups)
+    person = ctx.people.person(actor_slack_id)
+    actor = Actor(slack_id=actor_slack_id, email=person.email, role=powers.role if powers else None)
+    try:
+        return _revoke(ctx, session_id, actor=actor, can_revoke=bool(powers and powers.can_revoke), source=source, now=now)
+    except TransitionRefused:
+        # Ended or expired between the read and the update: nothing was revoked. Say so, and
+        # keep the refusal in the log (the first transaction was rolled back).
+        return _revoke(ctx, session_id, actor=actor, can_revoke=False, source=source, now=now, cause="not_live")
+
+
+def _revoke(
+    ctx: DomainContext, session_id: str, *, actor: Actor, can_revoke: bool, source: str, now: datetime, cause: str | None = None
+) -> Revoked | RevokeRefused:
+    with ctx.sessions() as db, db.begin():
+        session = (
+            db.execute(
+                select(ImpersonationSession).where(ImpersonationSession.id == session_id).with_for_update(of=ImpersonationSession)
+            ).unique().scalar_one_or_none()
+            if session_id
+            else None
+        )
+
+        def refuse(cause: str) -> RevokeRefused:
+            request = session.request if session is not None else None
+            audit.append(
+                db,
+                EventDraft(
+                    type="session.revoke_refused",
+                    actor=actor,
+                    account=request.account.external_id if request else None,
+                    customer_user=request.customer_user.external_id if request else None,
+                    request_id=request.id if request else None,
+                    session_id=session.id if session is not None else None,
+                    details={"cause": cause, "source": source, **({} if session is not None else {"session_given": session_id[:36]})},
+                ),
+                now=now,
+            )
+            return RevokeRefused(REFUSALS[cause], cause, SessionView.of(session) if session is not None else None)
+
+        if cause is not None:
+            return refuse(cause)
+        if not can_revoke:
+            return refuse("not_permitted")
+        if session is None:
+            return refuse("unknown_session")
+        if status_at(session, now) is not SessionStatus.LIVE:
+            return refuse("not_live")
+        _close(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
+        request = session.request
+        agent = request.agent_slack_id
+        targets = (
+            target_of(Kind.AGENT, request.id, agent),
+            target_of(Kind.NOTICE, session.id, agent),
+            target_of(Kind.WARNING, session.id, agent),
+            target_of(Kind.FEED, request.id, SECURITY),
+        )
+        return Revoked(SessionView.of(session), targets)

@@ -1,0 +1,125 @@
+"""The outbox's Slack side (bot.domain.outbox.Courier): render a claimed row from the state as
+it is now, with the Block Kit builders, and post it (or edit the message it already has).
+Slack's answer becomes an outcome the outbox knows how to retry or audit (bot/slack/errors.py);
+nothing here raises for Slack's answers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.domain import anomalies, checkpoint_job, outbox, requests, watch
+from bot.domain.clock import utcnow
+from bot.domain.context import DomainContext
+from bot.domain.outbox import Delivery, Kind, Outcome, Sent, Skipped, Transient
+from bot.slack import blocks, watch_blocks
+from bot.slack.blocks import Message
+from bot.slack.digest_post import post_digest
+from bot.slack.errors import classify
+
+log = logging.getLogger(__name__)
+
+def can_request_extension(ctx: DomainContext, agent_slack_id: str) -> bool:
+    powers = requests.agent_powers(ctx, agent_slack_id)
+    return bool(powers and powers.can_request_extension)
+
+
+class SlackCourier:
+    """Built once per process for the scheduler (bot/wiring.py), or per listener call from the
+    listener's client for an immediate delivery. Holds no state of its own."""
+
+    def __init__(self, ctx: DomainContext, client: WebClient, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self._ctx = ctx
+        self._client = client
+        self._clock = clock
+
+    def deliver(self, delivery: Delivery) -> Outcome:
+        if delivery.recipient is None:
+            return Skipped("no_security_channel")
+        if delivery.kind is Kind.DIGEST:
+            return post_digest(self._ctx, self._client, delivery, now=self._clock())
+        message = self.render(delivery)
+        if message is None:
+            return Skipped("nothing_to_show")
+        text, shown = message
+        try:
+            if delivery.ref is not None:
+                self._client.chat_update(channel=delivery.ref.channel, ts=delivery.ref.ts, text=text, blocks=shown)
+                return Sent(delivery.ref.channel, delivery.ref.ts)
+            response = self._client.chat_postMessage(
+                channel=delivery.recipient, text=text, blocks=shown, unfurl_links=False, unfurl_media=False
+            )
+            return Sent(str(response["channel"]), str(response["ts"]))
+        except SlackApiError as error:
+            return classify(error)
+        except OSError as error:  # connection refused, reset, timed out
+            log.warning("outbox %s: cannot reach Slack: %s", delivery.id, type(error).__name__)
+            return Transient(type(error).__name__[:64])
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self, delivery: Delivery) -> Message | None:
+        """The message as the current state says it should read; None when nothing should be
+        posted or changed."""
+        now = self._clock()
+        kind = delivery.kind
+        if kind is Kind.AGENT:
+            return self._agent(delivery.subject_id, now)
+        if kind is Kind.FEED:
+            view = watch.feed_view(self._ctx, delivery.subject_id, now=now)
+            return watch_blocks.security_feed_message(view) if view is not None else None
+        if kind is Kind.WARNING:
+            return self._warning(delivery, now)
+        if kind is Kind.NOTICE:
+            session = watch.session_view(self._ctx, delivery.subject_id)
+            if session is None or session.state != "revoked":
+                return None
+            return watch_blocks.revoked_notice_message(session)
+        if kind is Kind.APPROVER:
+            decided = watch.request_outcome(self._ctx, delivery.subject_id)
+            if decided is None:
+                return None
+            return blocks.approver_outcome_message(decided, tz_name=self._ctx.people.person(delivery.recipient or "").tz)
+        if kind is Kind.ALERT:
+            views = anomalies.alert_views(self._ctx, delivery.batch or (delivery.subject_id,), now=now)
+            if not views:
+                return None
+            return watch_blocks.alert_message(views[0]) if len(views) == 1 else watch_blocks.alert_summary_message(views)
+        if kind is Kind.CHECKPOINT:
+            checkpoint = checkpoint_job.checkpoint_for(self._ctx, delivery.subject_id)
+            return watch_blocks.checkpoint_message(checkpoint) if checkpoint is not None else None
+        log.error("outbox %s: no renderer for kind %s", delivery.id, kind.value)
+        return None
+
+    def _agent(self, request_id: str, now: datetime) -> Message | None:
+        news = watch.agent_news(self._ctx, request_id, now=now)
+        if news.live is not None:
+            return blocks.session_active_message(news.live, can_request_extension=can_request_extension(self._ctx, news.live.request.agent_slack_id))
+        if news.over is not None:
+            return blocks.session_over_message(news.over)
+        if news.lapsed is not None:
+            return watch_blocks.link_lapsed_message(news.lapsed)
+        if news.decided is not None:
+            return blocks.request_outcome_message(news.decided)
+        return None
+
+    def _warning(self, delivery: Delivery, now: datetime) -> Message | None:
+        session = watch.session_view(self._ctx, delivery.subject_id)
+        if session is None:
+            return None
+        if watch.is_live(session, now):
+            return watch_blocks.expiry_warning_message(
+                session, now=now, can_request_extension=can_request_extension(self._ctx, session.request.agent_slack_id)
+            )
+        # Over: a warning already shown loses its buttons; one never shown is not sent late.
+        return blocks.session_over_message(session) if delivery.ref is not None else None
+
+
+def deliver_now(ctx: DomainContext, client: WebClient, targets: list[str] | tuple[str, ...]) -> outbox.DeliveryReport:
+    """An immediate delivery of what one change owes, by the listener or page that made it,
+    with the same claims as the scheduler's job (whichever comes first sends; never both)."""
+    return outbox.deliver_due(ctx, SlackCourier(ctx, client), targets=list(targets))

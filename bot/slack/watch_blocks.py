@@ -1,0 +1,399 @@
+"""Block Kit builders for watching sessions (issue 5): the security channel's live feed,
+expiry warnings, revocation notices, lapsed links, alerts and their storm summaries, digests
+and checkpoints. Pure functions from domain views to `(text, blocks)`, with the primitives,
+escaping and limits of bot.slack.blocks.
+
+Times in the security channel use Slack's date token (`<!date^…>`, Slack "Formatting text:
+dates"), which every reader sees on their own clock; DMs show the recipient's time zone as the
+rest of the app does.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+from bot.domain.anomalies import AlertView, LiveSession, Rule
+from bot.domain import digests
+from bot.domain.checkpoints import Checkpoint
+from bot.domain.digests import DigestReport
+from bot.domain.revocation import Revoked, RevokeRefused
+from bot.domain.views import RequestView, SessionView
+from bot.domain.watch import FeedStatus, FeedView
+from bot.slack import limits
+from bot.slack.blocks import (
+    _ID_BUDGET,
+    _TICKET_BUDGET,
+    Block,
+    Message,
+    _account_text,
+    _button,
+    _context,
+    _fallback_subject,
+    _fields,
+    _flags_text,
+    _header,
+    _mentions,
+    _message,
+    _reason_section,
+    _request_fields,
+    _section,
+    _user_text,
+    carried_id,
+    duration_label,
+    scope_label,
+)
+from bot.slack.ids import ActionId, BlockId
+from bot.slack.mrkdwn import escape, escape_truncated, format_local_time, mention, truncate_escaped
+
+_NAME_BUDGET = 300
+
+
+def slack_date(moment: datetime) -> str:
+    """`<!date^…>`: Slack renders the moment in each reader's own time zone; the fallback
+    (older clients, notifications) is UTC. Built from an integer and our own text only."""
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+_REVOKE_CONFIRM = (
+    "Revoke this session?",
+    "The agent's session ends at once; the product refuses it from now on. The agent is told, and it is audited.",
+    "Revoke",
+    "Cancel",
+)
+
+
+def revoke_button(session_id: str, *, label: str = "Revoke session") -> Block:
+    """Shown to everyone in the channel; only a role with `can_revoke` can use it, checked at
+    the click (bot.domain.revocation)."""
+    return _button(ActionId.REVOKE_SESSION, label, session_id, style="danger", confirm=_REVOKE_CONFIRM)
+
+
+# ---------------------------------------------------------------------------- the live feed
+
+
+_FEED_HEADERS = {
+    FeedStatus.GRANTED: "Impersonation granted",
+    FeedStatus.LIVE: "Impersonation live",
+    FeedStatus.ENDED: "Impersonation ended",
+    FeedStatus.EXPIRED: "Impersonation expired",
+    FeedStatus.REVOKED: "Impersonation revoked",
+    FeedStatus.LAPSED: "Impersonation link lapsed",
+}
+
+
+def _feed_status_line(view: FeedView) -> str:
+    session = view.session
+    if view.status == FeedStatus.GRANTED:
+        return f"Link issued; not opened yet. The session lasts {duration_label(view.request.duration_minutes)} from when it is."
+    if view.status == FeedStatus.LIVE and session is not None:
+        line = f":large_green_circle: *Live* until {slack_date(session.expires_at)}."
+        if view.warned:
+            line += " :warning: Ending soon: the agent has been warned."
+        return line
+    when = slack_date(view.closed_at) if view.closed_at else "an unknown time"
+    if view.status == FeedStatus.ENDED:
+        by = " by the agent" if view.closed_by == view.request.agent_slack_id else (f" by {mention(view.closed_by)}" if view.closed_by else "")
+        return f":white_circle: *Ended*{by} at {when}."
+    if view.status == FeedStatus.REVOKED:
+        by = f" by {mention(view.closed_by)}" if view.closed_by else ""
+        return f":red_circle: *Revoked*{by} at {when}."
+    if view.status == FeedStatus.LAPSED:
+        return f":white_circle: *Lapsed*: the link was never opened (expired at {when})."
+    return f":white_circle: *Expired* at {when}."
+
+
+def _approved_by(view: FeedView) -> str:
+    if view.request.break_glass:
+        return "nobody: *break glass*"
+    if view.approvers:
+        return _mentions(view.approvers)
+    return "not needed (policy)"
+
+
+def security_feed_message(view: FeedView) -> Message:
+    """One message per granted request in the security channel, edited in place as it moves
+    (granted → live → warned → ended / expired / revoked, or lapsed): what is live now, without
+    scrolling through noise (issue 5 point 2). **Revoke session** while it is live."""
+    request, session = view.request, view.session
+    pairs = [
+        ("Agent", mention(request.agent_slack_id)),
+        ("Account", _account_text(request)),
+        ("Account flags", _flags_text(request.account_flags)),
+        ("Customer user", _user_text(request)),
+        ("Access", escape(scope_label(request.scope))),
+        ("Ticket", escape_truncated(request.ticket, _TICKET_BUDGET) if request.ticket else "none"),
+        ("Approved by", _approved_by(view)),
+        (
+            "Ends at",
+            slack_date(session.expires_at) if session is not None else f"{duration_label(request.duration_minutes)} after the link is opened",
+        ),
+    ]
+    blocks: list[Block] = [
+        _header(_FEED_HEADERS.get(view.status, "Impersonation")),
+        _section(_feed_status_line(view)),
+        _fields(pairs),
+        _reason_section(request),
+    ]
+    if view.status == FeedStatus.LIVE and session is not None:
+        blocks.append({"type": "actions", "block_id": BlockId.FEED_ACTIONS.value, "elements": [revoke_button(session.id)]})
+    ids = f"request {escape_truncated(request.id, _ID_BUDGET)}" + (f" · session {escape_truncated(session.id, _ID_BUDGET)}" if session else "")
+    blocks.append(_context(ids))
+    text = f"{_FEED_HEADERS.get(view.status, 'Impersonation')}: {mention(request.agent_slack_id)} as {_fallback_subject(request)}."
+    return _message(text, blocks)
+
+
+# ---------------------------------------------------------------------------- the agent's DMs
+
+
+def expiry_warning_message(session: SessionView, *, now: datetime, can_request_extension: bool) -> Message:
+    """The agent's warning before the end (issue 5 point 1), a new DM so that it notifies:
+    **End now**, and **Extend** where the role may ask for more time. Values are the session
+    id only; the domain re-checks each click."""
+    request = session.request
+    until = format_local_time(session.expires_at, request.agent_tz)
+    minutes = max(1, int((session.expires_at - now).total_seconds() + 59) // 60)
+    elements = [
+        _button(
+            ActionId.END_SESSION,
+            "End now",
+            session.id,
+            style="danger",
+            confirm=("End this session?", "The product closes the impersonation at once.", "End session", "Keep it"),
+        )
+    ]
+    if can_request_extension:
+        elements.append(_button(ActionId.REQUEST_EXTENSION, "Extend", session.id))
+    blocks = [
+        _header(f"Your session ends in {duration_label(minutes)}"),
+        _section(f"Your session as {_user_text(request)} in {_account_text(request)} ends at {escape(until)}."),
+        {"type": "actions", "block_id": BlockId.WARNING_ACTIONS.value, "elements": elements},
+    ]
+    if not can_request_extension:
+        blocks.append(_context("Need longer? Start a new request with a fresh reason once this one ends."))
+    text = f"Your session as {_fallback_subject(request)} ends at {escape(until)}."
+    return _message(text, blocks)
+
+
+def revoked_notice_message(session: SessionView) -> Message:
+    """A new DM (so it notifies) telling the agent security revoked their session."""
+    request = session.request
+    when = format_local_time(session.ended_at or session.expires_at, request.agent_tz)
+    by = f"{mention(session.ended_by)} (security)" if session.ended_by else "Security"
+    blocks = [
+        _header("Your session was revoked"),
+        _section(
+            f"{by} revoked your session as {_user_text(request)} in {_account_text(request)} at {escape(when)}. "
+            "The product has closed it. Start a new request if you still need access, or ask them why."
+        ),
+        _context(f"session {escape_truncated(session.id, _ID_BUDGET)}"),
+    ]
+    text = f"Your session as {_fallback_subject(request)} was revoked at {escape(when)}."
+    return _message(text, blocks)
+
+
+def link_lapsed_message(request: RequestView, *, lapsed_at: datetime | None = None) -> Message:
+    """The link DM once its window passed unused: the dead link is taken out of it."""
+    blocks = [
+        _header("Link expired unused"),
+        _section(
+            f"Your one-time link to impersonate {_user_text(request)} in {_account_text(request)} was not opened in time"
+            + (f" (it expired at {escape(format_local_time(lapsed_at, request.agent_tz))})" if lapsed_at else "")
+            + ". Run /impersonate again if you still need access."
+        ),
+        _request_fields(request, session_length=duration_label(request.duration_minutes)),
+    ]
+    text = f"Your link to impersonate {_fallback_subject(request)} expired unused."
+    return _message(text, blocks)
+
+
+# ---------------------------------------------------------------------------- alerts
+
+
+def _who(agent: str | None) -> str:
+    return mention(agent) if agent else "someone"
+
+
+def _account(view: AlertView) -> str:
+    if view.account is None:
+        return "an account"
+    name = escape_truncated(view.account_name or view.account, _NAME_BUDGET)
+    return f"{name} ({escape_truncated(view.account, _ID_BUDGET)})"
+
+
+def alert_line(view: AlertView) -> str:
+    """One alert in a sentence, from its rule and facts (numbers and ids; user text escaped)."""
+    facts = view.facts
+    rule = view.rule
+    if rule is Rule.ACCOUNT_BURST:
+        return f"{_account(view)} had {facts.get('sessions_24h')} sessions in 24 h (more than {facts.get('limit')})."
+    if rule is Rule.AGENT_SPREAD:
+        return f"{_who(view.agent)} opened sessions on {facts.get('accounts_24h')} accounts in 24 h (more than {facts.get('limit')})."
+    if rule is Rule.OFF_HOURS:
+        at = escape(str(facts.get("at", "")))
+        tz = escape_truncated(str(facts.get("tz", "UTC")), 64)
+        hours = escape(str(facts.get("hours", "")))
+        return f"{_who(view.agent)} started a session on {_account(view)} outside business hours on their clock ({tz}, hours {hours}) at {at}."
+    if rule is Rule.FLAGGED_ACCOUNT:
+        flags = escape(", ".join(str(f) for f in facts.get("flags", [])))
+        return f"{_who(view.agent)} was granted a session on {_account(view)}, which is {flags}."
+    if rule is Rule.REPEATED_REFUSALS:
+        return f"{_who(view.agent)} was refused {facts.get('refusals_24h')} times in 24 h (blocked or denied)."
+    if rule is Rule.LINK_REPLAY:
+        return f"A used one-time link of {_who(view.agent)}'s on {_account(view)} was presented again {facts.get('attempts')} time(s)."
+    if rule is Rule.OPTED_OUT_ATTEMPT:
+        return f"{_who(view.agent)} tried to impersonate a user of {_account(view)}, which has opted out ({facts.get('attempts_24h')} attempt(s) in 24 h)."
+    if rule is Rule.CONCENTRATION:
+        return (
+            f"{facts.get('percent')} % of {_account(view)}'s {facts.get('sessions')} sessions in the last "
+            f"{facts.get('days')} days were by one agent, {_who(view.agent)}."
+        )
+    return escape(rule.value)
+
+
+_RULE_TITLES = {
+    Rule.ACCOUNT_BURST: "Many sessions on one account",
+    Rule.AGENT_SPREAD: "One agent on many accounts",
+    Rule.OFF_HOURS: "Session outside business hours",
+    Rule.FLAGGED_ACCOUNT: "Session on a sensitive or regulated account",
+    Rule.REPEATED_REFUSALS: "Agent refused repeatedly",
+    Rule.LINK_REPLAY: "One-time link replayed",
+    Rule.OPTED_OUT_ATTEMPT: "Attempt on an opted-out account",
+    Rule.CONCENTRATION: "Sessions concentrated on one agent",
+}
+
+
+def rule_title(rule: Rule) -> str:
+    return _RULE_TITLES.get(rule, rule.value)
+
+
+def _live_line(live: LiveSession) -> str:
+    return (
+        f"Live: {mention(live.agent)} as {escape_truncated(live.customer_user_name, _NAME_BUDGET)} in "
+        f"{escape_truncated(live.account, _ID_BUDGET)}, until {slack_date(live.expires_at)}."
+    )
+
+
+def alert_message(view: AlertView) -> Message:
+    """One alert with its context, and **Revoke session** for each related live session."""
+    blocks: list[Block] = [
+        _header(f"Alert: {rule_title(view.rule)}"),
+        _section(alert_line(view)),
+    ]
+    for live in view.live_sessions:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _live_line(live), "verbatim": True}, "accessory": revoke_button(live.id)})
+    blocks.append(_context(f"Raised {slack_date(view.raised_at)} · audited as alert.raised · alert {escape_truncated(view.id, _ID_BUDGET)}"))
+    text = f"Alert: {rule_title(view.rule)}."
+    return _message(text, blocks)
+
+
+def alert_summary_message(views: Sequence[AlertView]) -> Message:
+    """Several alerts that piled up while the channel's pace held them (a storm, issue 5 point
+    6): one section per alert, each with **Revoke session** for its first live session, so no
+    alert is lost and the channel gets one message, not dozens."""
+    blocks: list[Block] = [_header(f"{len(views)} alerts")]
+    budget = limits.MESSAGE_BLOCKS_MAX - 2
+    for view in views[:budget]:
+        line = f"*{escape(rule_title(view.rule))}*: {alert_line(view)}"
+        block: Block = {"type": "section", "text": {"type": "mrkdwn", "text": _fit(line), "verbatim": True}}
+        if view.live_sessions:
+            block["accessory"] = revoke_button(view.live_sessions[0].id)
+        blocks.append(block)
+    first, last = min(v.raised_at for v in views), max(v.raised_at for v in views)
+    blocks.append(_context(f"Raised between {slack_date(first)} and {slack_date(last)} · each audited as alert.raised"))
+    text = f"{len(views)} alerts in the security channel."
+    return _message(text, blocks)
+
+
+def _fit(text: str) -> str:
+    return truncate_escaped(text, limits.SECTION_TEXT_MAX)
+
+
+
+# ---------------------------------------------------------------------------- revocation answers
+
+
+#: `/impersonate revoke <session id>` (issue 5 point 5)
+REVOKE_SUBCOMMAND = "revoke"
+
+
+def revoke_command_target(text: str) -> str | None:
+    """The session id of `/impersonate revoke <session id>`, "" when the id is missing or not
+    one of ours (the domain then refuses, audited), or None when the text is not a revoke
+    command at all (it names an account to pre-fill instead)."""
+    words = text.split()
+    if not words or words[0].casefold() != REVOKE_SUBCOMMAND:
+        return None
+    return carried_id(words[1]) if len(words) == 2 else ""
+
+
+def revocation_answer_text(result: Revoked | RevokeRefused, *, tz_name: str | None) -> str:
+    """What the person who revoked (or tried to) reads, privately."""
+    if isinstance(result, Revoked):
+        session = result.session
+        when = format_local_time(session.ended_at or session.expires_at, tz_name)
+        return (
+            f"Revoked {mention(session.request.agent_slack_id)}'s session as {_user_text(session.request)} "
+            f"in {_account_text(session.request)} at {escape(when)}. The agent has been told."
+        )
+    return escape(result.message)
+
+
+# ---------------------------------------------------------------------------- audit checkpoints
+
+
+def checkpoint_message(checkpoint: Checkpoint) -> Message:
+    """A signed checkpoint of the audit chain, kept in the channel's history (outside the
+    database) so that deleting or rewriting the newest rows is detectable
+    (`impersonation-bot audit verify --checkpoints`, docs/audit.md)."""
+    blocks = [
+        _header("Audit checkpoint"),
+        _section(
+            f"The audit log's head at {slack_date(_parse_time(checkpoint.time))}: event {checkpoint.seq}, "
+            f"hash `{escape(checkpoint.hash[:16])}…`. Keep this line: it proves what the log held."
+        ),
+        _section(f"```{escape(checkpoint.to_json())}```"),
+    ]
+    return _message(f"Audit checkpoint: event {checkpoint.seq}.", blocks)
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+# ---------------------------------------------------------------------------- digests
+
+
+def digest_message(report: DigestReport) -> Message:
+    """The review's headline figures in the security channel; the files follow in its thread."""
+    period = report.period
+    chain = report.chain
+    if chain is None:
+        integrity = "not verified"
+    elif chain.ok:
+        integrity = f":white_check_mark: intact ({chain.events} events)"
+    else:
+        integrity = f":x: *BROKEN* at event {chain.problem_seq}"
+    pairs = [
+        ("Sessions", f"{report.sessions} by {report.agents} agents on {report.accounts} accounts"),
+        ("Requests", f"{report.requests} ({report.granted} granted, {report.blocked} refused by policy)"),
+        ("Approval decisions", f"{report.decisions}, median {digests.duration_text(report.median_seconds_to_decide)}"),
+        ("Sensitive accounts accessed", str(len(report.sensitive))),
+        ("Alerts", str(report.alerts_total)),
+        ("Without a ticket", str(report.no_ticket)),
+        ("Re-initiations / extensions", f"{report.reinitiations} / {report.extensions_total}"),
+        ("Audit log", integrity),
+    ]
+    blocks: list[Block] = [
+        _header(f"Access review: {period.key}"),
+        _section(f"{escape(period.label)}: {slack_date(period.start)} to {slack_date(period.end)}."),
+        _fields(pairs),
+    ]
+    if report.concentration:
+        lines = [
+            f"• {c.percent} % of {escape_truncated(c.name, _NAME_BUDGET)}'s {c.sessions} sessions were by {mention(c.agent)}"
+            for c in report.concentration[:10]
+        ]
+        blocks.append(_section("*Concentration*\n" + "\n".join(lines)))
+    blocks.append(_context("The full review (Markdown, HTML, CSV) is in the thread. Generating it is audited as digest.generated."))
+    return _message(f"Access review {period.key}: {report.sessions} sessions, {report.alerts_total} alerts.", blocks)

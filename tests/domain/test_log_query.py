@@ -1,0 +1,258 @@
+"""`/impersonation-log` in the domain (issue 4 point 5): the query language, who may look,
+the summary and the sessions, paging, and the audit event of every lookup."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import event, text
+
+from bot.domain import log_query
+from bot.domain.log_query import (
+    PAGE_SIZE,
+    LogPage,
+    LogQuery,
+    LogRefused,
+    QueryError,
+    UnknownAccount,
+    iter_entries,
+    look_up,
+    look_up_page,
+    parse_query,
+    parse_token,
+)
+from tests.fakes.log_history import NOW, build_history, open_session
+from tests.slack.conftest import audit_events
+
+UTC = timezone.utc
+
+
+# --- the query language ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("account:acme", LogQuery("acme", NOW - timedelta(days=90), NOW, None, "the last 90 days")),
+        ("ACCOUNT:acme since:7d", LogQuery("acme", NOW - timedelta(days=7), NOW, None, "the last 7 days")),
+        (
+            "  account:acme   agent:<@U0AGENT1|jane doe>  since:2026-01-01 until:2026-01-31 ",
+            LogQuery("acme", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC), "U0AGENT1"),
+        ),
+        ("agent:<@W0GRID1> account:acme.eu", LogQuery("acme.eu", NOW - timedelta(days=90), NOW, "W0GRID1", "the last 90 days")),
+        ("account:acme agent:U0AGENT1 until:2099-01-01", LogQuery("acme", NOW - timedelta(days=90), NOW, "U0AGENT1")),
+    ],
+)
+def test_queries_that_parse(text, expected):
+    assert parse_query(text, now=NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "say which account"),
+        ("acme", "is not one of account:, agent:, since:, until:"),
+        ("account:acme colour:red", "`colour:red` is not one of"),
+        ("account:acme account:globex", "account: is given twice"),
+        ("account:", "account: needs a value"),
+        ("account:<!channel>", "is not an account id"),
+        ("account:acme agent:bob", "agent: must mention a person"),
+        ("account:acme agent:<@U0AGENT1", "unbalanced `<`"),
+        ("account:acme since:yesterday", "since: takes a number of days"),
+        ("account:acme since:2026-02-30", "since: takes a number of days"),
+        ("account:acme since:99999d", "since: takes a number of days"),
+        ("account:acme until:x", "until: takes a number of days"),
+        ("account:acme since:2026-03-01 until:2026-02-01", "since: must be before until:"),
+    ],
+)
+def test_bad_queries_say_what_is_wrong(text, problem):
+    result = parse_query(text, now=NOW)
+    assert isinstance(result, QueryError)
+    assert problem in result.problem
+    assert result.usage.startswith("Usage: /impersonation-log account:ACCOUNT")
+
+
+def test_a_period_of_dates_reads_as_dates():
+    query = parse_query("account:acme since:2026-01-01 until:2026-01-31", now=NOW)
+    assert query.period == "between 1 Jan 2026 and 31 Jan 2026"
+
+
+def test_a_token_carries_only_ids_times_and_a_page_and_round_trips():
+    query = parse_query("account:acme agent:<@U0AGENT1|jane> since:2026-01-01", now=NOW)
+    token = query.token(2)
+    assert token == "l1|acme|U0AGENT1|20260101T000000000000Z|20260310T120000000000Z|2"
+    parsed, page = parse_token(token)
+    assert (parsed.account, parsed.agent, parsed.since, parsed.until, page) == (query.account, query.agent, query.since, query.until, 2)
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        None,
+        "",
+        "l1|acme||20260101T000000000000Z|20260310T120000000000Z",
+        "l2|acme||20260101T000000000000Z|20260310T120000000000Z|0",
+        "l1|<!channel>||20260101T000000000000Z|20260310T120000000000Z|0",
+        "l1|acme|bob|20260101T000000000000Z|20260310T120000000000Z|0",
+        "l1|acme||20260310T120000000000Z|20260101T000000000000Z|0",
+        "l1|acme||2026-01-01|20260310T120000000000Z|0",
+        "l1|acme||20260101T000000000000Z|20260310T120000000000Z|-1",
+        "l1|acme||20260101T000000000000Z|20260310T120000000000Z|²",
+    ],
+)
+def test_tokens_we_did_not_make_are_refused(token):
+    assert parse_token(token) is None
+
+
+# --- who may look ------------------------------------------------------------------------------
+
+
+def test_someone_without_can_view_log_is_refused_and_the_attempt_is_audited(ctx, session_factory, tmp_path):
+    build_history(ctx, tmp_path)
+    result = look_up(ctx, "UAGENT1", "account:acme since:30d", now=NOW)
+    assert isinstance(result, LogRefused)
+    assert audit_events(session_factory, "log.viewed") == []
+    (refused,) = audit_events(session_factory, "log.refused")
+    assert (refused.actor_slack_id, refused.actor_email, refused.actor_role, refused.account) == ("UAGENT1", "agent1@corp.example", "support", "acme")
+    details = json.loads(refused.details)
+    assert details["cause"] == "no_log_power"
+    assert details["query"]["account"] == "acme" and details["query"]["since"] == "2026-02-08T12:00:00.000000Z"
+
+
+def test_someone_with_no_role_at_all_is_refused_even_with_bad_syntax(ctx, session_factory):
+    assert isinstance(look_up(ctx, "UNOBODY1", "<!channel> hello", now=NOW), LogRefused)
+    (refused,) = audit_events(session_factory, "log.refused")
+    assert json.loads(refused.details) == {"cause": "no_log_power", "text": "<!channel> hello"}
+    assert refused.actor_role is None and refused.account is None
+
+
+def test_bad_syntax_from_a_viewer_gets_the_usage_line_and_reads_nothing(ctx, session_factory):
+    result = look_up(ctx, "USECURITY1", "account:acme since:soon", now=NOW)
+    assert isinstance(result, QueryError)
+    assert audit_events(session_factory, "log.viewed") == audit_events(session_factory, "log.refused") == []
+
+
+def test_a_role_lost_since_the_answer_refuses_the_next_page(ctx, session_factory, tmp_path):
+    build_history(ctx, tmp_path)
+    page = look_up(ctx, "USECURITY1", "account:acme", now=NOW)
+    assert isinstance(page, LogPage)
+    roles = dict(ctx.policy.roles)
+    roles["security"] = roles["security"].model_copy(update={"can_view_log": False})
+    ctx.policy = ctx.policy.model_copy(update={"roles": roles})
+    assert isinstance(look_up_page(ctx, "USECURITY1", page.query.token(0), now=NOW), LogRefused)
+    (refused,) = audit_events(session_factory, "log.refused")
+    assert json.loads(refused.details)["page"] == 1
+
+
+# --- the answer ----------------------------------------------------------------------------------
+
+
+def test_the_summary_and_the_sessions_newest_first(ctx, session_factory, tmp_path):
+    history = build_history(ctx, tmp_path)
+    page = look_up(ctx, "USECURITY1", "account:acme", now=NOW)
+    assert isinstance(page, LogPage)
+    assert page.account_name == "ACME Corp" and (page.page, page.pages) == (0, 1)
+    summary = page.summary
+    assert (summary.sessions, summary.agents, summary.approved_sessions, summary.approvers, summary.break_glass, summary.write_actions) == (4, 2, 2, 2, 1, 2)
+    assert summary.outcomes == {"ended": 1, "expired": 1, "revoked": 1, "live": 1}
+    assert [e.session_id for e in page.entries] == [history.break_glass_live, history.revoked, history.approved_expired, history.ended]
+    live, revoked, expired, ended = page.entries
+    assert (live.outcome, live.ended_at, live.break_glass, live.granted_by, live.approvers) == ("live", None, True, "break_glass", ())
+    assert (revoked.outcome, revoked.ended_at) == ("revoked", NOW - timedelta(days=1, minutes=-5))
+    assert [a.slack_id for a in revoked.approvers] == ["UMANAGER2"]
+    # Approved, then left to run out: expired by the clock although nothing tidied it.
+    assert (expired.outcome, expired.ended_at, expired.granted_by) == ("expired", NOW - timedelta(days=2, minutes=-30), "approval")
+    assert [(a.slack_id, a.name) for a in expired.approvers] == [("UMANAGER1", "manager1@corp.example")]
+    assert (ended.outcome, ended.ended_at, ended.write_actions, ended.granted_by) == ("ended", NOW - timedelta(days=3, minutes=-10), 2, "policy")
+    assert (ended.agent_slack_id, ended.agent_email, ended.customer_user, ended.customer_user_name, ended.customer_user_email) == (
+        "UAGENT1", "agent1@corp.example", "u-bob", "Bob Builder", "bob@acme.example"
+    )
+    assert (ended.reason, ended.ticket, ended.scope) == ("Customer cannot see the invoice page", "SUP-1", "read_only")
+
+
+def test_every_lookup_is_audited_with_its_query(ctx, session_factory, tmp_path):
+    build_history(ctx, tmp_path)
+    look_up(ctx, "USECURITY1", "account:acme agent:<@UAGENT1|agent> since:2026-03-01", now=NOW)
+    (viewed,) = audit_events(session_factory, "log.viewed")
+    assert (viewed.actor_slack_id, viewed.actor_role, viewed.account) == ("USECURITY1", "security", "acme")
+    assert json.loads(viewed.details) == {
+        "query": {"account": "acme", "agent": "UAGENT1", "since": "2026-03-01T00:00:00.000000Z", "until": "2026-03-10T12:00:00.000000Z"},
+        "page": 1,
+        "sessions": 2,
+        "known_account": True,
+    }
+
+
+def test_the_agent_filter_and_the_period(ctx, tmp_path):
+    history = build_history(ctx, tmp_path)
+    page = look_up(ctx, "USECURITY1", "account:acme agent:<@UAGENT1|agent> since:200d", now=NOW)
+    assert [e.session_id for e in page.entries] == [history.revoked, history.ended, history.too_old]
+    assert page.summary.agents == 1
+    page = look_up(ctx, "USECURITY1", "account:acme since:2d until:1d", now=NOW)
+    assert [e.session_id for e in page.entries] == [history.approved_expired]
+
+
+def test_an_unknown_account_is_said_so_and_still_audited(ctx, session_factory, tmp_path):
+    build_history(ctx, tmp_path)
+    assert look_up(ctx, "USECURITY1", "account:nowhere", now=NOW) == UnknownAccount("nowhere")
+    (viewed,) = audit_events(session_factory, "log.viewed")
+    assert json.loads(viewed.details)["known_account"] is False and viewed.account == "nowhere"
+
+
+def test_pages_are_stable_and_each_page_is_audited(ctx, session_factory, tmp_path):
+    build_history(ctx, tmp_path)
+    start = NOW - timedelta(days=40)
+    for n in range(2 * PAGE_SIZE + 3 - 4):  # with the history's 4: 23 sessions, 3 pages
+        open_session(ctx, "UAGENT1", at=start + timedelta(days=n))
+    first = look_up(ctx, "USECURITY1", "account:acme", now=NOW)
+    assert (first.pages, len(first.entries), first.has_previous, first.has_next) == (3, PAGE_SIZE, False, True)
+    # A session started after the first answer does not shift the pages of that answer.
+    open_session(ctx, "UAGENT1", at=NOW + timedelta(minutes=5))
+    later = NOW + timedelta(minutes=10)
+    second = look_up_page(ctx, "USECURITY1", first.query.token(1), now=later)
+    third = look_up_page(ctx, "USECURITY1", first.query.token(2), now=later)
+    assert (second.page, third.page, len(third.entries), third.has_next, third.has_previous) == (1, 2, 3, False, True)
+    seen = [e.session_id for p in (first, second, third) for e in p.entries]
+    assert len(seen) == len(set(seen)) == 23
+    starts = [e.started_at for p in (first, second, third) for e in p.entries]
+    assert starts == sorted(starts, reverse=True)
+    # A page past the end shows the last page.
+    assert look_up_page(ctx, "USECURITY1", first.query.token(9), now=later).page == 2
+    assert [json.loads(e.details)["page"] for e in audit_events(session_factory, "log.viewed")] == [1, 2, 3, 3]
+
+
+def test_a_forged_token_gets_the_usage_line(ctx):
+    assert look_up_page(ctx, "USECURITY1", "l1|acme||x|y|0", now=NOW) == log_query.EXPIRED_TOKEN
+
+
+def test_the_page_is_read_with_a_fixed_number_of_queries(ctx, engine, tmp_path):
+    """Aggregates in SQL: the page costs the same queries however many sessions there are."""
+    build_history(ctx, tmp_path)
+
+    def count_queries(text: str) -> int:
+        statements: list[str] = []
+        listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, …)
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            look_up(ctx, "USECURITY1", text, now=NOW)
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        return len([s for s in statements if s.lstrip().upper().startswith("SELECT")])
+
+    small = count_queries("account:acme since:2d")
+    everything = count_queries("account:acme since:200d")
+    assert small == everything
+
+
+def test_iter_entries_reads_in_keyset_batches_across_equal_start_times(ctx, session_factory, tmp_path):
+    build_history(ctx, tmp_path)
+    same = NOW - timedelta(days=5)
+    for _ in range(5):
+        open_session(ctx, "UAGENT1", at=same)  # five sessions started in the same microsecond
+    query = parse_query("account:acme", now=NOW)
+    with session_factory() as db:
+        account_id = db.execute(text("SELECT id FROM accounts WHERE external_id = 'acme'")).scalar_one()
+        batched = [e.session_id for e in iter_entries(db, account_id, query, now=NOW, batch=2)]
+        whole = [e.session_id for e in iter_entries(db, account_id, query, now=NOW)]
+    assert batched == whole and len(whole) == 9 == len(set(whole))

@@ -1,0 +1,190 @@
+"""The scheduler's jobs end to end (issue 5 point 1): expiry warnings, expiry, pending TTL,
+lapsed links, digests and checkpoints, delivered through the outbox to the project's fake
+Slack over HTTP. Two schedulers at once send each notice once; a scheduler that was down
+catches up overdue work once. The clock is frozen and moved by hand."""
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+from slack_sdk import WebClient
+
+from bot.db.engine import make_engine, make_session_factory
+from bot.domain import approvals, links, requests
+from bot.domain.context import DomainContext
+from bot.domain.requests import AgentIdentity, RequestForm
+from bot.jobs import work
+from bot.slack.courier import SlackCourier
+from bot.slack.notifier import SlackMessenger
+from tests.fakes.directory_data import load_directory
+from tests.fakes.slack_api import FakeSlack, FakeUser
+
+T0 = datetime(2030, 1, 7, 9, 0, tzinfo=timezone.utc)  # a Monday, the weekly digest's slot
+BOT_TOKEN = "xoxb-fake-bot-token"
+PEOPLE = ["UAGENT1", "UAGENT2", "USENIOR1", "UMANAGER1", "UMANAGER2", "UMANAGER3", "USECURITY1"]
+
+
+@pytest.fixture
+def fake_slack():
+    with FakeSlack(bot_token=BOT_TOKEN, users=[FakeUser(u) for u in PEOPLE], channels=["CSECURITY1"]) as fake:
+        yield fake
+
+
+def with_courier(ctx: DomainContext, fake: FakeSlack) -> DomainContext:
+    ctx.courier = SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=fake.url))
+    return ctx
+
+
+def second_scheduler(ctx: DomainContext, db_url: str, fake: FakeSlack) -> DomainContext:
+    """Another scheduler process's context: its own engine and connections."""
+    engine = make_engine(db_url)
+    other = DomainContext(
+        sessions=make_session_factory(engine),
+        policy=ctx.policy,
+        signing_key=ctx.signing_key,
+        public_base_url=ctx.public_base_url,
+        product_launch_url=ctx.product_launch_url,
+        groups=ctx.groups,
+        people=ctx.people,
+    )
+    return with_courier(other, fake)
+
+
+def form(account: str, user: str, minutes: int = 15) -> RequestForm:
+    return RequestForm(account=account, user=user, reason="customer ticket about billing", ticket="SUP-1", duration_minutes=minutes, scope="read_only")
+
+
+@pytest.fixture
+def scenario(ctx, session_factory, tmp_path, fake_slack):
+    """At T0: two live sessions (A: 15 min, B: 30 min), a pending request (P, TTL 30 min) and
+    a grant whose link is never opened (G, window 5 min), each with its DMs in Slack."""
+    load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"]})
+    with_courier(ctx, fake_slack)
+    messenger = SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url))
+    with freeze_time(T0):
+        made = {}
+        for name, agent, (account, user, minutes) in (
+            ("A", "UAGENT1", ("acme", "u-bob", 15)),
+            ("B", "USENIOR1", ("umbrella", "u-eve", 30)),
+            ("P", "UAGENT1", ("globex", "u-carol", 15)),
+            ("G", "UAGENT1", ("initech", "u-dave", 15)),
+        ):
+            result = requests.submit_request(ctx, AgentIdentity(agent), form(account, user, minutes))
+            messenger.request_submitted(result)
+            made[name] = result
+        for name in ("A", "B"):
+            redeemed = links.redeem(ctx, made[name].link.url.rsplit("/", 1)[1])
+            made[name] = redeemed.session
+    assert isinstance(made["P"], requests.Pending) and isinstance(made["G"], requests.Granted)
+    return made
+
+
+def run_jobs(*contexts: DomainContext) -> None:
+    """Every job once in each context, the contexts side by side (threads)."""
+    barrier = threading.Barrier(len(contexts))
+    errors: list[BaseException] = []
+
+    def scheduler(ctx):
+        barrier.wait()
+        try:
+            for job in work.ALL:
+                job(ctx)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=scheduler, args=(c,)) for c in contexts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def headers(fake: FakeSlack, method: str) -> Counter:
+    """How many calls of `method` carried each message headline."""
+    return Counter(c.args["blocks"][0]["text"]["text"] for c in fake.calls_to(method) if c.ok and c.args.get("blocks"))
+
+
+def assert_no_message_shown_twice_in_a_row(fake: FakeSlack) -> None:
+    """A notice sent twice would show as the same version of a message twice in a row."""
+    for message in fake.messages.values():
+        versions = [v["blocks"] for v in message.history] + [message.blocks]
+        assert all(a != b for a, b in zip(versions, versions[1:])), message.blocks[0]
+
+
+def test_two_schedulers_at_once_send_each_notice_once(ctx, db_url, scenario, fake_slack):
+    other = second_scheduler(ctx, db_url, fake_slack)
+    posts_before = Counter(headers(fake_slack, "chat.postMessage"))
+    with freeze_time(T0 + timedelta(minutes=12)) as clock:
+        for _ in range(6):  # a few ticks: the security channel takes one new message a second
+            run_jobs(ctx, other)
+            clock.tick(timedelta(seconds=1))
+        clock.move_to(T0 + timedelta(minutes=40))
+        for _ in range(6):
+            run_jobs(ctx, other)
+            clock.tick(timedelta(seconds=1))
+
+    posts = headers(fake_slack, "chat.postMessage") - posts_before
+    assert posts["Your session ends in 3 minutes"] == 1  # A, warned once at T0+12m
+    assert not [h for h in posts if h.startswith("Your session ends in") and h != "Your session ends in 3 minutes"]
+    # the feed: A and B live; G had lapsed by the time its message went out (rendered from the state)
+    assert posts["Impersonation live"] == 2 and posts["Impersonation link lapsed"] == 1
+    assert posts["Access review: week-2030-01-07"] == 1 and posts["Access review: 2029Q4"] == 1
+    assert posts["Audit checkpoint"] == 1
+    updates = headers(fake_slack, "chat.update")
+    assert updates["Link expired unused"] == 1  # G lapsed
+    assert updates["Expired: impersonation"] == 3  # P: each approver's DM
+    assert updates["Request expired"] == 1  # P: the agent's DM
+    assert sum(n for h, n in updates.items() if h.startswith("Session expired at")) == 3  # A's and B's DMs, and A's warning
+    assert len(fake_slack.files) == 6 and all(f.completed for f in fake_slack.files.values())
+    assert_no_message_shown_twice_in_a_row(fake_slack)
+    fake_slack.assert_no_violations()
+
+
+def test_a_restart_after_downtime_catches_up_overdue_work_once(ctx, scenario, fake_slack):
+    posts_before = Counter(headers(fake_slack, "chat.postMessage"))
+    # The scheduler was down from T0 until T0 + 2 h: everything fell due meanwhile.
+    with freeze_time(T0 + timedelta(hours=2)) as clock:
+        for _ in range(8):
+            run_jobs(ctx)  # the first run catches up; later runs find nothing new
+            clock.tick(timedelta(seconds=1))
+    posts = headers(fake_slack, "chat.postMessage") - posts_before
+    # Sessions already over get no late warning: they are recorded as expired.
+    assert not [h for h in posts if h.startswith("Your session ends in")]
+    updates = headers(fake_slack, "chat.update")
+    assert sum(n for h, n in updates.items() if h.startswith("Session expired at")) == 2
+    assert updates["Expired: impersonation"] == 3 and updates["Request expired"] == 1
+    assert updates["Link expired unused"] == 1
+    assert posts["Access review: week-2030-01-07"] == 1 and posts["Access review: 2029Q4"] == 1
+    assert posts["Audit checkpoint"] == 1
+    assert_no_message_shown_twice_in_a_row(fake_slack)
+    fake_slack.assert_no_violations()
+
+
+def test_an_extended_session_is_warned_again_before_its_new_end(ctx, session_factory, tmp_path, fake_slack):
+    load_directory(session_factory, tmp_path)
+    with_courier(ctx, fake_slack)
+    with freeze_time(T0) as clock:
+        granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("umbrella", "u-eve", 30))
+        session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+        clock.move_to(T0 + timedelta(minutes=26))
+        run_jobs(ctx)
+        asked = approvals.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        approvals.decide_extension(ctx, asked.ask.extension.id, clicker_slack_id="UMANAGER1", approve=True)
+        run_jobs(ctx)  # the new end is 30 minutes away: nothing to say yet
+        clock.move_to(T0 + timedelta(minutes=56))
+        run_jobs(ctx)
+    # One warning message, shown again (edited in place, with its buttons) for the new end.
+    (warning,) = [m for m in fake_slack.messages.values() if m.blocks[0]["text"]["text"].startswith("Your session ends in")]
+    assert len(warning.history) == 1
+    assert "09:30 UTC" in warning.history[0]["blocks"][1]["text"]["text"]
+    assert "10:00 UTC" in warning.blocks[1]["text"]["text"]
+    assert [e["action_id"] for e in warning.blocks[2]["elements"]] == ["end_session", "request_extension"]
+    # the security feed shows the new end too
+    (feed,) = [m for m in fake_slack.messages_in("CSECURITY1") if m.blocks[0]["text"]["text"].startswith("Impersonation")]
+    new_end = int((T0 + timedelta(minutes=60)).timestamp())
+    assert f"<!date^{new_end}^" in json.dumps(feed.blocks) and "Ending soon" in json.dumps(feed.blocks)

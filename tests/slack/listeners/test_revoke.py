@@ -1,0 +1,92 @@
+"""Revocation from Slack (issue 5 point 5): the **Revoke session** button on an alert or the
+feed, and `/impersonate revoke <session>`. The power is re-checked at the click; the agent is
+told at once (the listener delivers the outbox rows the revocation wrote)."""
+from __future__ import annotations
+
+import pytest
+
+from bot.domain import sessions
+from bot.domain.sessions import SessionStatus
+from bot.slack.ids import ActionId, BlockId
+from tests.fakes.directory_data import load_directory
+from tests.slack.conftest import audit_events, response_json
+from tests.slack.listeners.flow import start_live_session
+from tests.slack.signed import block_action, slash_command
+
+
+@pytest.fixture
+def live(ctx, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path)
+    return start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts="1700000000.000001")
+
+
+def answer_text(response) -> str:
+    """What the command's runner reads: Bolt answers `ack(text=…)` with that text as the body
+    (Slack shows a slash command's direct answer to its runner only)."""
+    return response_json(response)["text"] if response.body.startswith("{") else response.body
+
+
+def click_revoke(send, session_id, *, user_id, block=BlockId.FEED_ACTIONS):
+    return send(block_action(ActionId.REVOKE_SESSION.value, session_id, block_id=block.value, user_id=user_id, channel="CSECURITY1", message_ts="1700000000.000900"))
+
+
+def test_security_revokes_from_the_feed_and_the_agent_is_told_at_once(send, slack_client, ctx, session_factory, live):
+    assert click_revoke(send, live.id, user_id="USECURITY1").status == 200
+    assert sessions.check_session(ctx, live.id).status is SessionStatus.REVOKED
+    # the agent's session DM loses its buttons, and a new DM notifies them
+    (update,) = [u for u in slack_client.calls_to("chat.update") if u["channel"] == "DAGENT1"]
+    assert update["ts"] == "1700000000.000001" and update["blocks"][0]["text"]["text"].startswith("Session was revoked at ")
+    (notice,) = [p for p in slack_client.calls_to("chat.postMessage") if p["channel"] == "UAGENT1"]
+    assert notice["blocks"][0]["text"]["text"] == "Your session was revoked" and notice["unfurl_links"] is False
+    (answer,) = slack_client.calls_to("chat.postEphemeral")
+    assert answer["user"] == "USECURITY1" and answer["text"].startswith("Revoked <@UAGENT1>'s session")
+    (event,) = audit_events(session_factory, "session.revoked")
+    assert '"source":"feed"' in event.details
+
+
+def test_someone_without_can_revoke_is_refused_privately_and_it_is_audited(send, slack_client, ctx, session_factory, live):
+    click_revoke(send, live.id, user_id="UMANAGER1", block=BlockId.APPROVAL_ACTIONS)
+    assert sessions.check_session(ctx, live.id).live
+    assert slack_client.calls_to("chat.update") == [] and slack_client.calls_to("chat.postMessage") == []
+    (answer,) = slack_client.calls_to("chat.postEphemeral")
+    assert answer["user"] == "UMANAGER1" and "cannot revoke" not in answer["text"] and "role that can revoke" in answer["text"]
+    (event,) = audit_events(session_factory, "session.revoke_refused")
+    assert '"source":"alert"' in event.details and '"cause":"not_permitted"' in event.details
+
+
+def test_a_second_click_on_a_revoked_session_changes_nothing(send, slack_client, live):
+    click_revoke(send, live.id, user_id="USECURITY1")
+    calls = len(slack_client.calls)
+    click_revoke(send, live.id, user_id="USECURITY1")
+    new = slack_client.calls[calls:]
+    assert [c.method for c in new] == ["chat.postEphemeral"]
+    assert "already over" in new[0].args["text"]
+
+
+def test_the_revoke_command_revokes_and_answers_privately(send, slack_client, ctx, live):
+    response = send(slash_command(f"revoke {live.id}", user_id="USECURITY1"))
+    assert response.status == 200
+    assert answer_text(response).startswith("Revoked <@UAGENT1>'s session")
+    assert sessions.check_session(ctx, live.id).status is SessionStatus.REVOKED
+    assert slack_client.calls_to("views.open") == []
+    # the notice to the agent, and the feed's message (never posted before here) showing it revoked
+    assert sorted(p["channel"] for p in slack_client.calls_to("chat.postMessage")) == ["CSECURITY1", "UAGENT1"]
+
+
+@pytest.mark.parametrize("text", ["revoke", "revoke not-a-session", "REVOKE 1 2"])
+def test_a_revoke_command_without_a_session_id_is_refused(send, slack_client, session_factory, live, text):
+    response = send(slash_command(text, user_id="USECURITY1"))
+    assert answer_text(response) == "There is no session with that id."
+    assert slack_client.calls_to("views.open") == []
+    assert len(audit_events(session_factory, "session.revoke_refused")) == 1
+
+
+def test_the_revoke_command_by_an_agent_is_refused(send, ctx, live):
+    response = send(slash_command(f"revoke {live.id}", user_id="UAGENT1"))
+    assert answer_text(response) == "You do not hold a role that can revoke sessions."
+    assert sessions.check_session(ctx, live.id).live
+
+
+def test_an_account_named_in_the_command_still_opens_the_modal(send, slack_client, live):
+    send(slash_command("acme", user_id="UAGENT1"))
+    assert len(slack_client.calls_to("views.open")) == 1

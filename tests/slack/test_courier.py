@@ -1,0 +1,140 @@
+"""The outbox's Slack side (bot/slack/courier.py, bot/slack/errors.py): rows rendered from the
+current state and sent to the project's fake Slack over HTTP; Slack's 429, 5xx and permanent
+errors become the outbox's retry, backoff and audited failure."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from freezegun import freeze_time
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web import SlackResponse
+
+from bot.domain import links, outbox, requests, revocation, sessions
+from bot.domain.outbox import Permanent, RetryAfter, Transient
+from bot.domain.requests import AgentIdentity, RequestForm
+from bot.slack.courier import SlackCourier
+from bot.slack.errors import classify
+from tests.fakes.directory_data import load_directory
+from tests.fakes.slack_api import FakeSlack, FakeUser
+from tests.slack.conftest import audit_events
+
+BOT_TOKEN = "xoxb-fake-bot-token"
+T0 = datetime(2030, 1, 7, 9, 0, tzinfo=timezone.utc)
+
+
+def failed_call(status: int, body: dict, headers: dict | None = None) -> SlackApiError:
+    response = SlackResponse(client=None, http_verb="POST", api_url="https://slack.invalid/api/chat.postMessage", req_args={}, data=body, headers=headers or {}, status_code=status)
+    return SlackApiError("failed", response)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "headers", "expected"),
+    [
+        (429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "7"}, RetryAfter(7.0, "ratelimited")),
+        (429, {"ok": False, "error": "ratelimited"}, {"retry-after": ["12"]}, RetryAfter(12.0, "ratelimited")),
+        (429, {"ok": False, "error": "ratelimited"}, {}, RetryAfter(1.0, "ratelimited")),
+        (200, {"ok": False, "error": "ratelimited"}, {"Retry-After": "junk"}, RetryAfter(1.0, "ratelimited")),
+        (503, {"ok": False, "error": "service_unavailable"}, {}, Transient("service_unavailable")),
+        (500, {"ok": False}, {}, Transient("http_500")),
+        (200, {"ok": False, "error": "internal_error"}, {}, Transient("internal_error")),
+        (200, {"ok": False, "error": "channel_not_found"}, {}, Permanent("channel_not_found")),
+        (200, {"ok": False, "error": "not_in_channel"}, {}, Permanent("not_in_channel")),
+        (200, {"ok": False, "error": "is_archived"}, {}, Permanent("is_archived")),
+        (200, {"ok": False, "error": "user_not_found"}, {}, Permanent("user_not_found")),
+        (200, {"ok": False, "error": "invalid_blocks"}, {}, Permanent("invalid_blocks")),
+    ],
+)
+def test_slacks_answers_become_outbox_outcomes(status, body, headers, expected):
+    assert classify(failed_call(status, body, headers)) == expected
+
+
+@pytest.fixture
+def fake_slack():
+    users = [FakeUser("UAGENT1", tz="Europe/Paris"), FakeUser("USENIOR1"), FakeUser("USECURITY1"), FakeUser("UMANAGER1")]
+    with FakeSlack(bot_token=BOT_TOKEN, users=users, channels=["CSECURITY1"]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def courier(ctx, fake_slack):
+    return SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url))
+
+
+@pytest.fixture
+def granted(ctx, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path)
+    with freeze_time(T0):
+        form = RequestForm(account="initech", user="u-dave", reason="customer <!channel> ticket", ticket="SUP-1", duration_minutes=30, scope="read_only")
+        result = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form)
+    assert isinstance(result, requests.Granted)
+    return result
+
+
+def test_a_rate_limited_feed_post_is_retried_after_retry_after_and_sent_once(ctx, courier, granted, fake_slack):
+    fake_slack.fail_next("chat.postMessage", "ratelimited", status=429, retry_after=7)
+    outbox.deliver_due(ctx, courier, now=T0)
+    (row,) = outbox.rows(ctx)
+    assert (row.state, row.due_at) == ("pending", T0 + timedelta(seconds=7))
+    outbox.deliver_due(ctx, courier, now=T0 + timedelta(seconds=6))
+    outbox.deliver_due(ctx, courier, now=T0 + timedelta(seconds=7))
+    posts = fake_slack.calls_to("chat.postMessage")
+    assert [c.status for c in posts] == [429, 200]
+    (feed,) = fake_slack.messages_in("CSECURITY1")
+    assert feed.blocks[0]["text"]["text"] == "Impersonation granted"
+    assert "<!channel>" not in json.dumps(feed.blocks) and "&lt;!channel&gt;" in json.dumps(feed.blocks)
+    fake_slack.assert_no_violations()
+
+
+def test_a_server_error_is_retried_with_backoff(ctx, courier, granted, fake_slack):
+    fake_slack.fail_next("chat.postMessage", "service_unavailable", status=503)
+    outbox.deliver_due(ctx, courier, now=T0)
+    (row,) = outbox.rows(ctx)
+    assert row.state == "pending" and outbox.BACKOFF_BASE / 2 <= row.due_at - T0 <= outbox.BACKOFF_BASE
+    outbox.deliver_due(ctx, courier, now=row.due_at)
+    assert [c.status for c in fake_slack.calls_to("chat.postMessage")] == [503, 200]
+
+
+def test_a_channel_the_bot_cannot_post_in_is_audited_as_notify_failed(ctx, courier, granted, fake_slack, session_factory):
+    fake_slack.fail_next("chat.postMessage", "not_in_channel")
+    outbox.deliver_due(ctx, courier, now=T0)
+    assert [r.state for r in outbox.rows(ctx)] == ["failed"]
+    (event,) = audit_events(session_factory, "notify.failed")
+    details = json.loads(event.details)
+    assert (details["kind"], details["error"], event.request_id) == ("feed", "not_in_channel", granted.request.id)
+    assert BOT_TOKEN not in event.details and "/l/" not in event.details
+
+
+def test_the_agents_dm_shows_the_state_at_delivery(ctx, courier, granted, fake_slack):
+    with freeze_time(T0):
+        session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+        sessions.end_session(ctx, session.id, actor_slack_id="USENIOR1")
+        outbox.deliver_due(ctx, courier)
+    # redeemed and ended before any delivery: one DM, already showing the end, no buttons
+    (dm,) = fake_slack.messages_in(fake_slack.dm_channel("USENIOR1"))
+    assert dm.blocks[0]["text"]["text"].startswith("Session ended at ") and not dm.history
+    assert not [b for b in dm.blocks if b["type"] == "actions"]
+    (feed,) = fake_slack.messages_in("CSECURITY1")
+    assert feed.blocks[0]["text"]["text"] == "Impersonation ended"
+    fake_slack.assert_no_violations()
+
+
+def test_a_revocation_notifies_the_agent_and_edits_the_feed(ctx, courier, session_factory, tmp_path, fake_slack):
+    load_directory(session_factory, tmp_path)
+    with freeze_time(T0):
+        result = requests.submit_request(ctx, AgentIdentity("UAGENT1"), RequestForm(account="acme", user="u-bob", reason="customer ticket about billing", ticket="SUP-1", duration_minutes=30, scope="read_only"))
+        session = links.redeem(ctx, result.link.url.rsplit("/", 1)[1]).session
+        outbox.deliver_due(ctx, courier)
+        revoked = revocation.revoke_session(ctx, session.id, actor_slack_id="USECURITY1", source="feed")
+        assert isinstance(revoked, revocation.Revoked)
+        outbox.deliver_due(ctx, courier, targets=revoked.targets)
+    dm = fake_slack.dm_channel("UAGENT1")
+    headlines = sorted(m.blocks[0]["text"]["text"] for m in fake_slack.messages_in(dm))
+    assert headlines[0].startswith("Session was revoked at ") and headlines[1] == "Your session was revoked"
+    (feed,) = fake_slack.messages_in("CSECURITY1")
+    assert feed.blocks[0]["text"]["text"] == "Impersonation revoked"
+    assert "<@USECURITY1>" in feed.blocks[1]["text"]["text"]
+    assert not [b for b in feed.blocks if b["type"] == "actions"]
+    fake_slack.assert_no_violations()
