@@ -10,6 +10,8 @@
     audit checkpoint      sign the chain head now (and append it to AUDIT_CHECKPOINT_FILE)
     audit export          one account's sessions (CSV, JSON, HTML/Markdown report) or the events
     digest --period P     the access review for a quarter (2026Q3) or the last N days (last-7d)
+    api-keys create|revoke|list   the SaaS product's API keys (stored hashed; audited)
+    db grants             least-privilege grants for the app's PostgreSQL role
 
 Exit codes: 0 success; 1 the audit chain is broken or the database failed; 2 bad
 configuration or input. Errors are one line on stderr, never a traceback. `serve` and `web`
@@ -40,10 +42,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.config import Settings, load_settings
-from bot.db.engine import make_engine, make_session_factory, transaction
+from bot.db import roles
+from bot.db.engine import make_engine, make_session_factory, reading, transaction
 from bot.db.migrate import upgrade_head
 from bot.db.models import AccountFlag
-from bot.domain import audit, checkpoints, digests, directory, exports, log_query
+from bot.domain import audit, checkpoints, digests, directory, exports, log_query, product_api
 from bot.domain.audit import Actor
 from bot.domain.checkpoints import CheckpointError
 from bot.domain.clock import utcnow
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"migration failed: {exc}", EXIT_USAGE)
     except SQLAlchemyError as exc:
         return _fail(f"database error: {describe_database_error(exc)}", EXIT_FAILURE)
-    except (CheckpointError, UsageProblem) as exc:  # e.g. an unreadable checkpoint file or public key
+    except (CheckpointError, UsageProblem, product_api.ApiKeyError) as exc:  # e.g. an unreadable checkpoint file
         return _fail(str(exc), EXIT_USAGE)
 
 
@@ -165,6 +168,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically) instead of to stdout")
     export.add_argument("--by", metavar="WHO", help="who exports (Slack user id or e-mail), for the audit log")
     export.set_defaults(run=run_audit_export)
+
+    api_keys = commands.add_parser("api-keys", help="the SaaS product's API keys (docs/product-api.md)")
+    api_keys_sub = api_keys.add_subparsers(dest="api_keys_command", required=True, metavar="ACTION")
+    create_key = api_keys_sub.add_parser("create", help="issue a key for a product; it is shown once, stored hashed")
+    create_key.add_argument("--product", required=True, help="the product's name, e.g. app")
+    create_key.add_argument("--by", required=True, help="who: a Slack user id or an e-mail address")
+    create_key.set_defaults(run=run_api_keys_create)
+    revoke_key = api_keys_sub.add_parser("revoke", help="revoke a key at once; audited")
+    revoke_key.add_argument("key_id", help="the key id, as `api-keys list` shows it")
+    revoke_key.add_argument("--by", required=True, help="who: a Slack user id or an e-mail address")
+    revoke_key.set_defaults(run=run_api_keys_revoke)
+    list_keys = api_keys_sub.add_parser("list", help="every key issued (never the key itself)")
+    list_keys.set_defaults(run=run_api_keys_list)
+
+    db_cmd = commands.add_parser("db", help="database administration")
+    db_sub = db_cmd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    grants = db_sub.add_parser(
+        "grants", help="grant the least-privilege app role its rights (PostgreSQL; docs/postgresql.md)"
+    )
+    grants.add_argument("--schema", required=True)
+    grants.add_argument("--app-role", required=True)
+    grants.add_argument("--print-only", action="store_true", help="print the statements, change nothing")
+    grants.set_defaults(run=run_db_grants)
 
     digest = commands.add_parser(
         "digest", help="the access review for a period (as posted to the security channel); audited"
@@ -427,6 +453,59 @@ def run_audit_export(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_OK
         written = write_atomically(args.output, export.chunks)
     print(f"{args.output}: {written} bytes ({fmt.value}); the export is recorded in the audit log")
+    return EXIT_OK
+
+
+def run_api_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    actor = actor_from(args.by)
+    with database(settings) as sessions, transaction(sessions) as db:
+        key_id, plaintext = product_api.create_api_key(db, product=args.product, actor=actor)
+    print(f"key id {key_id} for product {args.product} (audited as api_key.created)")
+    print("the key, shown once — give it to the product now; only its hash is kept:")
+    print(plaintext)
+    return EXIT_OK
+
+
+def run_api_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    actor = actor_from(args.by)
+    with database(settings) as sessions, transaction(sessions) as db:
+        revoked = product_api.revoke_api_key(db, args.key_id, actor=actor)
+    if not revoked:
+        return _fail(f"no live key with id {args.key_id!r} (already revoked, or never issued)", EXIT_USAGE)
+    print(f"{args.key_id}: revoked (audited as api_key.revoked)")
+    return EXIT_OK
+
+
+def run_api_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
+    with database(settings) as sessions, reading(sessions) as db:
+        keys = product_api.list_api_keys(db)
+    for key in keys:
+        state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}Z by {key.revoked_by}" if key.revoked_at else "live"
+        print(f"{key.key_id}  {key.product}  created {key.created_at:%Y-%m-%d %H:%M}Z by {key.created_by}  {state}")
+    if not keys:
+        print("no API keys issued")
+    return EXIT_OK
+
+
+def run_db_grants(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        statements = roles.app_role_grants(schema=args.schema, app_role=args.app_role)
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    if args.print_only:
+        print(";\n".join(statements) + ";")
+        return EXIT_OK
+    if is_sqlite(settings.database_url):
+        return _fail("db grants is for PostgreSQL; SQLite has no roles", EXIT_USAGE)
+    engine = make_engine(settings.database_url)
+    try:
+        require_current_schema(engine)
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+                print(statement + ";")
+    finally:
+        engine.dispose()
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ APP_TABLES = (
     "approvals",
     "extensions",
     "message_refs",
+    "api_keys",  # issue 4: the product API authenticates with these
     # issue 5: the Slack outbox, channel pacing, job claims and alerts
     "outbox",
     "channel_pace",
