@@ -65,6 +65,9 @@ class Container:
     web_app: Flask
 
     def close(self) -> None:
+        shutdown = getattr(self.notifier, "shutdown", None)
+        if shutdown is not None:
+            shutdown()  # let queued notices finish before the pool goes
         self.engine.dispose()
 
 
@@ -162,6 +165,7 @@ def build_container(settings: Settings) -> Container:
     from bot.slack.notifier import SlackSessionNotifier
     from bot.slack.people import SlackGroups, SlackPeople
     from bot.web.app import create_web_app
+    from bot.web.background import BackgroundSessionNotifier
 
     engine = make_engine(settings.database_url)
     try:
@@ -185,7 +189,8 @@ def build_container(settings: Settings) -> Container:
         # 429s itself, so a rate limit goes back to the outbox (Retry-After) instead of
         # holding a scheduler thread.
         ctx.courier = SlackCourier(ctx, make_courier_client(settings))
-        notifier = SlackSessionNotifier(ctx, client)
+        # Sent from one background thread per process, not the request thread (bot/web/background.py).
+        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, client))
         try:
             slack_app = build_slack_app(ctx, client=client, signing_secret=settings.slack_signing_secret or "")
         except BoltError as exc:  # e.g. auth.test refused the token: a configuration problem
