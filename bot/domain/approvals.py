@@ -11,6 +11,7 @@ clicks exactly one decides; every other click learns who decided and when.
 from __future__ import annotations
 
 import enum
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +45,9 @@ DENY_REASON_MAX_LENGTH = 1000
 
 
 class Purpose(str, enum.Enum):
+    #: an approver's DM; the same value as outbox.Kind.APPROVER, whose deliveries record it
     APPROVER = "approver"
+    #: a break-glass alert recorded before it went through the outbox (now Kind.BREAK_GLASS)
     SECURITY = "security"
 
 
@@ -179,6 +182,8 @@ class Decided:
     link: IssuedLink | None = None
     extension: ExtensionView | None = None
     session: SessionView | None = None
+    #: every approver asked about the subject (their DMs may not all be delivered yet)
+    asked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,8 +229,62 @@ def open_request_approval(db: Session, ctx: DomainContext, request: Impersonatio
         ),
         now=now,
     )
+    # The approvers' DMs are owed in this same transaction (issue 5 point 3): a crash after
+    # the commit still delivers them; a rollback owes none.
+    enqueue_asks(db, request.id, approvers, now=now)
     recent = recent_sessions(db, agent_slack_id=request.agent_slack_id, account_id=request.account_id)
     return ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent))
+
+
+def enqueue_asks(db: Session, subject_id: str, approvers: list[str] | tuple[str, ...], *, now: datetime) -> list[str]:
+    """One outbox row per approver's DM about a request or an extension (its id as subject).
+    The courier renders each from the state at delivery: the ask while the subject is
+    pending, its outcome once decided, so a DM delivered late never offers stale buttons."""
+    return [outbox.enqueue(db, outbox.Kind.APPROVER, subject_id, recipient=approver, now=now) for approver in approvers]
+
+
+def ask_targets(ask: ApprovalAsk) -> list[str]:
+    """The outbox targets an ask wrote (for an immediate delivery by the listener): every
+    approver's DM and, for more time, the agent's session DM."""
+    subject_id = ask.extension.id if ask.extension is not None else ask.request.id
+    targets = [outbox.target_of(outbox.Kind.APPROVER, subject_id, approver) for approver in ask.approvers]
+    if ask.extension is not None:
+        targets.append(outbox.target_of(outbox.Kind.AGENT, ask.request.id, ask.request.agent_slack_id))
+    return targets
+
+
+def _asked(db: Session, subject_id: str) -> tuple[str, ...]:
+    """Every approver asked about a request or an extension, in the order asked: the `asked`
+    list its audit event recorded in the transaction that owed their DMs (approval.requested
+    / extension.requested, found through the indexed request id), and anyone whose DM was
+    recorded otherwise."""
+    request_id, event_type = subject_id, "approval.requested"
+    extension = db.get(Extension, subject_id) if db.get(ImpersonationRequest, subject_id) is None else None
+    if extension is not None:
+        request_id, event_type = extension.session.request_id, "extension.requested"
+    asked: list[str] = []
+    for details in db.execute(
+        select(audit.AuditEvent.details).where(audit.AuditEvent.request_id == request_id, audit.AuditEvent.type == event_type).order_by(audit.AuditEvent.seq)
+    ).scalars():
+        facts = json.loads(details)
+        if extension is None or facts.get("extension_id") == extension.id:
+            asked.extend(str(a) for a in facts.get("asked") or ())
+    recorded = (m.recipient for m in _messages(db, subject_id))
+    return tuple(dict.fromkeys([*asked, *recorded]))
+
+
+def enqueue_approver_edits(db: Session, subject_id: str, *, now: datetime) -> list[str]:
+    """A decision edits every approver's DM through the outbox. A row is owed to everyone
+    asked, not only to those whose DM is recorded: a DM still being sent when the decision
+    commits is followed by this row (rows of one target go out in order), which then edits it."""
+    return enqueue_asks(db, subject_id, _asked(db, subject_id), now=now)
+
+
+def approver_targets(decided: Decided) -> list[str]:
+    """The approver DMs a decision owes (for an immediate delivery by the deciding click)."""
+    subject_id = decided.extension.id if decided.extension is not None else decided.request.id
+    recipients = dict.fromkeys([*decided.asked, *(m.recipient for m in decided.approvers_messages)])
+    return [outbox.target_of(outbox.Kind.APPROVER, subject_id, r) for r in recipients]
 
 
 def record_message(ctx: DomainContext, subject_id: str, *, purpose: Purpose, recipient: str, channel: str, ts: str) -> None:
@@ -267,7 +326,19 @@ def _final_facts(db: Session, request: ImpersonationRequest) -> AlreadyDecided:
     }.get(request.state, "approved")
     if event is None:
         return AlreadyDecided(outcome, None, request.updated_at)
-    return AlreadyDecided(outcome, event.actor_slack_id, event.occurred_at)
+    # Read from the deciding event: a granted request whose session has since expired is in
+    # state `expired` too, yet was approved.
+    return AlreadyDecided(_EVENT_OUTCOMES.get(event.type, outcome), event.actor_slack_id, event.occurred_at)
+
+
+_EVENT_OUTCOMES = {
+    "approval.granted": "approved",
+    "request.granted": "approved",
+    "approval.bypassed": "approved",
+    "approval.denied": "denied",
+    "request.expired": "expired",
+    "request.cancelled": "cancelled",
+}
 
 
 def outcome_of(db: Session, request: ImpersonationRequest) -> Decided:
@@ -282,14 +353,68 @@ def outcome_of(db: Session, request: ImpersonationRequest) -> Decided:
             .order_by(Approval.id.desc())
             .limit(1)
         ).scalar_one_or_none()
-    return Decided(RequestView.of(request), facts.outcome, facts.by, facts.at, reason, _messages(db, request.id))
+    return Decided(RequestView.of(request), facts.outcome, facts.by, facts.at, reason, _messages(db, request.id), asked=_asked(db, request.id))
+
+
+def _extension_outcome(db: Session, extension: Extension) -> Decided:
+    """How more time was decided, rebuilt from the extension and its votes (the deciding
+    vote is the last one of its kind; an expiry has none)."""
+    by = reason = None
+    if extension.state in ("approved", "denied"):
+        decision = ApprovalDecision.APPROVE if extension.state == "approved" else ApprovalDecision.DENY
+        vote = db.execute(
+            select(Approval).where(Approval.subject_id == extension.id, Approval.decision == decision.value).order_by(Approval.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        if vote is not None:
+            by, reason = vote.approver_slack_id, vote.reason
+    session = extension.session
+    return Decided(
+        RequestView.of(session.request),
+        extension.state,
+        by,
+        extension.decided_at or extension.created_at,
+        reason,
+        _messages(db, extension.id),
+        extension=ExtensionView.of(extension),
+        session=SessionView.of(session),
+        asked=_asked(db, extension.id),
+    )
+
+
+def _ask_now(db: Session, request: ImpersonationRequest, extension: Extension | None) -> ApprovalAsk:
+    recent = recent_sessions(db, agent_slack_id=request.agent_slack_id, account_id=request.account_id)
+    subject_id = extension.id if extension is not None else request.id
+    return ApprovalAsk(
+        RequestView.of(request), _asked(db, subject_id), tuple(recent), ExtensionView.of(extension) if extension is not None else None
+    )
+
+
+def approver_message_state(ctx: DomainContext, subject_id: str) -> ApprovalAsk | Decided | None:
+    """What an approver's DM about a request or an extension should show now (the outbox
+    renders it at delivery, issue 5): the ask while pending, else how it was decided."""
+    with reading(ctx.sessions) as db:
+        request = db.get(ImpersonationRequest, subject_id)
+        if request is not None:
+            return _ask_now(db, request, None) if request.state == RequestState.PENDING.value else outcome_of(db, request)
+        extension = db.get(Extension, subject_id)
+        if extension is None:
+            return None
+        if extension.state == "pending":
+            return _ask_now(db, extension.session.request, extension)
+        return _extension_outcome(db, extension)
+
+
+def pending_extension_ask(db: Session, session_id: str) -> ApprovalAsk | None:
+    """The ask for more time waiting on a session, if any (the agent's DM shows it)."""
+    extension = db.execute(select(Extension).where(Extension.session_id == session_id, Extension.state == "pending")).scalar_one_or_none()
+    return _ask_now(db, extension.session.request, extension) if extension is not None else None
 
 
 def enqueue_outcome(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
     """Outbox rows (issue 5) that edit every approver's DM and the agent's DM once a request
     is decided without a link: expired, denied or cancelled. An approved request is not sent
     this way: its agent DM reference moves to the link DM, which must never be overwritten."""
-    targets = [outbox.enqueue(db, outbox.Kind.APPROVER, request.id, recipient=m.recipient, now=now) for m in _messages(db, request.id)]
+    targets = enqueue_approver_edits(db, request.id, now=now)
     targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
     return targets
 
@@ -302,7 +427,7 @@ OUTBOX_OUTCOMES = frozenset({"expired", "denied", "cancelled"})
 def outcome_targets(decided: Decided) -> list[str]:
     """The outbox targets a decision without a link wrote (for an immediate delivery)."""
     request = decided.request
-    targets = [outbox.target_of(outbox.Kind.APPROVER, request.id, m.recipient) for m in decided.approvers_messages]
+    targets = approver_targets(decided)
     targets.append(outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id))
     return targets
 
@@ -324,7 +449,7 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
         now=now,
     )
     enqueue_outcome(db, request, now=now)
-    return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id))
+    return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id), asked=_asked(db, request.id))
 
 
 def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
@@ -363,7 +488,9 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
         )
         link = issue_link(db, ctx, request, now=now)
         outbox.enqueue_granted(db, request, now=now)
-        return Decided(RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id), link=link)
+        # Approvers' DMs are edited through the outbox; the agent's are not (they hold the link).
+        enqueue_approver_edits(db, request.id, now=now)
+        return Decided(RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id), link=link, asked=_asked(db, request.id))
 
 
 def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, reason: str, now: datetime | None = None) -> ClickResult:
@@ -401,7 +528,7 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
             now=now,
         )
         enqueue_outcome(db, request, now=now)
-        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id))
+        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id), asked=_asked(db, request.id))
 
 
 def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
@@ -441,7 +568,7 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             now=now,
         )
         enqueue_outcome(db, request, now=now)
-        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id))
+        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id), asked=_asked(db, request.id))
 
 
 def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Decided | None:
@@ -579,6 +706,10 @@ def request_extension(
             ),
             now=now,
         )
+        # Owed with the extension (issue 5 point 3): every approver's DM, and the agent's
+        # session DM, which shows that more time is waiting for them.
+        enqueue_asks(db, extension.id, approvers, now=now)
+        outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now)
         recent = recent_sessions(db, agent_slack_id=agent_slack_id, account_id=request.account_id)
         return ExtensionAsked(ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent), ExtensionView.of(extension)))
 
@@ -622,7 +753,11 @@ def decide_extension(
             extension.state, extension.decided_at = state, now
             audit.append(db, EventDraft(type=event_type, actor=Actor(slack_id=by, email=clicker.email if by else None, role=_role(ctx, by) if by else "clock"), details={"extension_id": extension.id, **details}, **base), now=now)
             db.flush()
-            return Decided(RequestView.of(request), state, by, now, reason_text, _messages(db, extension.id), extension=ExtensionView.of(extension), session=SessionView.of(session))
+            enqueue_approver_edits(db, extension.id, now=now)
+            return Decided(
+                RequestView.of(request), state, by, now, reason_text, _messages(db, extension.id),
+                extension=ExtensionView.of(extension), session=SessionView.of(session), asked=_asked(db, extension.id),
+            )
 
         live = request.state == RequestState.ACTIVE.value and now < session.expires_at
         if now >= extension.pending_expires_at or not live:

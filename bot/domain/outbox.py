@@ -83,12 +83,16 @@ class Kind(str, enum.Enum):
     WARNING = "warning"
     #: a new DM that notifies the agent: their session was revoked (subject: session id)
     NOTICE = "notice"
-    #: an approver's DM about a request (recipient: the approver's Slack id)
+    #: an approver's DM about a request or an extension (subject: its id; recipient: the
+    #: approver's Slack id): the ask while it is pending, edited to the outcome once decided
     APPROVER = "approver"
     #: the security channel's live message about one granted request and its session
     FEED = "feed"
     #: an alert (subject: alert id); alerts pending together are sent as one summary
     ALERT = "alert"
+    #: the security channel's alert that break-glass skipped approval (subject: request id;
+    #: issue 3 point 9), sent on its own, never folded into an alert summary
+    BREAK_GLASS = "break_glass"
     #: a periodic access review (subject: the period key)
     DIGEST = "digest"
     #: a signed audit checkpoint (subject: the checkpoint's period key)
@@ -96,7 +100,7 @@ class Kind(str, enum.Enum):
 
 
 #: kinds whose subject is a request id / a session id (for the audit event of a failure)
-REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.FEED, Kind.APPROVER})
+REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.FEED, Kind.APPROVER, Kind.BREAK_GLASS})
 SESSION_SUBJECTS = frozenset({Kind.WARNING, Kind.NOTICE})
 
 PENDING, SENDING, SENT, SKIPPED, MERGED, FAILED = "pending", "sending", "sent", "skipped", "merged", "failed"
@@ -215,6 +219,17 @@ def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURI
 def enqueue_granted(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
     """A grant: the security channel's live feed gets its message (issue 5 point 2)."""
     return [enqueue(db, Kind.FEED, request.id, now=now)]
+
+
+def enqueue_break_glass(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
+    """A break-glass grant: the alert that approval was skipped, then the grant's feed
+    message. Both are new posts to the security channel, paced one per PACE_SECONDS: the
+    alert is owed first so that it is the one sent at once."""
+    return [enqueue(db, Kind.BREAK_GLASS, request.id, now=now), *enqueue_granted(db, request, now=now)]
+
+
+def break_glass_target(request_id: str) -> str:
+    return target_of(Kind.BREAK_GLASS, request_id, SECURITY)
 
 
 def enqueue_session_started(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
@@ -476,7 +491,8 @@ def _audit_failure(db: Session, delivery: Delivery, error: str, now: datetime) -
         EventDraft(
             type="notify.failed",
             actor=Actor.system("outbox"),
-            request_id=delivery.subject_id if delivery.kind in REQUEST_SUBJECTS and len(delivery.subject_id) == 36 else None,
+            # an approver's DM may be about an extension: only a request's id is a request id
+            request_id=delivery.subject_id if delivery.kind in REQUEST_SUBJECTS and db.get(ImpersonationRequest, delivery.subject_id) is not None else None,
             session_id=delivery.subject_id if delivery.kind in SESSION_SUBJECTS else None,
             details={
                 "outbox_id": delivery.id,

@@ -108,7 +108,7 @@ class Granted:
     request: RequestView
     link: IssuedLink
     redeem_window_minutes: int
-    #: gates skipped by break-glass; the security channel is told at once
+    #: gates skipped by break-glass; the security channel is told at once (an outbox row)
     bypassed: frozenset[str] = frozenset()
 
 
@@ -276,7 +276,11 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
                 now=now,
             )
         link = issue_link(db, ctx, request, now=now)
-        outbox.enqueue_granted(db, request, now=now)
+        if decision.bypassed:
+            # the security channel's alert is owed with the grant (issue 5 point 3)
+            outbox.enqueue_break_glass(db, request, now=now)
+        else:
+            outbox.enqueue_granted(db, request, now=now)
         return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed)
 
 

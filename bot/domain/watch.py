@@ -20,7 +20,7 @@ from sqlalchemy import select
 from bot.db.engine import reading
 from bot.db.models import Approval, ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import approvals, audit, outbox
-from bot.domain.approvals import Decided
+from bot.domain.approvals import ApprovalAsk, Decided
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -245,6 +245,8 @@ class AgentNews:
     over: SessionView | None = None
     lapsed: RequestView | None = None
     decided: Decided | None = None
+    #: with `live`: more time is waiting for approval (the DM says who was asked)
+    extension_ask: ApprovalAsk | None = None
 
 
 def agent_news(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> AgentNews:
@@ -256,7 +258,9 @@ def agent_news(ctx: DomainContext, request_id: str, *, now: datetime | None = No
         session = db.execute(select(ImpersonationSession).where(ImpersonationSession.request_id == request_id)).scalar_one_or_none()
         if session is not None:
             view = SessionView.of(session)
-            return AgentNews(live=view) if status_at(session, now) is SessionStatus.LIVE else AgentNews(over=view)
+            if status_at(session, now) is not SessionStatus.LIVE:
+                return AgentNews(over=view)
+            return AgentNews(live=view, extension_ask=approvals.pending_extension_ask(db, session.id))
         if request.state == RequestState.LAPSED.value:
             return AgentNews(lapsed=RequestView.of(request))
         if request.state in (RequestState.EXPIRED.value, RequestState.DENIED.value, RequestState.CANCELLED.value):
@@ -268,16 +272,6 @@ def session_view(ctx: DomainContext, session_id: str) -> SessionView | None:
     with reading(ctx.sessions) as db:
         session = db.get(ImpersonationSession, session_id)
         return SessionView.of(session) if session is not None else None
-
-
-def request_outcome(ctx: DomainContext, request_id: str) -> Decided | None:
-    """How a request left `pending` (for approvers' DMs rendered from the current state);
-    None while it is still pending."""
-    with reading(ctx.sessions) as db:
-        request = db.get(ImpersonationRequest, request_id)
-        if request is None or request.state == RequestState.PENDING.value:
-            return None
-        return approvals.outcome_of(db, request)
 
 
 def is_live(session: SessionView, now: datetime) -> bool:

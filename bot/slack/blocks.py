@@ -875,15 +875,16 @@ def request_outcome_message(decided: Decided) -> Message:
     return _message(text, blocks)
 
 
-def break_glass_alert(granted: Granted) -> Message:
+def break_glass_alert(request: RequestView) -> Message:
     """Posted at once to the security channel when a break-glass role skipped approval
-    (issue 3 point 9). Everything a reviewer needs, and never the link."""
-    request = granted.request
+    (issue 3 point 9), rendered by the outbox from the stored request (a break-glass
+    request's `gated_by` holds the gates it skipped). Everything a reviewer needs, and never
+    the link, which the request does not hold."""
     pairs = [
         ("Agent", mention(request.agent_slack_id)),
         ("Account", _account_text(request)),
         ("Account flags", _flags_text(request.account_flags)),
-        ("Approval skipped", _flags_text(granted.bypassed)),
+        ("Approval skipped", _flags_text(request.gated_by)),
         ("Customer user", _user_text(request)),
         ("Access", escape(scope_label(request.scope))),
         ("Session length", duration_label(request.duration_minutes)),

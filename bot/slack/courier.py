@@ -12,7 +12,7 @@ from datetime import datetime
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import anomalies, checkpoint_job, outbox, requests, watch
+from bot.domain import anomalies, approvals, checkpoint_job, outbox, requests, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.outbox import Delivery, Kind, Outcome, Sent, Skipped, Transient
@@ -80,10 +80,10 @@ class SlackCourier:
                 return None
             return watch_blocks.revoked_notice_message(session)
         if kind is Kind.APPROVER:
-            decided = watch.request_outcome(self._ctx, delivery.subject_id)
-            if decided is None:
-                return None
-            return blocks.approver_outcome_message(decided, tz_name=self._ctx.people.person(delivery.recipient or "").tz)
+            return self._approver(delivery)
+        if kind is Kind.BREAK_GLASS:
+            request = requests.load_request(self._ctx, delivery.subject_id)
+            return blocks.break_glass_alert(request) if request is not None and request.break_glass else None
         if kind is Kind.ALERT:
             views = anomalies.alert_views(self._ctx, delivery.batch or (delivery.subject_id,), now=now)
             if not views:
@@ -95,8 +95,22 @@ class SlackCourier:
         log.error("outbox %s: no renderer for kind %s", delivery.id, kind.value)
         return None
 
+    def _approver(self, delivery: Delivery) -> Message | None:
+        """The ask (Approve / Deny) while the request or extension is pending; its outcome,
+        without buttons, once decided — whether this edits the DM or is its first post
+        (a DM still owed when the decision came never offers a stale choice)."""
+        state = approvals.approver_message_state(self._ctx, delivery.subject_id)
+        if state is None:
+            return None
+        tz_name = self._ctx.people.person(delivery.recipient or "").tz
+        if isinstance(state, approvals.ApprovalAsk):
+            return blocks.approval_request_message(state, tz_name=tz_name)
+        return blocks.approver_outcome_message(state, tz_name=tz_name)
+
     def _agent(self, request_id: str, now: datetime) -> Message | None:
         news = watch.agent_news(self._ctx, request_id, now=now)
+        if news.live is not None and news.extension_ask is not None:
+            return blocks.extension_pending_message(news.extension_ask)
         if news.live is not None:
             return blocks.session_active_message(news.live, can_request_extension=can_request_extension(self._ctx, news.live.request.agent_slack_id))
         if news.over is not None:

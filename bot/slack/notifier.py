@@ -8,14 +8,16 @@ End session button (issue 2 point 14). The redemption has already happened and m
 because Slack did: every failure is logged (method and Slack's error code, never the client,
 tokens or message contents, which hold no link here but might in future) and swallowed.
 
-`SlackMessenger` does the Slack side of one listener's domain call: the agent's DM, every
-approver's DM (recorded with approvals.record_message so it can be edited in place), the
-edits once a request is decided, the link, the security channel's break-glass alert, and the
-clicker's private answer. Each Slack call stands alone: one failed DM (a deactivated
-approver, a deleted message) is logged and the others still go out. Calls to several
-people run side by side (at most FANOUT_MAX_PARALLEL at once): with `process_before_response`
-the listener answers Slack only after they return, and a modal must be answered within 3 s
-(Slack "Handling user interaction"), so N approvers must cost about one round trip, not N.
+`SlackMessenger` does the Slack side of one listener's domain call: the agent's DM, the
+link, the clicker's private answer, and an immediate delivery of the outbox rows the domain
+call wrote in its transaction (issue 5 point 3): every approver's DM (the outbox records
+each so that it is edited in place), their edits once a request is decided, the security
+channel's break-glass alert. Each Slack call stands alone: one failed DM (a deactivated
+approver, a deleted message) is logged, or retried and audited by the outbox, and the others
+still go out. Deliveries to several people run side by side (at most FANOUT_MAX_PARALLEL at
+once): with `process_before_response` the listener answers Slack only after they return, and
+a modal must be answered within 3 s (Slack "Handling user interaction"), so N approvers must
+cost about one round trip, not N.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain import approvals, outbox, requests, sessions
-from bot.domain.approvals import ApprovalAsk, ClickResult, Decided, ExtensionAsked, Purpose
+from bot.domain.approvals import ClickResult, Decided, ExtensionAsked
 from bot.domain.context import DomainContext
 from bot.domain.requests import Granted, Pending
 from bot.domain.views import RequestView
@@ -89,64 +91,26 @@ class SlackMessenger:
     # ------------------------------------------------------------------ a submitted request
 
     def request_submitted(self, result: Pending | Granted) -> None:
-        """The agent's DM (the link, or "approval needed" naming who was asked), then every
-        approver's DM for a pending request, or the security channel's alert for break-glass."""
+        """The agent's DM (the link, or "approval needed" naming who was asked), then what the
+        submission owed through the outbox (issue 5 point 3): every approver's DM for a
+        pending request, or the security channel's alert for break-glass. Those rows were
+        written with the request; they are delivered now, with the scheduler's claims, so no
+        one waits for its next run and nothing goes out twice. The agent's DM stays here: a
+        grant's DM holds the one-time link, which is never stored (docs/design-decisions.md)."""
         request = result.request
         text, message = blocks.grant_message(result) if isinstance(result, Granted) else blocks.pending_message(result)
         self._post_to_agent(request, text, message)
         if isinstance(result, Pending) and result.ask is not None:
-            self.ask_approvers(result.ask)
+            self._deliver(approvals.ask_targets(result.ask))
         if isinstance(result, Granted) and result.bypassed:
-            self.alert_break_glass(result)
-
-    def ask_approvers(self, ask: ApprovalAsk) -> None:
-        """One DM per approver, each in their own time zone, each recorded against the
-        request (or the extension) so that the decision edits them all in place."""
-        subject_id = ask.extension.id if ask.extension is not None else ask.request.id
-
-        def post(approver: str) -> tuple[str, str, str]:
-            text, message = blocks.approval_request_message(ask, tz_name=self._tz(approver))
-            response = self._client.chat_postMessage(
-                channel=approver, text=text, blocks=message, unfurl_links=False, unfurl_media=False
-            )
-            return approver, response["channel"], response["ts"]
-
-        for approver, channel, ts in self._each("approval request DM", post, ask.approvers):
-            self._safely(
-                "recording an approval request DM",
-                lambda: approvals.record_message(
-                    self._ctx, subject_id, purpose=Purpose.APPROVER, recipient=approver, channel=channel, ts=ts
-                ),
-            )
+            if not self._ctx.policy.alerts.security_channel:
+                log.warning("break-glass grant %s: no alerts.security_channel in the policy to tell", request.id)
+            self._deliver([outbox.break_glass_target(request.id)])
 
     def extension_asked(self, asked: ExtensionAsked) -> None:
-        """Approvers get the ask; the live session's DM says more time is waiting for them."""
-        ask = asked.ask
-        self.ask_approvers(ask)
-        request = ask.request
-        if request.agent_channel and request.agent_message_ts:
-            text, message = blocks.extension_pending_message(ask)
-            self._update("the agent's session DM", request.agent_channel, request.agent_message_ts, text, message)
-
-    def alert_break_glass(self, granted: Granted) -> None:
-        """Issue 3 point 9: the security channel is told at once (when the policy names one)."""
-        channel = self._ctx.policy.alerts.security_channel
-        if not channel:
-            log.warning("break-glass grant %s: no alerts.security_channel in the policy to tell", granted.request.id)
-            return
-        text, message = blocks.break_glass_alert(granted)
-        response = self._safely(
-            "break-glass alert",
-            lambda: self._client.chat_postMessage(channel=channel, text=text, blocks=message, unfurl_links=False, unfurl_media=False),
-        )
-        if response is not None:
-            # kept like the approvers' DMs, so that later news about this grant can edit it
-            self._safely(
-                "recording the break-glass alert",
-                lambda: approvals.record_message(
-                    self._ctx, granted.request.id, purpose=Purpose.SECURITY, recipient=channel, channel=response["channel"], ts=response["ts"]
-                ),
-            )
+        """Approvers get the ask; the live session's DM says more time is waiting for them.
+        Both were owed by the extension's transaction; they are delivered now."""
+        self._deliver(approvals.ask_targets(asked.ask))
 
     # ------------------------------------------------------------------ clicks and decisions
 
@@ -168,15 +132,12 @@ class SlackMessenger:
         if decided.extension is None and decided.outcome in approvals.OUTBOX_OUTCOMES:
             # Expired, denied or cancelled: the decision wrote outbox rows for every approver's
             # DM and the agent's (issue 5 point 3); send them now, rendered from the state.
-            deliver_now(self._ctx, self._client, approvals.outcome_targets(decided))
+            self._deliver(approvals.outcome_targets(decided))
             return
 
-        def edit(ref: approvals.MessageView) -> bool:
-            text, message = blocks.approver_outcome_message(decided, tz_name=self._tz(ref.recipient))
-            self._client.chat_update(channel=ref.channel, ts=ref.ts, text=text, blocks=message)
-            return True
-
-        self._each("approver DM edit", edit, decided.approvers_messages)
+        # Every approver's DM, delivered or still owed, was given an outbox row by the
+        # decision; a DM already sent is edited, one not yet sent is posted as decided.
+        self._deliver(approvals.approver_targets(decided))
         request = decided.request
         if decided.extension is not None:
             shown = blocks.extension_outcome_message(
@@ -211,6 +172,11 @@ class SlackMessenger:
                 "recording the agent's DM",
                 lambda: requests.record_agent_message(self._ctx, request.id, channel=response["channel"], ts=response["ts"]),
             )
+
+    def _deliver(self, targets: list[str]) -> None:
+        """Deliver what one change owed, a target per thread: each target is claimed on its
+        own, exactly as by the scheduler (a row it has already taken is not sent twice)."""
+        self._each("outbox delivery", lambda target: deliver_now(self._ctx, self._client, [target]), targets)
 
     def _update(self, what: str, channel: str, ts: str, text: str, message: list[Block]) -> None:
         self._safely(what, lambda: self._client.chat_update(channel=channel, ts=ts, text=text, blocks=message))

@@ -7,8 +7,8 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select
 
-from bot.db.models import AuditEvent
-from bot.domain import approvals, links, requests
+from bot.db.models import AuditEvent, ImpersonationRequest
+from bot.domain import approvals, links, outbox, requests, watch
 from bot.domain.audit import verify_chain
 from bot.domain.clock import utcnow
 from bot.domain.ports import Person, StaticPeople
@@ -194,3 +194,71 @@ def test_chain_stays_valid(gated, session_factory):
         count, problem = verify_chain(db)
         assert problem is None
         assert count == db.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
+
+
+# ---------------------------------------------------------------- approvers' DMs owed through the outbox (issue 5 point 3)
+
+
+def test_the_approvers_asks_are_outbox_rows_committed_with_the_pending_request(gated):
+    result = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form())
+    assert isinstance(result, requests.Pending)
+    owed = outbox.rows(gated, kinds=[outbox.Kind.APPROVER])
+    assert [(r.subject_id, r.recipient, r.state) for r in owed] == [(result.request.id, a, "pending") for a in result.ask.approvers]
+    # the listener delivers exactly these at once
+    assert approvals.ask_targets(result.ask) == [outbox.target_of(outbox.Kind.APPROVER, result.request.id, a) for a in result.ask.approvers]
+
+
+def test_a_request_whose_transaction_rolls_back_owes_no_approver_dm(gated, session_factory, monkeypatch):
+    opened = approvals.open_request_approval
+
+    def open_then_fail(*args, **kwargs):
+        opened(*args, **kwargs)  # the asks are enqueued in the request's transaction …
+        raise RuntimeError("the request's transaction fails after the asks were written")
+
+    monkeypatch.setattr(requests, "open_request_approval", open_then_fail)
+    with pytest.raises(RuntimeError):
+        requests.submit_request(gated, AgentIdentity("UAGENT1"), _form())
+    # … and roll back with it: no request, no audit event, no DM owed
+    assert outbox.rows(gated) == []
+    assert _events(session_factory, "approval.requested") == []
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(ImpersonationRequest)).scalar_one() == 0
+
+
+def test_an_extension_owes_its_asks_and_the_agents_dm_in_its_transaction(gated):
+    granted = requests.submit_request(gated, AgentIdentity("USENIOR1"), _form(account="acme", user="u-bob"))
+    session = links.redeem(gated, granted.link.url.rsplit("/", 1)[1]).session
+    before = len(outbox.rows(gated))
+    asked = approvals.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=15, reason=REASON)
+    assert isinstance(asked, approvals.ExtensionAsked)
+    owed = [(r.kind, r.subject_id, r.recipient) for r in outbox.rows(gated)[before:]]
+    extension = asked.ask.extension
+    assert owed == [*(("approver", extension.id, a) for a in asked.ask.approvers), ("agent", granted.request.id, "USENIOR1")]
+    assert approvals.ask_targets(asked.ask) == [outbox.target_of(outbox.Kind(k), s, r) for k, s, r in owed]
+
+
+def test_a_decision_owes_an_edit_to_every_approver_asked_even_one_whose_dm_is_not_recorded(gated):
+    pending = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form())
+    approvals.record_message(gated, pending.request.id, purpose=approvals.Purpose.APPROVER, recipient="UMANAGER1", channel="DMANAGER1", ts="1.000001")
+    decided = approvals.deny_request(gated, pending.request.id, clicker_slack_id="UMANAGER1", reason="not for this ticket")
+    assert isinstance(decided, approvals.Decided)
+    assert decided.asked == ("UMANAGER1", "UMANAGER2", "UMANAGER3")
+    edits = [r.recipient for r in outbox.rows(gated, kinds=[outbox.Kind.APPROVER])][3:]
+    assert edits == ["UMANAGER1", "UMANAGER2", "UMANAGER3"]
+    assert approvals.outcome_targets(decided)[:3] == [outbox.target_of(outbox.Kind.APPROVER, pending.request.id, a) for a in edits]
+
+
+def test_an_approved_request_reads_as_approved_after_its_session_expired(gated):
+    # the request's state is then `expired`, yet it was approved: a late approver DM or click says so
+    pending = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form())
+    decided = approvals.approve_request(gated, pending.request.id, clicker_slack_id="UMANAGER1")
+    while not isinstance(decided, approvals.Decided):
+        decided = approvals.approve_request(gated, pending.request.id, clicker_slack_id="UMANAGER2")
+    session = links.redeem(gated, decided.link.url.rsplit("/", 1)[1]).session
+    with freeze_time(session.expires_at + timedelta(minutes=1)):
+        watch.expire_sessions(gated)
+    assert requests.load_request(gated, pending.request.id).state == "expired"
+    shown = approvals.approver_message_state(gated, pending.request.id)
+    assert isinstance(shown, approvals.Decided) and shown.outcome == "approved"
+    late = approvals.approve_request(gated, pending.request.id, clicker_slack_id="UMANAGER3")
+    assert isinstance(late, approvals.AlreadyDecided) and late.outcome == "approved"

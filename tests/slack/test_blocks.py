@@ -200,7 +200,7 @@ def message_builders():
         ),
         "approval request": blocks.approval_request_message(ask(gated), tz_name="Asia/Tokyo"),
         "approval request for more time": blocks.approval_request_message(ask(hostile, extension=ext), tz_name=None),
-        "break-glass alert": blocks.break_glass_alert(replace(granted(gated), bypassed=frozenset({"regulated", "role"}))),
+        "break-glass alert": blocks.break_glass_alert(replace(gated, break_glass=True, gated_by=frozenset({"regulated", "role"}))),
         "extension pending": blocks.extension_pending_message(ask(hostile, extension=ext)),
         "active, can extend": blocks.session_active_message(session_view(hostile), can_request_extension=True),
         "active": blocks.session_active_message(session_view(hostile)),
@@ -641,7 +641,8 @@ def test_grant_message_after_approval_names_the_approver():
 
 
 def test_break_glass_alert_tells_security_everything_but_the_link():
-    alert = replace(granted(regulated_request(state="granted")), bypassed=frozenset({"regulated"}))
+    # a break-glass request stores the gates it skipped in gated_by
+    alert = replace(regulated_request(state="granted"), break_glass=True, gated_by=frozenset({"regulated"}))
     text, message_blocks = blocks.break_glass_alert(alert)
     shown = rendered_text(message_blocks)
     assert message_blocks[0]["text"]["text"] == "Break-glass impersonation"

@@ -12,14 +12,16 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
 
-from bot.domain import links, outbox, requests, revocation, sessions
+from bot.domain import approvals, links, outbox, requests, revocation, sessions
 from bot.domain.outbox import Permanent, RetryAfter, Transient
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.slack.courier import SlackCourier
+from bot.slack.notifier import SlackMessenger
 from bot.slack.errors import classify
 from tests.fakes.directory_data import load_directory
 from tests.fakes.slack_api import FakeSlack, FakeUser
 from tests.slack.conftest import audit_events
+from tests.slack.listeners.flow import BREAK_GLASS_REASON, with_break_glass
 
 BOT_TOKEN = "xoxb-fake-bot-token"
 T0 = datetime(2030, 1, 7, 9, 0, tzinfo=timezone.utc)
@@ -137,4 +139,92 @@ def test_a_revocation_notifies_the_agent_and_edits_the_feed(ctx, courier, sessio
     assert feed.blocks[0]["text"]["text"] == "Impersonation revoked"
     assert "<@USECURITY1>" in feed.blocks[1]["text"]["text"]
     assert not [b for b in feed.blocks if b["type"] == "actions"]
+    fake_slack.assert_no_violations()
+
+
+# ---------------------------------------------------------------------------- approvers' DMs (issue 5 point 3)
+
+APPROVERS = ("UMANAGER1", "UMANAGER2", "UMANAGER3")
+
+
+@pytest.fixture
+def approvers_slack():
+    users = [FakeUser("UAGENT1"), *(FakeUser(a) for a in APPROVERS)]
+    with FakeSlack(bot_token=BOT_TOKEN, users=users, channels=["CSECURITY1"]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def crashed_pending(ctx, session_factory, tmp_path):
+    """A gated request committed, and the process gone before it sent anything: its
+    approvers' DMs exist only as outbox rows."""
+    load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"]})
+    with freeze_time(T0):
+        form = RequestForm(account="globex", user="u-carol", reason="customer cannot see invoices", ticket="SUP-1", duration_minutes=30, scope="read_only")
+        result = requests.submit_request(ctx, AgentIdentity("UAGENT1"), form)
+    assert isinstance(result, requests.Pending) and result.ask.approvers == APPROVERS
+    return result
+
+
+def approver_dms(fake_slack):
+    return {a: fake_slack.messages_in(fake_slack.dm_channel(a)) for a in APPROVERS}
+
+
+def test_after_a_crash_each_approver_gets_one_ask_which_the_decision_edits(ctx, approvers_slack, crashed_pending):
+    courier = SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url))
+    with freeze_time(T0 + timedelta(seconds=5)):
+        outbox.deliver_due(ctx, courier)
+        outbox.deliver_due(ctx, courier)  # a second run finds nothing left to send
+    asks = approver_dms(approvers_slack)
+    assert all(len(dms) == 1 for dms in asks.values())
+    for dm in (dms[0] for dms in asks.values()):
+        assert dm.blocks[0]["text"]["text"] == "Approval needed: impersonation"
+        assert [b["value"] for b in next(b for b in dm.blocks if b["type"] == "actions")["elements"]] == [crashed_pending.request.id] * 2
+    # recorded as approver messages, so that every decision finds them
+    assert sorted(m.recipient for m in approvals.messages_for(ctx, crashed_pending.request.id)) == list(APPROVERS)
+    with freeze_time(T0 + timedelta(minutes=1)):
+        decided = approvals.deny_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER2", reason="not for this ticket")
+        assert isinstance(decided, approvals.Decided)
+        SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url)).decided(decided)
+    for dms in approver_dms(approvers_slack).values():
+        (dm,) = dms  # edited in place, never posted again
+        assert dm.blocks[0]["text"]["text"] == "Denied: impersonation" and len(dm.history) == 1
+        assert not [b for b in dm.blocks if b["type"] == "actions"]
+    assert len(approvers_slack.calls_to("chat.update")) >= len(APPROVERS)
+    approvers_slack.assert_no_violations()
+
+
+def test_asks_still_owed_when_the_request_is_decided_are_sent_as_decided(ctx, approvers_slack, crashed_pending):
+    # No ask was delivered, yet UMANAGER1 decides (e.g. from another ask's retry): the
+    # approvers then get one DM each, already showing the outcome, with no button to click.
+    with freeze_time(T0 + timedelta(minutes=1)):
+        decided = approvals.approve_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER1")
+        if not isinstance(decided, approvals.Decided):
+            decided = approvals.approve_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER3")
+        assert isinstance(decided, approvals.Decided) and decided.outcome == "approved"
+        SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url)).decided(decided)
+        outbox.deliver_due(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url)))
+    for dms in approver_dms(approvers_slack).values():
+        (dm,) = dms
+        assert dm.blocks[0]["text"]["text"] == "Approved: impersonation" and not dm.history
+        assert not [b for b in dm.blocks if b["type"] == "actions"]
+    assert approvers_slack.calls_to("chat.update") == []
+    assert {r.state for r in outbox.rows(ctx, kinds=[outbox.Kind.APPROVER])} <= {"sent", "merged"}
+    approvers_slack.assert_no_violations()
+
+
+def test_a_break_glass_alert_is_owed_with_the_grant_and_sent_once(ctx, courier, fake_slack, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"]})
+    with_break_glass(ctx)
+    with freeze_time(T0):
+        form = RequestForm(account="globex", user="u-carol", reason=BREAK_GLASS_REASON, ticket="SUP-1", duration_minutes=30, scope="read_only", break_glass=True)
+        granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form)
+        assert isinstance(granted, requests.Granted) and granted.bypassed
+        # the alert is owed first, so that it takes the channel's posting slot
+        assert [r.kind for r in outbox.rows(ctx)][:2] == ["break_glass", "feed"]  # then anomaly alerts
+        outbox.deliver_due(ctx, courier, targets=[outbox.break_glass_target(granted.request.id)])
+        outbox.deliver_due(ctx, courier, targets=[outbox.break_glass_target(granted.request.id)])
+    (alert,) = fake_slack.messages_in("CSECURITY1")
+    assert alert.blocks[0]["text"]["text"] == "Break-glass impersonation"
+    assert "/l/" not in json.dumps(alert.blocks)
     fake_slack.assert_no_violations()

@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from bot.domain import approvals, links, requests, sessions
+from bot.domain import approvals, links, outbox, requests, sessions
 from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.slack.ids import ActionId
@@ -123,18 +123,23 @@ def test_one_failed_approver_dm_does_not_stop_the_others(ctx, slack_client, pend
 
     slack_client.answer("chat.postMessage", post)
     with caplog.at_level(logging.WARNING):
-        SlackMessenger(ctx, slack_client).ask_approvers(pending.ask)
-    assert sorted(c["channel"] for c in slack_client.calls_to("chat.postMessage")) == ["UMANAGER1", "UMANAGER2", "UMANAGER3"]
+        SlackMessenger(ctx, slack_client).request_submitted(pending)
+    assert sorted(c["channel"] for c in slack_client.calls_to("chat.postMessage")) == ["UAGENT1", "UMANAGER1", "UMANAGER2", "UMANAGER3"]
     recorded = approvals.messages_for(ctx, pending.request.id)
     assert sorted((m.recipient, m.channel) for m in recorded) == [("UMANAGER1", "DMANAGER1"), ("UMANAGER3", "DMANAGER3")]
     assert "user_disabled" in caplog.text and BOT_TOKEN not in caplog.text
+    # the outbox keeps the refused DM: failed for good and audited, never dropped silently
+    (failed,) = [r for r in outbox.rows(ctx, kinds=[outbox.Kind.APPROVER]) if r.state == outbox.FAILED]
+    assert (failed.recipient, failed.last_error) == ("UMANAGER2", "user_disabled")
 
 
 def test_each_approver_reads_times_in_their_own_zone(ctx, slack_client, pending):
     ctx.people = StaticPeople({"UMANAGER1": Person("UMANAGER1", tz="Asia/Tokyo"), "UMANAGER2": Person("UMANAGER2", tz="Asia/Kolkata")})
-    SlackMessenger(ctx, slack_client).ask_approvers(pending.ask)
+    SlackMessenger(ctx, slack_client).request_submitted(pending)
     zones = {}
     for posted in slack_client.calls_to("chat.postMessage"):
+        if posted["channel"] == "UAGENT1":
+            continue
         decide_by = next(t for t in mrkdwn_texts(posted["blocks"]) if t.startswith("*Decide by*"))
         zones[posted["channel"]] = decide_by.rsplit(" ", 1)[1]
     assert zones == {"UMANAGER1": "JST", "UMANAGER2": "IST", "UMANAGER3": "UTC"}  # zones without summer time
@@ -150,8 +155,11 @@ def test_a_decision_without_a_recorded_agent_dm_posts_a_fresh_one(ctx, slack_cli
     assert any("|Open session>" in t for t in mrkdwn_texts(link_dm["blocks"]))
     assert link_dm["unfurl_links"] is False and link_dm["unfurl_media"] is False
     assert slack_client.calls_to("chat.update") == []
-    # the link DM is the one redemption will edit in place
-    assert requests.load_request(ctx, pending.request.id).agent_message_ts == "1700000000.000002"
+    # the link DM is the one redemption will edit in place (the approvers' DMs, never
+    # delivered before the decision, went out first: as decided, from the outbox)
+    assert [c["channel"] for c in slack_client.calls_to("chat.postMessage")][-1] == "UAGENT1"
+    posted = len(slack_client.calls_to("chat.postMessage"))
+    assert requests.load_request(ctx, pending.request.id).agent_message_ts == f"1700000000.{posted:06d}"
 
 
 def test_break_glass_without_a_security_channel_is_logged(ctx, slack_client, session_factory, tmp_path, caplog):

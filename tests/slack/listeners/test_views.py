@@ -7,7 +7,7 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from bot.db.models import ImpersonationRequest, MessageRef
-from bot.domain import approvals
+from bot.domain import approvals, outbox
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import mrkdwn_texts, problems
@@ -273,7 +273,8 @@ def test_break_glass_grants_at_once_and_tells_the_security_channel(send, slack_c
     assert bypassed.actor_slack_id == "USENIOR1"
     with session_factory() as db:
         (kept,) = db.execute(select(MessageRef).where(MessageRef.subject_id == request.id)).scalars()
-    assert (kept.purpose, kept.recipient, kept.channel) == ("security", "CSECURITY1", "CSECURITY1")
+    # sent through the outbox, written with the grant (issue 5 point 3), and kept for edits
+    assert (kept.purpose, kept.recipient, kept.channel) == (outbox.Kind.BREAK_GLASS.value, "CSECURITY1", "CSECURITY1")
     assert approvals.messages_for(ctx, request.id) == ()  # not an approver's message: no decision edits it
 
 
