@@ -452,22 +452,41 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
     return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id), asked=_asked(db, request.id))
 
 
+def _counted_vote(
+    db: Session,
+    ctx: DomainContext,
+    request_id: str,
+    clicker: Identity,
+    decision: ApprovalDecision,
+    reason: str | None,
+    now: datetime,
+) -> ImpersonationRequest | ClickResult:
+    """The checks every approve or deny click makes, in order, under the request's row lock:
+    it exists, is still pending, is not past its TTL (expired now if it is), the clicker may
+    decide it — then records the vote. Returns the locked request when the vote counted, or
+    the answer for the clicker."""
+    request = _lock_request(db, request_id)
+    if request is None:
+        return Refused("That request no longer exists.")
+    if request.state != RequestState.PENDING.value:
+        return _final_facts(db, request)
+    if request.pending_expires_at is not None and now >= request.pending_expires_at:
+        return _expire_request(db, request, now)
+    refusal = _refuse_if_ineligible(db, ctx, request, clicker, action=decision.value, now=now)
+    if refusal:
+        return refusal
+    if not _vote(db, request.id, clicker, decision, reason, now):
+        return AlreadyCounted(request.id)
+    return request
+
+
 def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
     now = now or utcnow()
     clicker = identify(ctx.people, clicker_slack_id)
     with ctx.sessions() as db, db.begin():
-        request = _lock_request(db, request_id)
-        if request is None:
-            return Refused("That request no longer exists.")
-        if request.state != RequestState.PENDING.value:
-            return _final_facts(db, request)
-        if request.pending_expires_at is not None and now >= request.pending_expires_at:
-            return _expire_request(db, request, now)
-        refusal = _refuse_if_ineligible(db, ctx, request, clicker, action="approve", now=now)
-        if refusal:
-            return refusal
-        if not _vote(db, request.id, clicker, ApprovalDecision.APPROVE, None, now):
-            return AlreadyCounted(request.id)
+        request = _counted_vote(db, ctx, request_id, clicker, ApprovalDecision.APPROVE, None, now)
+        if not isinstance(request, ImpersonationRequest):
+            return request
         approvers = _approvers_so_far(db, request.id)
         actor = Actor(slack_id=clicker.slack_id, email=clicker.email, role=_role(ctx, clicker.slack_id))
         base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id)
@@ -500,18 +519,9 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
         return Refused(f"Give a reason for the denial ({DENY_REASON_MIN_LENGTH}–{DENY_REASON_MAX_LENGTH} characters).")
     clicker = identify(ctx.people, clicker_slack_id)
     with ctx.sessions() as db, db.begin():
-        request = _lock_request(db, request_id)
-        if request is None:
-            return Refused("That request no longer exists.")
-        if request.state != RequestState.PENDING.value:
-            return _final_facts(db, request)
-        if request.pending_expires_at is not None and now >= request.pending_expires_at:
-            return _expire_request(db, request, now)
-        refusal = _refuse_if_ineligible(db, ctx, request, clicker, action="deny", now=now)
-        if refusal:
-            return refusal
-        if not _vote(db, request.id, clicker, ApprovalDecision.DENY, reason, now):
-            return AlreadyCounted(request.id)
+        request = _counted_vote(db, ctx, request_id, clicker, ApprovalDecision.DENY, reason, now)
+        if not isinstance(request, ImpersonationRequest):
+            return request
         transition(
             db,
             request,
