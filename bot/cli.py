@@ -355,8 +355,10 @@ def run_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
         path = None  # AUDIT_CHECKPOINT_FILE is set but no checkpoint has been made yet
     found = checkpoints.read_file(path) if path is not None else []
     public_keys = verifying_keys(settings, args) if found else {}
-    with database(settings) as sessions, sessions() as db:
-        result = checkpoints.verify_log(db, found, public_keys)
+    # A read-only transaction (no SQLite write lock held while the app keeps appending), and
+    # one worker process per core over a long chain (bot.domain.audit.verify_chain).
+    with database(settings) as sessions, reading(sessions) as db:
+        result = checkpoints.verify_log(db, found, public_keys, workers=os.cpu_count() or 1)
     if result.problem is None:
         line = f"audit chain OK: {result.events} events"
         if result.newest_checkpoint is not None:

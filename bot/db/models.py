@@ -180,7 +180,11 @@ class Link(Base):
 
 class ImpersonationSession(Base):
     __tablename__ = "sessions"
-    __table_args__ = (Index("ix_sessions_account_started", "account_id", "started_at"),)
+    # An account's sessions by start time, carrying what the log's summary reads, so that
+    # counting a busy account's period reads only the index (migration 0005).
+    __table_args__ = (
+        Index("ix_sessions_account_period", "account_id", "started_at", "request_id", "agent_slack_id", "expires_at", "id"),
+    )
 
     #: the `sid` claim of the hand-off JWT, the `impersonation_context` the product stamps
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -207,6 +211,8 @@ class AuditEvent(Base):
     __table_args__ = (
         Index("ix_audit_events_account_time", "account", "occurred_at"),
         Index("ix_audit_events_type", "type"),
+        # write actions per session, from the index alone (migration 0005)
+        Index("ix_audit_events_session_type", "session_id", "type"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -218,7 +224,7 @@ class AuditEvent(Base):
     account: Mapped[str | None] = mapped_column(String(128))
     customer_user: Mapped[str | None] = mapped_column(String(128))
     request_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    session_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(36))
     #: canonical JSON text, exactly as hashed
     details: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
@@ -250,11 +256,13 @@ class Approval(Base):
     __tablename__ = "approvals"
     __table_args__ = (
         UniqueConstraint("subject_id", "approver_identity", name="uq_approvals_subject_approver"),
+        # a subject's approvals, and its distinct approvers from the index alone (migration 0005)
+        Index("ix_approvals_subject_decision", "subject_id", "decision", "approver_identity"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: the request id, or the extension id for an extension
-    subject_id: Mapped[str] = mapped_column(String(36), index=True)
+    subject_id: Mapped[str] = mapped_column(String(36))
     approver_slack_id: Mapped[str] = mapped_column(String(32))
     #: e-mail (lower-case) or Grid enterprise user id, else the Slack id
     approver_identity: Mapped[str] = mapped_column(String(320))

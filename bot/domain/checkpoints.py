@@ -327,9 +327,12 @@ class LogVerification:
         return self.problem is None
 
 
-def verify_log(db: Session, checkpoints: list[Checkpoint] | None = None, public_keys: PublicKeys | None = None) -> LogVerification:
+def verify_log(
+    db: Session, checkpoints: list[Checkpoint] | None = None, public_keys: PublicKeys | None = None, *, workers: int = 1
+) -> LogVerification:
+    """`workers` > 1 lets a long chain be checked by that many processes (verify_chain)."""
     checkpoints = checkpoints or []
-    events, chain_problem = verify_chain(db)
+    events, chain_problem = verify_chain(db, workers=workers)
     checkpoint_problem = verify_against(db, checkpoints, public_keys or {}) if checkpoints else None
     problems = [p for p in (chain_problem, checkpoint_problem) if p is not None]
     problem = min(problems, key=lambda p: p.seq) if problems else None
