@@ -217,7 +217,7 @@ def open_request_approval(db: Session, ctx: DomainContext, request: Impersonatio
         db,
         EventDraft(
             type="approval.requested",
-            actor=Actor(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role),
+            actor=Actor.agent_of(request),
             account=request.account.external_id,
             customer_user=request.customer_user.external_id,
             request_id=request.id,
@@ -570,7 +570,7 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             target=RequestState.CANCELLED,
             event=EventDraft(
                 type="request.cancelled",
-                actor=Actor(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role),
+                actor=Actor.agent_of(request),
                 account=request.account.external_id,
                 customer_user=request.customer_user.external_id,
                 request_id=request.id,

@@ -55,6 +55,11 @@ class Actor:
     def system(cls, name: str = "system") -> Actor:
         return cls(slack_id=None, email=None, role=name)
 
+    @classmethod
+    def agent_of(cls, request) -> Actor:
+        """The agent behind a request, as recorded when they asked (id, e-mail, role)."""
+        return cls(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role)
+
 
 @dataclass
 class EventDraft:

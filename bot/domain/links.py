@@ -228,7 +228,7 @@ def redeem(
             target=RequestState.ACTIVE,
             event=EventDraft(
                 type="session.redeemed",
-                actor=Actor(slack_id=request.agent_slack_id, email=request.agent_email, role=request.agent_role),
+                actor=Actor.agent_of(request),
                 account=request.account.external_id,
                 customer_user=request.customer_user.external_id,
                 request_id=request.id,

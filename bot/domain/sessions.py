@@ -109,7 +109,7 @@ def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now
             # audit event, and the refused attempt must stay in the log (issue 2 point 15).
             db.commit()
             raise EndRefused("Only the agent who opened this session can end it.")
-        agent = Actor(slack_id=session.agent_slack_id, email=session.request.agent_email, role=session.request.agent_role)
+        agent = Actor.agent_of(session.request)
         status = status_at(session, now)
         try:
             if status is SessionStatus.LIVE:
