@@ -12,6 +12,7 @@ process; the clients run in this process on keep-alive connections.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -22,13 +23,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from html import unescape
+from urllib.parse import urlencode
 from pathlib import Path
 
 import requests
 from sqlalchemy import select
 
 from bench.common import REPO_ROOT, Latency, fresh_database
+from bench.cpu import CpuMeter, children, postgres_backends
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import ImpersonationRequest, MessageRef
 from bot.domain import directory
@@ -123,25 +127,96 @@ class Server:
         self.log.close()
 
 
-def _signed_post(http: requests.Session, url: str, body: str) -> requests.Response:
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    text: str
+
+
+class Browser:
+    """One keep-alive HTTP/1.1 connection with a cookie jar: what Slack's and a browser's
+    connections look like to the server. Plain http.client rather than `requests`, whose
+    per-request CPU (about 1 ms here) would be taken from the server under test on this
+    2-core machine; the load generator is not what is being measured."""
+
+    def __init__(self, base_url: str) -> None:
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        self._address = (host, int(port or 80))
+        self._connection: http.client.HTTPConnection | None = None
+        self._cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
+        headers = dict(headers or {})
+        if self._cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
+        for attempt in (1, 2):  # a keep-alive connection the server closed is opened again once
+            if self._connection is None:
+                self._connection = http.client.HTTPConnection(*self._address, timeout=30)
+            try:
+                self._connection.request(method, path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                data = response.read()
+            except (http.client.HTTPException, ConnectionError):
+                self.close()
+                if attempt == 2:
+                    raise
+                continue
+            for name, value in response.getheaders():
+                if name.lower() == "set-cookie":
+                    key, _, rest = value.partition("=")
+                    self._cookies[key.strip()] = rest.split(";", 1)[0]
+            if response.getheader("Connection", "").lower() == "close":
+                self.close()
+            return Reply(response.status, data.decode("utf-8", "replace"))
+        raise AssertionError("unreachable")
+
+    def post_form(self, path: str, fields: dict[str, str]) -> Reply:
+        return self.request("POST", path, body=urlencode(fields).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _signed_post(http: Browser, body: str) -> Reply:
     ts = str(int(time.time()))
-    return http.post(
-        f"{url}/slack/events",
-        data=body.encode(),
+    return http.request(
+        "POST",
+        "/slack/events",
+        body=body.encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature(body, ts)},
-        timeout=30,
     )
 
 
-def _run_clients(jobs: list[Callable[[requests.Session], float]]) -> Latency:
-    """Run the jobs on CLIENTS threads, each with its own keep-alive connection."""
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
+    """Slack messages are sent after the response (the outbox's background delivery): wait
+    until they have all arrived before the next phase needs them."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class PathResult:
+    latency: Latency
+    #: CPU milliseconds per request, by component (bench/cpu.py)
+    cpu_ms: dict[str, float]
+
+
+def _run_clients(jobs: list[Callable[[Browser], float]], meter: CpuMeter, base_url: str) -> PathResult:
+    """Run the jobs on CLIENTS threads, each with its own keep-alive connection, and measure
+    the CPU every component spent meanwhile."""
     lock = threading.Lock()
     queue = list(reversed(jobs))
     timings: list[float] = []
     errors: list[str] = []
 
     def client() -> None:
-        with requests.Session() as http:
+        http = Browser(base_url)
+        try:
             while True:
                 with lock:
                     if not queue:
@@ -154,7 +229,10 @@ def _run_clients(jobs: list[Callable[[requests.Session], float]]) -> Latency:
                     continue
                 with lock:
                     timings.append(elapsed)
+        finally:
+            http.close()
 
+    before = meter.snapshot()
     started = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
     for thread in threads:
@@ -162,24 +240,25 @@ def _run_clients(jobs: list[Callable[[requests.Session], float]]) -> Latency:
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    spent = meter.spent(before, meter.snapshot())
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
-    return Latency.of(timings, wall)
+    return PathResult(Latency.of(timings, wall), {name: 1000 * seconds / len(jobs) for name, seconds in spent.items()})
 
 
-def _timed(call: Callable[[], requests.Response], expect: int = 200) -> float:
+def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
     started = time.perf_counter()
     response = call()
     elapsed = time.perf_counter() - started
-    if response.status_code != expect:
+    if response.status != expect:
         raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
     return elapsed
 
 
-def run_backend(backend: str, *, count: int) -> dict[str, Latency]:
+def run_backend(backend: str, *, count: int) -> dict[str, PathResult]:
     agents = [f"UAGENT{n:03d}" for n in range(CLIENTS)]
     people = {a: {"email": f"{a.lower()}@corp.example", "tz": "Europe/Paris"} for a in [*agents, "UMANAGER1", "UMANAGER2"]}
-    results: dict[str, Latency] = {}
+    results: dict[str, PathResult] = {}
     with fresh_database(backend) as db_url, tempfile.TemporaryDirectory(prefix="impbot-bench-") as folder, SlackStub(people) as fake:
         workdir = Path(folder)
         (workdir / "policy.toml").write_text(POLICY % {"agents": ", ".join(f'"{a}"' for a in agents)})
@@ -190,71 +269,85 @@ def run_backend(backend: str, *, count: int) -> dict[str, Latency]:
             directory.import_directory(db, workdir / "directory.json", actor=Actor.system("bench"))
             directory.set_flag(db, account_external_id="gated", flag=directory.AccountFlag.SENSITIVE, on=True, actor=Actor.system("bench"), note="bench")
         server = Server(db_url, fake, workdir)
+        groups = {
+            "web": lambda: [server.process.pid, *children(server.process.pid)],
+            "Slack stub": lambda: [fake.pid],
+            "clients": lambda: [os.getpid()],
+        }
+        if backend == "postgresql":
+            groups["PostgreSQL"] = postgres_backends
+        meter = CpuMeter(groups)
         try:
             # warm-up: connection pools, imports, first queries
-            with requests.Session() as http:
-                for n in range(20):
-                    _signed_post(http, server.url, slash_command(f"acct{n}", user_id=agents[n % CLIENTS], trigger_id=_trigger()))
+            setup = Browser(server.url)
+            for n in range(20):
+                _signed_post(setup, slash_command(f"acct{n}", user_id=agents[n % CLIENTS], trigger_id=_trigger()))
 
             def ack_job(n: int):
-                def job(http: requests.Session) -> float:
+                def job(http: Browser) -> float:
                     body = slash_command(f"acct{n % 200}", user_id=agents[n % CLIENTS], trigger_id=_trigger())
-                    return _timed(lambda: _signed_post(http, server.url, body))
+                    return _timed(lambda: _signed_post(http, body))
                 return job
 
-            results["/impersonate ack"] = _run_clients([ack_job(n) for n in range(count)])
+            results["/impersonate ack"] = _run_clients([ack_job(n) for n in range(count)], meter, server.url)
 
             # grants for redemption: real submissions through the app (not timed)
-            def submit(agent: str, account: str, user: str) -> requests.Response:
+            def submit(agent: str, account: str, user: str) -> Reply:
                 state = request_state(account=account, user=user, duration="30")
-                return _signed_post(http, server.url, view_submission(state, user_id=agent, callback_id=CallbackId.IMPERSONATE_REQUEST.value))
+                return _signed_post(setup, view_submission(state, user_id=agent, callback_id=CallbackId.IMPERSONATE_REQUEST.value))
+
+            def links_posted(since: int) -> list[str]:
+                found = (re.search(r"<(http://bot\.bench/l/[A-Za-z0-9_-]{43})\|", json.dumps(a.get("blocks"))) for a in fake.posted_messages()[since:])
+                return [match.group(1) for match in found if match]
 
             before = len(fake.posted_messages())
-            with requests.Session() as http:
-                for n in range(count):
-                    submit(agents[n % CLIENTS], f"acct{n % 200}", f"user{n % 200}")
-            links = [
-                re.search(r"<(http://bot\.bench/l/[A-Za-z0-9_-]{43})\|", json.dumps(args.get("blocks"))).group(1)
-                for args in fake.posted_messages()[before:]
-            ]
-            assert len(links) == count, len(links)
+            for n in range(count):
+                submit(agents[n % CLIENTS], f"acct{n % 200}", f"user{n % 200}")
+            _wait_for("the link DMs", lambda: len(links_posted(before)) >= count)
+            links = links_posted(before)[:count]
 
-            # Each link's landing page is fetched first, untimed, by the browser session that
-            # will redeem it (the CSRF cookie and proof); then only the POSTs are timed.
-            browsers = [requests.Session() for _ in range(CLIENTS)]
+            # Each link's landing page is fetched first, untimed, by the browser that will
+            # redeem it (the CSRF cookie and proof); then only the POSTs are timed.
+            browsers = [Browser(server.url) for _ in range(CLIENTS)]
             proofs = []
             for n, link in enumerate(links):
-                local = link.replace("http://bot.bench", server.url)
-                page = browsers[n % CLIENTS].get(local, timeout=30)
-                proofs.append((n % CLIENTS, local, unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))))
+                path = link.removeprefix("http://bot.bench")
+                page = browsers[n % CLIENTS].request("GET", path)
+                proofs.append((n % CLIENTS, path, unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))))
 
-            def redeem_job(browser: int, local: str, csrf: str):
-                def job(_http: requests.Session) -> float:
-                    return _timed(lambda: browsers[browser].post(local, data={"csrf": csrf}, timeout=30))
+            def redeem_job(browser: int, path: str, csrf: str):
+                def job(_http: Browser) -> float:
+                    return _timed(lambda: browsers[browser].post_form(path, {"csrf": csrf}))
                 return job
 
-            results["link redemption (POST)"] = _run_clients([redeem_job(*proof) for proof in proofs])
+            results["link redemption (POST)"] = _run_clients([redeem_job(*proof) for proof in proofs], meter, server.url)
             for browser in browsers:
                 browser.close()
 
             # pending requests on the gated account, then approve clicks
-            with requests.Session() as http:
-                for n in range(count):
-                    submit(agents[n % CLIENTS], "gated", "gated-user")
+            for n in range(count):
+                submit(agents[n % CLIENTS], "gated", "gated-user")
+            setup.close()
+
+            def approver_refs() -> dict[str, MessageRef]:
+                with factory() as db:
+                    return {r.subject_id: r for r in db.execute(select(MessageRef).where(MessageRef.recipient == "UMANAGER1")).scalars()}
+
             with factory() as db:
                 pending = db.execute(select(ImpersonationRequest.id).where(ImpersonationRequest.state == "pending")).scalars().all()
-                refs = {r.subject_id: r for r in db.execute(select(MessageRef).where(MessageRef.recipient == "UMANAGER1")).scalars()}
             assert len(pending) == count, len(pending)
+            _wait_for("the approvers' DMs", lambda: len(approver_refs()) >= count)
+            refs = approver_refs()
 
             def approve_job(request_id: str):
                 ref = refs[request_id]
                 body = block_action(ActionId.APPROVE_REQUEST.value, request_id, block_id=BlockId.APPROVAL_ACTIONS.value, user_id="UMANAGER1", channel=ref.channel, message_ts=ref.ts)
 
-                def job(http: requests.Session) -> float:
-                    return _timed(lambda: _signed_post(http, server.url, body))
+                def job(http: Browser) -> float:
+                    return _timed(lambda: _signed_post(http, body))
                 return job
 
-            results["approve click"] = _run_clients([approve_job(r) for r in pending])
+            results["approve click"] = _run_clients([approve_job(r) for r in pending], meter, server.url)
             with factory() as db:
                 granted = db.execute(select(ImpersonationRequest.id).where(ImpersonationRequest.state == "granted")).scalars().all()
             assert len(granted) == count, "every approve click must have decided its request"
@@ -272,15 +365,20 @@ def run(*, backends: list[str], count: int) -> str:
         f"closed-loop keep-alive clients on the same machine, {count} requests per path; Slack is",
         "bench/slack_stub.py in its own process. Target (issues 2, 3): p99 ≤ 100 ms with 20 clients.",
         "",
-        "| backend | path | requests | p50 ms | p99 ms | max ms | req/s | p99 target met |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        "CPU per request is what each component spent during the path's run divided by its",
+        "requests (bench/cpu.py; PostgreSQL counts every postgres process on the machine).",
+        "",
+        "| backend | path | requests | p50 ms | p99 ms | max ms | req/s | p99 target met | CPU ms/request: web / Slack stub / PostgreSQL / clients |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for backend in backends:
         print(f"[http] {backend} …", flush=True)
-        for name, latency in run_backend(backend, count=count).items():
+        for name, result in run_backend(backend, count=count).items():
+            latency, cpu = result.latency, result.cpu_ms
             met = "yes" if latency.p99_ms <= 100 else "**no**"
+            spent = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–" for k in ("web", "Slack stub", "PostgreSQL", "clients"))
             lines.append(
-                f"| {backend} | {name} | {latency.count} | {latency.p50_ms:.1f} | {latency.p99_ms:.1f} | {latency.max_ms:.1f} | {latency.throughput:.0f} | {met} |"
+                f"| {backend} | {name} | {latency.count} | {latency.p50_ms:.1f} | {latency.p99_ms:.1f} | {latency.max_ms:.1f} | {latency.throughput:.0f} | {met} | {spent} |"
             )
-            print(f"  {name}: p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms", flush=True)
+            print(f"  {name}: p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms, {latency.throughput:.0f}/s, CPU ms/req {spent}", flush=True)
     return "\n".join(lines) + "\n"

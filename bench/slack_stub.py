@@ -106,6 +106,7 @@ class SlackStub:
         self._process = ctx.Process(target=_serve, args=(child, people), daemon=True)
         self._process.start()
         self.url = f"http://127.0.0.1:{self._conn.recv()}/api/"
+        self.pid = self._process.pid
 
     def posted_messages(self) -> list[dict[str, Any]]:
         """chat.postMessage arguments received so far (blocks decoded)."""

@@ -325,6 +325,34 @@ def _like_pattern(query: str) -> str:
     return f"%{escaped.lower()}%"
 
 
+def account_label_named(db: Session, name: str) -> tuple[str, str] | None:
+    """(account id, name) of the account whose id is exactly `name`, ignoring case. Only
+    those two columns are read: this runs on every `/impersonate acme` before Slack's 3 s
+    trigger expires, and loading the account (with its flags) cost as much as the rest of
+    the command (bench/http_bench.py)."""
+    wanted = name.strip()
+    if not wanted:
+        return None
+    columns = select(Account.external_id, Account.name)
+    # the exact spelling first (the unique index), then case-insensitively
+    row = db.execute(columns.where(Account.external_id == wanted)).first()
+    if row is None:
+        row = db.execute(columns.where(func.lower(Account.external_id) == wanted.lower()).limit(1)).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def account_labels(db: Session, query: str, *, limit: int) -> list[tuple[str, str]]:
+    """(account id, name) pairs for the typeahead, as `search_accounts` finds them, reading
+    only those two columns."""
+    statement = select(Account.external_id, Account.name).order_by(Account.external_id).limit(limit)
+    if query.strip():
+        pattern = _like_pattern(query.strip())
+        statement = statement.where(
+            or_(func.lower(Account.external_id).like(pattern, escape="\\"), func.lower(Account.name).like(pattern, escape="\\"))
+        )
+    return [(row[0], row[1]) for row in db.execute(statement)]
+
+
 def search_accounts(db: Session, query: str, *, limit: int) -> list[Account]:
     """Typeahead over account id and name (case-insensitive substring)."""
     statement = select(Account).order_by(Account.external_id).limit(limit)

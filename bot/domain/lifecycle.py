@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bot.db.models import ImpersonationRequest, RequestState
 from bot.domain import audit
@@ -62,6 +63,8 @@ def transition(
     )
     if result.rowcount != 1:
         raise TransitionRefused(request.id, source, target)
-    request.state = target.value
-    request.updated_at = now
+    # The row already holds these values (the UPDATE above): tell the loaded object without
+    # marking it dirty, or the unit of work would write the same row again at commit.
+    set_committed_value(request, "state", target.value)
+    set_committed_value(request, "updated_at", now)
     audit.append(db, event, now=now)

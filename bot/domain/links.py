@@ -11,10 +11,10 @@ import enum
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
@@ -169,58 +169,64 @@ def preview(ctx: DomainContext, token: str, *, now: datetime | None = None) -> L
         return LinkPreview(RequestView.of(link.request), link.expires_at, problem)
 
 
+#: the winning redemption: one conditional UPDATE that also says which request it was for
+_REDEEM = (
+    update(Link)
+    .where(
+        Link.token_hash == bindparam("presented_hash"),
+        Link.redeemed_at.is_(None),
+        Link.expires_at > bindparam("at"),
+        Link.request_id.in_(select(ImpersonationRequest.id).where(ImpersonationRequest.state == RequestState.GRANTED.value)),
+    )
+    .values(redeemed_at=bindparam("at"))
+    .returning(Link.request_id)
+    .execution_options(synchronize_session=False)
+)
+_INSERT_SESSION = insert(ImpersonationSession.__table__)
+
+
 def redeem(
     ctx: DomainContext, token: str, *, client: ClientInfo = ClientInfo(), now: datetime | None = None
 ) -> Redemption | RedemptionRefused:
+    """POST: redeem once. The transaction holds only what must be atomic — the conditional
+    UPDATE, the session row, the messages owed and the state move with its audit event (taken
+    last: on PostgreSQL the audit head's row lock is then held only until the commit) — and
+    the hand-off JWT is signed after the commit, outside any lock (bench/http_bench.py)."""
     now = now or utcnow()
     if not ctx.product_launch_url:
         raise RuntimeError("PRODUCT_LAUNCH_URL is not set; links cannot be redeemed")
     token_hash = _lookup_hash(token)
     with ctx.sessions() as db, db.begin():
-        granted = select(ImpersonationRequest.id).where(ImpersonationRequest.state == RequestState.GRANTED.value)
-        won = db.execute(
-            update(Link)
-            .where(
-                Link.token_hash == token_hash,
-                Link.redeemed_at.is_(None),
-                Link.expires_at > now,
-                Link.request_id.in_(granted),
-            )
-            .values(redeemed_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none()
-        if won != 1 or link is None:
-            problem = _problem_for(link, now) or LinkProblem.ALREADY_USED
-            request = link.request if link is not None else None
-            audit.append(
-                db,
-                EventDraft(
-                    type=AUDIT_TYPE[problem],
-                    actor=Actor(slack_id=None, role="browser"),
-                    account=request.account.external_id if request else None,
-                    customer_user=request.customer_user.external_id if request else None,
-                    request_id=request.id if request else None,
-                    details={"token_hash_prefix": token_hash[:12], **client.as_details()},
-                ),
-                now=now,
-            )
-            return RedemptionRefused(problem)
-        request = link.request
-        session = ImpersonationSession(
+        request_id = db.execute(_REDEEM, {"presented_hash": token_hash, "at": now}).scalar_one_or_none()
+        if request_id is None:
+            return _refuse_redemption(db, token_hash, client, now)
+        request = db.get_one(ImpersonationRequest, request_id)
+        session = SessionView(
             id=str(uuid.uuid4()),
-            request_id=request.id,
-            account_id=request.account_id,
-            agent_slack_id=request.agent_slack_id,
+            request=RequestView.of(request),
             started_at=now,
             expires_at=now + timedelta(minutes=request.duration_minutes),
             ended_at=None,
             end_reason=None,
             ended_by=None,
-            handoff_jti=str(uuid.uuid4()),
         )
-        db.add(session)
-        db.flush()
+        jti = str(uuid.uuid4())
+        db.execute(
+            _INSERT_SESSION,
+            {
+                "id": session.id,
+                "request_id": request.id,
+                "account_id": request.account_id,
+                "agent_slack_id": request.agent_slack_id,
+                "started_at": session.started_at,
+                "expires_at": session.expires_at,
+                "ended_at": None,
+                "end_reason": None,
+                "ended_by": None,
+                "handoff_jti": jti,
+            },
+        )
+        outbox.enqueue_session_started(db, request, now=now)
         transition(
             db,
             request,
@@ -236,27 +242,47 @@ def redeem(
                 details={
                     "expires_at": audit.format_time(session.expires_at),
                     "scope": request.scope,
-                    "jti": session.handoff_jti,
+                    "jti": jti,
                     **client.as_details(),
                 },
             ),
             now=now,
         )
-        outbox.enqueue_session_started(db, request, now=now)
-        token_out = mint_handoff(
-            ctx.signing_key,
-            HandoffClaims(
-                issuer=ctx.issuer,
-                audience=ctx.product_launch_url,
-                customer_user=request.customer_user.external_id,
-                agent=request.agent_email or request.agent_slack_id,
-                session_id=session.id,
-                account=request.account.external_id,
-                scope=request.scope,
-                issued_at=now,
-                expires_at=session.expires_at,
-                jti=session.handoff_jti,
-            ),
-        )
-        view = SessionView.of(session)
-    return Redemption(session=view, handoff_token=token_out, launch_url=ctx.product_launch_url)
+        session = replace(session, request=replace(session.request, state=RequestState.ACTIVE.value))
+    token_out = mint_handoff(
+        ctx.signing_key,
+        HandoffClaims(
+            issuer=ctx.issuer,
+            audience=ctx.product_launch_url,
+            customer_user=session.request.customer_user,
+            agent=request.agent_email or request.agent_slack_id,
+            session_id=session.id,
+            account=session.request.account,
+            scope=session.request.scope,
+            issued_at=now,
+            expires_at=session.expires_at,
+            jti=jti,
+        ),
+    )
+    return Redemption(session=session, handoff_token=token_out, launch_url=ctx.product_launch_url)
+
+
+def _refuse_redemption(db: Session, token_hash: str, client: ClientInfo, now: datetime) -> RedemptionRefused:
+    """Not redeemed — unknown, already used, expired or no longer granted: audited with a
+    prefix of the token's hash, never the token."""
+    link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none()
+    problem = _problem_for(link, now) or LinkProblem.ALREADY_USED
+    request = link.request if link is not None else None
+    audit.append(
+        db,
+        EventDraft(
+            type=AUDIT_TYPE[problem],
+            actor=Actor(slack_id=None, role="browser"),
+            account=request.account.external_id if request else None,
+            customer_user=request.customer_user.external_id if request else None,
+            request_id=request.id if request else None,
+            details={"token_hash_prefix": token_hash[:12], **client.as_details()},
+        ),
+        now=now,
+    )
+    return RedemptionRefused(problem)

@@ -139,10 +139,25 @@ def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
     )
 
 
+def _account_label(external_id: str, name: str) -> tuple[str, str]:
+    return external_id, f"{name} ({external_id})"
+
+
 def account_choices(ctx: DomainContext, query: str, *, limit: int) -> list[tuple[str, str]]:
     """(account id, label) pairs for the account typeahead."""
     with reading(ctx.sessions) as db:
-        return [(a.external_id, f"{a.name} ({a.external_id})") for a in directory.search_accounts(db, query, limit=limit)]
+        return [_account_label(*pair) for pair in directory.account_labels(db, query, limit=limit)]
+
+
+def named_account(ctx: DomainContext, text: str, *, max_length: int) -> tuple[str, str] | None:
+    """(account id, label) of the account `/impersonate <text>` names by its id, ignoring case
+    (a prefix or a name is not enough: the modal's typeahead is there for searching)."""
+    wanted = text.strip()
+    if not wanted or len(wanted) > max_length:
+        return None
+    with reading(ctx.sessions) as db:
+        pair = directory.account_label_named(db, wanted)
+    return _account_label(*pair) if pair is not None else None
 
 
 def user_choices(ctx: DomainContext, account_external_id: str | None, query: str, *, limit: int) -> list[tuple[str, str]]:

@@ -25,7 +25,11 @@ def register(app: App, ctx: DomainContext) -> None:
             return
         ack()
         options = requests.modal_options(ctx, command["user_id"])
-        initial = named_account(ctx, command.get("text") or "") if options.role is not None else None
+        initial = (
+            requests.named_account(ctx, command.get("text") or "", max_length=limits.OPTION_VALUE_MAX)
+            if options.role is not None
+            else None
+        )
         client.views_open(trigger_id=command["trigger_id"], view=blocks.request_modal(options, initial_account=initial))
 
     def revoke_by_command(ack: Ack, command: dict[str, Any], client: WebClient, session_id: str) -> None:
@@ -36,12 +40,3 @@ def register(app: App, ctx: DomainContext) -> None:
         ack(text=watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(user).tz))
         if isinstance(result, revocation.Revoked):
             deliver_now(ctx, client, result.targets)
-
-
-def named_account(ctx: DomainContext, text: str) -> tuple[str, str] | None:
-    """The account the command text names by its id (`/impersonate acme`), if it exists."""
-    wanted = text.strip()
-    if not wanted or len(wanted) > limits.OPTION_VALUE_MAX:
-        return None
-    matches = requests.account_choices(ctx, wanted, limit=limits.OPTIONS_MAX)
-    return next((pair for pair in matches if pair[0].casefold() == wanted.casefold()), None)
