@@ -287,6 +287,19 @@ def test_the_gunicorn_server_uses_the_project_settings(workdir, monkeypatch):
     assert cfg.accesslog == "-"
 
 
+def test_socket_mode_workers_close_their_connection_on_exit_and_refuse_preload(workdir, monkeypatch):
+    settings = cli.load_settings()
+    server = cli.GunicornServer(settings, master=None, socket_mode=True)
+    assert server.cfg.worker_exit == server._close_socket_mode
+    server.cfg.worker_exit(None, None)  # in the master (a vanished worker): nothing to close
+    assert cli.GunicornServer(settings, master=None).cfg.worker_exit.__module__ == "gunicorn.config"
+
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--preload")
+    preloading = cli.GunicornServer(settings, master=None, socket_mode=True)
+    with pytest.raises(cli.AppImportError, match="cannot be used with gunicorn's --preload"):
+        preloading.load()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

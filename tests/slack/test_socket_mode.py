@@ -140,13 +140,13 @@ def transport(request, make_container, fake) -> Iterator[Transport]:
 
 
 def _summary(fake: FakeSlack) -> list[tuple[str, str]]:
-    """The Slack calls the listeners made, with what identifies each (not the transport's
-    own apps.connections.open, nor Bolt's start-up auth.test)."""
+    """The Slack calls the app made, with what identifies each (not the transport's own
+    apps.connections.open, nor Bolt's start-up auth.test)."""
     calls = []
     for call in fake.calls:
-        if call.method in ("apps.connections.open", "auth.test", "users.info"):
+        if call.method in ("apps.connections.open", "auth.test"):
             continue
-        what = call.args["view"].get("callback_id") if "view" in call.args else call.args.get("channel", "")
+        what = call.args["view"].get("callback_id") if "view" in call.args else call.args.get("channel") or call.args.get("user")
         calls.append((call.method, str(what)))
     return calls
 
@@ -183,6 +183,7 @@ def test_the_same_listeners_answer_and_call_slack_alike_over_http_and_socket_mod
         ("views.open", CallbackId.IMPERSONATE_REQUEST.value),
         ("chat.postMessage", "UAGENT1"),
         ("chat.postMessage", "CSECURITY1"),  # the security channel's live feed
+        ("users.info", "UAGENT1"),  # the agent's e-mail and time zone, for the audit event
         ("views.open", CallbackId.IMPERSONATE_REQUEST.value),
     ])
     # the DM and the feed post go out in the background, in either order
