@@ -76,7 +76,9 @@ class SocketModeReceiver:
             self._handler.connect()
         except SlackApiError as exc:
             self.stop()
-            error = exc.response.get("error") or "unknown_error"
+            error = str(exc.response.get("error") or "")
+            if not error.replace("_", "").isalpha():  # not one of Slack's error codes (e.g. an HTML error page)
+                error = f"HTTP {exc.response.status_code}"
             raise ConfigError(
                 f"Slack refused to open a Socket Mode connection with SLACK_APP_TOKEN ({error}); "
                 "check the token has the connections:write scope and Socket Mode is enabled for the app"
@@ -84,7 +86,11 @@ class SocketModeReceiver:
         except OSError as exc:
             self.stop()
             raise ConfigError(f"cannot reach the Slack Web API to open a Socket Mode connection: {exc}") from None
-        log.info("Socket Mode connected; Slack requests arrive over the WebSocket")
+        if self.connected:
+            log.info("Socket Mode connected; Slack requests arrive over the WebSocket")
+        else:
+            # The SDK logged why; its monitor asks for a fresh URL and retries every few seconds.
+            log.warning("Socket Mode: the WebSocket did not open; retrying in the background")
 
     def stop(self) -> None:
         """Stops taking envelopes, lets the ones being handled finish and acknowledge, then

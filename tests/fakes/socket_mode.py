@@ -110,8 +110,9 @@ class FakeSocketMode:
 
     # what apps.connections.open answers ---------------------------------------------------------------
     def issue_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakeSocketMode is not started")
+        """A URL with a fresh ticket (after stop(), one that nobody serves any more)."""
+        if not self.port:
+            raise RuntimeError("FakeSocketMode was never started")
         ticket = secrets.token_hex(16)
         with self._cond:
             self._tickets[ticket] = False

@@ -298,6 +298,18 @@ def test_neither_the_app_token_nor_the_socket_ticket_is_logged(make_container, f
         assert secret not in text
 
 
+def test_a_websocket_that_will_not_open_is_left_to_the_client_to_retry(make_container, fake, caplog):
+    container = make_container()
+    fake.socket_mode.stop()  # apps.connections.open still answers, with a URL nobody serves
+    with caplog.at_level(logging.INFO):
+        receiver = start_socket_mode(container.slack_app, fake.app_token)
+    try:
+        assert not receiver.connected
+        assert "the WebSocket did not open; retrying in the background" in caplog.text
+    finally:
+        receiver.stop()
+
+
 def test_a_token_slack_refuses_stops_start_up_with_the_error(make_container, fake):
     container = make_container(SLACK_APP_TOKEN="xapp-1-A0FAKEAPP-1-revoked")
     with pytest.raises(ConfigError, match=r"refused .* SLACK_APP_TOKEN \(invalid_auth\)") as refused:
