@@ -6,6 +6,7 @@ is granted at once and issues its one-time link, all in one transaction.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,6 +34,8 @@ from bot.domain.policy import (
     powers_of,
 )
 from bot.domain.views import IssuedLink, RequestView
+
+log = logging.getLogger(__name__)
 
 #: What the agent reads on the refused field. Plain text: the Slack face escapes it.
 BLOCK_MESSAGES: dict[BlockCause, str] = {
@@ -350,6 +353,7 @@ def link_message_state(ctx: DomainContext, request_id: str, *, now: datetime | N
             return view
         issued = links.reissued_link(ctx, link)
         if issued is None:
+            log.warning("request %s: its link cannot be derived again (the signing key changed since the grant); no link is sent", request_id)
             return None
         return Granted(
             view,
