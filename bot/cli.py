@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.config import Settings, load_settings
+from bot.config import ConfigError, Settings, load_settings
 from bot.db import roles
 from bot.db.engine import make_engine, make_session_factory, reading, transaction
 from bot.db.migrate import upgrade_head
@@ -67,6 +67,8 @@ from bot.wiring import (
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from bot.slack.socket_mode import SocketModeReceiver
 
 class UsageProblem(Exception):
     """An option's value is wrong in a way argparse cannot tell: exit 2 with this message."""
@@ -212,7 +214,7 @@ def run_serve(settings: Settings, _args: argparse.Namespace) -> int:
     # Built before gunicorn starts, so every configuration problem stops us with one line;
     # this container lives in gunicorn's master and serves only the scheduler.
     master = build_container(settings)
-    GunicornServer(settings, master=master).run()
+    GunicornServer(settings, master=master, socket_mode=settings.socket_mode).run()
     return EXIT_OK
 
 
@@ -243,12 +245,24 @@ class GunicornServer(BaseApplication):
     Each worker builds its own Container after the fork (its own engine and connection pool).
     With `master` (serve), a BackgroundScheduler runs in gunicorn's master process: started
     once when gunicorn is ready, however many workers there are, and stopped on exit.
+
+    With `socket_mode` (serve with SLACK_APP_TOKEN), each worker also opens one Socket Mode
+    connection into its own Bolt app, and closes it gracefully when the worker exits (SIGTERM
+    to gunicorn reaches every worker). In the workers, not the master: the master forks, and
+    a child would inherit the open WebSocket, keeping a connection Slack delivers to that
+    nobody reads. Slack spreads payloads over an app's connections (at most 10), so
+    WEB_CONCURRENCY workers share them as they share HTTP requests.
     """
 
-    def __init__(self, settings: Settings, *, master: Container | None) -> None:
+    def __init__(self, settings: Settings, *, master: Container | None, socket_mode: bool = False) -> None:
         self._settings = settings
+        self._socket_mode = socket_mode
+        #: this worker's Socket Mode connection (set in the worker by load(); None in the master)
+        self._receiver: SocketModeReceiver | None = None
         # Made once: gunicorn re-runs load_config on SIGHUP, and must not start a second one.
         self._hooks = scheduler_hooks(master) if master is not None else {}
+        if socket_mode:
+            self._hooks["worker_exit"] = self._close_socket_mode
         super().__init__(prog=PROG)
 
     def load_config(self) -> None:
@@ -266,10 +280,29 @@ class GunicornServer(BaseApplication):
 
     def load(self) -> Flask:
         try:
-            return build_container(self._settings).web_app
+            if self._socket_mode and self.cfg.preload_app:
+                # preloading builds the app in the master, which then forks (see above)
+                raise ConfigError("Socket Mode (SLACK_APP_TOKEN) cannot be used with gunicorn's --preload")
+            container = build_container(self._settings)
+            if self._socket_mode:
+                from bot.slack.socket_mode import start_socket_mode
+
+                try:
+                    self._receiver = start_socket_mode(container.slack_app, self._settings.slack_app_token or "")
+                except BaseException:
+                    container.close()
+                    raise
+            return container.web_app
         except STARTUP_ERRORS as exc:
             # gunicorn prints this one line and halts instead of respawning workers forever.
             raise AppImportError(str(exc)) from None
+
+    def _close_socket_mode(self, _server: object, _worker: object) -> None:
+        # gunicorn also calls worker_exit in the master for a worker that vanished; there
+        # `_receiver` is None (it is set only in the worker's copy of this object).
+        if self._receiver is not None:
+            self._receiver.stop()
+            self._receiver = None
 
 
 def scheduler_hooks(master: Container) -> dict[str, Callable[..., None]]:

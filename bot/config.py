@@ -16,6 +16,11 @@ DEFAULT_DATABASE_URL = "sqlite:///impersonation.db"
 DEFAULT_POLICY_PATH = "policy.toml"
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:3000"
 DEFAULT_SIGNING_KEY_FILE = "signing_key.pem"
+#: Slack's app-level tokens start so; only they may open a Socket Mode connection
+#: (https://api.slack.com/authentication/token-types#app-level)
+APP_TOKEN_PREFIX = "xapp-"
+#: other token kinds someone may paste into SLACK_APP_TOKEN by mistake, named in the error
+_OTHER_TOKEN_KINDS = {"xoxb-": "a bot token", "xoxp-": "a user token", "xoxe-": "a refresh token"}
 
 
 class ConfigError(Exception):
@@ -43,6 +48,11 @@ class Settings:
     def has_slack_credentials(self) -> bool:
         return bool(self.slack_bot_token and self.slack_signing_secret)
 
+    @property
+    def socket_mode(self) -> bool:
+        """Slack delivers commands, interactions and events over Socket Mode (DESIGN.md)."""
+        return self.slack_app_token is not None
+
     def require_slack(self) -> None:
         missing = [
             name
@@ -59,6 +69,22 @@ class Settings:
                 "to your workspace, then put the Bot User OAuth Token in SLACK_BOT_TOKEN and the "
                 "Signing Secret in SLACK_SIGNING_SECRET (environment or .env). See README.md."
             )
+        self.require_app_token_shape()
+
+    def require_app_token_shape(self) -> None:
+        """A SLACK_APP_TOKEN that cannot be an app-level token stops start-up here, before
+        anything connects. The message never repeats the value, only what kind it looks like."""
+        token = self.slack_app_token
+        if token is None or token.startswith(APP_TOKEN_PREFIX):
+            return
+        kind = next((name for prefix, name in _OTHER_TOKEN_KINDS.items() if token.startswith(prefix)), None)
+        raise ConfigError(
+            f"SLACK_APP_TOKEN must be an app-level token starting with {APP_TOKEN_PREFIX!r}"
+            + (f", but it holds {kind}" if kind else "")
+            + ". Generate one with the connections:write scope under Basic Information → "
+            "App-Level Tokens in the app's settings, or unset SLACK_APP_TOKEN to receive Slack "
+            "requests over HTTP. See README.md."
+        )
 
 
 def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from flask import Flask
     from slack_bolt import App
 
+    from bot.web.background import AfterResponse
+
 #: Errors that mean "the operator must fix the configuration or the input": the CLI prints
 #: their message on one line and exits 2; gunicorn halts instead of respawning workers.
 STARTUP_ERRORS: tuple[type[Exception], ...] = (ConfigError, PolicyError, KeyError_, DirectoryError)
@@ -63,11 +65,17 @@ class Container:
     slack_app: App
     notifier: SessionNotifier
     web_app: Flask
+    #: the process's thread for Slack deliveries after a response (bot/web/background.py)
+    after_response: AfterResponse | None = None
+
+    def wait_for_deliveries(self, timeout: float = 30.0) -> bool:
+        """Block until every delivery handed to the background thread so far has run (tests
+        that check what Slack was sent; shutdown)."""
+        return self.after_response.wait_idle(timeout) if self.after_response is not None else True
 
     def close(self) -> None:
-        shutdown = getattr(self.notifier, "shutdown", None)
-        if shutdown is not None:
-            shutdown()  # let queued notices finish before the pool goes
+        if self.after_response is not None:
+            self.after_response.shutdown()  # let queued deliveries finish before the pool goes
         self.engine.dispose()
 
 
@@ -165,7 +173,7 @@ def build_container(settings: Settings) -> Container:
     from bot.slack.notifier import SlackSessionNotifier
     from bot.slack.people import SlackGroups, SlackPeople
     from bot.web.app import create_web_app
-    from bot.web.background import BackgroundSessionNotifier
+    from bot.web.background import AfterResponse, BackgroundDeliverer, BackgroundSessionNotifier
 
     engine = make_engine(settings.database_url)
     try:
@@ -189,10 +197,16 @@ def build_container(settings: Settings) -> Container:
         # 429s itself, so a rate limit goes back to the outbox (Retry-After) instead of
         # holding a scheduler thread.
         ctx.courier = SlackCourier(ctx, make_courier_client(settings))
-        # Sent from one background thread per process, not the request thread (bot/web/background.py).
-        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, client))
+        # What a change owes Slack is sent from one background thread per process, not the
+        # request thread (bot/web/background.py): a redemption's DM edit, and every message a
+        # listener's change owed (issue 3 point 12: the answer never waits for Slack).
+        after_response = AfterResponse()
+        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, client), after_response)
+        deliverer = BackgroundDeliverer(ctx, client, after_response)
         try:
-            slack_app = build_slack_app(ctx, client=client, signing_secret=settings.slack_signing_secret or "")
+            slack_app = build_slack_app(
+                ctx, client=client, signing_secret=settings.slack_signing_secret or "", deliverer=deliverer
+            )
         except BoltError as exc:  # e.g. auth.test refused the token: a configuration problem
             raise ConfigError(f"Slack app could not start: {exc}") from None
         except OSError as exc:  # Bolt's start-up auth.test could not reach SLACK_API_URL
@@ -214,6 +228,7 @@ def build_container(settings: Settings) -> Container:
         slack_app=slack_app,
         notifier=notifier,
         web_app=web_app,
+        after_response=after_response,
     )
 
 

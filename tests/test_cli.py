@@ -23,6 +23,7 @@ from bot.db.models import AccountFlagSetting, AuditEvent
 from tests.conftest import REPO_ROOT
 from tests.fakes.attacker import rewrite
 from tests.fakes.slack_api import FakeSlack
+from tests.slack.signed import slash_command
 
 CONSOLE_SCRIPT = Path(sys.executable).with_name("impersonation-bot")
 SETTINGS_VARIABLES = (
@@ -251,6 +252,18 @@ def test_without_slack_credentials_each_process_stops_with_one_message(workdir, 
     assert_one_line_error(err, "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "manifest.yaml")
 
 
+@pytest.mark.parametrize("command", ["serve", "web", "scheduler"])
+def test_an_app_token_of_the_wrong_kind_stops_start_up_with_one_message(workdir, monkeypatch, capsys, command):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'bot.db'}")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "secret")
+    monkeypatch.setenv("SLACK_APP_TOKEN", "xoxb-the-bot-token-again")
+    code, out, err = run(capsys, command)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "SLACK_APP_TOKEN must be an app-level token starting with 'xapp-'", "a bot token")
+    assert "the-bot-token-again" not in err
+
+
 def test_web_with_a_broken_policy_names_the_key(workdir, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'bot.db'}")
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
@@ -272,6 +285,19 @@ def test_the_gunicorn_server_uses_the_project_settings(workdir, monkeypatch):
     assert cfg.bind == ["127.0.0.1:4999"]
     assert cfg.logger_class.__name__ == "RedactingGunicornLogger"
     assert cfg.accesslog == "-"
+
+
+def test_socket_mode_workers_close_their_connection_on_exit_and_refuse_preload(workdir, monkeypatch):
+    settings = cli.load_settings()
+    server = cli.GunicornServer(settings, master=None, socket_mode=True)
+    assert server.cfg.worker_exit == server._close_socket_mode
+    server.cfg.worker_exit(None, None)  # in the master (a vanished worker): nothing to close
+    assert cli.GunicornServer(settings, master=None).cfg.worker_exit.__module__ == "gunicorn.config"
+
+    monkeypatch.setenv("GUNICORN_CMD_ARGS", "--preload")
+    preloading = cli.GunicornServer(settings, master=None, socket_mode=True)
+    with pytest.raises(cli.AppImportError, match="cannot be used with gunicorn's --preload"):
+        preloading.load()
 
 
 def _free_port() -> int:
@@ -342,6 +368,48 @@ def test_serve_runs_web_and_scheduler_and_stops_on_sigterm(tmp_path):
     assert "Scheduler started" in output and "Scheduler has been shut down" in output
     assert "Using worker: gthread" in output
     assert "/l/<redacted>" in output and "not-a-real-token" not in output
+    assert "Traceback" not in output
+
+
+@pytest.mark.slow
+def test_serve_in_socket_mode_answers_slack_over_the_socket_and_the_browser_over_http(tmp_path):
+    shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
+    port = _free_port()
+    with FakeSlack() as fake:
+        process = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "serve"],
+            cwd=tmp_path,
+            env=_subprocess_env(
+                SLACK_BOT_TOKEN=fake.bot_token,
+                SLACK_SIGNING_SECRET="test-signing-secret",
+                SLACK_APP_TOKEN=fake.app_token,
+                SLACK_API_URL=fake.url,
+                DATABASE_URL=f"sqlite:///{tmp_path / 'impersonation.db'}",
+                GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port} --workers 1",
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        socket_mode = fake.socket_mode
+        try:
+            socket_mode.wait_for_connections(1, timeout=60)  # the worker connected
+            trigger = fake.issue_trigger_id()
+            envelope_id = socket_mode.send_http_body(slash_command("acme", trigger_id=trigger))
+            ack = socket_mode.ack(envelope_id, timeout=30)
+            health = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+        closed = socket_mode.live_connections == 0
+    assert ack == {"envelope_id": envelope_id}, output
+    (opened,) = fake.calls_to("views.open")
+    assert opened.ok and opened.args["trigger_id"] == trigger
+    assert health.status_code == 200
+    assert process.returncode == 0, output
+    assert closed and "Socket Mode connection closed" in output
+    assert fake.app_token not in output and "xapp-" not in output
+    assert socket_mode.violations == [] and fake.violations == []
     assert "Traceback" not in output
 
 

@@ -148,3 +148,23 @@ def test_require_slack_says_what_to_set_and_how(clean_env, env, missing):
 
 def test_require_slack_passes_with_both(clean_env):
     load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "secret"}).require_slack()
+
+
+def test_an_app_token_turns_socket_mode_on(clean_env):
+    assert not load_settings({}).socket_mode
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "SLACK_APP_TOKEN": "xapp-1-A1-2-abc"})
+    assert settings.socket_mode
+    settings.require_slack()  # an app-level token passes
+
+
+@pytest.mark.parametrize(
+    ("token", "kind"),
+    [("xoxb-123-secretpart", "a bot token"), ("xoxp-123-secretpart", "a user token"), ("secretpart", None)],
+)
+def test_an_app_token_of_another_kind_is_refused_without_repeating_it(clean_env, token, kind):
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "SLACK_APP_TOKEN": token})
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN must be an app-level token starting with 'xapp-'") as refused:
+        settings.require_slack()
+    message = str(refused.value)
+    assert "secretpart" not in message and "connections:write" in message
+    assert (kind in message) if kind else ("holds" not in message)

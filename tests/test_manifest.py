@@ -22,6 +22,8 @@ from tests.fakes.slack_api import METHODS, FakeSlack, manifest_bot_scopes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = REPO_ROOT / "manifest.yaml"
+#: the same app for Socket Mode (SLACK_APP_TOKEN): no request URLs, socket_mode_enabled
+SOCKET_MODE_MANIFEST = REPO_ROOT / "manifest.socket-mode.yaml"
 BOT_SOURCES = REPO_ROOT / "bot"
 EVENTS_PATH = "/slack/events"  # Bolt's default endpoint, where web/ mounts the Bolt adapter
 
@@ -43,9 +45,11 @@ def _slack_schema_validator(schema: dict):
     return extended(schema)
 
 
-def test_manifest_validates_against_slack_schema_v1(reference_dir, manifest):
+@pytest.mark.parametrize("path", [MANIFEST, SOCKET_MODE_MANIFEST], ids=lambda p: p.name)
+def test_manifest_validates_against_slack_schema_v1(reference_dir, path):
     schema = json.loads((reference_dir / "manifest.schema.1.0.0.json").read_text())
     Draft7Validator.check_schema(schema)
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
     errors = sorted(_slack_schema_validator(schema).iter_errors(manifest), key=lambda e: list(e.path))
     assert [f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors] == []
 
@@ -109,6 +113,20 @@ def test_settings_for_an_http_app_with_one_workspace(manifest):
     assert settings["org_deploy_enabled"] is False
     # agents and approvers are reached by DM
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
+
+
+def test_the_socket_mode_manifest_is_this_one_without_request_urls(manifest):
+    """Kept in step with manifest.yaml: the same app, commands and scopes; only where Slack
+    sends requests differs."""
+    socket_mode = yaml.safe_load(SOCKET_MODE_MANIFEST.read_text(encoding="utf-8"))
+    expected = json.loads(json.dumps(manifest))
+    for command in expected["features"]["slash_commands"]:
+        del command["url"]
+    for key in ("request_url", "message_menu_options_url"):
+        del expected["settings"]["interactivity"][key]
+    expected["settings"]["socket_mode_enabled"] = True
+    assert socket_mode == expected
+    assert "SLACK_APP_TOKEN" in SOCKET_MODE_MANIFEST.read_text(encoding="utf-8")  # the comment says what to set
 
 
 # --- scopes against the code ------------------------------------------------------------------------------
@@ -230,7 +248,8 @@ def test_every_method_the_code_calls_is_granted_per_slack_reference(reference_di
 def test_manifest_requests_no_scope_that_nothing_needs(manifest):
     granted = manifest["oauth_config"]["scopes"]["bot"]
     assert len(granted) == len(set(granted))
-    needed = {spec.scope for spec in METHODS.values() if spec.scope}
+    # bot-token methods only: an app-level token's scope (connections:write) is not a bot scope
+    needed = {spec.scope for spec in METHODS.values() if spec.scope and spec.token == "bot"}
     needed |= {scope for spec in METHODS.values() for scope in spec.optional_scopes}
     if manifest["features"].get("slash_commands"):
         needed.add("commands")  # Slack requires it for an app with slash commands

@@ -184,6 +184,9 @@ class Decided:
     session: SessionView | None = None
     #: every approver asked about the subject (their DMs may not all be delivered yet)
     asked: tuple[str, ...] = ()
+    #: the outbox targets the decision owed, in the order to send them (the agent's new link
+    #: DM last), for an immediate delivery once the transaction has committed
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -411,25 +414,30 @@ def pending_extension_ask(db: Session, session_id: str) -> ApprovalAsk | None:
 
 
 def enqueue_outcome(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
-    """Outbox rows (issue 5) that edit every approver's DM and the agent's DM once a request
-    is decided without a link: expired, denied or cancelled. An approved request is not sent
-    this way: its agent DM reference moves to the link DM, which must never be overwritten."""
+    """Outbox rows (issue 5) that edit every approver's DM and the agent's "approval needed"
+    DM once a request is decided: expired, denied, cancelled or approved (an approval also
+    owes the new link DM: approve_request)."""
     targets = enqueue_approver_edits(db, request.id, now=now)
-    targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
+    targets.append(outbox.enqueue_agent_request(db, request, now=now))
     return targets
-
-
-#: outcomes whose messages the outbox sends (enqueue_outcome); an approval's are sent by the
-#: deciding click itself, because the agent's DM reference then moves to the link DM
-OUTBOX_OUTCOMES = frozenset({"expired", "denied", "cancelled"})
 
 
 def outcome_targets(decided: Decided) -> list[str]:
-    """The outbox targets a decision without a link wrote (for an immediate delivery)."""
+    """The outbox targets a request's decision wrote (for an immediate delivery)."""
     request = decided.request
     targets = approver_targets(decided)
-    targets.append(outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id))
+    targets.append(outbox.target_of(outbox.Kind.AGENT_REQUEST, request.id, request.agent_slack_id))
     return targets
+
+
+def approved_by(db: Session, request: ImpersonationRequest) -> str | None:
+    """The approver whose click granted a gated request (its `approval.granted` event)."""
+    return db.execute(
+        select(audit.AuditEvent.actor_slack_id)
+        .where(audit.AuditEvent.request_id == request.id, audit.AuditEvent.type == "approval.granted")
+        .order_by(audit.AuditEvent.seq.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -> Decided:
@@ -448,8 +456,8 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
         ),
         now=now,
     )
-    enqueue_outcome(db, request, now=now)
-    return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id), asked=_asked(db, request.id))
+    targets = enqueue_outcome(db, request, now=now)
+    return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id), asked=_asked(db, request.id), targets=tuple(targets))
 
 
 def _counted_vote(
@@ -506,10 +514,16 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
             now=now,
         )
         link = issue_link(db, ctx, request, now=now)
-        outbox.enqueue_granted(db, request, now=now)
-        # Approvers' DMs are edited through the outbox; the agent's are not (they hold the link).
-        enqueue_approver_edits(db, request.id, now=now)
-        return Decided(RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id), link=link, asked=_asked(db, request.id))
+        # Everything the approval says goes through the outbox (issue 5 point 3): every
+        # approver's DM and the agent's "approval needed" DM are edited to "approved", and
+        # the link follows in a new DM (so that the agent is notified), rendered at delivery
+        # with the link derived again from the request's id (the rows hold no token).
+        edits = enqueue_outcome(db, request, now=now)
+        link_dm, feed = outbox.enqueue_granted(db, request, now=now)
+        return Decided(
+            RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id),
+            link=link, asked=_asked(db, request.id), targets=(*edits, link_dm, feed),
+        )
 
 
 def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, reason: str, now: datetime | None = None) -> ClickResult:
@@ -537,8 +551,8 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
             ),
             now=now,
         )
-        enqueue_outcome(db, request, now=now)
-        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id), asked=_asked(db, request.id))
+        targets = enqueue_outcome(db, request, now=now)
+        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id), asked=_asked(db, request.id), targets=tuple(targets))
 
 
 def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
@@ -577,8 +591,8 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             ),
             now=now,
         )
-        enqueue_outcome(db, request, now=now)
-        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id), asked=_asked(db, request.id))
+        targets = enqueue_outcome(db, request, now=now)
+        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id), asked=_asked(db, request.id), targets=tuple(targets))
 
 
 def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Decided | None:
@@ -763,10 +777,17 @@ def decide_extension(
             extension.state, extension.decided_at = state, now
             audit.append(db, EventDraft(type=event_type, actor=Actor(slack_id=by, email=clicker.email if by else None, role=_role(ctx, by) if by else "clock"), details={"extension_id": extension.id, **details}, **base), now=now)
             db.flush()
-            enqueue_approver_edits(db, extension.id, now=now)
+            # Every approver's DM, and the agent's session DM (rendered from the state at
+            # delivery: the session with how more time was decided), through the outbox.
+            targets = enqueue_approver_edits(db, extension.id, now=now)
+            targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
+            if state == "approved":
+                # the security feed shows the new end (issue 5 point 2)
+                targets.append(outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now))
             return Decided(
                 RequestView.of(request), state, by, now, reason_text, _messages(db, extension.id),
                 extension=ExtensionView.of(extension), session=SessionView.of(session), asked=_asked(db, extension.id),
+                targets=tuple(targets),
             )
 
         live = request.state == RequestState.ACTIVE.value and now < session.expires_at
@@ -788,9 +809,20 @@ def decide_extension(
         new_end = min(session.expires_at + timedelta(minutes=extension.minutes), session.started_at + timedelta(minutes=cap_minutes))
         session.expires_at = new_end
         extension.new_expires_at = new_end
-        # the security feed shows the new end (issue 5 point 2)
-        outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now)
         return finish("approved", "extension.granted", clicker.slack_id, {"approvers": approvers, "new_expires_at": audit.format_time(new_end)}, None)
+
+
+def last_extension_outcome(ctx: DomainContext, session_id: str) -> Decided | None:
+    """How the session's latest ask for more time was decided, while none is pending (the
+    agent's session DM shows it, rendered by the outbox at delivery); None when there was
+    none or one is pending."""
+    with reading(ctx.sessions) as db:
+        latest = db.execute(
+            select(Extension).where(Extension.session_id == session_id).order_by(Extension.created_at.desc(), Extension.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        if latest is None or latest.state == "pending":
+            return None
+        return _extension_outcome(db, latest)
 
 
 def pending_extension_for(ctx: DomainContext, session_id: str) -> ExtensionView | None:

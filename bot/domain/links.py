@@ -1,19 +1,25 @@
 """One-time links: issued with a grant, shown by GET, redeemed once by POST.
 
-Only SHA-256(token) is stored (DESIGN.md hand-off 1). Redemption is one conditional UPDATE
+Only SHA-256(token) is stored (DESIGN.md hand-off 1). The token is not random but derived:
+HMAC-SHA256 over the request's id under a key derived (HKDF) from the bot's signing key, so the
+outbox can re-render the link DM at delivery from ids alone, and a redelivery sends the same
+link (docs/design-decisions.md, "Watching sessions"). Redemption is one conditional UPDATE
 (`… WHERE token_hash = :h AND redeemed_at IS NULL AND expires_at > :now`), so of any number
 of concurrent redemptions exactly one changes a row; every other attempt is refused and
 audited without the token (only a short prefix of its hash, for correlation).
 """
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
-import secrets
+import hmac
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -24,11 +30,17 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.handoff import HandoffClaims, mint_handoff
+from bot.domain.keys import SigningKey
 from bot.domain.lifecycle import transition
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
-TOKEN_BYTES = 32  # 256 random bits (DESIGN.md hand-off 1)
+TOKEN_BYTES = 32  # 256 bits (DESIGN.md hand-off 1): the whole HMAC-SHA256 output
 TOKEN_PATTERN_LENGTH = 43  # base64url of 32 bytes, no padding
+
+#: HKDF `info` label (RFC 5869 §3.2) binding the derived key to link tokens alone: the same
+#: signing key also yields the CSRF secret (bot/wiring.py) under another label, and neither
+#: derived key reveals the other or the signing key.
+LINK_TOKEN_KEY_LABEL = b"impersonation-bot link-token v1"
 
 
 def hash_token(token: str) -> str:
@@ -39,8 +51,29 @@ def looks_like_token(token: str) -> bool:
     return len(token) == TOKEN_PATTERN_LENGTH and all(c.isalnum() or c in "-_" for c in token)
 
 
+def link_token_key(signing_key: SigningKey) -> bytes:
+    """The 256-bit HMAC key for link tokens: HKDF-SHA256 of the Ed25519 signing key's raw
+    private bytes. Whoever holds the signing key can already mint hand-off JWTs (the very
+    access a link leads to), so deriving tokens from it adds no new secret to guard."""
+    raw = signing_key.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=LINK_TOKEN_KEY_LABEL).derive(raw)
+
+
+def derive_token(key: bytes, request_id: str) -> str:
+    """The link token of a request: base64url(HMAC-SHA256(key, "link:" + request id)),
+    unpadded (43 characters, 256 bits). Keyed by the request's random UUID rather than the
+    links row's integer id: integer ids start again in a re-created or restored database,
+    which under the same signing key would give a new link the token of an old one."""
+    mac = hmac.new(key, f"link:{request_id}".encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def link_url(ctx: DomainContext, token: str) -> str:
+    return f"{ctx.public_base_url}/l/{token}"
+
+
 def issue_link(db: Session, ctx: DomainContext, request: ImpersonationRequest, *, now: datetime) -> IssuedLink:
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    token = derive_token(link_token_key(ctx.signing_key), request.id)
     expires_at = now + timedelta(minutes=ctx.policy.links.redeem_window_minutes)
     db.add(Link(request_id=request.id, token_hash=hash_token(token), created_at=now, expires_at=expires_at, redeemed_at=None))
     db.flush()
@@ -56,7 +89,17 @@ def issue_link(db: Session, ctx: DomainContext, request: ImpersonationRequest, *
         ),
         now=now,
     )
-    return IssuedLink(url=f"{ctx.public_base_url}/l/{token}", expires_at=expires_at)
+    return IssuedLink(url=link_url(ctx, token), expires_at=expires_at)
+
+
+def reissued_link(ctx: DomainContext, link: Link) -> IssuedLink | None:
+    """The link of an issued grant, derived again for a (re)delivery of its DM: the same URL
+    every time. None when the token no longer matches the stored hash (the signing key was
+    replaced since the grant): a different link must never be sent in its place."""
+    token = derive_token(link_token_key(ctx.signing_key), link.request_id)
+    if not hmac.compare_digest(hash_token(token), link.token_hash):
+        return None
+    return IssuedLink(url=link_url(ctx, token), expires_at=link.expires_at)
 
 
 class LinkProblem(str, enum.Enum):

@@ -77,8 +77,14 @@ ALERT_BATCH_MAX = 40
 class Kind(str, enum.Enum):
     """What a row asks to be said. The value doubles as message_refs.purpose (≤ 16 chars)."""
 
-    #: the agent's DM about a request (requests.agent_channel/ts), edited to its current state
+    #: the agent's DM about a granted request (requests.agent_channel/ts): posted with the
+    #: one-time link, whose token is derived again at each delivery (never stored), then
+    #: edited to the live session and to how it ended (subject: request id)
     AGENT = "agent"
+    #: the agent's "approval needed" DM about a gated request (subject: request id; ref in
+    #: message_refs): the wait while pending, edited to the outcome once decided. Its own
+    #: message, so that an approval's link arrives as a new DM that notifies the agent.
+    AGENT_REQUEST = "agent_request"
     #: the expiry warning DM to the agent (subject: session id), edited once the session is over
     WARNING = "warning"
     #: a new DM that notifies the agent: their session was revoked (subject: session id)
@@ -100,7 +106,7 @@ class Kind(str, enum.Enum):
 
 
 #: kinds whose subject is a request id / a session id (for the audit event of a failure)
-REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.FEED, Kind.APPROVER, Kind.BREAK_GLASS})
+REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.AGENT_REQUEST, Kind.FEED, Kind.APPROVER, Kind.BREAK_GLASS})
 SESSION_SUBJECTS = frozenset({Kind.WARNING, Kind.NOTICE})
 
 PENDING, SENDING, SENT, SKIPPED, MERGED, FAILED = "pending", "sending", "sent", "skipped", "merged", "failed"
@@ -226,15 +232,29 @@ def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURI
 
 
 def enqueue_granted(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
-    """A grant: the security channel's live feed gets its message (issue 5 point 2)."""
-    return [enqueue(db, Kind.FEED, request.id, now=now)]
+    """A grant: the agent's link DM (rendered at delivery with the link derived again from
+    the request's id; the row holds no token) and the security channel's live feed message
+    (issue 5 point 2)."""
+    return [
+        enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
+        enqueue(db, Kind.FEED, request.id, now=now),
+    ]
 
 
 def enqueue_break_glass(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
-    """A break-glass grant: the alert that approval was skipped, then the grant's feed
-    message. Both are new posts to the security channel, paced one per PACE_SECONDS: the
-    alert is owed first so that it is the one sent at once."""
-    return [enqueue(db, Kind.BREAK_GLASS, request.id, now=now), *enqueue_granted(db, request, now=now)]
+    """A break-glass grant: the agent's link DM, the alert that approval was skipped, then the
+    grant's feed message. The last two are new posts to the security channel, paced one per
+    PACE_SECONDS: the alert is owed first so that it is the one sent at once."""
+    return [
+        enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
+        enqueue(db, Kind.BREAK_GLASS, request.id, now=now),
+        enqueue(db, Kind.FEED, request.id, now=now),
+    ]
+
+
+def enqueue_agent_request(db: Session, request: ImpersonationRequest, *, now: datetime) -> str:
+    """The agent's DM about a gated request: "approval needed" now, its outcome later."""
+    return enqueue(db, Kind.AGENT_REQUEST, request.id, recipient=request.agent_slack_id, now=now)
 
 
 def break_glass_target(request_id: str) -> str:

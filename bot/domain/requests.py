@@ -6,15 +6,17 @@ is granted at once and issues its one-time link, all in one transaction.
 """
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
-from bot.db.models import ImpersonationRequest, ImpersonationSession, RequestState
-from bot.domain import anomalies, audit, directory, outbox
+from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
+from bot.domain import anomalies, approvals, audit, directory, links, outbox
 from bot.domain.approvals import ApprovalAsk, open_request_approval
 from bot.domain.identity import Identity
 from bot.domain.audit import Actor, EventDraft
@@ -32,6 +34,8 @@ from bot.domain.policy import (
     powers_of,
 )
 from bot.domain.views import IssuedLink, RequestView
+
+log = logging.getLogger(__name__)
 
 #: What the agent reads on the refused field. Plain text: the Slack face escapes it.
 BLOCK_MESSAGES: dict[BlockCause, str] = {
@@ -101,6 +105,9 @@ class Pending:
     approvals_required: int
     #: who was asked, and the agent's recent sessions on the account (for the approvers' DMs)
     ask: ApprovalAsk | None = None
+    #: the outbox targets the submission owed (the agent's DM, every approver's), for an
+    #: immediate delivery once the transaction has committed
+    targets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,10 @@ class Granted:
     redeem_window_minutes: int
     #: gates skipped by break-glass; the security channel is told at once (an outbox row)
     bypassed: frozenset[str] = frozenset()
+    #: the outbox targets the grant owed (the agent's link DM, the feed, a break-glass alert)
+    targets: tuple[str, ...] = ()
+    #: the approver whose click granted a gated request (shown in the link DM)
+    approved_by: str | None = None
 
 
 SubmitResult = Blocked | Pending | Granted
@@ -276,8 +287,10 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
         )
         if pending:
             requester = Identity(agent.slack_id, (person.email or "").lower() or None, person.enterprise_user_id)
+            # The agent's DM is owed first, so that it is sent ahead of the approvers' asks.
+            agent_dm = outbox.enqueue_agent_request(db, request, now=now)
             ask = open_request_approval(db, ctx, request, requester=requester, now=now)
-            return Pending(RequestView.of(request), decision.approvals_required, ask)
+            return Pending(RequestView.of(request), decision.approvals_required, ask, targets=(agent_dm, *approvals.ask_targets(ask)))
         if decision.bypassed:
             audit.append(
                 db,
@@ -291,12 +304,14 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
                 now=now,
             )
         link = issue_link(db, ctx, request, now=now)
+        # The link DM (and, for break-glass, the security channel's alert) is owed with the
+        # grant (issue 5 point 3): the row holds the request's id, the token is derived again
+        # when the DM is rendered.
         if decision.bypassed:
-            # the security channel's alert is owed with the grant (issue 5 point 3)
-            outbox.enqueue_break_glass(db, request, now=now)
+            targets = outbox.enqueue_break_glass(db, request, now=now)
         else:
-            outbox.enqueue_granted(db, request, now=now)
-        return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed)
+            targets = outbox.enqueue_granted(db, request, now=now)
+        return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed, tuple(targets))
 
 
 def _audit_blocked(
@@ -331,6 +346,38 @@ def _previous_session(db: Session, session_id: str | None, agent_slack_id: str) 
         return None
     session = db.get(ImpersonationSession, session_id)
     return session.id if session is not None and session.agent_slack_id == agent_slack_id else None
+
+
+def link_message_state(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Granted | RequestView | None:
+    """What the agent's link DM should show now (the outbox renders it at delivery, issue 5):
+    the grant with its link, derived again (the same link at every delivery), while the
+    request is granted and its link unopened and within its window; the request alone once
+    that window has passed unopened (the DM says the link expired); None in any other state
+    (the session's and the outcome's renderers take over) or when the link cannot be derived
+    again (the signing key changed): never a different link."""
+    now = now or utcnow()
+    with reading(ctx.sessions) as db:
+        request = db.get(ImpersonationRequest, request_id)
+        if request is None or request.state != RequestState.GRANTED.value:
+            return None
+        link = db.execute(select(Link).where(Link.request_id == request_id)).scalar_one_or_none()
+        if link is None or link.redeemed_at is not None:
+            return None
+        view = RequestView.of(request)
+        if link.expires_at <= now:
+            return view
+        issued = links.reissued_link(ctx, link)
+        if issued is None:
+            log.warning("request %s: its link cannot be derived again (the signing key changed since the grant); no link is sent", request_id)
+            return None
+        return Granted(
+            view,
+            issued,
+            # the window the link was issued with, whatever the policy says today
+            round((link.expires_at - link.created_at).total_seconds() / 60),
+            bypassed=view.gated_by if view.break_glass else frozenset(),
+            approved_by=approvals.approved_by(db, request),
+        )
 
 
 def record_agent_message(ctx: DomainContext, request_id: str, *, channel: str, ts: str) -> None:

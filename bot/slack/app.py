@@ -6,9 +6,9 @@ configured WebClient.
 - `process_before_response=True` by default: Bolt's default runner hands listeners to a
   thread pool and polls for ack() every 10 ms (slack_bolt/listener/thread_runner.py), which
   DESIGN.md "Web stack and speed" measured as the dominant cost (p50 107 ms against p99
-  6.5 ms). Our listeners ack first and make one Slack call, or several side by side when
-  one decision concerns several people (bot.slack.notifier.SlackMessenger), well inside
-  Slack's 3 s.
+  6.5 ms). Our listeners ack first and hand what their change owed in the outbox to
+  the deliverer (a background thread in the running app, bot/web/background.py), well
+  inside Slack's 3 s.
 - Every listener uses the client given here (see `use_configured_client`).
 - Logs never carry tokens, trigger ids, response URLs, view state (user text) or links.
 """
@@ -22,6 +22,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.context import DomainContext
+from bot.slack.courier import Deliverer, InlineDeliverer
 from bot.slack.listeners import register_listeners
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def build_slack_app(
     client: WebClient,
     signing_secret: str,
     process_before_response: bool = True,
+    deliverer: Deliverer | None = None,
 ) -> App:
     if not signing_secret:
         raise ValueError("a Slack signing secret is required: requests are verified with it")
@@ -47,7 +49,8 @@ def build_slack_app(
     app.middleware(use_configured_client(client))
     app.middleware(log_request)
     app.error(handle_listener_error)
-    register_listeners(app, ctx)
+    # what changes owe in the outbox: sent after the answer in the running app (bot/wiring.py)
+    register_listeners(app, ctx, deliverer or InlineDeliverer(ctx, client))
     return app
 
 

@@ -635,8 +635,9 @@ def grant_message(granted: Granted, *, approved_by: str | None = None) -> Messag
     the issued URL and our own label, never inside escaped user text; the fallback text
     (shown in notifications, possibly on a lock screen) does not carry it. `approved_by`:
     the approver whose click granted a gated request (issue 3 point 6: the link is otherwise
-    issued exactly as for an ungated grant)."""
+    issued exactly as for an ungated grant); by default the grant's own."""
     request = granted.request
+    approved_by = approved_by or granted.approved_by
     until = format_local_time(granted.link.expires_at, request.agent_tz)
     window = duration_label(granted.redeem_window_minutes)
     length = duration_label(request.duration_minutes)

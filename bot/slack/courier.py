@@ -6,8 +6,9 @@ nothing here raises for Slack's answers.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -16,6 +17,7 @@ from bot.domain import anomalies, approvals, checkpoint_job, outbox, requests, w
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.outbox import Delivery, Kind, Outcome, Sent, Skipped, Transient
+from bot.domain.views import RequestView
 from bot.slack import blocks, watch_blocks
 from bot.slack.blocks import Message
 from bot.slack.digest_post import post_digest
@@ -69,6 +71,8 @@ class SlackCourier:
         kind = delivery.kind
         if kind is Kind.AGENT:
             return self._agent(delivery.subject_id, now)
+        if kind is Kind.AGENT_REQUEST:
+            return self._agent_request(delivery.subject_id)
         if kind is Kind.FEED:
             view = watch.feed_view(self._ctx, delivery.subject_id, now=now)
             return watch_blocks.security_feed_message(view) if view is not None else None
@@ -108,17 +112,41 @@ class SlackCourier:
         return blocks.approver_outcome_message(state, tz_name=tz_name)
 
     def _agent(self, request_id: str, now: datetime) -> Message | None:
+        """The agent's DM about a granted request, as it should read now: the link while it
+        can be opened (derived again: a redelivery carries the same link, never a new one),
+        then the live session (with how more time was decided, or that it is waiting for
+        approvers), then how it ended."""
         news = watch.agent_news(self._ctx, request_id, now=now)
         if news.live is not None and news.extension_ask is not None:
             return blocks.extension_pending_message(news.extension_ask)
         if news.live is not None:
-            return blocks.session_active_message(news.live, can_request_extension=can_request_extension(self._ctx, news.live.request.agent_slack_id))
+            can_extend = can_request_extension(self._ctx, news.live.request.agent_slack_id)
+            extension = approvals.last_extension_outcome(self._ctx, news.live.id)
+            shown = blocks.extension_outcome_message(extension, can_request_extension=can_extend) if extension is not None else None
+            return shown or blocks.session_active_message(news.live, can_request_extension=can_extend)
         if news.over is not None:
             return blocks.session_over_message(news.over)
         if news.lapsed is not None:
             return watch_blocks.link_lapsed_message(news.lapsed)
         if news.decided is not None:
             return blocks.request_outcome_message(news.decided)
+        grant = requests.link_message_state(self._ctx, request_id, now=now)
+        if isinstance(grant, requests.Granted):
+            return blocks.grant_message(grant)
+        if isinstance(grant, RequestView):  # unopened past its window, not yet marked lapsed
+            return watch_blocks.link_lapsed_message(grant)
+        return None
+
+    def _agent_request(self, request_id: str) -> Message | None:
+        """The agent's "approval needed" DM: who was asked while pending, the outcome once
+        decided (an approval says the link follows in the next message)."""
+        state = approvals.approver_message_state(self._ctx, request_id)
+        if isinstance(state, approvals.ApprovalAsk):
+            if state.extension is not None:
+                return None
+            return blocks.pending_message(requests.Pending(state.request, state.request.approvals_required, state))
+        if isinstance(state, approvals.Decided) and state.extension is None:
+            return blocks.request_outcome_message(state)
         return None
 
     def _warning(self, delivery: Delivery, now: datetime) -> Message | None:
@@ -137,3 +165,34 @@ def deliver_now(ctx: DomainContext, client: WebClient, targets: list[str] | tupl
     """An immediate delivery of what one change owes, by the listener or page that made it,
     with the same claims as the scheduler's job (whichever comes first sends; never both)."""
     return outbox.deliver_due(ctx, SlackCourier(ctx, client), targets=list(targets))
+
+
+class Deliverer(Protocol):
+    """Sends the outbox targets one committed change owed, soon: the listeners hand them over
+    once the domain's transaction has committed (bot.web.background.BackgroundDeliverer in
+    the running app, so that no Slack call holds the answer to Slack; InlineDeliverer here).
+    Whatever is not sent — the process died, Slack failed — the scheduler's outbox job sends."""
+
+    def deliver(self, targets: Sequence[str]) -> None: ...
+
+
+def deliver_each(ctx: DomainContext, client: WebClient, targets: Sequence[str]) -> None:
+    """`deliver_now` for each target in the order given (an approval's link DM after the edit
+    that announces it), each on its own: one failing target does not stop the next."""
+    for target in dict.fromkeys(targets):
+        try:
+            deliver_now(ctx, client, [target])
+        except Exception:  # noqa: BLE001 - the outbox job retries whatever was not sent
+            log.exception("immediate delivery of an outbox target failed; the scheduler will retry it")
+
+
+class InlineDeliverer:
+    """Delivers in the calling thread before returning (an app built without a background
+    deliverer, and tests of the listeners' Slack calls)."""
+
+    def __init__(self, ctx: DomainContext, client: WebClient) -> None:
+        self._ctx = ctx
+        self._client = client
+
+    def deliver(self, targets: Sequence[str]) -> None:
+        deliver_each(self._ctx, self._client, targets)

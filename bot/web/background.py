@@ -1,42 +1,121 @@
 """Work that follows a response but must not hold a request thread.
 
-After a redemption the agent's DM is edited ("Session active until …"). The edit is already
-owed in the outbox (written in the redemption's transaction), so sending it now is only about
-latency; doing it on the gunicorn request thread (WSGI close) kept that thread — and, on
-SQLite, the writer lock — busy for about two thirds of a redemption's time under load
-(docs/benchmarks.md). One background thread per process sends these in order instead; if the
-process dies first, the scheduler's outbox delivery sends them.
+Every change that owes Slack messages writes them to the outbox in its own transaction
+(issue 5 point 3); sending them at once is only about latency. Sending them on the request
+thread made the answer wait for Slack: after a redemption the agent's DM edit kept a gunicorn
+thread — and, on SQLite, the writer lock — busy for about two thirds of a redemption's time
+under load (docs/benchmarks.md), and a deciding approve click waited for every approver's DM
+edit and the agent's link DM (issue 3 point 12 asks for p99 ≤ 100 ms). So the listeners and
+the landing page hand what their change owed to one background thread per process
+(`AfterResponse`), which sends it in order with the outbox's claims (`deliver_now`): whoever
+claims a row first sends it, never both. If the process dies before the thread gets to it,
+the scheduler's outbox job sends it.
 """
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 
+from slack_sdk import WebClient
+
+from bot.domain.context import DomainContext
 from bot.domain.ports import SessionNotifier
+from bot.slack.courier import deliver_each
 
 log = logging.getLogger(__name__)
 
+#: how long shutdown() and wait_idle() wait by default: a few Slack round trips per job
+IDLE_TIMEOUT_SECONDS = 30.0
+
+
+class AfterResponse:
+    """One daemon thread per process draining a FIFO queue of jobs. Fork-safe: a thread does
+    not survive fork (gunicorn forks workers after the app is built), so a process that finds
+    itself without its thread starts one. `wait_idle()` lets tests (and shutdown) wait until
+    every job handed over so far has run, without sleeping and hoping."""
+
+    def __init__(self, *, name: str = "after-response") -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._unfinished = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                if self._pid != os.getpid():
+                    # a forked child inherits the parent's queue and counters, not its thread
+                    self._queue, self._unfinished = queue.SimpleQueue(), 0
+                self._thread = threading.Thread(target=self._drain, args=(self._queue,), name=self._name, daemon=True)
+                self._pid = os.getpid()
+                self._thread.start()
+            self._unfinished += 1
+            self._queue.put(job)
+
+    def _drain(self, jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - best effort: the outbox job retries
+                log.exception("background job failed; the scheduler's outbox delivery will retry what it owed")
+            finally:
+                with self._lock:
+                    self._unfinished -= 1
+                    if self._unfinished <= 0:
+                        self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> bool:
+        """Block until every job submitted so far has run; False if `timeout` passed first."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self._unfinished <= 0, timeout=timeout)
+
+    def shutdown(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> None:
+        """Let queued jobs finish, then stop the thread (a later submit starts a new one)."""
+        with self._lock:
+            thread = self._thread if self._pid == os.getpid() else None
+            self._thread = None
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout)
+
+
+class BackgroundDeliverer:
+    """bot.slack.courier.Deliverer: the targets one change owed, sent after the response by
+    the process's AfterResponse thread, in the order given."""
+
+    def __init__(self, ctx: DomainContext, client: WebClient, worker: AfterResponse) -> None:
+        self._ctx = ctx
+        self._client = client
+        self.worker = worker
+
+    def deliver(self, targets: Sequence[str]) -> None:
+        owed = tuple(targets)
+        if owed:
+            self.worker.submit(lambda: deliver_each(self._ctx, self._client, owed))
+
+    def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> bool:
+        return self.worker.wait_idle(timeout)
+
 
 class BackgroundSessionNotifier:
-    """A SessionNotifier that hands each notice to one per-process background thread."""
+    """A SessionNotifier that hands each notice to the process's AfterResponse thread."""
 
-    def __init__(self, inner: SessionNotifier) -> None:
+    def __init__(self, inner: SessionNotifier, worker: AfterResponse | None = None) -> None:
         self._inner = inner
-        self._lock = threading.Lock()
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = 0
-
-    def _pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._executor is None or self._pid != os.getpid():  # threads do not survive fork
-                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="after-response")
-                self._pid = os.getpid()
-            return self._executor
+        self.worker = worker or AfterResponse()
 
     def session_started(self, session_id: str) -> None:
-        self._pool().submit(self._run, session_id)
+        self.worker.submit(lambda: self._run(session_id))
 
     def _run(self, session_id: str) -> None:
         try:
@@ -44,7 +123,8 @@ class BackgroundSessionNotifier:
         except Exception:  # noqa: BLE001 - best effort: the outbox delivery job retries
             log.exception("could not tell the agent that session %s started", session_id)
 
+    def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> bool:
+        return self.worker.wait_idle(timeout)
+
     def shutdown(self) -> None:
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True)
+        self.worker.shutdown()

@@ -2,15 +2,19 @@
 redemption changes nothing but the audit log (issue 2, points 12 and 18)."""
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from freezegun import freeze_time
 from sqlalchemy import inspect, select, text, update
 
 from bot.db.models import AuditEvent, ImpersonationRequest, ImpersonationSession, Link
-from bot.domain import links
+from bot.domain import links, outbox
 from bot.domain import requests as domain_requests
 from bot.domain.clock import utcnow
+from bot.domain.keys import SigningKey
 from bot.domain.links import ClientInfo, LinkProblem, Redemption, RedemptionRefused, hash_token
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
@@ -52,7 +56,7 @@ def events(session_factory) -> list[AuditEvent]:
         return rows
 
 
-def test_the_link_carries_256_random_bits_and_only_their_hash_is_stored(ctx, grant, session_factory):
+def test_the_link_carries_256_bits_and_only_their_hash_is_stored(ctx, grant, session_factory):
     granted = grant()
     token = token_of(granted)
     assert granted.link.url == f"{ctx.public_base_url}/l/{token}"
@@ -68,6 +72,55 @@ def test_the_link_carries_256_random_bits_and_only_their_hash_is_stored(ctx, gra
         for table in inspect(db.connection()).get_table_names():
             for row in db.execute(text(f'SELECT * FROM "{table}"')):
                 assert not [value for value in row if token in str(value)], table
+
+
+def test_the_token_is_derived_from_the_request_id_under_a_key_derived_from_the_signing_key(ctx, grant):
+    granted = grant()
+    key = links.link_token_key(ctx.signing_key)
+    assert token_of(granted) == links.derive_token(key, granted.request.id)
+    assert len(key) == 32 and key != links.link_token_key(SigningKey(Ed25519PrivateKey.generate()))
+    # another request, or another signing key, gives an unrelated token of the same shape
+    other = links.derive_token(key, str(uuid.uuid4()))
+    elsewhere = links.derive_token(links.link_token_key(SigningKey(Ed25519PrivateKey.generate())), granted.request.id)
+    assert len({token_of(granted), other, elsewhere}) == 3
+    assert all(links.looks_like_token(t) for t in (other, elsewhere))
+
+
+def test_the_link_dm_is_rendered_again_with_the_same_link_while_it_can_be_opened(ctx, grant):
+    granted = grant()
+    with freeze_time(granted.link.expires_at - timedelta(seconds=1)):
+        first = domain_requests.link_message_state(ctx, granted.request.id)
+        again = domain_requests.link_message_state(ctx, granted.request.id)
+    assert isinstance(first, domain_requests.Granted) and isinstance(again, domain_requests.Granted)
+    # a redelivery never silently replaces the link the agent may already hold
+    assert first.link.url == again.link.url == granted.link.url
+    assert first.link.expires_at == granted.link.expires_at and first.redeem_window_minutes == granted.redeem_window_minutes
+    # the window passed unopened: the DM says so, without the link
+    with freeze_time(granted.link.expires_at):
+        assert domain_requests.link_message_state(ctx, granted.request.id) == first.request
+    # opened: the session's renderer takes over
+    assert isinstance(links.redeem(ctx, token_of(granted)), Redemption)
+    assert domain_requests.link_message_state(ctx, granted.request.id) is None
+
+
+def test_a_link_is_never_re_sent_under_a_replaced_signing_key(ctx, grant):
+    granted = grant()
+    ctx.signing_key = SigningKey(Ed25519PrivateKey.generate())
+    # the token derived now would not match the stored hash: nothing is shown rather than a
+    # link that cannot work (and the agent's earlier DM, if delivered, still works)
+    assert domain_requests.link_message_state(ctx, granted.request.id) is None
+    assert isinstance(links.redeem(ctx, token_of(granted)), Redemption)
+
+
+def test_the_outbox_row_for_the_link_dm_holds_ids_only(ctx, grant, session_factory):
+    granted = grant()
+    token = token_of(granted)
+    (row,) = outbox.rows(ctx, kinds=[outbox.Kind.AGENT])
+    assert (row.kind, row.subject_id, row.recipient) == ("agent", granted.request.id, "UAGENT1")
+    with session_factory() as db:
+        for stored in db.execute(text("SELECT * FROM outbox")):
+            for value in stored:
+                assert token not in str(value) and hash_token(token) not in str(value) and "/l/" not in str(value)
 
 
 def test_preview_describes_the_link_and_changes_nothing(ctx, grant, session_factory):

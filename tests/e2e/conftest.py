@@ -66,6 +66,11 @@ class RunningBot:
         )
         return Reply(response.status_code, response.text, time.perf_counter() - started)
 
+    def delivered(self) -> None:
+        """Wait until the bot's background thread has sent every Slack message the requests
+        answered so far owed (the answers do not wait for them: bot/web/background.py)."""
+        assert self.container.wait_for_deliveries(timeout=30), "background deliveries did not finish"
+
     def local(self, link: str) -> str:
         """Links point at PUBLIC_BASE_URL; the test server listens elsewhere."""
         return link.replace(self.container.settings.public_base_url, self.url)

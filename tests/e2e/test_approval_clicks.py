@@ -20,6 +20,7 @@ MANAGERS = ("UMANAGER1", "UMANAGER2", "UMANAGER3")
 def _pending(bot, account: str, user: str) -> str:
     reply = bot.send(view_submission(request_state(account=account, user=user), callback_id=CallbackId.IMPERSONATE_REQUEST.value))
     assert reply.status == 200
+    bot.delivered()  # the DMs are sent after the answer
     (agent_dm,) = [c for c in bot.fake.calls_to("chat.postMessage") if c.args["channel"] == "UAGENT1"]
     return agent_dm
 
@@ -58,6 +59,7 @@ def test_concurrent_clicks_decide_exactly_once(running_bot, session_factory, acc
     for thread in threads:
         thread.join()
     assert statuses == [200] * len(bodies)
+    bot.delivered()
 
     with session_factory() as db:
         state = db.get(ImpersonationRequest, request_id).state

@@ -40,7 +40,8 @@ def test_the_whole_flow_over_http(running_bot, session_factory):
 
     granted = _submit(bot)
     assert granted.status == 200 and not granted.body.strip("{} ")  # ack() closes the modal
-    (dm,) = fake.calls_to("chat.postMessage")
+    bot.delivered()  # the DM is sent after the answer
+    (dm,) = [c for c in fake.calls_to("chat.postMessage") if c.args["channel"] == "UAGENT1"]
     assert dm.args["channel"] == "UAGENT1"
     assert dm.flag("unfurl_links") is False and dm.flag("unfurl_media") is False
     link = link_in(dm.args["blocks"])
@@ -68,6 +69,7 @@ def test_the_whole_flow_over_http(running_bot, session_factory):
 
     ended = bot.send(block_action(ActionId.END_SESSION.value, claims["sid"], block_id=BlockId.SESSION_ACTIONS.value, user_id="UAGENT1", channel=channel, message_ts=ts))
     assert ended.status == 200
+    bot.delivered()
     final = fake.messages[(channel, ts)]
     assert "ended" in (final.text + str(final.blocks)).lower()
 
@@ -95,7 +97,8 @@ def test_hostile_text_is_escaped_in_the_dm(running_bot):
     bot, fake = running_bot, running_bot.fake
     reason = "<!channel> see <https://evil.example|your invoice> & ping <@UMANAGER1>"
     assert _submit(bot, reason=reason).status == 200
-    (dm,) = fake.calls_to("chat.postMessage")
+    bot.delivered()
+    (dm,) = [c for c in fake.calls_to("chat.postMessage") if c.args["channel"] == "UAGENT1"]
     shown = str(dm.args["blocks"])
     assert "<!channel>" not in shown and "<@UMANAGER1>" not in shown and "<https://evil.example|" not in shown
     assert "&lt;!channel&gt;" in shown and "&amp;" in shown

@@ -6,8 +6,11 @@ methods this app uses the way Slack does, and it checks every call against Slack
 - the method exists (`unknown_method`);
 - the token is the configured bot token, sent as `Authorization: Bearer …` or a `token`
   form field (`not_authed` / `invalid_auth`); Slack ignores a token inside a JSON body;
+  methods that take an app-level token (apps.connections.open) want the app token instead,
+  and refuse the bot token (`not_allowed_token_type`);
 - the token carries the method's bot scope (`missing_scope` with `needed`/`provided`), where
-  the token's scopes are the bot scopes of manifest.yaml (one source of truth);
+  the token's scopes are the bot scopes of manifest.yaml (one source of truth), or the
+  app-level scope for app-token methods;
 - required arguments and "one of these" argument groups are present (the error Slack's
   reference lists for that method);
 - form-encoded, multipart and JSON bodies are read as Slack reads them (JSON bodies only for
@@ -42,6 +45,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from bot.slack import limits
+from tests.fakes.socket_mode import FakeSocketMode
 
 MANIFEST_PATH = Path(__file__).resolve().parents[2] / "manifest.yaml"
 
@@ -77,7 +81,7 @@ class MethodSpec:
     """What Slack requires of one Web API method, as far as this app uses it."""
 
     name: str
-    #: the bot scope Slack requires, or None where any valid token will do
+    #: the scope Slack requires (on the token kind below), or None where any valid token will do
     scope: str | None
     #: arguments Slack marks required (the token excluded), each with the error Slack returns
     #: when it is missing
@@ -92,6 +96,8 @@ class MethodSpec:
     errors: frozenset[str] = frozenset()
     #: scopes that are not required but change the answer, with what they unlock
     optional_scopes: Mapping[str, str] = field(default_factory=dict)
+    #: the token kind Slack wants: "bot" (xoxb-) or "app" (an app-level xapp- token)
+    token: str = "bot"
 
     @property
     def required_args(self) -> frozenset[str]:
@@ -197,6 +203,15 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec("auth.test", scope=None, accepts_json_body=True),
         MethodSpec(
+            # Socket Mode: a WebSocket URL for the app (bot/slack/socket_mode.py); the
+            # method takes only an app-level token, with the connections:write scope
+            "apps.connections.open",
+            scope="connections:write",
+            token="app",
+            accepts_json_body=True,
+            errors=frozenset({"not_allowed_token_type"}),
+        ),
+        MethodSpec(
             "files.getUploadURLExternal",
             scope="files:write",
             required={"length": "missing_argument", "filename": "missing_argument"},
@@ -219,6 +234,11 @@ GENERIC_ERRORS = frozenset({
     "unknown_method", "not_authed", "invalid_auth", "missing_scope", "invalid_post_type",
     "missing_post_type", "invalid_form_data", "invalid_charset",
 })
+
+
+#: Scopes an app-level token can carry (docs.slack.dev/authentication/tokens, "App-level
+#: tokens"); the reference data lists bot and user scopes only.
+APP_LEVEL_SCOPES = frozenset({"connections:write", "authorizations:read", "app_configurations:write"})
 
 
 def manifest_bot_scopes(path: Path = MANIFEST_PATH) -> frozenset[str]:
@@ -644,6 +664,8 @@ class FakeSlack:
         *,
         bot_token: str = "xoxb-fake-bot-token",
         scopes: Iterable[str] | None = None,
+        app_token: str = "xapp-1-A0FAKEAPP-1-fake-app-level-token",
+        app_scopes: Iterable[str] = ("connections:write",),
         users: Iterable[FakeUser] = (),
         groups: Mapping[str, Iterable[str]] | None = None,
         channels: Iterable[str] = (),
@@ -657,6 +679,8 @@ class FakeSlack:
         self._lock = threading.RLock()
         self.bot_token = bot_token
         self.scopes: frozenset[str] = frozenset(scopes) if scopes is not None else manifest_bot_scopes()
+        self.app_token = app_token
+        self.app_scopes: frozenset[str] = frozenset(app_scopes)
         self.team_id = team_id
         self.enterprise_id = enterprise_id
         self.bot_user_id = bot_user_id
@@ -683,6 +707,7 @@ class FakeSlack:
         self._counter = itertools.count(1)
         self._server = None
         self._thread: threading.Thread | None = None
+        self._socket_mode: FakeSocketMode | None = None
         self.base_url = ""
 
     # lifecycle --------------------------------------------------------------------------------
@@ -703,6 +728,10 @@ class FakeSlack:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        # After the Web API: a client still running then cannot fetch a fresh URL. The object
+        # stays, so that a test can still read what it recorded.
+        if self._socket_mode is not None:
+            self._socket_mode.stop()
 
     def __enter__(self) -> FakeSlack:
         return self.start()
@@ -716,6 +745,15 @@ class FakeSlack:
         if not self.base_url:
             raise RuntimeError("FakeSlack is not started")
         return f"{self.base_url}/api/"
+
+    @property
+    def socket_mode(self) -> FakeSocketMode:
+        """The Socket Mode server whose URLs apps.connections.open hands out; started on first
+        use, stopped with the fake."""
+        with self._lock:
+            if self._socket_mode is None:
+                self._socket_mode = FakeSocketMode(app_id=self.app_id).start()
+            return self._socket_mode
 
     # test set-up --------------------------------------------------------------------------------
     def add_user(self, user_id: str, **attrs: Any) -> FakeUser:
@@ -829,7 +867,8 @@ class FakeSlack:
         response = Response(json.dumps(body), status=status, mimetype="application/json")
         response.headers.update(headers)
         # Slack reports the token's scopes and the method's accepted scopes on every answer
-        response.headers["x-oauth-scopes"] = ",".join(sorted(self.scopes))
+        app_method = spec is not None and spec.token == "app"
+        response.headers["x-oauth-scopes"] = ",".join(sorted(self.app_scopes if app_method else self.scopes))
         if spec is not None:
             response.headers["x-accepted-oauth-scopes"] = spec.scope or ""
         return response
@@ -887,6 +926,15 @@ class FakeSlack:
     def _check_auth(self, token: str | None, spec: MethodSpec) -> None:
         if not token:
             raise SlackError("not_authed", violation=True, detail="no token sent")
+        if spec.token == "app":
+            if secrets.compare_digest(token.encode(), self.bot_token.encode()):
+                raise SlackError("not_allowed_token_type", violation=True, detail="needs the app-level token, got the bot token")
+            if not secrets.compare_digest(token.encode(), self.app_token.encode()):
+                raise SlackError("invalid_auth", violation=True, detail="token is not the app-level token")
+            if spec.scope is not None and spec.scope not in self.app_scopes:
+                raise SlackError("missing_scope", violation=True, detail=f"needs {spec.scope}",
+                                 extra={"needed": spec.scope, "provided": ",".join(sorted(self.app_scopes))})
+            return
         if not secrets.compare_digest(token.encode(), self.bot_token.encode()):
             raise SlackError("invalid_auth", violation=True, detail="token is not the bot token")
         if spec.scope is not None and spec.scope not in self.scopes:
@@ -1118,6 +1166,9 @@ class FakeSlack:
         if self.enterprise_id:
             body["enterprise_id"] = self.enterprise_id
         return body
+
+    def _m_apps_connections_open(self, args, now):
+        return {"ok": True, "url": self.socket_mode.issue_url()}
 
     def _m_files_getUploadURLExternal(self, args, now):
         try:

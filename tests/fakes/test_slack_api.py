@@ -14,6 +14,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.slack import limits
 from tests.fakes.slack_api import (
+    APP_LEVEL_SCOPES,
     GENERIC_ERRORS,
     MANIFEST_PATH,
     METHODS,
@@ -132,6 +133,36 @@ def test_missing_scope_names_the_needed_scope(clock):
         assert error.response["provided"] == "commands"
         assert fake.violations[0].error == "missing_scope"
         assert fake.messages == {}
+
+
+def test_apps_connections_open_takes_the_app_level_token_and_hands_out_a_socket_url(fake):
+    answer = WebClient(base_url=fake.url).apps_connections_open(app_token=fake.app_token)
+    assert answer["url"].startswith("ws://127.0.0.1:") and "ticket=" in answer["url"]
+    assert answer.headers["x-oauth-scopes"] == "connections:write"
+    assert fake.calls_to("apps.connections.open")[0].ok
+    fake.assert_no_violations()
+
+
+def test_apps_connections_open_refuses_the_bot_token(fake, client):
+    error = slack_error(lambda: client.apps_connections_open(app_token=fake.bot_token))
+    assert error.response["error"] == "not_allowed_token_type"
+    assert [v.error for v in fake.violations] == ["not_allowed_token_type"]
+
+
+def test_apps_connections_open_with_another_app_token_is_invalid_auth(fake):
+    error = slack_error(lambda: WebClient(base_url=fake.url).apps_connections_open(app_token="xapp-1-A0OTHER-1-x"))
+    assert error.response["error"] == "invalid_auth"
+
+
+def test_apps_connections_open_needs_connections_write(clock):
+    with FakeSlack(app_scopes=["authorizations:read"], clock=clock) as fake:
+        error = slack_error(lambda: WebClient(base_url=fake.url).apps_connections_open(app_token=fake.app_token))
+        assert (error.response["error"], error.response["needed"]) == ("missing_scope", "connections:write")
+
+
+def test_the_app_token_calls_no_bot_method(fake):
+    error = slack_error(lambda: WebClient(token=fake.app_token, base_url=fake.url).auth_test())
+    assert error.response["error"] == "invalid_auth"
 
 
 def test_bot_token_scopes_are_the_manifest_bot_scopes(fake):
@@ -648,6 +679,14 @@ def test_method_table_matches_slack_reference(reference_dir, method):
         assert arg.get("format") == "json" or arg.get("type") in ("array", "object"), f"{method}.{name}"
     assert spec.accepts_json_body == bool(docs.get("json_input_supported"))
     bot_scopes = docs["scope"].get("bot", [])
+    if spec.token == "app":
+        # App-level token methods: the reference lists no bot or user scope for them, and
+        # says the token it wants is the app-level one; their scope is an app-level scope.
+        assert bot_scopes == [] and docs["scope"].get("user", []) == []
+        assert "app-level token" in docs["errors"]["invalid_auth"]["desc"]
+        assert spec.scope in APP_LEVEL_SCOPES
+        return
+    assert spec.token == "bot"
     if spec.scope is None:
         assert bot_scopes == [] and docs.get("no_scope_required"), f"{method} needs one of {bot_scopes}"
     else:

@@ -5,6 +5,9 @@ has happened so that the test can SIGKILL it at that moment.
     python -m tests.jobs.outbox_child revoke DB_URL SLACK_URL KEY_FILE SESSION_ID
         commits a revocation (with its outbox rows), prints "committed", then waits to be
         killed before it would deliver anything (the listener's immediate delivery)
+    python -m tests.jobs.outbox_child grant DB_URL SLACK_URL KEY_FILE
+        commits a grant to UAGENT1 (its link DM owed in the outbox, the token in no row),
+        prints "committed", then waits to be killed before the listener would deliver it
     python -m tests.jobs.outbox_child hang-in-send DB_URL SLACK_URL KEY_FILE
         claims the due rows, prints "claimed" inside the first send, then waits to be killed
     python -m tests.jobs.outbox_child deliver DB_URL SLACK_URL KEY_FILE [SECONDS_AHEAD]
@@ -20,7 +23,7 @@ from pathlib import Path
 from slack_sdk import WebClient
 
 from bot.db.engine import make_engine, make_session_factory
-from bot.domain import outbox, revocation
+from bot.domain import outbox, requests, revocation
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.keys import load_or_create_signing_key
@@ -59,6 +62,12 @@ def main(argv: list[str]) -> int:
     if step == "revoke":
         result = revocation.revoke_session(ctx, rest[0], actor_slack_id="USECURITY1", source="command")
         assert isinstance(result, revocation.Revoked), result
+        print("committed", flush=True)
+        wait_to_be_killed()
+    elif step == "grant":
+        form = requests.RequestForm(account="acme", user="u-bob", reason="customer ticket about billing", ticket="SUP-1", duration_minutes=30, scope="read_only")
+        result = requests.submit_request(ctx, requests.AgentIdentity("UAGENT1"), form)
+        assert isinstance(result, requests.Granted), result
         print("committed", flush=True)
         wait_to_be_killed()
     elif step == "hang-in-send":

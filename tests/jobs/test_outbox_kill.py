@@ -3,8 +3,10 @@ nothing goes out twice. Real processes (tests/jobs/outbox_child.py) against the 
 and the project's fake Slack Web API over HTTP; SIGKILL, so no cleanup code runs."""
 from __future__ import annotations
 
+import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -127,4 +129,29 @@ def test_a_row_claimed_by_a_process_killed_in_the_send_is_taken_again_after_its_
     assert len(claimed_targets) == 2, within
     run_to_end("deliver", db_url, fake_slack, key, lease)
     assert len(calls_since(fake_slack, before)) == 3
+    fake_slack.assert_no_violations()
+
+
+def test_a_grant_whose_process_was_killed_before_the_link_dm_still_delivers_the_link_once(db_url, ctx, session_factory, fake_slack, tmp_path):
+    """The link DM is an outbox row like any other (ids only): its token is derived again
+    from the request's id by whichever process delivers it."""
+    load_directory(session_factory, tmp_path)
+    key = tmp_path / "child-key.pem"
+    granter = child("grant", db_url, fake_slack, key)
+    assert first_line(granter) == "committed"
+    sigkill(granter)
+    assert fake_slack.calls == [], "the killed process sent nothing"
+
+    assert run_to_end("deliver", db_url, fake_slack, key).startswith("sent 2 ")  # the link DM and the feed
+    (dm,) = fake_slack.messages_in(fake_slack.dm_channel("UAGENT1"))
+    assert dm.args["unfurl_links"] in (False, "0", "false") and dm.args["unfurl_media"] in (False, "0", "false")
+    (link,) = re.findall(r"<http://bot\.test/l/([A-Za-z0-9_-]{43})\|Open session>", json.dumps(dm.blocks))
+    assert link not in (dm.text or "")
+
+    # once only: another run finds nothing to send
+    after = len(fake_slack.calls)
+    assert run_to_end("deliver", db_url, fake_slack, key).startswith("sent 0 ")
+    assert fake_slack.calls[after:] == []
+    # and the delivered link is the one issued: it opens the session
+    assert isinstance(links.redeem(ctx, link), links.Redemption)
     fake_slack.assert_no_violations()

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from bot.db.models import AuditEvent
 from bot.slack.app import build_slack_app
+from bot.web.background import AfterResponse, BackgroundDeliverer
 from tests.slack.recording_client import RecordingWebClient
 from tests.slack.signed import SIGNING_SECRET, signed
 
@@ -22,16 +23,28 @@ def slack_client() -> RecordingWebClient:
 
 
 @pytest.fixture
-def slack_app(ctx, slack_client) -> App:
-    return build_slack_app(ctx, client=slack_client, signing_secret=SIGNING_SECRET)
+def after_response():
+    """The background thread that sends what a listener's change owed, as in the running app."""
+    worker = AfterResponse(name="after-response-test")
+    yield worker
+    worker.shutdown()
 
 
 @pytest.fixture
-def send(slack_app):
-    """send(body) → BoltResponse: dispatch a correctly signed request to the app."""
+def slack_app(ctx, slack_client, after_response) -> App:
+    deliverer = BackgroundDeliverer(ctx, slack_client, after_response)
+    return build_slack_app(ctx, client=slack_client, signing_secret=SIGNING_SECRET, deliverer=deliverer)
+
+
+@pytest.fixture
+def send(slack_app, after_response):
+    """send(body) → BoltResponse: dispatch a correctly signed request to the app, then wait
+    until the background thread has delivered everything the request's change owed."""
 
     def _send(body: str) -> BoltResponse:
-        return slack_app.dispatch(signed(body))
+        response = slack_app.dispatch(signed(body))
+        assert after_response.wait_idle(), "the background deliveries did not finish"
+        return response
 
     return _send
 

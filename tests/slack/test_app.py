@@ -75,7 +75,7 @@ def test_the_granted_link_never_reaches_the_logs(send, slack_client, session_fac
     }
     with caplog.at_level(logging.DEBUG):
         send(view_submission(values, callback_id="impersonate_request"))
-    (posted,) = slack_client.calls_to("chat.postMessage")
+    (posted,) = [c for c in slack_client.calls_to("chat.postMessage") if c["channel"] == "UAGENT1"]
     assert "/l/" in str(posted["blocks"])
     assert "/l/" not in caplog.text and BOT_TOKEN not in caplog.text
     assert "Customer cannot open invoices" not in caplog.text

@@ -11,7 +11,9 @@ from freezegun import freeze_time
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import SlackResponse
+from sqlalchemy import update
 
+from bot.db.models import ImpersonationRequest
 from bot.domain import approvals, links, outbox, requests, revocation, sessions
 from bot.domain.outbox import Permanent, RetryAfter, Transient
 from bot.domain.requests import AgentIdentity, RequestForm
@@ -75,13 +77,18 @@ def granted(ctx, session_factory, tmp_path):
     return result
 
 
+def feed_of(granted) -> list[str]:
+    """The grant's feed message alone (the grant owes the agent's link DM too)."""
+    return [outbox.target_of(outbox.Kind.FEED, granted.request.id, outbox.SECURITY)]
+
+
 def test_a_rate_limited_feed_post_is_retried_after_retry_after_and_sent_once(ctx, courier, granted, fake_slack):
     fake_slack.fail_next("chat.postMessage", "ratelimited", status=429, retry_after=7)
-    outbox.deliver_due(ctx, courier, now=T0)
-    (row,) = outbox.rows(ctx)
+    outbox.deliver_due(ctx, courier, now=T0, targets=feed_of(granted))
+    (row,) = outbox.rows(ctx, kinds=[outbox.Kind.FEED])
     assert (row.state, row.due_at) == ("pending", T0 + timedelta(seconds=7))
-    outbox.deliver_due(ctx, courier, now=T0 + timedelta(seconds=6))
-    outbox.deliver_due(ctx, courier, now=T0 + timedelta(seconds=7))
+    outbox.deliver_due(ctx, courier, now=T0 + timedelta(seconds=6), targets=feed_of(granted))
+    outbox.deliver_due(ctx, courier, now=T0 + timedelta(seconds=7), targets=feed_of(granted))
     posts = fake_slack.calls_to("chat.postMessage")
     assert [c.status for c in posts] == [429, 200]
     (feed,) = fake_slack.messages_in("CSECURITY1")
@@ -92,17 +99,17 @@ def test_a_rate_limited_feed_post_is_retried_after_retry_after_and_sent_once(ctx
 
 def test_a_server_error_is_retried_with_backoff(ctx, courier, granted, fake_slack):
     fake_slack.fail_next("chat.postMessage", "service_unavailable", status=503)
-    outbox.deliver_due(ctx, courier, now=T0)
-    (row,) = outbox.rows(ctx)
+    outbox.deliver_due(ctx, courier, now=T0, targets=feed_of(granted))
+    (row,) = outbox.rows(ctx, kinds=[outbox.Kind.FEED])
     assert row.state == "pending" and outbox.BACKOFF_BASE / 2 <= row.due_at - T0 <= outbox.BACKOFF_BASE
-    outbox.deliver_due(ctx, courier, now=row.due_at)
+    outbox.deliver_due(ctx, courier, now=row.due_at, targets=feed_of(granted))
     assert [c.status for c in fake_slack.calls_to("chat.postMessage")] == [503, 200]
 
 
 def test_a_channel_the_bot_cannot_post_in_is_audited_as_notify_failed(ctx, courier, granted, fake_slack, session_factory):
     fake_slack.fail_next("chat.postMessage", "not_in_channel")
-    outbox.deliver_due(ctx, courier, now=T0)
-    assert [r.state for r in outbox.rows(ctx)] == ["failed"]
+    outbox.deliver_due(ctx, courier, now=T0, targets=feed_of(granted))
+    assert [r.state for r in outbox.rows(ctx, kinds=[outbox.Kind.FEED])] == ["failed"]
     (event,) = audit_events(session_factory, "notify.failed")
     details = json.loads(event.details)
     assert (details["kind"], details["error"], event.request_id) == ("feed", "not_in_channel", granted.request.id)
@@ -220,11 +227,85 @@ def test_a_break_glass_alert_is_owed_with_the_grant_and_sent_once(ctx, courier, 
         form = RequestForm(account="globex", user="u-carol", reason=BREAK_GLASS_REASON, ticket="SUP-1", duration_minutes=30, scope="read_only", break_glass=True)
         granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form)
         assert isinstance(granted, requests.Granted) and granted.bypassed
-        # the alert is owed first, so that it takes the channel's posting slot
-        assert [r.kind for r in outbox.rows(ctx)][:2] == ["break_glass", "feed"]  # then anomaly alerts
+        # the agent's link DM, then the alert before the feed, so that it takes the channel's
+        # posting slot
+        assert [r.kind for r in outbox.rows(ctx)][:3] == ["agent", "break_glass", "feed"]  # then anomaly alerts
         outbox.deliver_due(ctx, courier, targets=[outbox.break_glass_target(granted.request.id)])
         outbox.deliver_due(ctx, courier, targets=[outbox.break_glass_target(granted.request.id)])
     (alert,) = fake_slack.messages_in("CSECURITY1")
     assert alert.blocks[0]["text"]["text"] == "Break-glass impersonation"
     assert "/l/" not in json.dumps(alert.blocks)
     fake_slack.assert_no_violations()
+
+
+# ---------------------------------------------------------------------------- the agent's DMs (issue 5 point 3)
+
+
+def link_of(message) -> str:
+    (url,) = [t for b in message.blocks for t in [((b.get("text") or {}).get("text") or "")] if "|Open session>" in t]
+    return url.split("|", 1)[0].lstrip("<")
+
+
+def test_the_link_dm_is_rendered_at_delivery_and_a_redelivery_sends_the_same_link(ctx, courier, granted, fake_slack, session_factory):
+    with freeze_time(T0 + timedelta(seconds=30)):
+        outbox.deliver_due(ctx, courier)
+    (dm,) = fake_slack.messages_in(fake_slack.dm_channel("USENIOR1"))
+    assert link_of(dm) == granted.link.url
+    assert dm.args["unfurl_links"] in (False, "0", "false") and granted.link.url not in (dm.text or "")
+    # the process died after Slack took the DM and before its ts was stored: the row is sent
+    # again, with the same link (a retry never silently replaces a link the agent may hold)
+    with session_factory() as db, db.begin():
+        db.execute(update(ImpersonationRequest).values(agent_channel=None, agent_message_ts=None))
+        outbox.enqueue(db, outbox.Kind.AGENT, granted.request.id, recipient="USENIOR1", now=T0)
+    with freeze_time(T0 + timedelta(seconds=31)):
+        outbox.deliver_due(ctx, courier)
+    first, again = fake_slack.messages_in(fake_slack.dm_channel("USENIOR1"))
+    assert link_of(again) == link_of(first) == granted.link.url
+    # once the window has passed unopened, the DM loses its link
+    with freeze_time(granted.link.expires_at):
+        assert courier.render(outbox.Delivery(0, outbox.Kind.AGENT, granted.request.id, "USENIOR1", 1, "t"))[0].endswith("expired unused.")
+    fake_slack.assert_no_violations()
+
+
+def test_the_agents_request_dm_waits_then_shows_the_approval_and_the_link_follows(ctx, approvers_slack, crashed_pending):
+    courier = SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url))
+    with freeze_time(T0 + timedelta(seconds=5)):
+        outbox.deliver_due(ctx, courier)
+    agent_dm = approvers_slack.dm_channel("UAGENT1")
+    (waiting,) = approvers_slack.messages_in(agent_dm)
+    assert waiting.blocks[0]["text"]["text"] == "Approval needed"
+    with freeze_time(T0 + timedelta(minutes=1)):
+        decided = approvals.approve_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER1")
+        assert isinstance(decided, approvals.Decided)
+        # the click's process died before sending anything: the scheduler sends what it owed
+        outbox.deliver_due(ctx, courier)
+    request_dm, link_dm = approvers_slack.messages_in(agent_dm)
+    assert request_dm is waiting and waiting.blocks[0]["text"]["text"] == "Request approved" and len(waiting.history) == 1
+    assert link_of(link_dm) == decided.link.url and not link_dm.history
+    assert "Approved by <@UMANAGER1>." in json.dumps(link_dm.blocks)
+    # redemption edits the link DM, never the request DM
+    assert requests.load_request(ctx, crashed_pending.request.id).agent_message_ts == link_dm.ts
+    approvers_slack.assert_no_violations()
+
+
+def test_an_extensions_outcome_reaches_the_session_dm_through_the_outbox(ctx, approvers_slack, session_factory, tmp_path):
+    load_directory(session_factory, tmp_path)
+    courier = SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url))
+    roles = dict(ctx.policy.roles)
+    roles["support"] = roles["support"].model_copy(update={"can_request_extension": True})
+    ctx.policy = ctx.policy.model_copy(update={"roles": roles})
+    with freeze_time(T0):
+        form = RequestForm(account="acme", user="u-bob", reason="customer ticket about billing", ticket="SUP-1", duration_minutes=15, scope="read_only")
+        granted = requests.submit_request(ctx, AgentIdentity("UAGENT1"), form)
+        session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+        outbox.deliver_due(ctx, courier)
+        asked = approvals.request_extension(ctx, session.id, agent_slack_id="UAGENT1", minutes=15, reason="still reproducing the bug")
+        assert isinstance(asked, approvals.ExtensionAsked), asked
+        outbox.deliver_due(ctx, courier)
+        decided = approvals.decide_extension(ctx, asked.ask.extension.id, clicker_slack_id=asked.ask.approvers[0], approve=False, reason="open a new request")
+        assert isinstance(decided, approvals.Decided)
+        outbox.deliver_due(ctx, courier)
+    (dm,) = approvers_slack.messages_in(approvers_slack.dm_channel("UAGENT1"))
+    assert dm.blocks[0]["text"]["text"].startswith("Session active until")
+    assert "was denied by" in json.dumps(dm.blocks) and "open a new request" in json.dumps(dm.blocks)
+    approvers_slack.assert_no_violations()

@@ -157,8 +157,9 @@ def test_a_decision_without_a_recorded_agent_dm_posts_a_fresh_one(ctx, slack_cli
     assert slack_client.calls_to("chat.update") == []
     # the link DM is the one redemption will edit in place (the approvers' DMs, never
     # delivered before the decision, went out first: as decided, from the outbox)
-    assert [c["channel"] for c in slack_client.calls_to("chat.postMessage")][-1] == "UAGENT1"
-    posted = len(slack_client.calls_to("chat.postMessage"))
+    # (then the grant's security feed message)
+    assert [c["channel"] for c in slack_client.calls_to("chat.postMessage")][-2:] == ["UAGENT1", "CSECURITY1"]
+    posted = len(slack_client.calls_to("chat.postMessage")) - 1
     assert requests.load_request(ctx, pending.request.id).agent_message_ts == f"1700000000.{posted:06d}"
 
 

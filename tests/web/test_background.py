@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 
-from bot.web.background import BackgroundSessionNotifier
+from bot.web.background import AfterResponse, BackgroundSessionNotifier
 
 
 class SlowRecorder:
@@ -28,3 +28,41 @@ def test_notices_run_off_the_calling_thread_in_order_and_survive_failures():
     notifier.shutdown()
     assert [sid for sid, _ in inner.seen] == ["s1", "s2", "s3"]
     assert all(name.startswith("after-response") for _, name in inner.seen)
+
+
+def test_wait_idle_returns_once_every_job_handed_over_has_run():
+    worker = AfterResponse(name="after-response-test")
+    release = threading.Event()
+    done: list[int] = []
+    worker.submit(lambda: (release.wait(5), done.append(1)))
+    worker.submit(lambda: done.append(2))
+    assert worker.wait_idle(timeout=0.01) is False  # the first job is still blocked
+    release.set()
+    assert worker.wait_idle() is True and done == [1, 2]
+    worker.shutdown()
+    # a job handed over after a shutdown starts a fresh thread
+    worker.submit(lambda: done.append(3))
+    assert worker.wait_idle() is True and done == [1, 2, 3]
+    worker.shutdown()
+
+
+def test_the_deliverer_sends_each_target_in_order_off_the_calling_thread(monkeypatch):
+    from bot.web import background
+
+    seen: list[tuple[str, str]] = []
+
+    def fake_deliver_now(ctx, client, targets):
+        if targets == ["boom"]:
+            raise RuntimeError("database is down")
+        seen.append((targets[0], threading.current_thread().name))
+
+    monkeypatch.setattr("bot.slack.courier.deliver_now", fake_deliver_now)
+    worker = AfterResponse(name="after-response-test")
+    deliverer = background.BackgroundDeliverer(ctx=None, client=None, worker=worker)
+    deliverer.deliver(["agent:r1:U1", "boom", "feed:r1:security", "agent:r1:U1"])
+    deliverer.deliver([])
+    assert deliverer.wait_idle()
+    # one failing target does not stop the next; a target named twice is sent once
+    assert [t for t, _ in seen] == ["agent:r1:U1", "feed:r1:security"]
+    assert all(name == "after-response-test" for _, name in seen)
+    worker.shutdown()

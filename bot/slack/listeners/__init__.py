@@ -6,12 +6,15 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.domain.context import DomainContext
+from bot.slack.courier import Deliverer
 from bot.slack.listeners import actions, commands, log, options, views
 
 
-def register_listeners(app: App, ctx: DomainContext) -> None:
+def register_listeners(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
+    """`deliverer` sends what each change owed through the outbox, after the listener has
+    answered (bot.slack.courier.Deliverer)."""
     commands.register(app, ctx)
     options.register(app, ctx)
-    views.register(app, ctx)
-    actions.register(app, ctx)
+    views.register(app, ctx, deliverer)
+    actions.register(app, ctx, deliverer)
     log.register(app, ctx)

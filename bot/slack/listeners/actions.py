@@ -8,8 +8,9 @@
 - **Request more time** / **Start a new request** on the live session's DM (issue 3 point 8).
 - **Revoke session** on an alert or the security feed (issue 5 point 5).
 
-A click that decides edits every message about the request once; any other click is
-answered to the clicker alone (bot.slack.notifier.SlackMessenger.answer_click).
+A click that decides edits every message about the request once, through the outbox, after
+the click has been answered; any other click is answered to the clicker alone
+(bot.slack.notifier.SlackMessenger.answer_click).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from slack_sdk import WebClient
 from bot.domain import approvals, outbox, requests, revocation, sessions
 from bot.domain.context import DomainContext
 from bot.slack import blocks, watch_blocks
-from bot.slack.courier import deliver_now
+from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape
 from bot.slack.notifier import SlackMessenger
@@ -32,7 +33,7 @@ def _clicked_in(body: dict[str, Any]) -> tuple[str | None, str | None]:
     return container.get("channel_id"), container.get("message_ts")
 
 
-def register(app: App, ctx: DomainContext) -> None:
+def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     @app.action(ActionId.END_SESSION.value)
     def end_session(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
@@ -49,8 +50,8 @@ def register(app: App, ctx: DomainContext) -> None:
                 client.chat_postEphemeral(channel=channel, user=clicker, text=escape(str(refused)))
             return
         # The end wrote outbox rows for the agent's DM and any expiry warning (issue 5):
-        # send them now; the clicked message is one of them.
-        deliver_now(ctx, client, outbox.session_targets(ended.request.id, ended.id, ended.request.agent_slack_id))
+        # sent after the answer; the clicked message is one of them.
+        deliverer.deliver(outbox.session_targets(ended.request.id, ended.id, ended.request.agent_slack_id))
 
     @app.action(ActionId.REVOKE_SESSION.value)
     def revoke_session(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -62,7 +63,7 @@ def register(app: App, ctx: DomainContext) -> None:
         source = "feed" if (action.get("block_id") == BlockId.FEED_ACTIONS.value) else "alert"
         result = revocation.revoke_session(ctx, blocks.carried_id(action.get("value")), actor_slack_id=clicker, source=source)
         if isinstance(result, revocation.Revoked):
-            deliver_now(ctx, client, result.targets)
+            deliverer.deliver(result.targets)
         if channel:
             text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
             client.chat_postEphemeral(channel=channel, user=clicker, text=text)
@@ -72,14 +73,14 @@ def register(app: App, ctx: DomainContext) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.approve_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
-        SlackMessenger(ctx, client).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
+        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
 
     @app.action(ActionId.APPROVE_EXTENSION.value)
     def approve_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.decide_extension(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
-        SlackMessenger(ctx, client).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True)
+        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True)
 
     @app.action(ActionId.DENY_REQUEST.value)
     def deny_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -98,7 +99,7 @@ def register(app: App, ctx: DomainContext) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.cancel_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
-        SlackMessenger(ctx, client).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
+        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
 
     @app.action(ActionId.REQUEST_EXTENSION.value)
     def request_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:

@@ -1,8 +1,9 @@
 """Modal submissions.
 
 - The request modal (issue 2 points 8-10, issue 3 points 1, 8, 9): decided by the domain,
-  refused inline on the right field, or answered with DMs (the link, or "approval needed"
-  and every approver's DM; a break-glass grant also alerts the security channel).
+  refused inline on the right field, or closed at once, its DMs (the link, or "approval
+  needed" and every approver's DM; a break-glass grant also alerts the security channel)
+  owed in the outbox and sent after the answer by the deliverer.
 - The deny modals (issue 3 point 1): the approver's reason; the domain decides.
 - The extension modal (issue 3 point 8): more time, with a fresh reason, asked of approvers.
 """
@@ -18,11 +19,12 @@ from bot.domain.approvals import ClickResult, Decided, Refused
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, Blocked
 from bot.slack import blocks
+from bot.slack.courier import Deliverer
 from bot.slack.ids import CallbackId
 from bot.slack.notifier import SlackMessenger
 
 
-def register(app: App, ctx: DomainContext) -> None:
+def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     @app.view(CallbackId.IMPERSONATE_REQUEST.value)
     def submit_request(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         user, view = body["user"], body["view"]
@@ -33,7 +35,7 @@ def register(app: App, ctx: DomainContext) -> None:
             ack(response_action="errors", errors=blocks.field_errors(result, present=blocks.view_block_ids(view)))
             return
         ack()
-        SlackMessenger(ctx, client).request_submitted(result)
+        SlackMessenger(ctx, client, deliverer).request_submitted(result)
 
     def answer_denial(ack: Ack, result: ClickResult, *, clicker: str, client: WebClient, extension: bool) -> None:
         """A refusal stays on the reason field; a decision closes the modal and edits every
@@ -42,7 +44,7 @@ def register(app: App, ctx: DomainContext) -> None:
             ack(response_action="errors", errors=blocks.deny_reason_errors(result.message))
         elif isinstance(result, Decided):
             ack()
-            SlackMessenger(ctx, client).decided(result)
+            SlackMessenger(ctx, client, deliverer).decided(result)
         else:
             tz_name = ctx.people.person(clicker).tz
             text = blocks.click_answer_text(result, tz_name=tz_name, extension=extension)
@@ -82,4 +84,4 @@ def register(app: App, ctx: DomainContext) -> None:
             ack(response_action="errors", errors=blocks.extension_errors(result.message))
             return
         ack()
-        SlackMessenger(ctx, client).extension_asked(result)
+        SlackMessenger(ctx, client, deliverer).extension_asked(result)

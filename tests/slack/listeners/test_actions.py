@@ -140,7 +140,9 @@ def test_one_approval_decides_edits_every_message_once_and_sends_the_link(send, 
         assert problems(edited["blocks"], surface="message") == []
     assert headline(update_of(slack_client, "DAGENT1")) == "Request approved"
     # the link comes exactly as for an ungated grant: a new DM, unfurling off, then remembered
-    (link_dm,) = slack_client.calls_to("chat.postMessage")[posted_before:]
+    # (the grant's security feed message is owed too, and sent after the link DM)
+    link_dm, feed = slack_client.calls_to("chat.postMessage")[posted_before:]
+    assert feed["channel"] == "CSECURITY1"
     assert link_dm["channel"] == "UAGENT1" and link_dm["unfurl_links"] is False and link_dm["unfurl_media"] is False
     assert [t for t in mrkdwn_texts(link_dm["blocks"]) if t.startswith("<http://bot.test/l/")]
     assert "Approved by <@UMANAGER1>." in "\n".join(mrkdwn_texts(link_dm["blocks"]))

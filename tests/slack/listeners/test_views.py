@@ -75,8 +75,8 @@ def test_a_refusal_comes_back_on_its_field_and_is_audited(send, slack_client, se
 def test_a_grant_is_sent_as_a_dm_with_the_link_and_unfurling_off(send, slack_client, session_factory):
     response = submit(send)
     assert response.status == 200 and response.body == ""  # plain ack: the modal closes
-    (posted,) = slack_client.calls_to("chat.postMessage")
-    assert posted["channel"] == "UAGENT1"  # the app's DM with the agent
+    # the app's DM with the agent (the grant's security feed message is owed too)
+    (posted,) = posts_to(slack_client, "UAGENT1")
     assert posted["unfurl_links"] is False and posted["unfurl_media"] is False
     assert problems(posted["blocks"], surface="message") == []
     links = [t for t in mrkdwn_texts(posted["blocks"]) if "|Open session>" in t]
@@ -100,12 +100,17 @@ def test_a_request_on_a_gated_account_is_pending_and_the_agent_is_told(send, sla
     assert "/l/" not in rendered  # no link until approved
     (request,) = stored_requests(session_factory)
     assert request.state == "pending"
-    assert request.agent_message_ts == "1700000000.000001"
+    # remembered as the request's "approval needed" DM, edited once decided; the agent's
+    # access DM (the link, then the session) is a new message, so it is not taken yet
+    assert request.agent_message_ts is None
+    with session_factory() as db:
+        (ref,) = db.execute(select(MessageRef).where(MessageRef.subject_id == request.id, MessageRef.purpose == outbox.Kind.AGENT_REQUEST.value)).scalars()
+        assert (ref.recipient, ref.channel, ref.ts) == ("UAGENT1", "DAGENT1", "1700000000.000001")
 
 
 def test_user_text_in_the_dm_is_escaped(send, slack_client):
     submit(send, reason="Please check <!channel> and <@U123> & <https://evil.example|this>", ticket="SUP-9")
-    (posted,) = slack_client.calls_to("chat.postMessage")
+    (posted,) = posts_to(slack_client, "UAGENT1")
     rendered = json.dumps(posted["blocks"])
     for raw in ("<!channel>", "<@U123>", "<https://evil.example|this>"):
         assert raw not in rendered
