@@ -420,7 +420,7 @@ def _read_page(ctx: DomainContext, viewer: Viewer, query: LogQuery, page: int, *
         page = min(max(page, 0), pages - 1)
         entries: tuple[SessionEntry, ...] = ()
         if account is not None:
-            rows = db.execute(_sessions(account.id, query).offset(page * PAGE_SIZE).limit(PAGE_SIZE)).all()
+            rows = db.execute(_sessions(account.id, query, offset=page * PAGE_SIZE, limit=PAGE_SIZE)).all()
             entries = tuple(_entries(db, rows, now=now))
         name = account.name if account is not None else ""
         audit.append(
@@ -452,21 +452,84 @@ def _in_period(account_id: int, query: LogQuery) -> list[Any]:
     return conditions
 
 
-def _outcome(now: datetime) -> Any:
+def _outcome(state: Any, expires_at: Any, now: datetime) -> Any:
     """The session's outcome as bot.domain.sessions.status_at decides it, in SQL: an active
     session past its end has expired whether or not the scheduler has tidied it yet."""
-    active = ImpersonationRequest.state == RequestState.ACTIVE.value
+    active = state == RequestState.ACTIVE.value
     return case(
-        (and_(active, ImpersonationSession.expires_at > now), "live"),
+        (and_(active, expires_at > now), "live"),
         (active, "expired"),
-        else_=ImpersonationRequest.state,
+        else_=state,
     )
 
 
 def summarise(db: Session, account_id: int, query: LogQuery, *, now: datetime) -> LogSummary:
-    """The period's totals, computed by the database (three aggregate queries)."""
-    period = _in_period(account_id, query)
-    outcome = _outcome(now)
+    """The period's totals, computed by the database in one statement.
+
+    Its shape fixes the plan on both databases, for a busy account (thousands of sessions in
+    the period) as for a quiet one, and whether PostgreSQL plans it for these values or
+    generically (psycopg prepares a statement run often; the plan cache may then reuse a plan
+    made without the account's statistics). Measured on the generated history
+    (bench/audit_bench.py), the earlier form of three joins let PostgreSQL scan every
+    account's sessions of the period through `ix_sessions_started_at` with parallel workers,
+    or hash-join all approvals, and cost twice as much:
+
+    1. `period`: the period's sessions from `ix_sessions_account_period` alone (it covers
+       every column read here), materialised so that no other index can be chosen for it;
+    2. `period_requests`: each joined to its request by primary key, also materialised: the
+       totals, approvers and write actions below all read it;
+    3. per session, index probes: approvals through `ix_approvals_subject_decision`, write
+       actions through `ix_audit_events_session_type`.
+
+    Approvers are looked up only for requests that needed approval (`approvals_required > 0`,
+    a sixth of them in the generated history): a vote is recorded only on a pending request
+    (bot.domain.approvals), and a request is pending only when created with
+    `approvals_required` ≥ 1 (bot.domain.requests), so no approval of the others is missed.
+    Extensions' approvals have the extension's id as subject and never matched a request."""
+    period = (
+        select(
+            ImpersonationSession.id,
+            ImpersonationSession.request_id,
+            ImpersonationSession.agent_slack_id,
+            ImpersonationSession.expires_at,
+        )
+        .where(*_in_period(account_id, query))
+        .cte("period")
+        .prefix_with("MATERIALIZED")
+    )
+    sessions = (
+        select(
+            period.c.id,
+            period.c.request_id,
+            period.c.agent_slack_id,
+            period.c.expires_at,
+            ImpersonationRequest.state,
+            ImpersonationRequest.break_glass,
+            ImpersonationRequest.approvals_required,
+        )
+        .join_from(period, ImpersonationRequest, ImpersonationRequest.id == period.c.request_id)
+        .cte("period_requests")
+        .prefix_with("MATERIALIZED")
+    )
+    # correlate(None): each subquery reads `period_requests` itself; the outer query's FROM
+    # holds it too, and auto-correlation would otherwise drop it from the subquery's.
+    # `IN`, not a join: SQLite then probes the index once per listed request, where a join
+    # from the materialised rows made it build a Bloom filter by reading every approval.
+    gated = select(sessions.c.request_id).where(sessions.c.approvals_required > 0).correlate(None)
+    approvers = (
+        select(func.count(func.distinct(Approval.approver_identity)))
+        .where(Approval.subject_id.in_(gated), Approval.decision == ApprovalDecision.APPROVE.value)
+        .scalar_subquery()
+    )
+    actions = (
+        select(func.count())
+        .select_from(sessions)
+        .join(AuditEvent, AuditEvent.session_id == sessions.c.id)
+        .where(AuditEvent.type == "action.recorded")
+        .correlate(None)
+        .scalar_subquery()
+    )
+    outcome = _outcome(sessions.c.state, sessions.c.expires_at, now)
 
     def count_of(condition: Any) -> Any:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
@@ -474,37 +537,40 @@ def summarise(db: Session, account_id: int, query: LogQuery, *, now: datetime) -
     totals = db.execute(
         select(
             func.count(),
-            func.count(func.distinct(ImpersonationSession.agent_slack_id)),
-            count_of(ImpersonationRequest.break_glass.is_(True)),
-            count_of(and_(ImpersonationRequest.approvals_required > 0, ImpersonationRequest.break_glass.is_not(True))),
+            func.count(func.distinct(sessions.c.agent_slack_id)),
+            count_of(sessions.c.break_glass.is_(True)),
+            count_of(and_(sessions.c.approvals_required > 0, sessions.c.break_glass.is_not(True))),
             count_of(outcome == "live"),
             count_of(outcome == "ended"),
             count_of(outcome == "expired"),
             count_of(outcome == "revoked"),
-        )
-        .select_from(ImpersonationSession)
-        .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
-        .where(*period)
+            approvers,
+            actions,
+        ).select_from(sessions)
     ).one()
-    approvers = db.execute(
-        select(func.count(func.distinct(Approval.approver_identity)))
-        .select_from(ImpersonationSession)
-        .join(Approval, Approval.subject_id == ImpersonationSession.request_id)
-        .where(*period, Approval.decision == ApprovalDecision.APPROVE.value)
-    ).scalar_one()
-    actions = db.execute(
-        select(func.count())
-        .select_from(ImpersonationSession)
-        .join(AuditEvent, AuditEvent.session_id == ImpersonationSession.id)
-        .where(*period, AuditEvent.type == "action.recorded")
-    ).scalar_one()
-    sessions, agents, break_glass, approved, live, ended, expired, revoked = (int(v) for v in totals)
-    return LogSummary(sessions, agents, approved, int(approvers), break_glass, int(actions), live, ended, expired, revoked)
+    total, agents, break_glass, approved, live, ended, expired, revoked, approver_count, action_count = (int(v) for v in totals)
+    return LogSummary(total, agents, approved, approver_count, break_glass, action_count, live, ended, expired, revoked)
 
 
-def _sessions(account_id: int, query: LogQuery) -> Select[Any]:
-    """The period's sessions, newest first (ties broken by id, so pages never overlap).
-    Plain columns, not entities: no relationship loading rides along."""
+def _sessions(account_id: int, query: LogQuery, *, limit: int, offset: int = 0, after: tuple[datetime, str] | None = None) -> Select[Any]:
+    """`limit` of the period's sessions, newest first (ties broken by id, so pages never
+    overlap), from `offset` or after the keyset `after` (started_at, id). Plain columns, not
+    entities: no relationship loading rides along.
+
+    The page's session ids are chosen first from `ix_sessions_account_period` alone, and only
+    those are joined to their rows, requests and customer users. Joined first and sorted
+    after (the earlier form), a busy account's page read every session of the period with
+    its request and customer user whenever PostgreSQL used a generic plan."""
+    keys = select(ImpersonationSession.id).where(*_in_period(account_id, query))
+    if after is not None:
+        started, session_id = after
+        keys = keys.where(
+            or_(
+                ImpersonationSession.started_at < started,
+                and_(ImpersonationSession.started_at == started, ImpersonationSession.id < session_id),
+            )
+        )
+    page = keys.order_by(ImpersonationSession.started_at.desc(), ImpersonationSession.id.desc()).offset(offset).limit(limit)
     return (
         select(
             ImpersonationSession.id.label("session_id"),
@@ -527,7 +593,7 @@ def _sessions(account_id: int, query: LogQuery) -> Select[Any]:
         )
         .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
         .join(CustomerUser, CustomerUser.id == ImpersonationRequest.customer_user_id)
-        .where(*_in_period(account_id, query))
+        .where(ImpersonationSession.id.in_(page))
         .order_by(ImpersonationSession.started_at.desc(), ImpersonationSession.id.desc())
     )
 
@@ -588,19 +654,9 @@ def iter_entries(db: Session, account_id: int, query: LogQuery, *, now: datetime
     """Every session of the period, newest first, read in keyset batches of `batch`: an
     export of any size holds one batch in memory at a time, and no cursor stays open
     between batches."""
-    statement = _sessions(account_id, query)
     last: tuple[datetime, str] | None = None
     while True:
-        page = statement
-        if last is not None:
-            started, session_id = last
-            page = page.where(
-                or_(
-                    ImpersonationSession.started_at < started,
-                    and_(ImpersonationSession.started_at == started, ImpersonationSession.id < session_id),
-                )
-            )
-        rows = db.execute(page.limit(batch)).all()
+        rows = db.execute(_sessions(account_id, query, limit=batch, after=last)).all()
         if not rows:
             return
         yield from _entries(db, rows, now=now)

@@ -22,7 +22,7 @@ from bot.domain.log_query import (
     parse_query,
     parse_token,
 )
-from tests.fakes.log_history import NOW, build_history, open_session
+from tests.fakes.log_history import NOW, build_history, open_session, record_actions, set_acme_sensitive
 from tests.slack.conftest import audit_events
 
 UTC = timezone.utc
@@ -169,6 +169,31 @@ def test_the_summary_and_the_sessions_newest_first(ctx, session_factory, tmp_pat
         "UAGENT1", "agent1@corp.example", "u-bob", "Bob Builder", "bob@acme.example"
     )
     assert (ended.reason, ended.ticket, ended.scope) == ("Customer cannot see the invoice page", "SUP-1", "read_only")
+
+
+def test_the_summary_counts_each_approver_once_and_only_the_periods_approvals_and_actions(ctx, tmp_path):
+    """The summary's approvers and write actions are looked up per session of the period
+    (bot.domain.log_query.summarise): nothing from outside the period, the agent filter or
+    the account leaks in, and an approver of several sessions counts once."""
+    history = build_history(ctx, tmp_path)
+    set_acme_sensitive(ctx, True)
+    again = open_session(ctx, "UAGENT1", at=NOW - timedelta(days=4), approver="UMANAGER1")
+    set_acme_sensitive(ctx, False)
+    record_actions(ctx, again, 3, at=NOW - timedelta(days=4, minutes=-5))
+    record_actions(ctx, history.too_old, 5, at=NOW - timedelta(days=100, minutes=-5))
+    # recorded with account "acme" but in globex's session: counted by session, so not acme's
+    record_actions(ctx, history.other_account, 7, at=NOW - timedelta(days=1, minutes=-5))
+
+    def summary(text: str) -> tuple[int, int, int, int]:
+        s = look_up(ctx, "USECURITY1", text, now=NOW).summary
+        return s.sessions, s.approved_sessions, s.approvers, s.write_actions
+
+    assert summary("account:acme") == (5, 3, 2, 5)
+    assert summary("account:acme agent:UAGENT1") == (3, 2, 2, 5)
+    assert summary("account:acme agent:USENIOR1") == (2, 1, 1, 0)
+    assert summary("account:acme agent:UAGENT1 since:200d") == (4, 2, 2, 10)
+    assert summary("account:acme since:5d until:3d") == (1, 1, 1, 3)
+    assert summary("account:globex") == (1, 0, 0, 7)
 
 
 def test_every_lookup_is_audited_with_its_query(ctx, session_factory, tmp_path):
