@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from html import unescape
@@ -104,7 +105,8 @@ class Server:
             "PUBLIC_BASE_URL": "http://bot.bench",
             "PRODUCT_LAUNCH_URL": "http://product.bench/launch",
             "PORT": str(self.port),
-            "WEB_CONCURRENCY": "2",
+            "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "2"),
+            **({"GUNICORN_CMD_ARGS": f"--threads {os.environ['BENCH_THREADS']}"} if os.environ.get("BENCH_THREADS") else {}),
         }
         self.log = (workdir / "gunicorn.log").open("w")
         self.process = subprocess.Popen(
@@ -143,12 +145,12 @@ class Browser:
         host, _, port = base_url.removeprefix("http://").partition(":")
         self._address = (host, int(port or 80))
         self._connection: http.client.HTTPConnection | None = None
-        self._cookies: dict[str, str] = {}
+        self.cookies: dict[str, str] = {}
 
     def request(self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
         headers = dict(headers or {})
-        if self._cookies:
-            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self._cookies.items())
+        if self.cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         for attempt in (1, 2):  # a keep-alive connection the server closed is opened again once
             if self._connection is None:
                 self._connection = http.client.HTTPConnection(*self._address, timeout=30)
@@ -164,7 +166,7 @@ class Browser:
             for name, value in response.getheaders():
                 if name.lower() == "set-cookie":
                     key, _, rest = value.partition("=")
-                    self._cookies[key.strip()] = rest.split(";", 1)[0]
+                    self.cookies[key.strip()] = rest.split(";", 1)[0]
             if response.getheader("Connection", "").lower() == "close":
                 self.close()
             return Reply(response.status, data.decode("utf-8", "replace"))
@@ -225,7 +227,7 @@ def _run_clients(jobs: list[Callable[[Browser], float]], meter: CpuMeter, base_u
                 try:
                     elapsed = job(http)
                 except Exception as exc:  # noqa: BLE001 - reported after the run
-                    errors.append(repr(exc))
+                    errors.append(repr(exc) + "\n" + traceback.format_exc())
                     continue
                 with lock:
                     timings.append(elapsed)
@@ -306,23 +308,24 @@ def run_backend(backend: str, *, count: int) -> dict[str, PathResult]:
             _wait_for("the link DMs", lambda: len(links_posted(before)) >= count)
             links = links_posted(before)[:count]
 
-            # Each link's landing page is fetched first, untimed, by the browser that will
-            # redeem it (the CSRF cookie and proof); then only the POSTs are timed.
-            browsers = [Browser(server.url) for _ in range(CLIENTS)]
+            # Each link's landing page is fetched first, untimed, as the browser that will
+            # redeem it (the CSRF cookie and proof); then only the POSTs are timed, each sent
+            # with its own cookie on the client thread's keep-alive connection.
             proofs = []
-            for n, link in enumerate(links):
+            for link in links:
                 path = link.removeprefix("http://bot.bench")
-                page = browsers[n % CLIENTS].request("GET", path)
-                proofs.append((n % CLIENTS, path, unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))))
+                browser = Browser(server.url)
+                page = browser.request("GET", path)
+                proofs.append((dict(browser.cookies), path, unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))))
+                browser.close()
 
-            def redeem_job(browser: int, path: str, csrf: str):
-                def job(_http: Browser) -> float:
-                    return _timed(lambda: browsers[browser].post_form(path, {"csrf": csrf}))
+            def redeem_job(cookies: dict[str, str], path: str, csrf: str):
+                def job(http: Browser) -> float:
+                    http.cookies = dict(cookies)
+                    return _timed(lambda: http.post_form(path, {"csrf": csrf}))
                 return job
 
             results["link redemption (POST)"] = _run_clients([redeem_job(*proof) for proof in proofs], meter, server.url)
-            for browser in browsers:
-                browser.close()
 
             # pending requests on the gated account, then approve clicks
             for n in range(count):

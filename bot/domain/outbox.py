@@ -312,24 +312,37 @@ def deliver_due(
     if wanted == []:
         return report
     for row_id in _candidates(ctx, clock(), limit, wanted):
-        delivery = _claim(ctx, row_id, clock())
-        if delivery is None:
-            continue
         try:
-            outcome = courier.deliver(delivery)
-        except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
-            log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
-            outcome = Transient(type(exc).__name__[:64])
-        _complete(ctx, delivery, outcome, now=clock())
-        if isinstance(outcome, Sent):
+            outcome = _deliver_row(ctx, courier, row_id, clock)
+        except Exception:  # noqa: BLE001 - a database error on one row must not stop the others
+            log.exception("outbox %s: delivery failed; it stays owed and is retried", row_id)
+            continue
+        if outcome is None:
+            continue
+        delivery, result = outcome
+        if isinstance(result, Sent):
             report.sent += 1
-        elif isinstance(outcome, Skipped):
+        elif isinstance(result, Skipped):
             report.skipped += 1
-        elif isinstance(outcome, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
+        elif isinstance(result, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
             report.retried += 1
         else:
             report.failed += 1
     return report
+
+
+def _deliver_row(ctx: DomainContext, courier: Courier, row_id: int, clock: Callable[[], datetime]) -> tuple[Delivery, Outcome] | None:
+    """Claim one row, render and send it, record the outcome; None if it was not ours to send."""
+    delivery = _claim(ctx, row_id, clock())
+    if delivery is None:
+        return None
+    try:
+        outcome = courier.deliver(delivery)
+    except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
+        log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
+        outcome = Transient(type(exc).__name__[:64])
+    _complete(ctx, delivery, outcome, now=clock())
+    return delivery, outcome
 
 
 def _due(now: datetime):
@@ -357,9 +370,13 @@ def _candidates(ctx: DomainContext, now: datetime, limit: int, targets: list[str
 
 def _existing_ref(db: Session, row: OutboxMessage, recipient: str | None) -> MessageRef_ | None:
     if row.kind == Kind.AGENT.value:
-        request = db.get(ImpersonationRequest, row.subject_id)
-        if request is not None and request.agent_channel and request.agent_message_ts:
-            return MessageRef_(request.agent_channel, request.agent_message_ts)
+        # two columns, not the request with its account, user and flags: this is on every
+        # delivery of the agent's DM
+        found = db.execute(
+            select(ImpersonationRequest.agent_channel, ImpersonationRequest.agent_message_ts).where(ImpersonationRequest.id == row.subject_id)
+        ).first()
+        if found is not None and found[0] and found[1]:
+            return MessageRef_(found[0], found[1])
         return None
     if recipient is None:
         return None
@@ -403,7 +420,7 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
             return None
         token = secrets.token_hex(16)
         earlier = aliased(OutboxMessage)
-        won = db.execute(
+        attempts = db.execute(
             update(OutboxMessage)
             .where(
                 OutboxMessage.id == row_id,
@@ -415,9 +432,10 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
                 ),
             )
             .values(state=SENDING, claim_token=token, lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+            .returning(OutboxMessage.attempts)
             .execution_options(synchronize_session=False)
-        ).rowcount
-        if won != 1:
+        ).scalar_one_or_none()
+        if attempts is None:
             db.rollback()
             return None
         # Later rows about the same message are covered by this delivery: it renders the
@@ -434,8 +452,7 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
             merged = _merge(db, row_id, others)
             subjects = dict(db.execute(select(OutboxMessage.id, OutboxMessage.subject_id).where(OutboxMessage.id.in_(merged))).all()) if merged else {}
             batch = (row.subject_id, *[subjects[i] for i in merged])
-        db.refresh(row)
-        return Delivery(row.id, kind, row.subject_id, recipient, row.attempts, token, ref, batch)
+        return Delivery(row.id, kind, row.subject_id, recipient, attempts, token, ref, batch)
 
 
 def _merge(db: Session, into: int, candidates) -> list[int]:

@@ -177,13 +177,13 @@ class Deliverer(Protocol):
 
 
 def deliver_each(ctx: DomainContext, client: WebClient, targets: Sequence[str]) -> None:
-    """`deliver_now` for each target in the order given (an approval's link DM after the edit
-    that announces it), each on its own: one failing target does not stop the next."""
-    for target in dict.fromkeys(targets):
-        try:
-            deliver_now(ctx, client, [target])
-        except Exception:  # noqa: BLE001 - the outbox job retries whatever was not sent
-            log.exception("immediate delivery of an outbox target failed; the scheduler will retry it")
+    """`deliver_now` for the targets one change owed. Their rows go out in the order they were
+    written (an approval's link DM after the edit that announces it), each claimed on its own:
+    one failing row does not stop the next (outbox.deliver_due)."""
+    try:
+        deliver_now(ctx, client, list(dict.fromkeys(targets)))
+    except Exception:  # noqa: BLE001 - the outbox job retries whatever was not sent
+        log.exception("immediate delivery of outbox targets failed; the scheduler will retry them")
 
 
 class InlineDeliverer:

@@ -58,3 +58,12 @@ def on_starting(server: object) -> None:
         preflight(load_settings())
     except STARTUP_ERRORS as error:
         _stop(str(error))
+
+
+def post_fork(server: object, worker: object) -> None:
+    """In each worker: hand the GIL over more often than CPython's default 5 ms. A request
+    thread that holds a database lock (SQLite's writer lock, PostgreSQL's audit-chain head)
+    and then waits its turn for the GIL keeps every other writer waiting too; with 8 threads
+    per worker the default interval let that wait grow to tens of milliseconds under load
+    (bench/http_bench.py)."""
+    sys.setswitchinterval(float(os.environ.get("PYTHON_SWITCH_INTERVAL", "0.001")))

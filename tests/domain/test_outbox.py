@@ -133,6 +133,33 @@ def test_a_courier_that_raises_is_retried_later(ctx, caplog):
     assert (row.state, row.last_error) == ("pending", "ConnectionResetError")
 
 
+def test_a_database_error_on_one_row_does_not_stop_the_others(ctx, monkeypatch, caplog):
+    owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1")
+    owe(ctx, Kind.NOTICE, "s-2", recipient="UAGENT2")
+    first = outbox.rows(ctx)[0].id
+    real_claim = outbox._claim
+
+    def claim(ctx_, row_id, now):
+        if row_id == first:
+            raise RuntimeError("database is down")
+        return real_claim(ctx_, row_id, now)
+
+    monkeypatch.setattr(outbox, "_claim", claim)
+    courier = FakeCourier()
+    assert outbox.deliver_due(ctx, courier, now=T0).sent == 1
+    assert states(ctx) == [("s-1", "pending"), ("s-2", "sent")]
+    assert "delivery failed; it stays owed" in caplog.text
+
+
+def test_each_claim_counts_an_attempt(ctx):
+    owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1")
+    courier = FakeCourier([Transient("internal_error"), Transient("internal_error"), Sent("D1", "1")])
+    outbox.deliver_due(ctx, courier, now=T0)
+    outbox.deliver_due(ctx, courier, now=T0 + timedelta(hours=1))
+    outbox.deliver_due(ctx, courier, now=T0 + timedelta(hours=2))
+    assert [d.attempts for d in courier.deliveries] == [1, 2, 3]
+
+
 def test_a_later_row_waits_for_an_earlier_one_of_the_same_message(ctx):
     owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1")
     outbox.deliver_due(ctx, FakeCourier([RetryAfter(60)]), now=T0)

@@ -46,23 +46,25 @@ def test_wait_idle_returns_once_every_job_handed_over_has_run():
     worker.shutdown()
 
 
-def test_the_deliverer_sends_each_target_in_order_off_the_calling_thread(monkeypatch):
+def test_the_deliverer_sends_each_change_s_targets_in_order_off_the_calling_thread(monkeypatch):
     from bot.web import background
 
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[list[str], str]] = []
 
     def fake_deliver_now(ctx, client, targets):
         if targets == ["boom"]:
             raise RuntimeError("database is down")
-        seen.append((targets[0], threading.current_thread().name))
+        seen.append((list(targets), threading.current_thread().name))
 
     monkeypatch.setattr("bot.slack.courier.deliver_now", fake_deliver_now)
     worker = AfterResponse(name="after-response-test")
     deliverer = background.BackgroundDeliverer(ctx=None, client=None, worker=worker)
-    deliverer.deliver(["agent:r1:U1", "boom", "feed:r1:security", "agent:r1:U1"])
+    deliverer.deliver(["boom"])
+    deliverer.deliver(["agent:r1:U1", "feed:r1:security", "agent:r1:U1"])
     deliverer.deliver([])
     assert deliverer.wait_idle()
-    # one failing target does not stop the next; a target named twice is sent once
-    assert [t for t, _ in seen] == ["agent:r1:U1", "feed:r1:security"]
+    # one change's failure does not stop the next change's delivery; a target named twice
+    # is delivered once, in the order first named (rows within it: outbox.deliver_due)
+    assert [targets for targets, _ in seen] == [["agent:r1:U1", "feed:r1:security"]]
     assert all(name == "after-response-test" for _, name in seen)
     worker.shutdown()
