@@ -23,6 +23,7 @@ from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from bot.db.engine import make_engine, make_session_factory, reading
@@ -144,55 +145,131 @@ def hash_event_row(row: AuditEvent) -> str:
     ).hexdigest()
 
 
-def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> AuditEvent:
-    """Append one event inside the caller's transaction (so it commits with the state change).
+#: Session.info key of the events recorded in the session's transaction, not yet written
+_PENDING = "impersonation_audit_pending"
 
-    The head row is locked first: on PostgreSQL `SELECT … FOR UPDATE` makes concurrent
-    appenders queue, and each re-reads the head after the one before it commits; on SQLite
-    every transaction already holds the write lock (BEGIN IMMEDIATE, bot/db/engine.py).
-    Appenders queue on that lock, so the work done while holding it bounds how many events
-    a second the log takes (issue 4 point 9): everything that does not need the head is done
-    before taking it, and on PostgreSQL the insert and the head's advance are one statement.
+
+def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> AuditEvent:
+    """Record one event in the caller's transaction, so that it commits with the state change
+    or not at all.
+
+    The event is chained and written when the transaction commits, after its other
+    statements (`_write_pending`, a `before_commit` hook), together with any other events
+    the transaction recorded. Appenders queue on the chain head — `SELECT … FOR UPDATE` of
+    the `audit_head` row on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers —
+    so the time the head is held bounds how many changes a second the whole app commits
+    (issue 4 point 9, bench/http_bench.py). Written last, it is held only for the inserts and
+    the commit itself, never while the rest of the change (loading rows, rendering, signing)
+    runs. The returned event's `seq`, `prev_hash` and `hash` are filled in at that moment;
+    a caller that needs them before the commit uses `append_now`.
+
+    Nothing reads an event back in the transaction that recorded it (the checks a change
+    makes read earlier transactions' events); `append_now` writes at once for any that must.
+    The event's contents are checked here, not at commit: a float in `details` fails the call.
     """
+    event = _unchained(draft, now)
+    db.connection()  # begin the transaction now if the caller has not: the event belongs to it
+    root = db.get_transaction()
+    pending = db.info.get(_PENDING)
+    if pending is None or pending[0] is not root:
+        pending = (root, [])
+        db.info[_PENDING] = pending
+    pending[1].append((db.get_nested_transaction(), event))
+    return event
+
+
+def append_now(db: Session, draft: EventDraft, *, now: datetime | None = None) -> AuditEvent:
+    """`append`, written at once (after any event the transaction recorded before it): for a
+    caller that needs the event's sequence number inside the transaction. It takes the chain
+    head from here to the commit."""
+    _write_pending(db)
+    event = _unchained(draft, now)
+    _write(db, [event])
+    return event
+
+
+def _unchained(draft: EventDraft, now: datetime | None) -> AuditEvent:
     occurred = (now or utcnow()).astimezone(timezone.utc)
-    # Stored and hashed at microsecond precision, which both databases keep exactly.
-    details = canonical_json(draft.details)  # refuses floats before any lock is taken
     actor = draft.actor
-    occurred_text = format_time(occurred)
+    return AuditEvent(
+        seq=None,
+        # Stored and hashed at microsecond precision, which both databases keep exactly.
+        occurred_at=occurred,
+        type=draft.type,
+        actor_slack_id=actor.slack_id,
+        actor_email=actor.email,
+        actor_role=actor.role,
+        account=draft.account,
+        customer_user=draft.customer_user,
+        request_id=draft.request_id,
+        session_id=draft.session_id,
+        details=canonical_json(draft.details),  # refuses floats now, in the caller's hands
+        prev_hash=None,
+        hash=None,
+    )
+
+
+def _write(db: Session, events: list[AuditEvent]) -> None:
+    """Chain `events` onto the head, in order, and write them: the head is locked, every
+    event inserted, and the head advanced once."""
     connection = db.connection()
     head_seq, head_hash = connection.execute(_LOCK_HEAD).one()
-    seq = head_seq + 1
-    # encode_stored's bytes are encode_event's here: `details` is canonical_json's output and
-    # the time format_time's (tests/domain/test_audit_verify.py checks against hash_event_row).
-    digest = hashlib.sha256(
-        _stored_bytes(
-            seq, occurred_text, draft.type, actor.slack_id, actor.email, actor.role, draft.account,
-            draft.customer_user, draft.request_id, draft.session_id, details, head_hash,
-        )
-    ).hexdigest()
-    row = {
-        "seq": seq,
-        "occurred_at": occurred,
-        "type": draft.type,
-        "actor_slack_id": actor.slack_id,
-        "actor_email": actor.email,
-        "actor_role": actor.role,
-        "account": draft.account,
-        "customer_user": draft.customer_user,
-        "request_id": draft.request_id,
-        "session_id": draft.session_id,
-        "details": details,
-        "prev_hash": head_hash,
-        "hash": digest,
-    }
-    # Core statements, not the unit of work: an append is on every state change's path,
-    # and the ORM flush machinery was most of its cost (bench/http_bench.py).
-    if connection.dialect.name == "postgresql":
-        connection.execute(_INSERT_AND_ADVANCE, {**{f"event_{k}": v for k, v in row.items()}, "new_seq": seq, "new_hash": digest})
+    rows = []
+    for event in events:
+        seq = head_seq + 1
+        # encode_stored's bytes are encode_event's here: `details` is canonical_json's output
+        # and the time format_time's (tests/domain/test_audit_verify.py checks against
+        # hash_event_row).
+        digest = hashlib.sha256(
+            _stored_bytes(
+                seq, format_time(event.occurred_at), event.type, event.actor_slack_id, event.actor_email, event.actor_role,
+                event.account, event.customer_user, event.request_id, event.session_id, event.details, head_hash,
+            )
+        ).hexdigest()
+        event.seq, event.prev_hash, event.hash = seq, head_hash, digest
+        rows.append({column: getattr(event, column) for column in _EVENT_COLUMNS})
+        head_seq, head_hash = seq, digest
+    # Core statements, not the unit of work: an append is on every state change's path, and
+    # the ORM flush machinery was most of its cost (bench/http_bench.py).
+    if connection.dialect.name == "postgresql" and len(rows) == 1:
+        # the insert as a data-modifying CTE of the head's advance: one round trip
+        connection.execute(_INSERT_AND_ADVANCE, {**{f"event_{k}": v for k, v in rows[0].items()}, "new_seq": head_seq, "new_hash": head_hash})
     else:
-        connection.execute(_INSERT_EVENT, row)
-        connection.execute(_ADVANCE_HEAD, {"new_seq": seq, "new_hash": digest})
-    return AuditEvent(**row)
+        connection.execute(_INSERT_EVENT, rows)
+        connection.execute(_ADVANCE_HEAD, {"new_seq": head_seq, "new_hash": head_hash})
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_pending(db: Session) -> None:
+    """Write the events the transaction recorded, as its last statements. `before_commit` also
+    fires when a savepoint is released: those events wait for the outermost commit."""
+    if db.in_nested_transaction():
+        return
+    pending = db.info.pop(_PENDING, None)
+    if pending is None or pending[0] is not db.get_transaction() or not pending[1]:
+        return
+    _write(db, [event for _, event in pending[1]])
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(db: Session, previous_transaction) -> None:
+    """A rolled-back savepoint takes the events recorded inside it with it; a rolled-back
+    transaction all of them."""
+    pending = db.info.get(_PENDING)
+    if pending is None:
+        return
+    if not previous_transaction.nested:
+        db.info.pop(_PENDING, None)
+        return
+    pending[1][:] = [(nested, event) for nested, event in pending[1] if not _within(nested, previous_transaction)]
+
+
+def _within(transaction, ancestor) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def run_due(ctx: DomainContext, *, now: datetime | None = None) -> Checkpoint | 
             )
         return None
     with ctx.sessions() as db, db.begin():
-        event = audit.append(
+        event = audit.append_now(
             db,
             EventDraft(
                 type=EVENT,

@@ -83,7 +83,7 @@ def record_policy_change(
             return None
         old = previous.get("policy") if previous is not None else None
         changes = describe_changes(old if isinstance(old, dict) else None, canonical)
-        event = audit.append(
+        event = audit.append_now(
             db,
             EventDraft(
                 type=EVENT_TYPE,

@@ -638,7 +638,7 @@ def record_action(
         if timing is not None:
             return refuse(parsed, timing)
         request = session.request
-        event = audit.append(
+        event = audit.append_now(
             db,
             EventDraft(
                 type="action.recorded",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -37,6 +38,53 @@ def test_events_form_a_chain_from_the_genesis_hash(session_factory):
         head = db.get(AuditHead, 1)
         assert (head.seq, head.hash) == (3, third.hash)
         assert verify_chain(db) == (3, None)
+
+
+def draft(n: int) -> EventDraft:
+    return EventDraft(type="test.happened", actor=Actor(slack_id="UAGENT1"), details={"n": n})
+
+
+def numbers(session_factory) -> list[int]:
+    with session_factory() as db:
+        return [int(json.loads(d)["n"]) for d in db.execute(select(AuditEvent.details).order_by(AuditEvent.seq)).scalars()]
+
+
+def test_events_are_written_at_commit_in_the_order_recorded(session_factory):
+    with session_factory() as db, db.begin():
+        first, second = audit.append(db, draft(1), now=OCCURRED), audit.append(db, draft(2), now=OCCURRED)
+        # chained at commit, after the transaction's other statements (the head is held briefly)
+        assert first.seq is None and db.execute(select(func.count()).select_from(AuditEvent)).scalar() == 0
+        third = audit.append_now(db, draft(3), now=OCCURRED)  # writes what was recorded before it, then itself
+        assert (first.seq, second.seq, third.seq) == (1, 2, 3)
+        fourth = audit.append(db, draft(4), now=OCCURRED)
+    assert fourth.seq == 4 and numbers(session_factory) == [1, 2, 3, 4]
+    with session_factory() as db:
+        assert verify_chain(db) == (4, None)
+
+
+def test_a_rolled_back_transaction_or_savepoint_takes_its_events_with_it(session_factory):
+    with pytest.raises(RuntimeError), session_factory() as db, db.begin():
+        audit.append(db, draft(1), now=OCCURRED)
+        raise RuntimeError("the change failed")
+    with session_factory() as db, db.begin():
+        audit.append(db, draft(2), now=OCCURRED)
+        savepoint = db.begin_nested()
+        audit.append(db, draft(3), now=OCCURRED)
+        savepoint.rollback()
+        with db.begin_nested():  # a released savepoint keeps its events for the commit
+            audit.append(db, draft(4), now=OCCURRED)
+        assert db.execute(select(func.count()).select_from(AuditEvent)).scalar() == 0
+    assert numbers(session_factory) == [2, 4]
+    with session_factory() as db:
+        assert verify_chain(db) == (2, None)
+
+
+def test_a_float_is_refused_when_recorded_not_at_commit(session_factory):
+    with session_factory() as db, db.begin():
+        with pytest.raises(TypeError, match="floats"):
+            audit.append(db, EventDraft(type="test.happened", details={"ratio": 0.5}))
+        audit.append(db, draft(1), now=OCCURRED)
+    assert numbers(session_factory) == [1]
 
 
 def test_an_empty_log_verifies(session_factory):
