@@ -478,7 +478,8 @@ def summarise(db: Session, account_id: int, query: LogQuery, *, now: datetime) -
     made without the account's statistics). Measured on the generated history
     (bench/audit_bench.py), the earlier form of three joins let PostgreSQL scan every
     account's sessions of the period through `ix_sessions_started_at` with parallel workers,
-    or hash-join all approvals, and cost twice as much:
+    or hash-join all approvals (for the busiest account: 25,000 buffer reads and 160,000
+    approval rows scanned; this form, 15,500 buffer reads):
 
     1. `period`: the period's sessions from `ix_sessions_account_period` alone (it covers
        every column read here), materialised so that no other index can be chosen for it;
