@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -127,6 +128,9 @@ class ImpersonationRequest(Base):
     __table_args__ = (
         Index("ix_requests_account_created", "account_id", "created_at"),
         Index("ix_requests_state", "state"),
+        # what the log's summary reads of each session's request, from the index alone
+        # (migration 0006)
+        Index("ix_requests_id_outcome", "id", "state", "break_glass", "approvals_required"),
     )
 
     #: random UUID (hex); appears in button values, never guessable in sequence
@@ -213,6 +217,14 @@ class AuditEvent(Base):
         Index("ix_audit_events_type", "type"),
         # write actions per session, from the index alone (migration 0005)
         Index("ix_audit_events_session_type", "session_id", "type"),
+        # write actions only: under half the events, so a smaller index to probe per session
+        # (migration 0006; queries must name the type as a literal to use it)
+        Index(
+            "ix_audit_events_actions",
+            "session_id",
+            postgresql_where=text("type = 'action.recorded'"),
+            sqlite_where=text("type = 'action.recorded'"),
+        ),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
