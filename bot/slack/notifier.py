@@ -57,8 +57,8 @@ class SlackSessionNotifier:
             log.exception("could not update the agent's message for session %s", session_id)
 
     def _show_session(self, session_id: str) -> None:
-        """The redemption wrote an outbox row for the agent's DM (issue 5 point 3); deliver it
-        now rather than at the scheduler's next run. The courier renders the truth at this
+        """The redemption wrote outbox rows for the agent's DM and the feed (issue 5 point 3);
+        deliver them now rather than at the scheduler's next run. The courier renders the truth at this
         moment — a session already over (very short, or revoked at once) is shown as over —
         and posts a fresh DM, remembered for later edits, when the grant DM's reference was
         lost."""
@@ -67,7 +67,13 @@ class SlackSessionNotifier:
             log.warning("session %s not found; nothing to show the agent", session_id)
             return
         request = check.session.request
-        deliver_now(self._ctx, self._client, [outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id)])
+        # both rows the redemption owed (outbox.enqueue_session_started): the agent's DM and
+        # the security channel's feed message, which now says the session is live
+        deliver_now(
+            self._ctx,
+            self._client,
+            [outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id), outbox.target_of(outbox.Kind.FEED, request.id, outbox.SECURITY)],
+        )
 
 
 class SlackMessenger:

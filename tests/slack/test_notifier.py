@@ -43,14 +43,17 @@ def test_session_started_edits_the_grant_dm_in_place(ctx, slack_client, redeemed
         (ActionId.START_NEW_REQUEST.value, session.id),
     ]
     assert problems(update["blocks"], surface="message") == []
-    assert slack_client.calls_to("chat.postMessage") == []
+    # no new DM to the agent; the security channel's feed is brought up to date at once
+    (feed,) = slack_client.calls_to("chat.postMessage")
+    assert feed["channel"] == "CSECURITY1" and feed["text"].startswith("Impersonation live: <@UAGENT1>")
+    assert [r.state for r in outbox.rows(ctx, kinds=[outbox.Kind.FEED])] == ["sent", "merged"]
 
 
 def test_without_a_recorded_dm_a_new_one_is_posted_and_remembered(ctx, slack_client, redeemed):
     session = redeemed(record_dm=False)
     SlackSessionNotifier(ctx, slack_client).session_started(session.id)
-    (posted,) = slack_client.calls_to("chat.postMessage")
-    assert posted["channel"] == "UAGENT1" and posted["unfurl_links"] is False
+    (posted,) = [call for call in slack_client.calls_to("chat.postMessage") if call["channel"] == "UAGENT1"]
+    assert posted["unfurl_links"] is False
     request = requests.load_request(ctx, session.request.id)
     assert request.agent_channel == "DAGENT1" and request.agent_message_ts
 

@@ -295,6 +295,9 @@ def test_an_extension_end_to_end(send, slack_client, ctx, session_factory, gated
     edits_before = len(slack_client.calls_to("chat.update"))
     click(send, ActionId.APPROVE_EXTENSION, extension.id, user_id="UMANAGER2", at=recorded["UMANAGER2"])
     edits = slack_client.calls_to("chat.update")[edits_before:]
+    # the security channel's feed message (posted when the session started) shows the new end
+    assert [e["text"] for e in edits if e["channel"] == "CSECURITY1"] == ["Impersonation live: <@USENIOR1> as Bob Builder in ACME Corp."]
+    edits = [e for e in edits if e["channel"] != "CSECURITY1"]
     assert sorted((e["channel"], e["ts"]) for e in edits) == sorted([(m.channel, m.ts) for m in recorded.values()] + [("DSENIOR1", "1700000000.000900")])
     extended = sessions.check_session(ctx, session.id).session
     assert extended.expires_at == session.expires_at + timedelta(minutes=30)
@@ -308,7 +311,7 @@ def test_an_extension_end_to_end(send, slack_client, ctx, session_factory, gated
     click(send, ActionId.APPROVE_EXTENSION, extension.id, user_id="UMANAGER3", at=recorded["UMANAGER3"])
     (late,) = slack_client.calls_to("chat.postEphemeral")
     assert late["text"].startswith("This request for more time was already approved by <@UMANAGER2> at ")
-    assert len(slack_client.calls_to("chat.update")) == edits_before + len(edits)
+    assert len(slack_client.calls_to("chat.update")) == edits_before + len(edits) + 1  # + the feed's edit
 
 
 def test_an_extension_denied_through_the_modal(send, slack_client, ctx, session_factory, gated):
