@@ -774,23 +774,10 @@ def decide_extension(
             return AlreadyDecided(extension.state, last.actor_slack_id if last else None, extension.decided_at or now)
 
         def finish(state: str, event_type: str, by: str | None, details: dict, reason_text: str | None) -> Decided:
-            extension.state, extension.decided_at = state, now
-            audit.append(db, EventDraft(type=event_type, actor=Actor(slack_id=by, email=clicker.email if by else None, role=_role(ctx, by) if by else "clock"), details={"extension_id": extension.id, **details}, **base), now=now)
-            db.flush()
-            # Every approver's DM, and the agent's session DM (rendered from the state at
-            # delivery: the session with how more time was decided), through the outbox.
-            targets = enqueue_approver_edits(db, extension.id, now=now)
-            targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
-            if state == "approved":
-                # the security feed shows the new end (issue 5 point 2)
-                targets.append(outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now))
-            return Decided(
-                RequestView.of(request), state, by, now, reason_text, _messages(db, extension.id),
-                extension=ExtensionView.of(extension), session=SessionView.of(session), asked=_asked(db, extension.id),
-                targets=tuple(targets),
-            )
+            actor = Actor(slack_id=by, email=clicker.email if by else None, role=_role(ctx, by) if by else "clock")
+            return _finish_extension(db, extension, state=state, event_type=event_type, actor=actor, details=details, reason_text=reason_text, now=now)
 
-        live = request.state == RequestState.ACTIVE.value and now < session.expires_at
+        live = _session_live(request, session, now)
         if now >= extension.pending_expires_at or not live:
             return finish("expired", "extension.expired", None, {"session_live": live}, None)
         refusal = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(ctx, request))
@@ -810,6 +797,61 @@ def decide_extension(
         session.expires_at = new_end
         extension.new_expires_at = new_end
         return finish("approved", "extension.granted", clicker.slack_id, {"approvers": approvers, "new_expires_at": audit.format_time(new_end)}, None)
+
+
+def _session_live(request: ImpersonationRequest, session: ImpersonationSession, now: datetime) -> bool:
+    return request.state == RequestState.ACTIVE.value and now < session.expires_at
+
+
+def _finish_extension(
+    db: Session,
+    extension: Extension,
+    *,
+    state: str,
+    event_type: str,
+    actor: Actor,
+    details: dict,
+    reason_text: str | None,
+    now: datetime,
+) -> Decided:
+    """An extension leaves `pending` (approved, denied or expired), audited, with the outbox
+    rows that edit every approver's DM and the agent's session DM (rendered at delivery)."""
+    session = extension.session
+    request = session.request
+    base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id, session_id=session.id)
+    extension.state, extension.decided_at = state, now
+    audit.append(db, EventDraft(type=event_type, actor=actor, details={"extension_id": extension.id, **details}, **base), now=now)
+    db.flush()
+    targets = enqueue_approver_edits(db, extension.id, now=now)
+    targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
+    if state == "approved":
+        # the security feed shows the new end (issue 5 point 2)
+        targets.append(outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now))
+    return Decided(
+        RequestView.of(request), state, actor.slack_id, now, reason_text, _messages(db, extension.id),
+        extension=ExtensionView.of(extension), session=SessionView.of(session), asked=_asked(db, extension.id),
+        targets=tuple(targets),
+    )
+
+
+def expire_pending_extension(ctx: DomainContext, extension_id: str, *, now: datetime | None = None) -> Decided | None:
+    """The scheduler's notice for an ask for more time nobody decided (issue 5 point 1, as
+    for requests): once past its TTL, or once its session is no longer live, it is expired —
+    audited `extension.expired` by the clock, every approver's DM and the agent's session DM
+    edited through the outbox. Idempotent: an extension no longer pending is left alone."""
+    now = now or utcnow()
+    with ctx.sessions() as db, db.begin():
+        extension = _lock_extension(db, extension_id)
+        if extension is None or extension.state != "pending":
+            return None
+        session = extension.session
+        live = _session_live(session.request, session, now)
+        if live and now < extension.pending_expires_at:
+            return None
+        return _finish_extension(
+            db, extension, state="expired", event_type="extension.expired", actor=Actor.system("clock"),
+            details={"session_live": live}, reason_text=None, now=now,
+        )
 
 
 def last_extension_outcome(ctx: DomainContext, session_id: str) -> Decided | None:

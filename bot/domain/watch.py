@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from bot.db.engine import reading
-from bot.db.models import Approval, ImpersonationRequest, ImpersonationSession, Link, RequestState
+from bot.db.models import Approval, Extension, ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import approvals, audit, outbox
 from bot.domain.approvals import ApprovalAsk, Decided
 from bot.domain.audit import Actor, EventDraft
@@ -112,6 +112,28 @@ def expire_pending_requests(ctx: DomainContext, *, now: datetime | None = None) 
             )
         ).scalars().all()
     return sum(1 for request_id in due if approvals.expire_pending_request(ctx, request_id, now=now) is not None)
+
+
+def expire_pending_extensions(ctx: DomainContext, *, now: datetime | None = None) -> int:
+    """Asks for more time nobody decided are expired like pending requests: past their TTL,
+    or once their session is no longer live (approvals.expire_pending_extension: audited
+    `extension.expired`, every approver's DM and the agent's session DM edited)."""
+    now = now or utcnow()
+    with reading(ctx.sessions) as db:
+        due = db.execute(
+            select(Extension.id)
+            .join(ImpersonationSession, ImpersonationSession.id == Extension.session_id)
+            .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
+            .where(
+                Extension.state == "pending",
+                or_(
+                    Extension.pending_expires_at <= now,
+                    ImpersonationRequest.state != RequestState.ACTIVE.value,
+                    ImpersonationSession.expires_at <= now,
+                ),
+            )
+        ).scalars().all()
+    return sum(1 for extension_id in due if approvals.expire_pending_extension(ctx, extension_id, now=now) is not None)
 
 
 def lapse_links(ctx: DomainContext, *, now: datetime | None = None) -> int:

@@ -35,6 +35,10 @@ def expire_pending_requests(ctx: DomainContext) -> None:
     watch.expire_pending_requests(ctx)
 
 
+def expire_pending_extensions(ctx: DomainContext) -> None:
+    watch.expire_pending_extensions(ctx)
+
+
 def lapse_links(ctx: DomainContext) -> None:
     watch.lapse_links(ctx)
 
@@ -68,6 +72,7 @@ ALL = (
     expire_pending_requests,
     lapse_links,
     expire_sessions,
+    expire_pending_extensions,
     warn_expiring,
     sweep_anomalies,
     post_digests,

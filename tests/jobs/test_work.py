@@ -12,9 +12,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from freezegun import freeze_time
 from slack_sdk import WebClient
+from sqlalchemy import select
 
 from bot.db.engine import make_engine, make_session_factory
-from bot.domain import approvals, links, requests
+from bot.db.models import AuditEvent
+from bot.domain import approvals, links, requests, sessions
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.jobs import work
@@ -190,3 +192,62 @@ def test_an_extended_session_is_warned_again_before_its_new_end(ctx, session_fac
     (feed,) = [m for m in fake_slack.messages_in("CSECURITY1") if m.blocks[0]["text"]["text"].startswith("Impersonation")]
     new_end = int((T0 + timedelta(minutes=60)).timestamp())
     assert f"<!date^{new_end}^" in json.dumps(feed.blocks) and "Ending soon" in json.dumps(feed.blocks)
+
+
+def test_an_ask_for_more_time_nobody_decided_is_expired_once(ctx, db_url, session_factory, tmp_path, fake_slack):
+    """Like a pending request (issue 5 point 1): past its TTL the scheduler expires it, audited
+    by the clock, and every approver's DM and the agent's session DM say so; two schedulers
+    at once, and later runs, change nothing more."""
+    load_directory(session_factory, tmp_path)
+    with_courier(ctx, fake_slack)
+    messenger = SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url))
+    ttl = timedelta(minutes=ctx.policy.gating.pending_ttl_minutes)
+    with freeze_time(T0) as clock:
+        granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("umbrella", "u-eve", 60))
+        messenger.request_submitted(granted)
+        session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+        asked = approvals.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        messenger.extension_asked(asked)
+        run_jobs(ctx)
+        clock.move_to(T0 + ttl - timedelta(seconds=1))
+        run_jobs(ctx)  # not yet due
+        assert approvals.pending_extension_for(ctx, session.id) is not None
+        clock.move_to(T0 + ttl)
+        other = second_scheduler(ctx, db_url, fake_slack)
+        for _ in range(3):
+            run_jobs(ctx, other)
+            clock.tick(timedelta(seconds=1))
+    assert approvals.pending_extension_for(ctx, session.id) is None
+    with session_factory() as db:
+        events = [e for e in db.execute(select(AuditEvent).where(AuditEvent.type == "extension.expired")).scalars()]
+    assert len(events) == 1 and (events[0].actor_slack_id, events[0].actor_role) == (None, "clock")
+    assert json.loads(events[0].details)["session_live"] is True
+    updates = headers(fake_slack, "chat.update")
+    asked_approvers = len(asked.ask.approvers)
+    assert asked_approvers >= 1
+    # every approver's ask loses its buttons, once
+    for approver in asked.ask.approvers:
+        (dm,) = [m for m in fake_slack.messages.values() if m.channel == fake_slack.dm_channel(approver)]
+        assert not [b for b in dm.blocks if b["type"] == "actions"]
+    # the agent's session DM no longer says it is waiting for approvers
+    (agent_dm,) = [m for m in fake_slack.messages.values() if m.channel == fake_slack.dm_channel("USENIOR1") and m.blocks[0]["text"]["text"].startswith("Session active")]
+    assert "waiting" not in json.dumps(agent_dm.blocks).lower()
+    assert updates  # the edits went out as chat.update
+    assert_no_message_shown_twice_in_a_row(fake_slack)
+    fake_slack.assert_no_violations()
+
+
+def test_an_ask_for_more_time_on_a_session_that_ended_is_expired(ctx, session_factory, tmp_path, fake_slack):
+    load_directory(session_factory, tmp_path)
+    with_courier(ctx, fake_slack)
+    with freeze_time(T0) as clock:
+        granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("umbrella", "u-eve", 60))
+        session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+        approvals.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        clock.tick(timedelta(minutes=2))
+        sessions.end_session(ctx, session.id, actor_slack_id="USENIOR1")
+        run_jobs(ctx)
+    assert approvals.pending_extension_for(ctx, session.id) is None
+    with session_factory() as db:
+        (event,) = db.execute(select(AuditEvent).where(AuditEvent.type == "extension.expired")).scalars()
+    assert json.loads(event.details)["session_live"] is False
