@@ -32,6 +32,10 @@ def make_engine(url: str, **kwargs) -> Engine:
     return create_engine(url, **kwargs)
 
 
+#: SQLite memory-mapped I/O window and page cache per connection (see _configure_sqlite)
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+SQLITE_CACHE_KIB = 32 * 1024
+
 #: Execution option marking a transaction that only reads (see `reading()`).
 READ_ONLY = "impersonation_read_only"
 
@@ -90,6 +94,13 @@ def _configure_sqlite(engine: Engine, database: str | None) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # Reads through memory-mapped I/O and a 32 MiB page cache per connection instead of
+        # SQLite's 2 MiB default (sqlite.org/mmap.html, sqlite.org/pragma.html#pragma_cache_size):
+        # the aggregate queries of the access review and the log scan tens of MiB, and each
+        # page read through read() was a system call (the quarterly review over 100,000
+        # sessions went from 2.1 s to 1.4 s, bench/digest_bench.py).
+        cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+        cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
