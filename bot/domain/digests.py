@@ -33,6 +33,7 @@ from bot.db.models import (
     Extension,
     ImpersonationRequest,
     ImpersonationSession,
+    JobClaim,
     Link,
 )
 from bot.domain import audit, checkpoints, outbox
@@ -41,7 +42,7 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.exports import TEMPLATES, csv_cell, markdown_text
-from bot.domain.once import claim_once
+from bot.domain.once import claim_once, claimed
 from bot.domain.policy import WEEKDAYS, PolicyConfig, clock_minutes
 
 JOB = "digest"
@@ -113,25 +114,57 @@ def quarterly_period(policy: PolicyConfig, now: datetime) -> Period:
     return quarter(year, number)
 
 
+#: after downtime, the scheduled reviews that fell due meanwhile are owed too, oldest first, at
+#: most this many of each kind (older ones: `impersonation-bot digest --period …` on demand)
+CATCH_UP_MAX = {"weekly": 8, "quarterly": 4}
+
+
 def due_periods(policy: PolicyConfig, now: datetime) -> list[Period]:
+    """The latest scheduled period of each kind (the week to the last weekly slot; the last
+    quarter once its review time has passed)."""
     periods = [weekly_period(policy, now)]
     if policy.digests.quarterly:
         periods.append(quarterly_period(policy, now))
     return periods
 
 
+def previous_period(policy: PolicyConfig, period: Period) -> Period:
+    """The scheduled period just before `period`, of the same kind."""
+    if period.kind == "weekly":
+        return weekly_period(policy, period.end - timedelta(seconds=1))
+    before = period.start - timedelta(days=1)
+    return quarter(before.year, (before.month - 1) // 3 + 1)
+
+
+def _owed_periods(db: Session, policy: PolicyConfig, latest: Period) -> list[Period]:
+    """`latest` and, after downtime, every earlier period of its kind not yet owed — back to
+    the newest one already claimed, at most CATCH_UP_MAX — oldest first. A scheduler that has
+    never posted this kind starts with the latest period only (no backlog of history)."""
+    pattern = "week-%" if latest.kind == "weekly" else "%Q%"
+    if db.execute(select(JobClaim.key).where(JobClaim.job == JOB, JobClaim.key.like(pattern)).limit(1)).first() is None:
+        return [latest]
+    chain = [latest]
+    while len(chain) < CATCH_UP_MAX[latest.kind] and not claimed(db, JOB, chain[-1].key):
+        chain.append(previous_period(policy, chain[-1]))
+    return [period for period in reversed(chain) if not claimed(db, JOB, period.key)]
+
+
 def run_due(ctx: DomainContext, *, now: datetime | None = None) -> list[str]:
-    """Owe the security channel the latest weekly (and quarterly) review, once per period
-    across every scheduler; the outbox builds and posts it (bot/slack/digest_post.py)."""
+    """Owe the security channel each weekly (and quarterly) review once per period across
+    every scheduler, catching up what fell due while no scheduler ran (issue 5 point 1); the
+    outbox builds and posts it (bot/slack/digest_post.py)."""
     now = now or utcnow()
     if not ctx.policy.alerts.security_channel:
         return []
     queued = []
-    for period in due_periods(ctx.policy, now):
-        with ctx.sessions() as db, db.begin():
-            if claim_once(db, JOB, period.key, now=now):
-                outbox.enqueue(db, outbox.Kind.DIGEST, period.key, now=now)
-                queued.append(period.key)
+    for latest in due_periods(ctx.policy, now):
+        with reading(ctx.sessions) as db:
+            owed = _owed_periods(db, ctx.policy, latest)
+        for period in owed:
+            with ctx.sessions() as db, db.begin():
+                if claim_once(db, JOB, period.key, now=now):
+                    outbox.enqueue(db, outbox.Kind.DIGEST, period.key, now=now)
+                    queued.append(period.key)
     return queued
 
 

@@ -84,6 +84,24 @@ def test_the_scheduler_owes_each_period_once(ctx):
     assert digests.run_due(ctx, now=MONDAY + timedelta(days=7)) == ["week-2030-01-14"]
 
 
+def test_a_scheduler_back_after_downtime_owes_every_review_it_missed_once_oldest_first(ctx):
+    assert digests.run_due(ctx, now=MONDAY) == ["week-2030-01-07", "2029Q4"]
+    # down from just after that Monday until the Tuesday three weeks later
+    back = MONDAY + timedelta(days=22)
+    assert digests.run_due(ctx, now=back) == ["week-2030-01-14", "week-2030-01-21", "week-2030-01-28"]
+    assert digests.run_due(ctx, now=back + timedelta(minutes=1)) == []
+    # down for over two quarters: both quarters' reviews, and at most CATCH_UP_MAX weeks
+    later = datetime(2030, 7, 8, 9, 0, tzinfo=timezone.utc)  # a Monday, after Q2's review time
+    owed = digests.run_due(ctx, now=later)
+    weeks = [k for k in owed if k.startswith("week-")]
+    assert len(weeks) == digests.CATCH_UP_MAX["weekly"] and weeks[-1] == "week-2030-07-08" and weeks == sorted(weeks)
+    assert [k for k in owed if not k.startswith("week-")] == ["2030Q1", "2030Q2"]
+
+
+def test_a_new_install_owes_only_the_latest_reviews(ctx):
+    assert digests.run_due(ctx, now=MONDAY + timedelta(days=70)) == ["week-2030-03-18", "2029Q4"]
+
+
 # ---------------------------------------------------------------------------- the figures
 
 
