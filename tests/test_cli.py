@@ -329,25 +329,31 @@ def test_serve_without_slack_credentials_exits_2_with_one_clear_message(tmp_path
     assert row_counts(f"sqlite:///{database}")["audit_head"] == 1
 
 
+def _start_serve(tmp_path, fake: FakeSlack, port: int, **env: str) -> subprocess.Popen:
+    """`impersonation-bot serve` in tmp_path against the fake Slack, one gunicorn worker on `port`."""
+    return subprocess.Popen(
+        [str(CONSOLE_SCRIPT), "serve"],
+        cwd=tmp_path,
+        env=_subprocess_env(
+            SLACK_BOT_TOKEN=fake.bot_token,
+            SLACK_SIGNING_SECRET="test-signing-secret",
+            SLACK_API_URL=fake.url,
+            DATABASE_URL=f"sqlite:///{tmp_path / 'impersonation.db'}",
+            GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port} --workers 1",
+            **env,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 @pytest.mark.slow
 def test_serve_runs_web_and_scheduler_and_stops_on_sigterm(tmp_path):
     shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
     port = _free_port()
     with FakeSlack() as fake:
-        process = subprocess.Popen(
-            [str(CONSOLE_SCRIPT), "serve"],
-            cwd=tmp_path,
-            env=_subprocess_env(
-                SLACK_BOT_TOKEN=fake.bot_token,
-                SLACK_SIGNING_SECRET="test-signing-secret",
-                SLACK_API_URL=fake.url,
-                DATABASE_URL=f"sqlite:///{tmp_path / 'impersonation.db'}",
-                GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port} --workers 1",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = _start_serve(tmp_path, fake, port)
         try:
             health = None
             for _ in range(300):  # wait for gunicorn to listen (liveness only, nothing timed)
@@ -376,21 +382,7 @@ def test_serve_in_socket_mode_answers_slack_over_the_socket_and_the_browser_over
     shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
     port = _free_port()
     with FakeSlack() as fake:
-        process = subprocess.Popen(
-            [str(CONSOLE_SCRIPT), "serve"],
-            cwd=tmp_path,
-            env=_subprocess_env(
-                SLACK_BOT_TOKEN=fake.bot_token,
-                SLACK_SIGNING_SECRET="test-signing-secret",
-                SLACK_APP_TOKEN=fake.app_token,
-                SLACK_API_URL=fake.url,
-                DATABASE_URL=f"sqlite:///{tmp_path / 'impersonation.db'}",
-                GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{port} --workers 1",
-            ),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = _start_serve(tmp_path, fake, port, SLACK_APP_TOKEN=fake.app_token)
         socket_mode = fake.socket_mode
         try:
             socket_mode.wait_for_connections(1, timeout=60)  # the worker connected
