@@ -4,10 +4,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -28,8 +29,53 @@ def make_engine(url: str, **kwargs) -> Engine:
         return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _ping_idle_connections(engine, PING_AFTER_IDLE_SECONDS)
+    return engine
+
+
+#: a pooled PostgreSQL connection back in use within this long of its last use is not pinged
+PING_AFTER_IDLE_SECONDS = 0.5
+_LAST_USED = "impersonation_last_used"
+
+
+def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Check a pooled connection is alive before handing it out, unless it was last used
+    under `idle_seconds` ago.
+
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip and a statement for
+    the server before every transaction, which under load cost PostgreSQL appends about a
+    third of their rate (bench/audit_bench.py). A connection that just finished a
+    transaction is as good as a ping that it is alive, so — as HikariCP's
+    `aliveBypassWindowMs` (500 ms) does — only a connection idle for longer is pinged. A
+    connection that dies inside that window fails its next statement; SQLAlchemy then marks
+    it and every older pooled connection invalid ("Dealing with Disconnects", optimistic
+    handling), so one request fails and the pool reconnects. A failed ping raises
+    DisconnectionError, upon which the pool discards the connection and hands out a fresh
+    one (PoolEvents.checkout)."""
+
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_connection, record):
+        record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(dbapi_connection, record):
+        if dbapi_connection is not None:
+            record.info[_LAST_USED] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        last_used = record.info.get(_LAST_USED)
+        if last_used is not None and time.monotonic() - last_used < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)  # the statement `pool_pre_ping` sends
+            # and hand the connection out idle, as the pool keeps it: a transaction the ping
+            # began would take the caller's BEGIN (and its READ ONLY, see `reading()`)
+            dbapi_connection.rollback()
+        except Exception as error:
+            raise exc.DisconnectionError(f"pooled connection failed its ping: {error}") from error
 
 
 #: SQLite memory-mapped I/O window and page cache per connection (see _configure_sqlite)
@@ -133,9 +179,10 @@ def reading(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session for a transaction that only reads. On SQLite it neither takes nor waits for
     the write lock; on PostgreSQL the transaction is READ ONLY, so a mistaken write fails."""
     with factory() as session:
-        connection = session.connection(execution_options={READ_ONLY: True})
-        if connection.dialect.name == "postgresql":
-            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+        # postgresql_readonly makes psycopg open the transaction with BEGIN READ ONLY, one
+        # statement instead of BEGIN and SET TRANSACTION (SQLAlchemy docs, "Setting READ ONLY
+        # / DEFERRABLE"); the pool resets it when the connection comes back.
+        session.connection(execution_options={READ_ONLY: True, "postgresql_readonly": True})
         yield session
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from bot.db.engine import make_engine, make_session_factory, reading
@@ -38,10 +39,30 @@ _INSERT_EVENT = insert(AuditEvent)
 _ADVANCE_HEAD = (
     update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 )
-#: PostgreSQL: the insert as a data-modifying CTE of the head's advance, one round trip
-_INSERT_AND_ADVANCE = _ADVANCE_HEAD.add_cte(
-    insert(AuditEvent).values({column: bindparam(f"event_{column}") for column in _EVENT_COLUMNS}).cte("appended")
+_EVENT_FIELDS = tuple(column for column in _EVENT_COLUMNS if column not in ("seq", "prev_hash", "hash"))
+#: PostgreSQL: one statement locks the head, chains the event onto it and advances it. The
+#: server hashes: it joins the bytes the app encoded (`_hash_frame`) around the head's hash
+#: and the next sequence number — both ASCII — so the digest is exactly `_stored_bytes`'s
+#: (tests/domain/test_audit.py). `FOR UPDATE` in READ COMMITTED waits for the previous
+#: appender and then reads the head it committed (PostgreSQL docs, "Transaction Isolation",
+#: 13.2.1), so appends queue without forking. psycopg's parameter style: sent as is.
+_APPEND_POSTGRESQL = f"""
+WITH head AS (
+    SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE
+), chained AS (
+    SELECT head.seq + 1 AS seq, head.hash AS prev_hash,
+           encode(sha256(%(before_prev)s || convert_to(head.hash, 'UTF8') || %(before_seq)s
+                         || convert_to((head.seq + 1)::text, 'UTF8') || %(after_seq)s), 'hex') AS hash
+    FROM head
+), appended AS (
+    INSERT INTO audit_events (seq, prev_hash, hash, {", ".join(_EVENT_FIELDS)})
+    SELECT chained.seq, chained.prev_hash, chained.hash, {", ".join(f"%({field})s" for field in _EVENT_FIELDS)}
+    FROM chained
+    RETURNING seq, prev_hash, hash
 )
+UPDATE audit_head SET seq = appended.seq, hash = appended.hash FROM appended WHERE audit_head.id = 1
+RETURNING appended.seq, appended.prev_hash, appended.hash
+"""
 
 
 @dataclass(frozen=True)
@@ -210,9 +231,16 @@ def _unchained(draft: EventDraft, now: datetime | None) -> AuditEvent:
 
 
 def _write(db: Session, events: list[AuditEvent]) -> None:
-    """Chain `events` onto the head, in order, and write them: the head is locked, every
-    event inserted, and the head advanced once."""
+    """Chain `events` onto the head, in order, and write them."""
     connection = db.connection()
+    if connection.dialect.name == "postgresql":
+        for event in events:
+            event.seq, event.prev_hash, event.hash = connection.exec_driver_sql(_APPEND_POSTGRESQL, _append_parameters(event)).one()
+        return
+    # SQLite: BEGIN IMMEDIATE has serialised writers already; the head is read, every event
+    # chained here and inserted, and the head advanced once. Core statements, not the unit of
+    # work: an append is on every state change's path, and the ORM flush machinery was most
+    # of its cost (bench/http_bench.py).
     head_seq, head_hash = connection.execute(_LOCK_HEAD).one()
     rows = []
     for event in events:
@@ -229,14 +257,47 @@ def _write(db: Session, events: list[AuditEvent]) -> None:
         event.seq, event.prev_hash, event.hash = seq, head_hash, digest
         rows.append({column: getattr(event, column) for column in _EVENT_COLUMNS})
         head_seq, head_hash = seq, digest
-    # Core statements, not the unit of work: an append is on every state change's path, and
-    # the ORM flush machinery was most of its cost (bench/http_bench.py).
-    if connection.dialect.name == "postgresql" and len(rows) == 1:
-        # the insert as a data-modifying CTE of the head's advance: one round trip
-        connection.execute(_INSERT_AND_ADVANCE, {**{f"event_{k}": v for k, v in rows[0].items()}, "new_seq": head_seq, "new_hash": head_hash})
-    else:
-        connection.execute(_INSERT_EVENT, rows)
-        connection.execute(_ADVANCE_HEAD, {"new_seq": head_seq, "new_hash": head_hash})
+    connection.execute(_INSERT_EVENT, rows)
+    connection.execute(_ADVANCE_HEAD, {"new_seq": head_seq, "new_hash": head_hash})
+
+
+def _append_parameters(event: AuditEvent) -> dict[str, Any]:
+    before_prev, before_seq, after_seq = _hash_frame(event)
+    parameters: dict[str, Any] = {field: getattr(event, field) for field in _EVENT_FIELDS}
+    parameters.update(before_prev=before_prev, before_seq=before_seq, after_seq=after_seq)
+    return parameters
+
+
+def _write_and_commit_postgresql(db: Session, events: list[AuditEvent]) -> None:
+    """Append `events` and commit, on PostgreSQL, without a round trip while the head is held.
+
+    The head is locked from the first append statement until COMMIT. Sent one after the
+    other, the client's turn between them (a round trip, and on a busy machine the wait for
+    this thread or process to be scheduled again) would hold every other appender up too.
+    In psycopg's pipeline mode (https://www.psycopg.org/psycopg3/docs/advanced/pipeline.html)
+    the appends and the COMMIT leave together and the server runs them back to back, so the
+    head is held for the server's work alone (bench/audit_bench.py). The rest of the
+    transaction is flushed first, so it commits with the events or not at all; the ORM's own
+    COMMIT that follows finds the transaction finished and sends nothing (psycopg commits
+    only a connection in a transaction)."""
+    db.flush()
+    driver = db.connection().connection.driver_connection
+    cursors = []
+    try:
+        with driver.pipeline():
+            for event in events:
+                cursor = driver.cursor()
+                cursors.append(cursor)
+                cursor.execute(_APPEND_POSTGRESQL, _append_parameters(event))
+            driver.commit()
+        for cursor, event in zip(cursors, events):
+            event.seq, event.prev_hash, event.hash = cursor.fetchone()
+    except driver.Error as error:
+        # as SQLAlchemy raises a driver error (IntegrityError, OperationalError, …)
+        raise sa_exc.DBAPIError.instance(_APPEND_POSTGRESQL, None, error, driver.Error) from error
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 @sa_event.listens_for(Session, "before_commit")
@@ -248,7 +309,11 @@ def _write_pending(db: Session) -> None:
     pending = db.info.pop(_PENDING, None)
     if pending is None or pending[0] is not db.get_transaction() or not pending[1]:
         return
-    _write(db, [event for _, event in pending[1]])
+    events = [event for _, event in pending[1]]
+    if db.connection().dialect.name == "postgresql":
+        _write_and_commit_postgresql(db, events)
+    else:
+        _write(db, events)
 
 
 @sa_event.listens_for(Session, "after_soft_rollback")
@@ -388,6 +453,35 @@ def _stored_bytes(
             enc(type),
         )
     ).encode("utf-8")
+
+
+#: _STORED_TEMPLATE cut around the two fields that come from the chain head
+_BEFORE_PREV_TEMPLATE, _rest = _STORED_TEMPLATE.split('"prev_hash":%s')
+_BEFORE_SEQ_TEMPLATE, _AFTER_SEQ_TEMPLATE = _rest.split('"seq":%d')
+del _rest
+
+
+def _hash_frame(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
+    """`_stored_bytes` of `event` without its `prev_hash` and `seq`: (before, between, after)
+    such that before + prev_hash + between + str(seq) + after is the encoding, for whichever
+    head the event is chained onto. A hash is written as its bare hex digits and a sequence
+    number as decimal digits (neither needs escaping), so the database can finish it."""
+    enc = encode_basestring
+    before = _BEFORE_PREV_TEMPLATE % (
+        "null" if event.account is None else enc(event.account),
+        "null" if event.actor_email is None else enc(event.actor_email),
+        "null" if event.actor_role is None else enc(event.actor_role),
+        "null" if event.actor_slack_id is None else enc(event.actor_slack_id),
+        "null" if event.customer_user is None else enc(event.customer_user),
+        event.details,
+        enc(format_time(event.occurred_at)),
+    )
+    between = _BEFORE_SEQ_TEMPLATE % ("null" if event.request_id is None else enc(event.request_id),)
+    after = _AFTER_SEQ_TEMPLATE % (
+        "null" if event.session_id is None else enc(event.session_id),
+        enc(event.type),
+    )
+    return (before + '"prev_hash":"').encode("utf-8"), ('"' + between + '"seq":').encode("utf-8"), after.encode("utf-8")
 
 
 def encode_stored(

@@ -6,10 +6,12 @@ import json
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from bot.db.models import AuditEvent, AuditHead
+from bot.db.models import Account, AuditEvent, AuditHead
 from bot.domain import audit
 from bot.domain.audit import GENESIS_HASH, Actor, EventDraft, canonical_json, encode_event, verify_chain
 from tests.fakes.attacker import rewrite
@@ -100,6 +102,83 @@ def test_stored_events_rehash_to_their_hash_after_a_round_trip(session_factory):
         assert stored.occurred_at == OCCURRED
         assert audit.hash_event_row(stored) == event.hash
 
+
+
+AWKWARD = 'quote " backslash \\ newline \n tab \t nul-ish \x01 \x1f del \x7f Zoë 日本 😀 <!channel> &amp;'
+
+
+def test_awkward_text_in_every_field_rehashes_and_verifies(session_factory):
+    # On PostgreSQL the server finishes each hash (audit._APPEND_POSTGRESQL); every text field
+    # must still hash exactly as the published encoding says, several events to a transaction.
+    with session_factory() as db, db.begin():
+        events = [
+            audit.append(
+                db,
+                EventDraft(
+                    type=f"test.awkward{n}", actor=Actor(slack_id=AWKWARD[:32], email=AWKWARD, role=AWKWARD[:64]),
+                    account=AWKWARD[:128], customer_user=AWKWARD, request_id=AWKWARD[:36], session_id=AWKWARD[-36:],
+                    details={"text": AWKWARD, "n": n},
+                ),
+                now=OCCURRED,
+            )
+            for n in range(3)
+        ]
+    assert [e.seq for e in events] == [1, 2, 3]
+    with session_factory() as db:
+        for event in events:
+            assert audit.hash_event_row(db.get(AuditEvent, event.seq)) == event.hash
+        assert verify_chain(db) == (3, None)
+
+
+def test_the_rest_of_the_transaction_commits_with_its_events_or_not_at_all(engine, session_factory):
+    # Changes still waiting to be flushed at commit go in the same transaction as the events.
+    now = OCCURRED
+    with session_factory() as db, db.begin():
+        db.add(Account(external_id="acme", name="ACME", created_at=now, updated_at=now))
+        audit.append(db, draft(1), now=now)
+    with pytest.raises(IntegrityError), session_factory() as db, db.begin():
+        db.add(Account(external_id="acme", name="ACME again", created_at=now, updated_at=now))  # unique
+        audit.append(db, draft(2), now=now)
+    assert numbers(session_factory) == [1]
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(Account)).scalar() == 1
+        assert verify_chain(db) == (1, None)
+
+
+def test_an_event_the_database_refuses_takes_the_change_with_it(engine, session_factory):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    now = OCCURRED
+    with pytest.raises(DBAPIError, match="too long"), session_factory() as db, db.begin():
+        db.add(Account(external_id="acme", name="ACME", created_at=now, updated_at=now))
+        audit.append(db, draft(1), now=now)
+        audit.append(db, EventDraft(type="t" * 65, actor=Actor(slack_id="UAGENT1"), details={}), now=now)
+    with session_factory() as db:
+        assert db.execute(select(func.count()).select_from(Account)).scalar() == 0
+        assert verify_chain(db) == (0, None)
+    append(session_factory, n=3)  # the connection and the head are fine afterwards
+    with session_factory() as db:
+        assert verify_chain(db) == (1, None)
+
+
+optional_text = st.none() | st.text(max_size=40)
+
+
+@given(
+    seq=st.integers(min_value=1, max_value=10**12),
+    prev_hash=st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+    type_=st.text(min_size=1, max_size=40),
+    fields=st.fixed_dictionaries(
+        {name: optional_text for name in ("actor_slack_id", "actor_email", "actor_role", "account", "customer_user", "request_id", "session_id")}
+    ),
+    details=st.dictionaries(st.text(max_size=10), st.none() | st.booleans() | st.integers() | st.text(max_size=20), max_size=4),
+)
+def test_the_frame_the_database_finishes_is_the_published_encoding(seq, prev_hash, type_, fields, details):
+    event = AuditEvent(occurred_at=OCCURRED, type=type_, details=canonical_json(details), **fields)
+    before, between, after = audit._hash_frame(event)
+    assert before + prev_hash.encode() + between + str(seq).encode() + after == encode_event(
+        seq=seq, occurred_at=audit.format_time(OCCURRED), type=type_, details=event.details, prev_hash=prev_hash, **fields
+    )
 
 # The canonical encoding is a published format (docs/audit.md): auditors recompute hashes with
 # their own tools, so these bytes must never change silently.
