@@ -58,6 +58,11 @@ duration_choices = [15, 30, 60]
 flags = ["sensitive"]
 approvals_required = 1
 pending_ttl_minutes = 60
+# Working hours all week: with the default hours (08:00-19:00 on weekdays) a run in the evening
+# raised an off-hours anomaly alert on every grant, so the figures depended on the time of day
+# and the paced alert posts, left to the scheduler (not run here), kept the outbox from draining.
+[alerts]
+business_hours = { start = "00:00", end = "24:00", days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"] }
 [roles.support]
 members = [%(agents)s]
 max_minutes = 60
