@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, exists, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from bot.db.engine import reading
@@ -375,10 +375,15 @@ def _due(now: datetime):
 
 
 def _candidates(ctx: DomainContext, now: datetime, limit: int, targets: list[str] | None) -> list[int]:
-    """The oldest due row of each target (later rows of a target wait for it)."""
-    statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
+    """The oldest due row of each target (later rows of a target wait for it). A run for named
+    targets considers every one of them, however many rows each has (a background run joins
+    many changes' targets: a limit on rows could leave some targets to the scheduler); a run
+    over everything takes the oldest `limit` due rows."""
     if targets is not None:
-        statement = statement.where(OutboxMessage.target.in_(targets))
+        oldest = select(func.min(OutboxMessage.id)).where(_due(now), OutboxMessage.target.in_(targets)).group_by(OutboxMessage.target)
+        with reading(ctx.sessions) as db:
+            return sorted(db.execute(oldest).scalars())
+    statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
     with reading(ctx.sessions) as db:
         rows = db.execute(statement).all()
     seen: set[str] = set()

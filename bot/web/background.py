@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 #: how long shutdown() and wait_idle() wait by default: a few Slack round trips per job
 IDLE_TIMEOUT_SECONDS = 30.0
+#: targets one background delivery run takes from the buffer (a few changes' worth; the rest
+#: follow in the next run), so that a backlog never becomes one unbounded query and claim list
+RUN_TARGETS_MAX = 64
 
 
 class AfterResponse:
@@ -123,7 +126,9 @@ class BackgroundDeliverer:
 
     def _run(self) -> None:
         with self._lock:
-            owed, self._buffered = self._buffered, []
+            owed, self._buffered = self._buffered[:RUN_TARGETS_MAX], self._buffered[RUN_TARGETS_MAX:]
+            if self._buffered:  # a backlog: the rest in the next run, after this one
+                self.worker.submit(self._run)
         if owed:
             deliver_each(self._ctx, self._client, owed)
 

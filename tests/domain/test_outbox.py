@@ -285,3 +285,17 @@ def test_backoff_doubles_is_capped_and_jittered():
     assert outbox.backoff(1, rng=lambda a, b: 0.0) == outbox.BACKOFF_BASE / 2
     assert outbox.backoff(3, rng=lambda a, b: 1.0) == outbox.BACKOFF_BASE * 4
     assert outbox.backoff(30, rng=lambda a, b: 1.0) == outbox.BACKOFF_CAP
+
+
+def test_a_run_for_named_targets_sends_every_one_of_them_whatever_the_limit(ctx):
+    """A background run joins many changes' targets: each named target gets its oldest due
+    row considered, however many rows the others have (the limit bounds only a run over
+    everything)."""
+    targets = []
+    for n in range(5):
+        for _ in range(3):
+            targets.append(owe(ctx, Kind.NOTICE, f"s-{n}", recipient="UAGENT1"))
+    courier = FakeCourier()
+    assert outbox.deliver_due(ctx, courier, now=T0, limit=2, targets=targets).sent == 5
+    assert sorted(courier.subjects()) == [f"s-{n}" for n in range(5)]
+    assert {r.state for r in outbox.rows(ctx)} == {"sent", "merged"}

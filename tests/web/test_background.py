@@ -95,3 +95,29 @@ def test_changes_handed_over_while_a_run_is_busy_are_delivered_together_in_order
     assert deliverer.wait_idle()
     assert runs == [["agent:r1:U1"], ["approver:r2:U7", "agent_request:r2:U2", "agent:r3:U3", "feed:r3:security"]]
     worker.shutdown()
+
+
+def test_a_backlog_is_delivered_in_bounded_runs_none_left_behind(monkeypatch):
+    from bot.web import background
+
+    runs: list[list[str]] = []
+    first_run_started, release = threading.Event(), threading.Event()
+
+    def fake_deliver_now(ctx, client, targets):
+        runs.append(list(targets))
+        first_run_started.set()
+        release.wait(5)
+
+    monkeypatch.setattr("bot.slack.courier.deliver_now", fake_deliver_now)
+    worker = AfterResponse(name="after-response-test")
+    deliverer = background.BackgroundDeliverer(ctx=None, client=None, worker=worker)
+    deliverer.deliver(["agent:r0:U0"])
+    assert first_run_started.wait(5)
+    backlog = [f"agent:r{n}:U{n}" for n in range(1, 2 * background.RUN_TARGETS_MAX + 11)]
+    for n in range(0, len(backlog), 2):
+        deliverer.deliver(backlog[n : n + 2])
+    release.set()
+    assert deliverer.wait_idle()
+    assert [len(run) for run in runs] == [1, background.RUN_TARGETS_MAX, background.RUN_TARGETS_MAX, 10]
+    assert [t for run in runs[1:] for t in run] == backlog
+    worker.shutdown()
