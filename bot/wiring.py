@@ -201,8 +201,8 @@ def build_container(settings: Settings) -> Container:
         # request thread (bot/web/background.py): a redemption's DM edit, and every message a
         # listener's change owed (issue 3 point 12: the answer never waits for Slack).
         after_response = AfterResponse()
+        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, client), after_response)
         deliverer = BackgroundDeliverer(ctx, client, after_response)
-        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, client, deliverer), after_response)
         try:
             slack_app = build_slack_app(
                 ctx, client=client, signing_secret=settings.slack_signing_secret or "", deliverer=deliverer

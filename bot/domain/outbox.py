@@ -15,11 +15,7 @@ solid_queue): a delivery run takes a row with one conditional UPDATE
 target is pending or sending`), setting a random claim token and a lease. Of two schedulers
 exactly one wins a row, rows about one message go out one at a time and in order, and a row
 whose sender died is taken again once its lease has passed. Completion is conditional on the
-claim token. A run claims up to CLAIM_BATCH rows in one transaction (each in a savepoint, so
-one row that cannot be claimed leaves the others claimed) and completes each row in its own
-transaction right after its send: one write transaction per change's rows to claim them
-instead of one per row (a deciding approve click owes five), and no longer a window for a
-second post after a crash than before.
+claim token.
 
 Outcomes: Slack's 429 is retried after its Retry-After; a server error or a broken connection
 with exponential backoff and jitter, up to MAX_ATTEMPTS; any other Slack error is permanent:
@@ -37,16 +33,15 @@ chat.postMessage). The window is one HTTP round trip; edits are idempotent.
 from __future__ import annotations
 
 import enum
-import itertools
 import logging
 import random
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from bot.db.engine import reading
@@ -74,12 +69,6 @@ PACE_SECONDS = 1.0
 BACKOFF_BASE = timedelta(seconds=5)
 BACKOFF_CAP = timedelta(minutes=15)
 MAX_ATTEMPTS = 10
-#: rows one delivery run claims in a transaction. Every claimed row must be sent within its
-#: lease, after the sends before it (at most slack_sdk's 30 s HTTP timeout each): 8 × 30 s is
-#: under LEASE, and a row whose lease has less than LEASE_MARGIN left when its turn comes is
-#: handed back instead of sent (bot/domain/outbox.py `_send`).
-CLAIM_BATCH = 8
-LEASE_MARGIN = timedelta(seconds=60)
 #: alerts carried by one summary message: one section (with its Revoke button) per alert,
 #: within Block Kit's 50 blocks per message with room for a header and a footer
 ALERT_BATCH_MAX = 40
@@ -146,11 +135,6 @@ class Delivery:
     ref: MessageRef_ | None = None
     #: ALERT: every alert id this message carries, the claimed row's first
     batch: tuple[str, ...] = ()
-    #: when the claim lapses and another run may take the row (None: not claimed, in tests)
-    lease_until: datetime | None = None
-    #: the claiming transaction (rows claimed together share it): a courier may share reads
-    #: between their renders, never with rows claimed later (bot/slack/courier.py)
-    claim_round: int = 0
 
 
 @dataclass(frozen=True)
@@ -327,44 +311,38 @@ def deliver_due(
     wanted = list(targets) if targets is not None else None
     if wanted == []:
         return report
-    candidates = _candidates(ctx, clock(), limit, wanted)
-    for first in range(0, len(candidates), CLAIM_BATCH):
+    for row_id in _candidates(ctx, clock(), limit, wanted):
         try:
-            claimed = _claim_batch(ctx, candidates[first : first + CLAIM_BATCH], clock())
-        except Exception:  # noqa: BLE001 - the database is unavailable: the next run retries
-            log.exception("outbox: claiming rows failed; they stay owed and are retried")
+            outcome = _deliver_row(ctx, courier, row_id, clock)
+        except Exception:  # noqa: BLE001 - a database error on one row must not stop the others
+            log.exception("outbox %s: delivery failed; it stays owed and is retried", row_id)
             continue
-        for delivery in claimed:
-            try:
-                result = _send(ctx, courier, delivery, clock)
-            except Exception:  # noqa: BLE001 - a database error on one row must not stop the others
-                log.exception("outbox %s: delivery failed; it stays owed and is retried", delivery.id)
-                continue
-            if isinstance(result, Sent):
-                report.sent += 1
-            elif isinstance(result, Skipped):
-                report.skipped += 1
-            elif isinstance(result, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
-                report.retried += 1
-            else:
-                report.failed += 1
+        if outcome is None:
+            continue
+        delivery, result = outcome
+        if isinstance(result, Sent):
+            report.sent += 1
+        elif isinstance(result, Skipped):
+            report.skipped += 1
+        elif isinstance(result, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
+            report.retried += 1
+        else:
+            report.failed += 1
     return report
 
 
-def _send(ctx: DomainContext, courier: Courier, delivery: Delivery, clock: Callable[[], datetime]) -> Outcome:
-    """Render and send one claimed row, then record the outcome. A row whose lease is about to
-    lapse (the sends before it in its batch were slow) is handed back unsent, with its attempt
-    returned: sending it could race another run that takes it over when the lease passes."""
-    if delivery.lease_until is not None and clock() >= delivery.lease_until - LEASE_MARGIN:
-        outcome: Outcome = RetryAfter(0.0, "lease_ran_short")
-    else:
-        try:
-            outcome = courier.deliver(delivery)
-        except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
-            log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
-            outcome = Transient(type(exc).__name__[:64])
+def _deliver_row(ctx: DomainContext, courier: Courier, row_id: int, clock: Callable[[], datetime]) -> tuple[Delivery, Outcome] | None:
+    """Claim one row, render and send it, record the outcome; None if it was not ours to send."""
+    delivery = _claim(ctx, row_id, clock())
+    if delivery is None:
+        return None
+    try:
+        outcome = courier.deliver(delivery)
+    except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
+        log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
+        outcome = Transient(type(exc).__name__[:64])
     _complete(ctx, delivery, outcome, now=clock())
-    return outcome
+    return delivery, outcome
 
 
 def _due(now: datetime):
@@ -375,15 +353,10 @@ def _due(now: datetime):
 
 
 def _candidates(ctx: DomainContext, now: datetime, limit: int, targets: list[str] | None) -> list[int]:
-    """The oldest due row of each target (later rows of a target wait for it). A run for named
-    targets considers every one of them, however many rows each has (a background run joins
-    many changes' targets: a limit on rows could leave some targets to the scheduler); a run
-    over everything takes the oldest `limit` due rows."""
-    if targets is not None:
-        oldest = select(func.min(OutboxMessage.id)).where(_due(now), OutboxMessage.target.in_(targets)).group_by(OutboxMessage.target)
-        with reading(ctx.sessions) as db:
-            return sorted(db.execute(oldest).scalars())
+    """The oldest due row of each target (later rows of a target wait for it)."""
     statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
+    if targets is not None:
+        statement = statement.where(OutboxMessage.target.in_(targets))
     with reading(ctx.sessions) as db:
         rows = db.execute(statement).all()
     seen: set[str] = set()
@@ -433,82 +406,53 @@ def _take_posting_slot(db: Session, channel: str, now: datetime) -> bool:
     )
 
 
-_CLAIM_ROUNDS = itertools.count(1)
-
-
-class _NotClaimed(Exception):
-    """The row is not this run's to send (taken, not due, waiting for a posting slot): its
-    savepoint is rolled back, undoing whatever the attempt wrote."""
-
-
 def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
-    """Claim one row (its own transaction)."""
-    claimed = _claim_batch(ctx, [row_id], now)
-    return claimed[0] if claimed else None
-
-
-def _claim_batch(ctx: DomainContext, row_ids: Sequence[int], now: datetime) -> list[Delivery]:
-    """Claim the rows that are still this run's to send, in one transaction: each row in a
-    savepoint, so that a row that cannot be claimed (or whose claim fails on a database
-    error) leaves the others claimed."""
-    claimed: list[Delivery] = []
-    claim_round = next(_CLAIM_ROUNDS)
     with ctx.sessions() as db, db.begin():
-        for row_id in row_ids:
-            try:
-                with db.begin_nested():
-                    claimed.append(replace(_claim_row(db, ctx, row_id, now), claim_round=claim_round))
-            except _NotClaimed:
-                continue
-            except Exception:  # noqa: BLE001 - one bad row must not stop the others
-                log.exception("outbox %s: claiming failed; it stays owed and is retried", row_id)
-    return claimed
-
-
-def _claim_row(db: Session, ctx: DomainContext, row_id: int, now: datetime) -> Delivery:
-    row = db.get(OutboxMessage, row_id)
-    if row is None:
-        raise _NotClaimed
-    kind = Kind(row.kind)
-    recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
-    ref = _existing_ref(db, row, recipient)
-    # A new message in a channel waits for the channel's next posting slot (pacing).
-    if ref is None and recipient is not None and row.recipient == SECURITY and not _take_posting_slot(db, recipient, now):
-        raise _NotClaimed
-    token = secrets.token_hex(16)
-    earlier = aliased(OutboxMessage)
-    attempts = db.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == row_id,
-            _due(now),
-            ~exists().where(
-                earlier.target == OutboxMessage.target,
-                earlier.id < OutboxMessage.id,
-                earlier.state.in_((PENDING, SENDING)),
-            ),
-        )
-        .values(state=SENDING, claim_token=token, lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
-        .returning(OutboxMessage.attempts)
-        .execution_options(synchronize_session=False)
-    ).scalar_one_or_none()
-    if attempts is None:
-        raise _NotClaimed
-    # Later rows about the same message are covered by this delivery: it renders the
-    # state as it is now, which includes every change committed before this claim.
-    _merge(db, row_id, select(OutboxMessage.id).where(OutboxMessage.target == row.target, OutboxMessage.id > row_id))
-    batch: tuple[str, ...] = ()
-    if kind is Kind.ALERT:
-        others = (
-            select(OutboxMessage.id)
-            .where(OutboxMessage.kind == Kind.ALERT.value, OutboxMessage.recipient == row.recipient, OutboxMessage.id != row_id, OutboxMessage.due_at <= now)
-            .order_by(OutboxMessage.id)
-            .limit(ALERT_BATCH_MAX - 1)
-        )
-        merged = _merge(db, row_id, others)
-        subjects = dict(db.execute(select(OutboxMessage.id, OutboxMessage.subject_id).where(OutboxMessage.id.in_(merged))).all()) if merged else {}
-        batch = (row.subject_id, *[subjects[i] for i in merged])
-    return Delivery(row.id, kind, row.subject_id, recipient, attempts, token, ref, batch, lease_until=now + LEASE)
+        row = db.get(OutboxMessage, row_id)
+        if row is None:
+            return None
+        kind = Kind(row.kind)
+        recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
+        ref = _existing_ref(db, row, recipient)
+        # A new message in a channel waits for the channel's next posting slot (pacing).
+        if ref is None and recipient is not None and row.recipient == SECURITY and not _take_posting_slot(db, recipient, now):
+            db.rollback()
+            return None
+        token = secrets.token_hex(16)
+        earlier = aliased(OutboxMessage)
+        attempts = db.execute(
+            update(OutboxMessage)
+            .where(
+                OutboxMessage.id == row_id,
+                _due(now),
+                ~exists().where(
+                    earlier.target == OutboxMessage.target,
+                    earlier.id < OutboxMessage.id,
+                    earlier.state.in_((PENDING, SENDING)),
+                ),
+            )
+            .values(state=SENDING, claim_token=token, lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+            .returning(OutboxMessage.attempts)
+            .execution_options(synchronize_session=False)
+        ).scalar_one_or_none()
+        if attempts is None:
+            db.rollback()
+            return None
+        # Later rows about the same message are covered by this delivery: it renders the
+        # state as it is now, which includes every change committed before this claim.
+        _merge(db, row_id, select(OutboxMessage.id).where(OutboxMessage.target == row.target, OutboxMessage.id > row_id))
+        batch: tuple[str, ...] = ()
+        if kind is Kind.ALERT:
+            others = (
+                select(OutboxMessage.id)
+                .where(OutboxMessage.kind == Kind.ALERT.value, OutboxMessage.recipient == row.recipient, OutboxMessage.id != row_id, OutboxMessage.due_at <= now)
+                .order_by(OutboxMessage.id)
+                .limit(ALERT_BATCH_MAX - 1)
+            )
+            merged = _merge(db, row_id, others)
+            subjects = dict(db.execute(select(OutboxMessage.id, OutboxMessage.subject_id).where(OutboxMessage.id.in_(merged))).all()) if merged else {}
+            batch = (row.subject_id, *[subjects[i] for i in merged])
+        return Delivery(row.id, kind, row.subject_id, recipient, attempts, token, ref, batch)
 
 
 def _merge(db: Session, into: int, candidates) -> list[int]:
@@ -555,7 +499,7 @@ def _complete(ctx: DomainContext, delivery: Delivery, outcome: Outcome, *, now: 
         elif isinstance(outcome, RetryAfter):
             # Being told to slow down is not a failure of this message: no attempt is spent.
             finish(state=PENDING, due_at=now + timedelta(seconds=max(outcome.seconds, 0.0)), attempts=max(delivery.attempts - 1, 0), last_error=outcome.error[:64])
-            log.info("outbox %s (%s): %s; retrying in %.0f s", delivery.id, delivery.kind.value, outcome.error, outcome.seconds)
+            log.info("outbox %s (%s): rate limited by Slack; retrying in %.0f s", delivery.id, delivery.kind.value, outcome.seconds)
         elif isinstance(outcome, Transient) and delivery.attempts < MAX_ATTEMPTS:
             wait = backoff(delivery.attempts)
             finish(state=PENDING, due_at=now + wait, last_error=outcome.error[:64])

@@ -31,30 +31,13 @@ def can_request_extension(ctx: DomainContext, agent_slack_id: str) -> bool:
 
 
 class SlackCourier:
-    """Built once per process for the scheduler (bot/wiring.py), or per immediate delivery of
-    one change's rows (`deliver_now`). The scheduler's courier holds no state; one built for a
-    single change's rows with `share_reads` reads the state of an approval once for all the
-    messages about it (a deciding approve click edits every approver's DM and the agent's
-    "approval needed" DM, each rendered from the same `approver_message_state`), after all of
-    them were claimed — so each still shows every change committed before its claim."""
+    """Built once per process for the scheduler (bot/wiring.py), or per listener call from the
+    listener's client for an immediate delivery. Holds no state of its own."""
 
-    def __init__(self, ctx: DomainContext, client: WebClient, *, clock: Callable[[], datetime] = utcnow, share_reads: bool = False) -> None:
+    def __init__(self, ctx: DomainContext, client: WebClient, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._ctx = ctx
         self._client = client
         self._clock = clock
-        self._share_reads = share_reads
-        #: (claim round, subject id) → the approval state read for that round's renders
-        self._approval_states: dict[tuple[int, str], approvals.ApprovalAsk | approvals.Decided | None] = {}
-
-    def _approval_state(self, delivery: Delivery, subject_id: str) -> approvals.ApprovalAsk | approvals.Decided | None:
-        if not self._share_reads or not delivery.claim_round:
-            return approvals.approver_message_state(self._ctx, subject_id)
-        key = (delivery.claim_round, subject_id)
-        if key not in self._approval_states:
-            # a later round's rows were claimed after this read: never reuse it for them
-            self._approval_states = {k: v for k, v in self._approval_states.items() if k[0] == delivery.claim_round}
-            self._approval_states[key] = approvals.approver_message_state(self._ctx, subject_id)
-        return self._approval_states[key]
 
     def deliver(self, delivery: Delivery) -> Outcome:
         if delivery.recipient is None:
@@ -89,7 +72,7 @@ class SlackCourier:
         if kind is Kind.AGENT:
             return self._agent(delivery.subject_id, now)
         if kind is Kind.AGENT_REQUEST:
-            return self._agent_request(delivery)
+            return self._agent_request(delivery.subject_id)
         if kind is Kind.FEED:
             view = watch.feed_view(self._ctx, delivery.subject_id, now=now)
             return watch_blocks.security_feed_message(view) if view is not None else None
@@ -120,7 +103,7 @@ class SlackCourier:
         """The ask (Approve / Deny) while the request or extension is pending; its outcome,
         without buttons, once decided — whether this edits the DM or is its first post
         (a DM still owed when the decision came never offers a stale choice)."""
-        state = self._approval_state(delivery, delivery.subject_id)
+        state = approvals.approver_message_state(self._ctx, delivery.subject_id)
         if state is None:
             return None
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
@@ -154,10 +137,10 @@ class SlackCourier:
             return watch_blocks.link_lapsed_message(grant)
         return None
 
-    def _agent_request(self, delivery: Delivery) -> Message | None:
+    def _agent_request(self, request_id: str) -> Message | None:
         """The agent's "approval needed" DM: who was asked while pending, the outcome once
         decided (an approval says the link follows in the next message)."""
-        state = self._approval_state(delivery, delivery.subject_id)
+        state = approvals.approver_message_state(self._ctx, request_id)
         if isinstance(state, approvals.ApprovalAsk):
             if state.extension is not None:
                 return None
@@ -181,7 +164,7 @@ class SlackCourier:
 def deliver_now(ctx: DomainContext, client: WebClient, targets: list[str] | tuple[str, ...]) -> outbox.DeliveryReport:
     """An immediate delivery of what one change owes, by the listener or page that made it,
     with the same claims as the scheduler's job (whichever comes first sends; never both)."""
-    return outbox.deliver_due(ctx, SlackCourier(ctx, client, share_reads=True), targets=list(targets))
+    return outbox.deliver_due(ctx, SlackCourier(ctx, client), targets=list(targets))
 
 
 class Deliverer(Protocol):

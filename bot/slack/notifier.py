@@ -32,7 +32,7 @@ from bot.domain.approvals import ClickResult, Decided, ExtensionAsked
 from bot.domain.context import DomainContext
 from bot.domain.requests import Granted, Pending
 from bot.slack import blocks
-from bot.slack.courier import Deliverer, InlineDeliverer
+from bot.slack.courier import Deliverer, InlineDeliverer, deliver_now
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +44,9 @@ def _slack_error(error: SlackApiError) -> str:
 
 
 class SlackSessionNotifier:
-    """`deliverer`: who sends the rows (the running app passes its BackgroundDeliverer, so a
-    redemption's messages join the other changes' runs); by default they are sent here."""
-
-    def __init__(self, ctx: DomainContext, client: WebClient, deliverer: Deliverer | None = None) -> None:
+    def __init__(self, ctx: DomainContext, client: WebClient) -> None:
         self._ctx = ctx
         self._client = client
-        self._deliverer = deliverer or InlineDeliverer(ctx, client)
 
     def session_started(self, session_id: str) -> None:
         try:
@@ -73,8 +69,10 @@ class SlackSessionNotifier:
         request = check.session.request
         # both rows the redemption owed (outbox.enqueue_session_started): the agent's DM and
         # the security channel's feed message, which now says the session is live
-        self._deliverer.deliver(
-            [outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id), outbox.target_of(outbox.Kind.FEED, request.id, outbox.SECURITY)]
+        deliver_now(
+            self._ctx,
+            self._client,
+            [outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id), outbox.target_of(outbox.Kind.FEED, request.id, outbox.SECURITY)],
         )
 
 

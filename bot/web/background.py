@@ -29,9 +29,6 @@ log = logging.getLogger(__name__)
 
 #: how long shutdown() and wait_idle() wait by default: a few Slack round trips per job
 IDLE_TIMEOUT_SECONDS = 30.0
-#: targets one background delivery run takes from the buffer (a few changes' worth; the rest
-#: follow in the next run), so that a backlog never becomes one unbounded query and claim list
-RUN_TARGETS_MAX = 64
 
 
 class AfterResponse:
@@ -93,44 +90,18 @@ class AfterResponse:
 
 
 class BackgroundDeliverer:
-    """bot.slack.courier.Deliverer: the targets changes owed, sent after the response by the
-    process's AfterResponse thread, in the order given.
-
-    Changes handed over while the thread is busy are delivered together: the targets wait in
-    one buffer, and one delivery run (`deliver_each`) takes everything buffered when it
-    starts, claiming up to outbox.CLAIM_BATCH rows per write transaction across changes.
-    When the thread keeps up, each change is still its own run; under load (many requests
-    finishing while a run is sending) the claims, and on SQLite the queueing for the one
-    writer they cost, are shared. A run that fails (the database is down) leaves its rows
-    owed for the scheduler's job, as before."""
+    """bot.slack.courier.Deliverer: the targets one change owed, sent after the response by
+    the process's AfterResponse thread, in the order given."""
 
     def __init__(self, ctx: DomainContext, client: WebClient, worker: AfterResponse) -> None:
         self._ctx = ctx
         self._client = client
         self.worker = worker
-        self._lock = threading.Lock()
-        self._buffered: list[str] = []
-        self._pid = os.getpid()
 
     def deliver(self, targets: Sequence[str]) -> None:
         owed = tuple(targets)
-        if not owed:
-            return
-        with self._lock:
-            if self._pid != os.getpid():  # a forked child: what the parent buffered is its own
-                self._buffered, self._pid = [], os.getpid()
-            start_run = not self._buffered
-            self._buffered.extend(owed)
-        if start_run:
-            self.worker.submit(self._run)
-
-    def _run(self) -> None:
-        with self._lock:
-            owed, self._buffered = self._buffered[:RUN_TARGETS_MAX], self._buffered[RUN_TARGETS_MAX:]
-            if self._buffered:  # a backlog: the rest in the next run, after this one
-                self.worker.submit(self._run)
         if owed:
-            deliver_each(self._ctx, self._client, owed)
+            self.worker.submit(lambda: deliver_each(self._ctx, self._client, owed))
 
     def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> bool:
         return self.worker.wait_idle(timeout)

@@ -137,66 +137,18 @@ def test_a_database_error_on_one_row_does_not_stop_the_others(ctx, monkeypatch, 
     owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1")
     owe(ctx, Kind.NOTICE, "s-2", recipient="UAGENT2")
     first = outbox.rows(ctx)[0].id
-    real_claim = outbox._claim_row
+    real_claim = outbox._claim
 
-    def claim(db, ctx_, row_id, now):
+    def claim(ctx_, row_id, now):
         if row_id == first:
-            real_claim(db, ctx_, row_id, now)  # the claim's UPDATE ran; its savepoint must undo it
             raise RuntimeError("database is down")
-        return real_claim(db, ctx_, row_id, now)
+        return real_claim(ctx_, row_id, now)
 
-    monkeypatch.setattr(outbox, "_claim_row", claim)
+    monkeypatch.setattr(outbox, "_claim", claim)
     courier = FakeCourier()
     assert outbox.deliver_due(ctx, courier, now=T0).sent == 1
     assert states(ctx) == [("s-1", "pending"), ("s-2", "sent")]
-    assert [r.attempts for r in outbox.rows(ctx)] == [0, 1]
-    assert "claiming failed; it stays owed" in caplog.text
-
-
-def test_a_run_claims_its_rows_in_one_transaction_and_completes_each_after_its_send(ctx):
-    """One write transaction claims a change's rows (not one per row); each row is completed
-    right after its own send, so a crash between sends re-sends nothing already recorded."""
-    for n in range(3):
-        owe(ctx, Kind.NOTICE, f"s-{n}", recipient="UAGENT1")
-    seen: list[list[tuple[str, str]]] = []
-
-    class Watching(FakeCourier):
-        def deliver(self, delivery):
-            seen.append(states(ctx))
-            return super().deliver(delivery)
-
-    courier = Watching()
-    assert outbox.deliver_due(ctx, courier, now=T0).sent == 3
-    # every row was claimed before the first send; the first was recorded before the second
-    assert seen[0] == [("s-0", "sending"), ("s-1", "sending"), ("s-2", "sending")]
-    assert seen[1] == [("s-0", "sent"), ("s-1", "sending"), ("s-2", "sending")]
-    assert len({d.claim_round for d in courier.deliveries}) == 1
-
-
-def test_more_rows_than_a_batch_are_claimed_batch_by_batch(ctx):
-    for n in range(outbox.CLAIM_BATCH + 2):
-        owe(ctx, Kind.NOTICE, f"s-{n}", recipient="UAGENT1")
-    courier = FakeCourier()
-    assert outbox.deliver_due(ctx, courier, now=T0).sent == outbox.CLAIM_BATCH + 2
-    rounds = [d.claim_round for d in courier.deliveries]
-    assert len(set(rounds[: outbox.CLAIM_BATCH])) == 1 and rounds[outbox.CLAIM_BATCH] != rounds[0]
-
-
-def test_a_claimed_row_whose_lease_runs_short_is_handed_back_unsent(ctx):
-    """Slow sends ahead of it in its batch: sending it now could race the run that takes it
-    over when its lease passes, so it goes back to pending with its attempt returned."""
-    owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1")
-    owe(ctx, Kind.NOTICE, "s-2", recipient="UAGENT1")
-    courier = FakeCourier()
-    claimed = outbox._claim_batch(ctx, [r.id for r in outbox.rows(ctx)], T0)
-    assert len(claimed) == 2
-    assert isinstance(outbox._send(ctx, courier, claimed[0], lambda: T0 + SECOND), Sent)
-    late = outbox._send(ctx, courier, claimed[1], lambda: T0 + outbox.LEASE - outbox.LEASE_MARGIN)
-    assert isinstance(late, RetryAfter) and late.error == "lease_ran_short"
-    assert [d.subject_id for d in courier.deliveries] == ["s-1"]
-    rows = outbox.rows(ctx)
-    assert [(r.state, r.attempts) for r in rows] == [("sent", 1), ("pending", 0)]
-    assert outbox.deliver_due(ctx, courier, now=T0 + outbox.LEASE).sent == 1
+    assert "delivery failed; it stays owed" in caplog.text
 
 
 def test_each_claim_counts_an_attempt(ctx):
@@ -285,17 +237,3 @@ def test_backoff_doubles_is_capped_and_jittered():
     assert outbox.backoff(1, rng=lambda a, b: 0.0) == outbox.BACKOFF_BASE / 2
     assert outbox.backoff(3, rng=lambda a, b: 1.0) == outbox.BACKOFF_BASE * 4
     assert outbox.backoff(30, rng=lambda a, b: 1.0) == outbox.BACKOFF_CAP
-
-
-def test_a_run_for_named_targets_sends_every_one_of_them_whatever_the_limit(ctx):
-    """A background run joins many changes' targets: each named target gets its oldest due
-    row considered, however many rows the others have (the limit bounds only a run over
-    everything)."""
-    targets = []
-    for n in range(5):
-        for _ in range(3):
-            targets.append(owe(ctx, Kind.NOTICE, f"s-{n}", recipient="UAGENT1"))
-    courier = FakeCourier()
-    assert outbox.deliver_due(ctx, courier, now=T0, limit=2, targets=targets).sent == 5
-    assert sorted(courier.subjects()) == [f"s-{n}" for n in range(5)]
-    assert {r.state for r in outbox.rows(ctx)} == {"sent", "merged"}
