@@ -284,11 +284,15 @@ def enqueue_session_over(db: Session, request: ImpersonationRequest, session_id:
 
 
 def session_targets(request_id: str, session_id: str, agent_slack_id: str) -> list[str]:
-    """The agent's own messages about a session (for an immediate delivery after a click)."""
+    """The messages about a session that its end owes (enqueue_session_over), for an immediate
+    delivery after a click: the agent's DM, any expiry warning and notice, and the security
+    channel's feed message, which says at once that the session is over (it used to wait for
+    the scheduler's next run)."""
     return [
         target_of(Kind.AGENT, request_id, agent_slack_id),
         target_of(Kind.WARNING, session_id, agent_slack_id),
         target_of(Kind.NOTICE, session_id, agent_slack_id),
+        target_of(Kind.FEED, request_id, SECURITY),
     ]
 
 

@@ -62,6 +62,20 @@ def test_the_agent_ends_their_session_and_the_message_is_edited(send, slack_clie
     assert event.actor_slack_id == "UAGENT1" and event.session_id == live_session.id
 
 
+def test_ending_a_session_edits_the_security_feed_at_once(send, slack_client, ctx, live_session):
+    """The feed message that said "live" says "ended" with the answer's delivery, not at the
+    scheduler's next run (the scheduler does not run in this test)."""
+    from bot.domain import outbox
+    from bot.slack.courier import SlackCourier
+
+    assert outbox.deliver_due(ctx, SlackCourier(ctx, slack_client)).failed == 0
+    (feed_post,) = [c for c in slack_client.calls_to("chat.postMessage") if c["channel"] == "CSECURITY1"]
+    click_end(send, live_session.id, user_id="UAGENT1")
+    feed_edits = [c for c in slack_client.calls_to("chat.update") if c["channel"] == "CSECURITY1"]
+    assert [headline(edit) for edit in feed_edits] == ["Impersonation ended"]
+    assert outbox.rows(ctx) and {r.state for r in outbox.rows(ctx)} <= {"sent", "merged", "skipped"}
+
+
 def test_someone_else_cannot_end_it_is_told_privately_and_it_is_audited(send, slack_client, ctx, session_factory, live_session):
     response = click_end(send, live_session.id, user_id="UMANAGER1")
     assert response.status == 200
