@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from slack_bolt import App
 
+    from bot.slack.courier import Deliverer
     from bot.web.background import AfterResponse
 
 #: Errors that mean "the operator must fix the configuration or the input": the CLI prints
@@ -67,6 +68,8 @@ class Container:
     web_app: Flask
     #: the process's thread for Slack deliveries after a response (bot/web/background.py)
     after_response: AfterResponse | None = None
+    #: what the listeners hand the messages their changes owed to (on that thread)
+    deliverer: Deliverer | None = None
 
     def wait_for_deliveries(self, timeout: float = 30.0) -> bool:
         """Block until every delivery handed to the background thread so far has run (tests
@@ -193,16 +196,18 @@ def build_container(settings: Settings) -> Container:
             people=SlackPeople(client),
             checkpoint_file=settings.checkpoint_file,
         )
-        # The scheduler's outbox deliveries (issue 5): a client that does not sleep through
-        # 429s itself, so a rate limit goes back to the outbox (Retry-After) instead of
-        # holding a scheduler thread.
-        ctx.courier = SlackCourier(ctx, make_courier_client(settings))
+        # Outbox deliveries (issue 5), by the scheduler and by each process's background
+        # thread: a client that does not sleep through 429s itself, so a rate limit goes back
+        # to the outbox (Retry-After) instead of holding the thread — and no call outlasts the
+        # claim's lease (outbox.LEASE).
+        courier_client = make_courier_client(settings)
+        ctx.courier = SlackCourier(ctx, courier_client)
         # What a change owes Slack is sent from one background thread per process, not the
         # request thread (bot/web/background.py): a redemption's DM edit, and every message a
         # listener's change owed (issue 3 point 12: the answer never waits for Slack).
         after_response = AfterResponse()
-        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, client), after_response)
-        deliverer = BackgroundDeliverer(ctx, client, after_response)
+        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, courier_client), after_response)
+        deliverer = BackgroundDeliverer(ctx, courier_client, after_response)
         try:
             slack_app = build_slack_app(
                 ctx, client=client, signing_secret=settings.slack_signing_secret or "", deliverer=deliverer
@@ -229,6 +234,7 @@ def build_container(settings: Settings) -> Container:
         notifier=notifier,
         web_app=web_app,
         after_response=after_response,
+        deliverer=deliverer,
     )
 
 

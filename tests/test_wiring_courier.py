@@ -21,3 +21,18 @@ def test_the_container_wires_the_outbox_courier(make_settings, tmp_path):
         assert container.ctx.checkpoint_file == tmp_path / "checkpoints.jsonl"
     finally:
         container.close()
+
+
+def test_the_background_thread_delivers_with_the_outbox_client(make_settings):
+    """What a change owes is sent after the answer by the process's background thread, with
+    the courier's client too: a 429 goes back to the outbox instead of sleeping in that thread
+    (which sends every other change's messages), and no call outlasts the row's lease."""
+    container = wiring.build_container(make_settings())
+    try:
+        courier_client = container.ctx.courier._client
+        assert container.deliverer is not None and container.deliverer._client is courier_client
+        assert container.notifier._inner._client is courier_client
+        # the listeners' own calls (views.open, ephemeral answers) keep the retrying client
+        assert RateLimitErrorRetryHandler in {type(h) for h in container.slack_client.retry_handlers}
+    finally:
+        container.close()

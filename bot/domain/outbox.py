@@ -58,9 +58,16 @@ log = logging.getLogger(__name__)
 #: row enqueued without a policy at hand still goes to the channel configured when it is sent)
 SECURITY = "security"
 
-#: a claimed row not completed within this long is taken again (its sender died). Longer than
-#: any one delivery can take: slack_sdk's HTTP timeout is 30 s and a delivery makes few calls.
-LEASE = timedelta(minutes=5)
+#: a claimed row not completed within its lease is taken again (its sender died). The lease
+#: must outlast the delivery: every kind but the digest makes one Slack call, which slack_sdk
+#: gives up after 30 s (twice that with the app client's one retry after a broken
+#: connection), so 2 minutes; a digest uploads its report files before posting (several
+#: calls), so 10. Short enough that a link DM whose sender died in the send is taken again
+#: well inside the default 5-minute redeem window (it was 5 minutes for every kind: such a DM
+#: arrived as the link expired).
+LEASE = timedelta(minutes=2)
+DIGEST_LEASE = timedelta(minutes=10)
+
 #: Slack: "in general … 1 message per second" per channel (api.slack.com/apis/rate-limits)
 PACE_SECONDS = 1.0
 #: transient failures: delays of BACKOFF_BASE·2^(n−1), capped, each cut by up to half at random
@@ -103,6 +110,11 @@ class Kind(str, enum.Enum):
     DIGEST = "digest"
     #: a signed audit checkpoint (subject: the checkpoint's period key)
     CHECKPOINT = "checkpoint"
+
+
+def lease_for(kind: Kind) -> timedelta:
+    """How long a claim of a row of this kind lasts (LEASE, DIGEST_LEASE)."""
+    return DIGEST_LEASE if kind is Kind.DIGEST else LEASE
 
 
 #: kinds whose subject is a request id / a session id (for the audit event of a failure)
@@ -435,7 +447,7 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
                     earlier.state.in_((PENDING, SENDING)),
                 ),
             )
-            .values(state=SENDING, claim_token=token, lease_until=now + LEASE, attempts=OutboxMessage.attempts + 1)
+            .values(state=SENDING, claim_token=token, lease_until=now + lease_for(kind), attempts=OutboxMessage.attempts + 1)
             .returning(OutboxMessage.attempts)
             .execution_options(synchronize_session=False)
         ).scalar_one_or_none()

@@ -183,6 +183,19 @@ def test_a_row_whose_sender_died_is_taken_again_after_its_lease(ctx):
     assert states(ctx) == [("s-1", "sent")]
 
 
+def test_a_digest_claim_lasts_longer_than_one_call_s(ctx):
+    """A digest uploads its report files before posting (several calls): its claim lasts
+    DIGEST_LEASE. Every other kind makes one Slack call and is taken again after LEASE, well
+    inside the default 5-minute redeem window (a link DM whose sender died in the send)."""
+    assert outbox.LEASE < timedelta(minutes=5) < outbox.DIGEST_LEASE
+    owe(ctx, Kind.DIGEST, "2030-W01")
+    assert outbox._claim(ctx, outbox.rows(ctx)[0].id, T0) is not None  # a sender that then died
+    courier = FakeCourier()
+    assert outbox.deliver_due(ctx, courier, now=T0 + outbox.LEASE + SECOND).attempted == 0
+    assert outbox.deliver_due(ctx, courier, now=T0 + outbox.DIGEST_LEASE - SECOND).attempted == 0
+    assert outbox.deliver_due(ctx, courier, now=T0 + outbox.DIGEST_LEASE + SECOND).sent == 1
+
+
 def test_concurrent_deliverers_send_each_row_once(ctx):
     for n in range(40):
         owe(ctx, Kind.NOTICE, f"s-{n}", recipient="UAGENT1")

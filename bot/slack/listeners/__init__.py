@@ -13,7 +13,7 @@ from bot.slack.listeners import actions, commands, log, options, views
 def register_listeners(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     """`deliverer` sends what each change owed through the outbox, after the listener has
     answered (bot.slack.courier.Deliverer)."""
-    commands.register(app, ctx)
+    commands.register(app, ctx, deliverer)
     options.register(app, ctx)
     views.register(app, ctx, deliverer)
     actions.register(app, ctx, deliverer)

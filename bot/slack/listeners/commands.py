@@ -12,11 +12,11 @@ from slack_sdk import WebClient
 from bot.domain import requests, revocation
 from bot.domain.context import DomainContext
 from bot.slack import blocks, limits, watch_blocks
-from bot.slack.courier import deliver_now
+from bot.slack.courier import Deliverer
 from bot.slack.ids import SlashCommand
 
 
-def register(app: App, ctx: DomainContext) -> None:
+def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     @app.command(SlashCommand.IMPERSONATE.value)
     def open_request_modal(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
         revoke = watch_blocks.revoke_command_target(command.get("text") or "")
@@ -39,4 +39,6 @@ def register(app: App, ctx: DomainContext) -> None:
         result = revocation.revoke_session(ctx, session_id, actor_slack_id=user, source="command")
         ack(text=watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(user).tz))
         if isinstance(result, revocation.Revoked):
-            deliver_now(ctx, client, result.targets)
+            # after the answer, from the background thread: with process_before_response the
+            # answer leaves only when this listener returns (Slack allows 3 s)
+            deliverer.deliver(result.targets)

@@ -3,6 +3,8 @@ feed, and `/impersonate revoke <session>`. The power is re-checked at the click;
 told at once (the listener delivers the outbox rows the revocation wrote)."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from bot.domain import sessions
@@ -11,7 +13,7 @@ from bot.slack.ids import ActionId, BlockId
 from tests.fakes.directory_data import load_directory
 from tests.slack.conftest import audit_events, response_json
 from tests.slack.listeners.flow import start_live_session
-from tests.slack.signed import block_action, slash_command
+from tests.slack.signed import block_action, signed, slash_command
 
 
 @pytest.fixture
@@ -70,6 +72,19 @@ def test_the_revoke_command_revokes_and_answers_privately(send, slack_client, ct
     assert sessions.check_session(ctx, live.id).status is SessionStatus.REVOKED
     assert slack_client.calls_to("views.open") == []
     # the notice to the agent, and the feed's message (never posted before here) showing it revoked
+    assert sorted(p["channel"] for p in slack_client.calls_to("chat.postMessage")) == ["CSECURITY1", "UAGENT1"]
+
+
+def test_the_revoke_command_answers_before_any_slack_message_is_sent(slack_app, after_response, slack_client, ctx, live):
+    """The messages the revocation owes go out from the background thread after the answer
+    (Bolt sends a slash command's answer only when its listener returns)."""
+    busy = threading.Event()
+    after_response.submit(lambda: busy.wait(5))  # the background thread is still sending
+    response = slack_app.dispatch(signed(slash_command(f"revoke {live.id}", user_id="USECURITY1")))
+    assert answer_text(response).startswith("Revoked <@UAGENT1>'s session")
+    assert slack_client.calls_to("chat.postMessage") == [] and slack_client.calls_to("chat.update") == []
+    busy.set()
+    assert after_response.wait_idle()
     assert sorted(p["channel"] for p in slack_client.calls_to("chat.postMessage")) == ["CSECURITY1", "UAGENT1"]
 
 
