@@ -60,11 +60,11 @@ SECURITY = "security"
 
 #: a claimed row not completed within its lease is taken again (its sender died). The lease
 #: must outlast the delivery: every kind but the digest makes one Slack call, which slack_sdk
-#: gives up after 30 s (twice that with the app client's one retry after a broken
-#: connection), so 2 minutes; a digest uploads its report files before posting (several
-#: calls), so 10. Short enough that a link DM whose sender died in the send is taken again
-#: well inside the default 5-minute redeem window (it was 5 minutes for every kind: such a DM
-#: arrived as the link expired).
+#: gives up after 30 s (twice that with its one retry after a broken connection; outbox
+#: deliveries never sleep through a 429, bot/wiring.py), so 2 minutes; a digest uploads its
+#: report files before posting (several calls), so 10. Short enough that a link DM whose
+#: sender died in the send is taken again well inside the default 5-minute redeem window (it
+#: was 5 minutes for every kind: such a DM arrived as the link expired).
 LEASE = timedelta(minutes=2)
 DIGEST_LEASE = timedelta(minutes=10)
 

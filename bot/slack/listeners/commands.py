@@ -21,7 +21,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     def open_request_modal(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
         revoke = watch_blocks.revoke_command_target(command.get("text") or "")
         if revoke is not None:
-            revoke_by_command(ack, command, client, revoke)
+            revoke_by_command(ack, command, revoke)
             return
         ack()
         options = requests.modal_options(ctx, command["user_id"])
@@ -32,7 +32,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         )
         client.views_open(trigger_id=command["trigger_id"], view=blocks.request_modal(options, initial_account=initial))
 
-    def revoke_by_command(ack: Ack, command: dict[str, Any], client: WebClient, session_id: str) -> None:
+    def revoke_by_command(ack: Ack, command: dict[str, Any], session_id: str) -> None:
         """`/impersonate revoke <session>` (issue 5 point 5): answered privately to whoever ran
         it; the power is checked by the domain, and a refusal is audited there."""
         user = command["user_id"]
