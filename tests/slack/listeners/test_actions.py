@@ -10,10 +10,11 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from bot.db.models import ImpersonationRequest
-from bot.domain import approvals, links, requests, sessions
+from bot.domain import approvals, links, outbox, requests, sessions
 from bot.domain.clock import utcnow
 from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
+from bot.slack.courier import SlackCourier
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.mrkdwn import format_local_time
 from bot.slack.notifier import SlackSessionNotifier
@@ -65,9 +66,6 @@ def test_the_agent_ends_their_session_and_the_message_is_edited(send, slack_clie
 def test_ending_a_session_edits_the_security_feed_at_once(send, slack_client, ctx, live_session):
     """The feed message that said "live" says "ended" with the answer's delivery, not at the
     scheduler's next run (the scheduler does not run in this test)."""
-    from bot.domain import outbox
-    from bot.slack.courier import SlackCourier
-
     assert outbox.deliver_due(ctx, SlackCourier(ctx, slack_client)).failed == 0
     (feed_post,) = [c for c in slack_client.calls_to("chat.postMessage") if c["channel"] == "CSECURITY1"]
     click_end(send, live_session.id, user_id="UAGENT1")
