@@ -308,13 +308,15 @@ class GunicornServer(BaseApplication):
 def scheduler_hooks(master: Container) -> dict[str, Callable[..., None]]:
     """gunicorn server hooks that run the BackgroundScheduler in the master process."""
     from bot.jobs.scheduler import background_scheduler
+    from bot.web import gunicorn_conf
 
     scheduler = background_scheduler(master.ctx)
 
     def when_ready(_server: object) -> None:
         scheduler.start()
 
-    def post_fork(_server: object, _worker: object) -> None:
+    def post_fork(server: object, worker: object) -> None:
+        gunicorn_conf.post_fork(server, worker)  # replaced by this hook in `serve`, so called here
         # The worker inherited the master's pool; SQLAlchemy's rule for fork is to drop it in
         # the child without closing, so the master's connections are not shut from under it.
         master.engine.dispose(close=False)

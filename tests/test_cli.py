@@ -420,3 +420,18 @@ def test_the_console_script_is_installed():
     assert result.returncode == 0
     for command in ("serve", "web", "scheduler", "migrate", "directory", "accounts", "audit"):
         assert command in result.stdout
+
+
+def test_serve_keeps_the_web_workers_hooks_beside_the_schedulers(monkeypatch):
+    # serve's post_fork (drop the master's pool in the child) replaces the one in
+    # bot/web/gunicorn_conf.py, so it must run that one too (the workers' GIL interval).
+    from types import SimpleNamespace
+
+    from bot.web import gunicorn_conf
+
+    calls: list[object] = []
+    monkeypatch.setattr(gunicorn_conf, "post_fork", lambda server, worker: calls.append(("gil", worker)))
+    master = SimpleNamespace(ctx=None, engine=SimpleNamespace(dispose=lambda close: calls.append(("dispose", close))))
+    hooks = cli.scheduler_hooks(master)
+    hooks["post_fork"]("server", "worker")
+    assert calls == [("gil", "worker"), ("dispose", False)]
