@@ -56,15 +56,19 @@ def transition(
     event: EventDraft,
     now: datetime,
 ) -> None:
-    if not can_move(source, target):
-        raise ValueError(f"illegal transition {source.value} → {target.value}")
-    result = db.execute(
-        _MOVE, {"rid": request.id, "source": source.value, "target": target.value, "now": now}
-    )
-    if result.rowcount != 1:
-        raise TransitionRefused(request.id, source, target)
+    move(db, request.id, source=source, target=target, event=event, now=now)
     # The row already holds these values (the UPDATE above): tell the loaded object without
     # marking it dirty, or the unit of work would write the same row again at commit.
     set_committed_value(request, "state", target.value)
     set_committed_value(request, "updated_at", now)
+
+
+def move(db: Session, request_id: str, *, source: RequestState, target: RequestState, event: EventDraft, now: datetime) -> None:
+    """`transition` for a request that was read as a snapshot, not loaded as an ORM object
+    (bot/domain/snapshots.py): the same conditional UPDATE and audit event."""
+    if not can_move(source, target):
+        raise ValueError(f"illegal transition {source.value} → {target.value}")
+    result = db.execute(_MOVE, {"rid": request_id, "source": source.value, "target": target.value, "now": now})
+    if result.rowcount != 1:
+        raise TransitionRefused(request_id, source, target)
     audit.append(db, event, now=now)

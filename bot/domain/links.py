@@ -31,7 +31,8 @@ from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.handoff import HandoffClaims, mint_handoff
 from bot.domain.keys import SigningKey
-from bot.domain.lifecycle import transition
+from bot.domain.lifecycle import move
+from bot.domain.snapshots import request_snapshot
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
 TOKEN_BYTES = 32  # 256 bits (DESIGN.md hand-off 1): the whole HMAC-SHA256 output
@@ -243,12 +244,15 @@ def redeem(
         request_id = db.execute(_REDEEM, {"presented_hash": token_hash, "at": now}).scalar_one_or_none()
         if request_id is None:
             return _refuse_redemption(db, token_hash, client, now)
-        request = db.get_one(ImpersonationRequest, request_id)
+        # read as a snapshot (two Core SELECTs), not an ORM object: bot/domain/snapshots.py
+        request = request_snapshot(db, request_id)
+        if request is None:  # the UPDATE above matched it in this transaction
+            raise RuntimeError(f"redeemed link names request {request_id}, which cannot be read")
         session = SessionView(
             id=str(uuid.uuid4()),
-            request=RequestView.of(request),
+            request=request.view,
             started_at=now,
-            expires_at=now + timedelta(minutes=request.duration_minutes),
+            expires_at=now + timedelta(minutes=request.view.duration_minutes),
             ended_at=None,
             end_reason=None,
             ended_by=None,
@@ -269,22 +273,22 @@ def redeem(
                 "handoff_jti": jti,
             },
         )
-        outbox.enqueue_session_started(db, request, now=now)
-        transition(
+        outbox.enqueue_session_started(db, request.id, request.agent_slack_id, now=now)
+        move(
             db,
-            request,
+            request.id,
             source=RequestState.GRANTED,
             target=RequestState.ACTIVE,
             event=EventDraft(
                 type="session.redeemed",
                 actor=Actor.agent_of(request),
-                account=request.account.external_id,
-                customer_user=request.customer_user.external_id,
+                account=request.view.account,
+                customer_user=request.view.customer_user,
                 request_id=request.id,
                 session_id=session.id,
                 details={
                     "expires_at": audit.format_time(session.expires_at),
-                    "scope": request.scope,
+                    "scope": request.view.scope,
                     "jti": jti,
                     **client.as_details(),
                 },

@@ -273,11 +273,11 @@ def break_glass_target(request_id: str) -> str:
     return target_of(Kind.BREAK_GLASS, request_id, SECURITY)
 
 
-def enqueue_session_started(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
+def enqueue_session_started(db: Session, request_id: str, agent_slack_id: str, *, now: datetime) -> list[str]:
     """A redemption: the agent's DM becomes the live session's; the feed shows when it ends."""
     return [
-        enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
-        enqueue(db, Kind.FEED, request.id, now=now),
+        enqueue(db, Kind.AGENT, request_id, recipient=agent_slack_id, now=now),
+        enqueue(db, Kind.FEED, request_id, now=now),
     ]
 
 

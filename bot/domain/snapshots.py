@@ -1,0 +1,107 @@
+"""A request read for a hot path with two Core SELECTs, not the ORM.
+
+`db.get(ImpersonationRequest, id)` joins the account and the customer user and then loads the
+account's flags with a second, select-in query, building three kinds of ORM objects and their
+identity-map bookkeeping for a snapshot that is read once. On the link redemption that load
+was about a third of the web worker's CPU (py-spy, bench/http_bench.py; issue 2 point 24).
+This reads the same columns as rows and builds the RequestView directly; `RequestView.of`
+stays the reference it is tested against (tests/domain/test_snapshots.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from bot.db.models import Account, AccountFlagSetting, CustomerUser, ImpersonationRequest
+from bot.domain.views import RequestView
+
+_R = ImpersonationRequest
+
+#: built once (statement construction is costly on hot paths); one row or none
+_REQUEST = (
+    select(
+        _R.id,
+        _R.state,
+        _R.agent_slack_id,
+        _R.agent_email,
+        _R.agent_role,
+        _R.agent_tz,
+        _R.account_id,
+        Account.external_id.label("account"),
+        Account.name.label("account_name"),
+        CustomerUser.external_id.label("customer_user"),
+        CustomerUser.name.label("customer_user_name"),
+        CustomerUser.email.label("customer_user_email"),
+        _R.reason,
+        _R.ticket,
+        _R.duration_minutes,
+        _R.scope,
+        _R.gated_by,
+        _R.created_at,
+        _R.agent_channel,
+        _R.agent_message_ts,
+        _R.approvals_required,
+        _R.pending_expires_at,
+        _R.previous_session_id,
+        _R.break_glass,
+    )
+    .join(Account, Account.id == _R.account_id)
+    .join(CustomerUser, CustomerUser.id == _R.customer_user_id)
+    .where(_R.id == bindparam("request_id"))
+)
+_FLAGS = select(AccountFlagSetting.flag).where(AccountFlagSetting.account_id == bindparam("account_id"))
+
+
+@dataclass(frozen=True)
+class RequestSnapshot:
+    """What a hot path needs of one request: its view, and the facts about the agent and the
+    account that the view leaves out (the audit actor, the session row's account)."""
+
+    view: RequestView
+    account_id: int
+    agent_email: str | None
+    agent_role: str
+
+    # the attributes Actor.agent_of reads
+    @property
+    def agent_slack_id(self) -> str:
+        return self.view.agent_slack_id
+
+    @property
+    def id(self) -> str:
+        return self.view.id
+
+
+def request_snapshot(db: Session, request_id: str) -> RequestSnapshot | None:
+    """The request as it is in this transaction (None if there is no such request)."""
+    row = db.execute(_REQUEST, {"request_id": request_id}).one_or_none()
+    if row is None:
+        return None
+    flags = frozenset(db.execute(_FLAGS, {"account_id": row.account_id}).scalars())
+    view = RequestView(
+        id=row.id,
+        state=row.state,
+        agent_slack_id=row.agent_slack_id,
+        agent_tz=row.agent_tz,
+        account=row.account,
+        account_name=row.account_name,
+        account_flags=flags,
+        customer_user=row.customer_user,
+        customer_user_name=row.customer_user_name,
+        customer_user_email=row.customer_user_email,
+        reason=row.reason,
+        ticket=row.ticket,
+        duration_minutes=row.duration_minutes,
+        scope=row.scope,
+        gated_by=frozenset(filter(None, row.gated_by.split(","))),
+        created_at=row.created_at,
+        agent_channel=row.agent_channel,
+        agent_message_ts=row.agent_message_ts,
+        approvals_required=row.approvals_required or 0,
+        pending_expires_at=row.pending_expires_at,
+        previous_session_id=row.previous_session_id,
+        break_glass=bool(row.break_glass),
+    )
+    return RequestSnapshot(view=view, account_id=row.account_id, agent_email=row.agent_email, agent_role=row.agent_role)
