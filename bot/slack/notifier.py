@@ -62,18 +62,11 @@ class SlackSessionNotifier:
         moment — a session already over (very short, or revoked at once) is shown as over —
         and posts a fresh DM, remembered for later edits, when the grant DM's reference was
         lost."""
-        check = sessions.check_session(self._ctx, session_id)
-        if check.session is None:
+        targets = sessions.started_targets(self._ctx, session_id)
+        if not targets:
             log.warning("session %s not found; nothing to show the agent", session_id)
             return
-        request = check.session.request
-        # both rows the redemption owed (outbox.enqueue_session_started): the agent's DM and
-        # the security channel's feed message, which now says the session is live
-        deliver_now(
-            self._ctx,
-            self._client,
-            [outbox.target_of(outbox.Kind.AGENT, request.id, request.agent_slack_id), outbox.target_of(outbox.Kind.FEED, request.id, outbox.SECURITY)],
-        )
+        deliver_now(self._ctx, self._client, targets)
 
 
 class SlackMessenger:

@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from freezegun import freeze_time
 from sqlalchemy import inspect, select, text, update
 
-from bot.db.models import AuditEvent, ImpersonationRequest, ImpersonationSession, Link
-from bot.domain import links, outbox
+from bot.db.models import AuditEvent, ImpersonationRequest, ImpersonationSession, Link, OutboxMessage
+from bot.domain import links, outbox, sessions
 from bot.domain import requests as domain_requests
 from bot.domain.clock import utcnow
 from bot.domain.keys import SigningKey
@@ -222,3 +222,19 @@ def test_refuse_csrf_for_an_unknown_token_names_no_account(ctx, grant, session_f
     event = events(session_factory)[-1]
     assert (event.type, event.account, event.request_id) == ("link.csrf_refused", None, None)
     assert "nonsense" not in event.details
+
+
+def test_a_redemptions_owed_messages_are_named_from_its_session_row(ctx, grant):
+    # what the notifier delivers after the answer: the very targets the redemption wrote
+    granted = grant()
+    redeemed = links.redeem(ctx, token_of(granted), client=CLIENT)
+    assert isinstance(redeemed, Redemption)
+    with ctx.sessions() as db:
+        owed = db.execute(select(OutboxMessage.target).where(OutboxMessage.subject_id == granted.request.id)).scalars().all()
+    targets = sessions.started_targets(ctx, redeemed.session.id)
+    assert targets == [
+        outbox.target_of(outbox.Kind.AGENT, granted.request.id, "UAGENT1"),
+        outbox.target_of(outbox.Kind.FEED, granted.request.id, outbox.SECURITY),
+    ]
+    assert set(targets) <= set(owed)
+    assert sessions.started_targets(ctx, str(uuid.uuid4())) == []

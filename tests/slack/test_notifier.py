@@ -82,7 +82,7 @@ def test_other_failures_are_logged_and_never_raised(ctx, slack_client, redeemed,
     def broken(*args, **kwargs):
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(sessions, "check_session", broken)
+    monkeypatch.setattr(sessions, "started_targets", broken)
     with caplog.at_level(logging.ERROR):
         SlackSessionNotifier(ctx, slack_client).session_started(session.id)
     assert "RuntimeError" in caplog.text
