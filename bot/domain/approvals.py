@@ -256,7 +256,7 @@ def ask_targets(ask: ApprovalAsk) -> list[str]:
     return targets
 
 
-def _asked(db: Session, subject_id: str) -> tuple[str, ...]:
+def _asked(db: Session, subject_id: str, messages: tuple[MessageView, ...] | None = None) -> tuple[str, ...]:
     """Every approver asked about a request or an extension, in the order asked: the `asked`
     list its audit event recorded in the transaction that owed their DMs (approval.requested
     / extension.requested, found through the indexed request id), and anyone whose DM was
@@ -272,15 +272,15 @@ def _asked(db: Session, subject_id: str) -> tuple[str, ...]:
         facts = json.loads(details)
         if extension is None or facts.get("extension_id") == extension.id:
             asked.extend(str(a) for a in facts.get("asked") or ())
-    recorded = (m.recipient for m in _messages(db, subject_id))
+    recorded = (m.recipient for m in (messages if messages is not None else _messages(db, subject_id)))
     return tuple(dict.fromkeys([*asked, *recorded]))
 
 
-def enqueue_approver_edits(db: Session, subject_id: str, *, now: datetime) -> list[str]:
+def enqueue_approver_edits(db: Session, subject_id: str, *, now: datetime, asked: tuple[str, ...] | None = None) -> list[str]:
     """A decision edits every approver's DM through the outbox. A row is owed to everyone
     asked, not only to those whose DM is recorded: a DM still being sent when the decision
     commits is followed by this row (rows of one target go out in order), which then edits it."""
-    return enqueue_asks(db, subject_id, _asked(db, subject_id), now=now)
+    return enqueue_asks(db, subject_id, asked if asked is not None else _asked(db, subject_id), now=now)
 
 
 def approver_targets(decided: Decided) -> list[str]:
@@ -300,6 +300,13 @@ def _messages(db: Session, subject_id: str) -> tuple[MessageView, ...]:
         select(MessageRef).where(MessageRef.subject_id == subject_id, MessageRef.purpose == Purpose.APPROVER.value).order_by(MessageRef.id)
     ).scalars()
     return tuple(MessageView(r.recipient, r.channel, r.ts) for r in rows)
+
+
+def _decision_audience(db: Session, subject_id: str) -> tuple[tuple[MessageView, ...], tuple[str, ...]]:
+    """The approver DMs recorded about a subject and everyone asked about it, read once for a
+    decision's outbox rows and its Decided (each was read twice per decision before)."""
+    messages = _messages(db, subject_id)
+    return messages, _asked(db, subject_id, messages)
 
 
 def _lock_request(db: Session, request_id: str) -> ImpersonationRequest | None:
@@ -356,7 +363,8 @@ def outcome_of(db: Session, request: ImpersonationRequest) -> Decided:
             .order_by(Approval.id.desc())
             .limit(1)
         ).scalar_one_or_none()
-    return Decided(RequestView.of(request), facts.outcome, facts.by, facts.at, reason, _messages(db, request.id), asked=_asked(db, request.id))
+    messages, asked = _decision_audience(db, request.id)
+    return Decided(RequestView.of(request), facts.outcome, facts.by, facts.at, reason, messages, asked=asked)
 
 
 def _extension_outcome(db: Session, extension: Extension) -> Decided:
@@ -413,11 +421,11 @@ def pending_extension_ask(db: Session, session_id: str) -> ApprovalAsk | None:
     return _ask_now(db, extension.session.request, extension) if extension is not None else None
 
 
-def enqueue_outcome(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
+def enqueue_outcome(db: Session, request: ImpersonationRequest, *, now: datetime, asked: tuple[str, ...] | None = None) -> list[str]:
     """Outbox rows (issue 5) that edit every approver's DM and the agent's "approval needed"
     DM once a request is decided: expired, denied, cancelled or approved (an approval also
     owes the new link DM: approve_request)."""
-    targets = enqueue_approver_edits(db, request.id, now=now)
+    targets = enqueue_approver_edits(db, request.id, now=now, asked=asked)
     targets.append(outbox.enqueue_agent_request(db, request, now=now))
     return targets
 
@@ -456,8 +464,9 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
         ),
         now=now,
     )
-    targets = enqueue_outcome(db, request, now=now)
-    return Decided(RequestView.of(request), "expired", None, now, None, _messages(db, request.id), asked=_asked(db, request.id), targets=tuple(targets))
+    messages, asked = _decision_audience(db, request.id)
+    targets = enqueue_outcome(db, request, now=now, asked=asked)
+    return Decided(RequestView.of(request), "expired", None, now, None, messages, asked=asked, targets=tuple(targets))
 
 
 def _counted_vote(
@@ -518,11 +527,12 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
         # approver's DM and the agent's "approval needed" DM are edited to "approved", and
         # the link follows in a new DM (so that the agent is notified), rendered at delivery
         # with the link derived again from the request's id (the rows hold no token).
-        edits = enqueue_outcome(db, request, now=now)
+        messages, asked = _decision_audience(db, request.id)
+        edits = enqueue_outcome(db, request, now=now, asked=asked)
         link_dm, feed = outbox.enqueue_granted(db, request, now=now)
         return Decided(
-            RequestView.of(request), "approved", clicker.slack_id, now, None, _messages(db, request.id),
-            link=link, asked=_asked(db, request.id), targets=(*edits, link_dm, feed),
+            RequestView.of(request), "approved", clicker.slack_id, now, None, messages,
+            link=link, asked=asked, targets=(*edits, link_dm, feed),
         )
 
 
@@ -551,8 +561,9 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
             ),
             now=now,
         )
-        targets = enqueue_outcome(db, request, now=now)
-        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, _messages(db, request.id), asked=_asked(db, request.id), targets=tuple(targets))
+        messages, asked = _decision_audience(db, request.id)
+        targets = enqueue_outcome(db, request, now=now, asked=asked)
+        return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, messages, asked=asked, targets=tuple(targets))
 
 
 def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
@@ -591,8 +602,9 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             ),
             now=now,
         )
-        targets = enqueue_outcome(db, request, now=now)
-        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, _messages(db, request.id), asked=_asked(db, request.id), targets=tuple(targets))
+        messages, asked = _decision_audience(db, request.id)
+        targets = enqueue_outcome(db, request, now=now, asked=asked)
+        return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, messages, asked=asked, targets=tuple(targets))
 
 
 def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Decided | None:
@@ -822,14 +834,15 @@ def _finish_extension(
     extension.state, extension.decided_at = state, now
     audit.append(db, EventDraft(type=event_type, actor=actor, details={"extension_id": extension.id, **details}, **base), now=now)
     db.flush()
-    targets = enqueue_approver_edits(db, extension.id, now=now)
+    messages, asked = _decision_audience(db, extension.id)
+    targets = enqueue_approver_edits(db, extension.id, now=now, asked=asked)
     targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
     if state == "approved":
         # the security feed shows the new end (issue 5 point 2)
         targets.append(outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now))
     return Decided(
-        RequestView.of(request), state, actor.slack_id, now, reason_text, _messages(db, extension.id),
-        extension=ExtensionView.of(extension), session=SessionView.of(session), asked=_asked(db, extension.id),
+        RequestView.of(request), state, actor.slack_id, now, reason_text, messages,
+        extension=ExtensionView.of(extension), session=SessionView.of(session), asked=asked,
         targets=tuple(targets),
     )
 
