@@ -121,9 +121,6 @@ class Server:
             [sys.executable, "-m", "gunicorn", "-c", "python:bot.web.gunicorn_conf", "bot.web.wsgi:app"],
             cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        self.relay = None
-        if os.environ.get("PROTO_RELAY"):
-            self.relay = subprocess.Popen([sys.executable, "/tmp/perf/relay.py"], cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -135,8 +132,6 @@ class Server:
         raise RuntimeError("gunicorn did not start: " + (workdir / "gunicorn.log").read_text()[-3000:])
 
     def stop(self) -> None:
-        if self.relay is not None:
-            self.relay.terminate(); self.relay.wait(timeout=30)
         self.process.terminate()
         self.process.wait(timeout=30)
         self.log.close()
@@ -305,7 +300,6 @@ def run_backend(backend: str, *, count: int) -> dict[str, PathResult]:
         server = Server(db_url, fake, workdir)
         groups = {
             "web": lambda: [server.process.pid, *children(server.process.pid)],
-            **({"relay": lambda: [server.relay.pid]} if server.relay else {}),
             "Slack stub": lambda: [fake.pid],
             "clients": lambda: [os.getpid()],
         }
@@ -415,7 +409,7 @@ def run(*, backends: list[str], count: int) -> str:
         for name, result in run_backend(backend, count=count).items():
             latency, cpu = result.latency, result.cpu_ms
             met = "yes" if latency.p99_ms <= 100 else "**no**"
-            spent = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–" for k in ("web", "Slack stub", "PostgreSQL", "clients", "relay"))
+            spent = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–" for k in ("web", "Slack stub", "PostgreSQL", "clients"))
             drained = f"{result.drained_after:.1f} s" if result.drained_after is not None else "not within 300 s"
             lines.append(
                 f"| {backend} | {name} | {latency.count} | {latency.p50_ms:.1f} | {latency.p99_ms:.1f} | {latency.max_ms:.1f} | {latency.throughput:.0f} | {met} | {spent} | {drained} |"

@@ -208,13 +208,6 @@ def build_container(settings: Settings) -> Container:
         after_response = AfterResponse()
         notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, courier_client), after_response)
         deliverer = BackgroundDeliverer(ctx, courier_client, after_response)
-        import os as _os
-        if _os.environ.get("PROTO_RELAY"):
-            class _Nop:
-                def deliver(self, targets): pass
-                def session_started(self, sid): pass
-                def wait_idle(self, timeout=0): return True
-            deliverer = _Nop(); notifier = _Nop()
         try:
             slack_app = build_slack_app(
                 ctx, client=client, signing_secret=settings.slack_signing_secret or "", deliverer=deliverer

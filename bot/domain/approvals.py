@@ -37,6 +37,7 @@ from bot.domain.context import DomainContext
 from bot.domain.identity import Identity, identify
 from bot.domain.lifecycle import transition
 from bot.domain.links import issue_link
+from bot.domain.once import insert_once
 from bot.domain.policy import powers_of
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
@@ -639,22 +640,22 @@ def _refuse_if_ineligible(db: Session, ctx: DomainContext, request: Impersonatio
 
 
 def _vote(db: Session, subject_id: str, clicker: Identity, decision: ApprovalDecision, reason: str | None, now: datetime) -> bool:
-    """Record one approver's vote; False when this person already voted on this subject."""
-    try:
-        with db.begin_nested():
-            db.add(
-                Approval(
-                    subject_id=subject_id,
-                    approver_slack_id=clicker.slack_id,
-                    approver_identity=clicker.key,
-                    decision=decision.value,
-                    reason=reason,
-                    decided_at=now,
-                )
-            )
-        return True
-    except IntegrityError:
-        return False
+    """Record one approver's vote; False when this person already voted on this subject (the
+    unique key on subject and identity). One `INSERT … ON CONFLICT DO NOTHING RETURNING`
+    (bot/domain/once.py) rather than an ORM add inside a savepoint that catches the
+    IntegrityError: the savepoint cost two more round trips on every click."""
+    return insert_once(
+        db,
+        Approval,
+        {
+            "subject_id": subject_id,
+            "approver_slack_id": clicker.slack_id,
+            "approver_identity": clicker.key,
+            "decision": decision.value,
+            "reason": reason,
+            "decided_at": now,
+        },
+    )
 
 
 def _approvers_so_far(db: Session, subject_id: str) -> list[str]:
