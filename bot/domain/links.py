@@ -248,7 +248,7 @@ def redeem(
         request_id = db.execute(_REDEEM, {"presented_hash": token_hash, "at": now}).scalar_one_or_none()
         if request_id is None:
             return _refuse_redemption(db, token_hash, client, now)
-        # read as a snapshot (two Core SELECTs), not an ORM object: bot/domain/snapshots.py
+        # read as a snapshot (one Core SELECT), not an ORM object: bot/domain/snapshots.py
         request = request_snapshot(db, request_id)
         if request is None:  # the UPDATE above matched it in this transaction
             raise RuntimeError(f"redeemed link names request {request_id}, which cannot be read")
