@@ -10,12 +10,13 @@ stays the reference it is tested against (tests/domain/test_snapshots.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
-from bot.db.models import Account, AccountFlagSetting, CustomerUser, ImpersonationRequest
-from bot.domain.views import RequestView
+from bot.db.models import Account, AccountFlagSetting, CustomerUser, ImpersonationRequest, ImpersonationSession
+from bot.domain.views import RequestView, SessionView
 
 _R = ImpersonationRequest
 
@@ -46,6 +47,7 @@ _REQUEST = (
         _R.pending_expires_at,
         _R.previous_session_id,
         _R.break_glass,
+        _R.updated_at,
         # the account's flags in the same round trip: string_agg on PostgreSQL, group_concat
         # on SQLite (SQLAlchemy's aggregate_strings); flag names never contain a comma
         # (the table's CHECK constraint lists them)
@@ -69,6 +71,8 @@ class RequestSnapshot:
     account_id: int
     agent_email: str | None
     agent_role: str
+    #: when the request last changed state (a lapsed link's feed message shows it)
+    updated_at: datetime
 
     # the attributes Actor.agent_of reads
     @property
@@ -110,4 +114,21 @@ def request_snapshot(db: Session, request_id: str) -> RequestSnapshot | None:
         previous_session_id=row.previous_session_id,
         break_glass=bool(row.break_glass),
     )
-    return RequestSnapshot(view=view, account_id=row.account_id, agent_email=row.agent_email, agent_role=row.agent_role)
+    return RequestSnapshot(view=view, account_id=row.account_id, agent_email=row.agent_email, agent_role=row.agent_role, updated_at=row.updated_at)
+
+
+_S = ImpersonationSession
+#: a request's session (at most one: sessions.request_id is unique)
+_SESSION = select(_S.id, _S.started_at, _S.expires_at, _S.ended_at, _S.end_reason, _S.ended_by).where(_S.request_id == bindparam("request_id"))
+
+
+def session_of(db: Session, request: RequestView) -> SessionView | None:
+    """The session a request was redeemed into, None before its redemption: one Core SELECT
+    (the agent's DM and the security feed render this on every delivery)."""
+    row = db.execute(_SESSION, {"request_id": request.id}).one_or_none()
+    if row is None:
+        return None
+    return SessionView(
+        id=row.id, request=request, started_at=row.started_at, expires_at=row.expires_at,
+        ended_at=row.ended_at, end_reason=row.end_reason, ended_by=row.ended_by,
+    )

@@ -27,6 +27,7 @@ from bot.domain.context import DomainContext
 from bot.domain.lifecycle import TransitionRefused, transition
 from bot.domain.once import claim_once, claimed
 from bot.domain.sessions import SessionStatus, _close, status_at
+from bot.domain.snapshots import request_snapshot, session_of
 from bot.domain.views import RequestView, SessionView
 
 log = logging.getLogger(__name__)
@@ -216,13 +217,17 @@ _OVER = {
 
 
 def feed_view(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> FeedView | None:
-    """None for a request that was never granted (the feed shows grants only)."""
+    """None for a request that was never granted (the feed shows grants only). Read as
+    snapshots (bot/domain/snapshots.py): this renders on every delivery of a feed message."""
     now = now or utcnow()
     with reading(ctx.sessions) as db:
-        request = db.get(ImpersonationRequest, request_id)
-        if request is None or request.state in (RequestState.PENDING.value, RequestState.DENIED.value, RequestState.CANCELLED.value):
+        snapshot = request_snapshot(db, request_id)
+        if snapshot is None:
             return None
-        session = db.execute(select(ImpersonationSession).where(ImpersonationSession.request_id == request_id)).scalar_one_or_none()
+        request = snapshot.view
+        if request.state in (RequestState.PENDING.value, RequestState.DENIED.value, RequestState.CANCELLED.value):
+            return None
+        session = session_of(db, request)
         if session is None and request.state == RequestState.EXPIRED.value:
             return None  # a pending request that expired: it was never granted
         approvers = tuple(
@@ -237,19 +242,17 @@ def feed_view(ctx: DomainContext, request_id: str, *, now: datetime | None = Non
         if session is None:
             status = FeedStatus.LAPSED if request.state == RequestState.LAPSED.value else FeedStatus.GRANTED
             if status == FeedStatus.LAPSED:
-                closed_at = request.updated_at
+                closed_at = snapshot.updated_at
+        elif is_live(session, now):
+            status = FeedStatus.LIVE
+            warned = claimed(db, WARNING_JOB, _warning_key(session.id, session.expires_at))
         else:
-            live = status_at(session, now)
-            if live is SessionStatus.LIVE:
-                status = FeedStatus.LIVE
-                warned = claimed(db, WARNING_JOB, _warning_key(session.id, session.expires_at))
-            else:
-                status = _OVER.get(request.state, FeedStatus.EXPIRED)
-                closed_at = session.ended_at or session.expires_at
-                closed_by = session.ended_by
+            status = _OVER.get(request.state, FeedStatus.EXPIRED)
+            closed_at = session.ended_at or session.expires_at
+            closed_by = session.ended_by
         return FeedView(
-            request=RequestView.of(request),
-            session=SessionView.of(session) if session is not None else None,
+            request=request,
+            session=session,
             status=status,
             approvers=approvers,
             warned=warned,
@@ -274,19 +277,20 @@ class AgentNews:
 def agent_news(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> AgentNews:
     now = now or utcnow()
     with reading(ctx.sessions) as db:
-        request = db.get(ImpersonationRequest, request_id)
-        if request is None:
+        # snapshots, not ORM objects (bot/domain/snapshots.py): on every delivery of the DM
+        snapshot = request_snapshot(db, request_id)
+        if snapshot is None:
             return AgentNews()
-        session = db.execute(select(ImpersonationSession).where(ImpersonationSession.request_id == request_id)).scalar_one_or_none()
+        request = snapshot.view
+        session = session_of(db, request)
         if session is not None:
-            view = SessionView.of(session)
-            if status_at(session, now) is not SessionStatus.LIVE:
-                return AgentNews(over=view)
-            return AgentNews(live=view, extension_ask=approvals.pending_extension_ask(db, session.id))
+            if not is_live(session, now):
+                return AgentNews(over=session)
+            return AgentNews(live=session, extension_ask=approvals.pending_extension_ask(db, session.id))
         if request.state == RequestState.LAPSED.value:
-            return AgentNews(lapsed=RequestView.of(request))
+            return AgentNews(lapsed=request)
         if request.state in (RequestState.EXPIRED.value, RequestState.DENIED.value, RequestState.CANCELLED.value):
-            return AgentNews(decided=approvals.outcome_of(db, request))
+            return AgentNews(decided=approvals.outcome_of(db, db.get_one(ImpersonationRequest, request_id)))
         return AgentNews()
 
 

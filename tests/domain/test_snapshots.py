@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bot.db.models import ImpersonationRequest
-from bot.domain import requests
+from bot.db.models import ImpersonationRequest, ImpersonationSession
+from bot.domain import links, requests
 from bot.domain.requests import AgentIdentity, RequestForm
-from bot.domain.snapshots import request_snapshot
-from bot.domain.views import RequestView
+from bot.domain.snapshots import request_snapshot, session_of
+from bot.domain.views import RequestView, SessionView
 from tests.fakes.directory_data import load_directory
 
 REASON = "customer cannot see their invoices since Monday"
@@ -47,3 +47,18 @@ def test_a_snapshot_is_the_orm_view_of_the_same_row(directory, session_factory, 
 def test_no_snapshot_of_a_request_that_does_not_exist(directory, session_factory):
     with session_factory() as db:
         assert request_snapshot(db, "0" * 32) is None
+
+
+def test_a_requests_session_reads_as_the_orm_view_of_it(directory, session_factory):
+    form = RequestForm(account="acme", user="u-bob", reason=REASON, ticket="SUP-1", duration_minutes=30, scope="read_only")
+    granted = requests.submit_request(directory, AgentIdentity("UAGENT1"), form)
+    assert isinstance(granted, requests.Granted)
+    with session_factory() as db:
+        before = request_snapshot(db, granted.request.id)
+        assert before is not None and session_of(db, before.view) is None  # not redeemed yet
+    redeemed = links.redeem(directory, granted.link.url.rsplit("/", 1)[1])
+    assert isinstance(redeemed, links.Redemption)
+    with session_factory() as db:
+        snapshot = request_snapshot(db, granted.request.id)
+        assert snapshot is not None and snapshot.updated_at == db.get_one(ImpersonationRequest, granted.request.id).updated_at
+        assert session_of(db, snapshot.view) == SessionView.of(db.get_one(ImpersonationSession, redeemed.session.id))
