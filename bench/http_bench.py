@@ -1,6 +1,6 @@
 """HTTP latency of the hot paths (issue 2 point 24, issue 3 point 12), as Slack and browsers
 see them: the production web process (gunicorn, `bot.web.gunicorn_conf`: 2 gthread workers ×
-8 threads) against a stand-in for the Slack Web API, 20 concurrent closed-loop clients.
+8 threads, 4 on SQLite) against a stand-in for the Slack Web API, 20 concurrent closed-loop clients.
 
 - `/impersonate` ack: a signed slash command → Bolt acks after `views.open` (process_before_response).
 - link redemption: POST /l/<token> with its CSRF proof (the GET that fetches the form is not timed).
@@ -391,7 +391,7 @@ def run(*, backends: list[str], count: int) -> str:
     lines = [
         "## HTTP hot paths (issues 2 and 3)",
         "",
-        f"gunicorn with the production config (2 gthread workers × 8 threads), {CLIENTS} concurrent",
+        f"gunicorn with the production config (2 gthread workers × 8 threads, 4 on SQLite), {CLIENTS} concurrent",
         "closed-loop keep-alive clients with no pause between requests (http.client, on the same",
         f"machine), {count} requests per path; Slack is bench/slack_stub.py in its own process.",
         "Target (issues 2, 3): p99 ≤ 100 ms with 20 clients.",

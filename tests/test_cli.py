@@ -281,7 +281,7 @@ def test_the_gunicorn_server_uses_the_project_settings(workdir, monkeypatch):
     settings = cli.load_settings()
     server = cli.GunicornServer(settings, master=None)
     cfg = server.cfg
-    assert (cfg.worker_class_str, cfg.workers, cfg.threads) == ("gthread", 2, 8)
+    assert (cfg.worker_class_str, cfg.workers, cfg.threads) == ("gthread", 2, 4)  # SQLite (the workdir's database)
     assert cfg.bind == ["127.0.0.1:4999"]
     assert cfg.logger_class.__name__ == "RedactingGunicornLogger"
     assert cfg.accesslog == "-"

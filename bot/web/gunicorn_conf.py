@@ -2,7 +2,7 @@
 bot.web.wsgi:app` (the Procfile's `web`); `impersonation-bot serve` / `web` use the same
 values. Operators may override any of them with GUNICORN_CMD_ARGS, as gunicorn documents.
 
-Why gthread, 2 workers × 8 threads: measured on a 2-core machine (DESIGN.md "Web stack and
+Why gthread, 2 workers × 8 threads (4 on SQLite, see `threads`): measured on a 2-core machine (DESIGN.md "Web stack and
 speed") this keeps slash-command acks far inside Slack's 3 s while one slow Slack Web API call
 holds only one thread, not a whole worker. WEB_CONCURRENCY is the conventional knob (Heroku
 sets it from the dyno size).
@@ -37,7 +37,16 @@ except ConfigError as _error:
 bind = f"0.0.0.0:{_settings.port}"
 worker_class = "gthread"
 workers = _positive_int("WEB_CONCURRENCY", 2)
-threads = 8
+#: Threads per worker. SQLite lets one transaction write at a time (bot/db/engine.py queues
+#: writers on a lock): threads beyond a few only wait there, and while they wait for the GIL
+#: the thread that holds the writer lock waits with them. With 4 the link redemption's p99
+#: under 20 clients was 98–100 ms against 148–150 ms with 8, in alternating runs of
+#: bench/http_bench.py (docs/benchmarks.md, session 5); on PostgreSQL, whose writers do not
+#: queue on one lock, 8 did better (101–104 against 120–125 ms). `--threads` in
+#: GUNICORN_CMD_ARGS overrides either.
+SQLITE_THREADS = 4
+POSTGRESQL_THREADS = 8
+threads = SQLITE_THREADS if _settings.database_url.startswith("sqlite") else POSTGRESQL_THREADS
 #: access and error logs go to stderr with every /l/<token> path, JWT and Slack token redacted
 logger_class = "bot.web.logging.RedactingGunicornLogger"
 accesslog = "-"

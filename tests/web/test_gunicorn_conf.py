@@ -32,12 +32,19 @@ def test_settings(env):
     env.setenv("PORT", "4321")
     conf = load_conf()
     assert conf.bind == "0.0.0.0:4321"
-    assert (conf.worker_class, conf.workers, conf.threads) == ("gthread", 2, 8)
+    assert (conf.worker_class, conf.workers, conf.threads) == ("gthread", 2, 4)  # the default database is SQLite
     assert conf.accesslog == "-"
     assert conf.preload_app is False
     assert conf.control_socket_disable is True
     logger_class = load_class(conf.logger_class)
     assert issubclass(logger_class, Logger) and logger_class.__name__ == "RedactingGunicornLogger"
+
+
+@pytest.mark.parametrize(("database_url", "threads"), [("sqlite:///bot.db", 4), ("postgresql+psycopg://bot@db/bot", 8)])
+def test_threads_per_worker_follow_the_database(env, database_url, threads):
+    # SQLite writes one transaction at a time: more threads only queue on its writer lock
+    env.setenv("DATABASE_URL", database_url)
+    assert load_conf().threads == threads
 
 
 def test_web_concurrency_sets_the_worker_count(env):
