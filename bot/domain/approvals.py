@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -310,10 +310,12 @@ def _decision_audience(db: Session, subject_id: str) -> tuple[tuple[MessageView,
     return messages, _asked(db, subject_id, messages)
 
 
+#: built once (statement construction and its cache key are costly on every click)
+_LOCK_REQUEST = select(ImpersonationRequest).where(ImpersonationRequest.id == bindparam("request_id")).with_for_update(of=ImpersonationRequest)
+
+
 def _lock_request(db: Session, request_id: str) -> ImpersonationRequest | None:
-    return db.execute(
-        select(ImpersonationRequest).where(ImpersonationRequest.id == request_id).with_for_update(of=ImpersonationRequest)
-    ).unique().scalar_one_or_none()
+    return db.execute(_LOCK_REQUEST, {"request_id": request_id}).unique().scalar_one_or_none()
 
 
 def _requester(ctx: DomainContext, request: ImpersonationRequest) -> Identity:
