@@ -4,8 +4,8 @@
 account's flags with a second, select-in query, building three kinds of ORM objects and their
 identity-map bookkeeping for a snapshot that is read once. On the link redemption that load
 was about a third of the web worker's CPU (py-spy, bench/http_bench.py; issue 2 point 24).
-This reads the same columns as rows and builds the RequestView directly; `RequestView.of`
-stays the reference it is tested against (tests/domain/test_snapshots.py).
+This reads the same columns as one row and builds the RequestView with the constructor
+`RequestView.of` uses (`of_columns`); tests/domain/test_snapshots.py holds the two equal.
 """
 from __future__ import annotations
 
@@ -89,30 +89,14 @@ def request_snapshot(db: Session, request_id: str) -> RequestSnapshot | None:
     row = db.execute(_REQUEST, {"request_id": request_id}).one_or_none()
     if row is None:
         return None
-    flags = frozenset(filter(None, (row.flags or "").split(",")))
-    view = RequestView(
-        id=row.id,
-        state=row.state,
-        agent_slack_id=row.agent_slack_id,
-        agent_tz=row.agent_tz,
+    view = RequestView.of_columns(
+        row,
         account=row.account,
         account_name=row.account_name,
-        account_flags=flags,
+        account_flags=frozenset(filter(None, (row.flags or "").split(","))),
         customer_user=row.customer_user,
         customer_user_name=row.customer_user_name,
         customer_user_email=row.customer_user_email,
-        reason=row.reason,
-        ticket=row.ticket,
-        duration_minutes=row.duration_minutes,
-        scope=row.scope,
-        gated_by=frozenset(filter(None, row.gated_by.split(","))),
-        created_at=row.created_at,
-        agent_channel=row.agent_channel,
-        agent_message_ts=row.agent_message_ts,
-        approvals_required=row.approvals_required or 0,
-        pending_expires_at=row.pending_expires_at,
-        previous_session_id=row.previous_session_id,
-        break_glass=bool(row.break_glass),
     )
     return RequestSnapshot(view=view, account_id=row.account_id, agent_email=row.agent_email, agent_role=row.agent_role, updated_at=row.updated_at)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from bot.db.models import ImpersonationRequest, ImpersonationSession
 
@@ -35,17 +36,41 @@ class RequestView:
 
     @classmethod
     def of(cls, request: ImpersonationRequest) -> RequestView:
-        return cls(
-            id=request.id,
-            state=request.state,
-            agent_slack_id=request.agent_slack_id,
-            agent_tz=request.agent_tz,
+        return cls.of_columns(
+            request,
             account=request.account.external_id,
             account_name=request.account.name,
             account_flags=request.account.flag_names(),
             customer_user=request.customer_user.external_id,
             customer_user_name=request.customer_user.name,
             customer_user_email=request.customer_user.email,
+        )
+
+    @classmethod
+    def of_columns(
+        cls,
+        request: Any,
+        *,
+        account: str,
+        account_name: str,
+        account_flags: frozenset[str],
+        customer_user: str,
+        customer_user_name: str,
+        customer_user_email: str,
+    ) -> RequestView:
+        """From the request's own columns, read by name from an ORM object or a Core row
+        (bot/domain/snapshots.py), and what its account and customer user say."""
+        return cls(
+            id=request.id,
+            state=request.state,
+            agent_slack_id=request.agent_slack_id,
+            agent_tz=request.agent_tz,
+            account=account,
+            account_name=account_name,
+            account_flags=account_flags,
+            customer_user=customer_user,
+            customer_user_name=customer_user_name,
+            customer_user_email=customer_user_email,
             reason=request.reason,
             ticket=request.ticket,
             duration_minutes=request.duration_minutes,
