@@ -27,7 +27,7 @@ from typing import TypeVar
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import approvals, outbox, sessions
+from bot.domain import approvals, sessions
 from bot.domain.approvals import ClickResult, Decided, ExtensionAsked
 from bot.domain.context import DomainContext
 from bot.domain.requests import Granted, Pending
