@@ -138,6 +138,9 @@ class ImpersonationRequest(Base):
     team_id: Mapped[str | None] = mapped_column(String(32))
     agent_slack_id: Mapped[str] = mapped_column(String(32), index=True)
     agent_email: Mapped[str | None] = mapped_column(String(320))
+    #: the requester's Enterprise Grid id as `users.info` gave it at submission: self-approval
+    #: checks compare against what was known then, not a lookup at click time (migration 0007)
+    agent_enterprise_user_id: Mapped[str | None] = mapped_column(String(32))
     agent_tz: Mapped[str | None] = mapped_column(String(64))
     agent_role: Mapped[str] = mapped_column(String(64))
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))

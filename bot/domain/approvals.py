@@ -33,7 +33,7 @@ from bot.domain import audit, outbox
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
-from bot.domain.identity import Identity, identify
+from bot.domain.identity import Identity, identify, requester_identity
 from bot.domain.lifecycle import transition
 from bot.domain.links import issue_link
 from bot.domain.once import insert_once
@@ -99,7 +99,8 @@ class ExtensionView:
 def eligible_approvers(ctx: DomainContext, *, account: str, team_id: str | None, requester: Identity) -> list[str]:
     """Slack ids of everyone who may approve: holders of a `can_approve` role, narrowed to the
     designated approvers for the account (or else the team) when the policy names any, never
-    the requester under any of their ids."""
+    the requester under any of their ids, nor anyone the directory could not identify just
+    now (whether they are the requester under another id cannot be known)."""
     holders: set[str] = set()
     for role in ctx.policy.roles.values():
         if role.can_approve:
@@ -108,7 +109,12 @@ def eligible_approvers(ctx: DomainContext, *, account: str, team_id: str | None,
     designated = gating.approvers_by_account.get(account) or (gating.approvers_by_team.get(team_id or "") or None)
     if designated:
         holders &= _expand(ctx, designated)
-    return sorted(h for h in holders if not identify(ctx.people, h).same_person(requester))
+    eligible = []
+    for holder in sorted(holders):
+        identity = identify(ctx.people, holder)
+        if identity.resolved and not identity.same_person(requester):
+            eligible.append(holder)
+    return eligible
 
 
 def _expand(ctx: DomainContext, members: list[str]) -> set[str]:
@@ -124,6 +130,9 @@ def _expand(ctx: DomainContext, members: list[str]) -> set[str]:
 def _refusal_cause(ctx: DomainContext, clicker: Identity, *, account: str, team_id: str | None, requester: Identity) -> str | None:
     if clicker.same_person(requester):
         return "self_approval"
+    if not clicker.resolved:
+        # Fail closed: without the clicker's Grid id and e-mail, "not the requester" is unproven.
+        return "identity_unavailable"
     powers = powers_of(ctx.policy, clicker.slack_id, ctx.groups)
     if powers is None or not powers.can_approve:
         return "not_an_approver"
@@ -207,6 +216,7 @@ REFUSAL_MESSAGES = {
     "self_approval": "You cannot approve or deny your own request.",
     "not_an_approver": "You no longer hold a role that can approve impersonation requests.",
     "not_a_designated_approver": "You are not a designated approver for this account.",
+    "identity_unavailable": "Slack could not confirm who you are just now, so your vote was not counted. Try again in a minute.",
 }
 
 
@@ -317,8 +327,12 @@ def _lock_request(db: Session, request_id: str) -> ImpersonationRequest | None:
     return db.execute(_LOCK_REQUEST, {"request_id": request_id}).unique().scalar_one_or_none()
 
 
-def _requester(ctx: DomainContext, request: ImpersonationRequest) -> Identity:
-    return identify(ctx.people, request.agent_slack_id, known_email=request.agent_email)
+def _requester(request: ImpersonationRequest) -> Identity:
+    """The requester as identified at submission (never looked up again: a lookup that fails
+    at click time would hide their Grid id and e-mail)."""
+    return requester_identity(
+        slack_id=request.agent_slack_id, email=request.agent_email, enterprise_user_id=request.agent_enterprise_user_id
+    )
 
 
 def _final_facts(db: Session, request: ImpersonationRequest) -> AlreadyDecided:
@@ -622,7 +636,7 @@ def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime
 
 
 def _refuse_if_ineligible(db: Session, ctx: DomainContext, request: ImpersonationRequest, clicker: Identity, *, action: str, now: datetime) -> Refused | None:
-    cause = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(ctx, request))
+    cause = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(request))
     if cause is None:
         return None
     audit.append(
@@ -732,7 +746,7 @@ def request_extension(
         db.add(extension)
         db.flush()
         db.refresh(extension)
-        requester = _requester(ctx, request)
+        requester = _requester(request)
         approvers = eligible_approvers(ctx, account=request.account.external_id, team_id=request.team_id, requester=requester)
         audit.append(
             db,
@@ -794,7 +808,7 @@ def decide_extension(
         live = _session_live(request, session, now)
         if now >= extension.pending_expires_at or not live:
             return finish("expired", "extension.expired", None, {"session_live": live}, None)
-        refusal = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(ctx, request))
+        refusal = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(request))
         if refusal:
             audit.append(db, EventDraft(type="extension.refused", actor=Actor(slack_id=clicker.slack_id, email=clicker.email), details={"cause": refusal, "extension_id": extension.id}, **base), now=now)
             return Refused(REFUSAL_MESSAGES[refusal])

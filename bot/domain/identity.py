@@ -16,6 +16,9 @@ class Identity:
     slack_id: str
     email: str | None
     enterprise_user_id: str | None
+    #: False when the directory could not tell who this is: such an identity never counts as
+    #: "someone else" (self-approval checks fail closed on it).
+    resolved: bool = True
 
     @property
     def key(self) -> str:
@@ -37,7 +40,12 @@ class Identity:
         return other.slack_id == self.enterprise_user_id or self.slack_id == other.enterprise_user_id
 
 
+def requester_identity(*, slack_id: str, email: str | None, enterprise_user_id: str | None) -> Identity:
+    """A requester as stored on their request at submission."""
+    return Identity(slack_id=slack_id, email=(email or "").strip().lower() or None, enterprise_user_id=enterprise_user_id)
+
+
 def identify(people: PeopleDirectory, slack_id: str, *, known_email: str | None = None) -> Identity:
     person = people.person(slack_id)
     email = (person.email or known_email or "").strip().lower() or None
-    return Identity(slack_id=slack_id, email=email, enterprise_user_id=person.enterprise_user_id)
+    return Identity(slack_id=slack_id, email=email, enterprise_user_id=person.enterprise_user_id, resolved=person.resolved)

@@ -390,6 +390,7 @@ class BlockCause(str, enum.Enum):
     SCOPE_NOT_ALLOWED = "scope_not_allowed"
     BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
     BREAK_GLASS_REASON_TOO_SHORT = "break_glass_reason_too_short"
+    IDENTITY_UNAVAILABLE = "identity_unavailable"
 
 
 class Field_(str, enum.Enum):
@@ -419,6 +420,7 @@ BLOCK_FIELD: dict[BlockCause, Field_] = {
     BlockCause.SCOPE_NOT_ALLOWED: Field_.SCOPE,
     BlockCause.BREAK_GLASS_NOT_ALLOWED: Field_.BREAK_GLASS,
     BlockCause.BREAK_GLASS_REASON_TOO_SHORT: Field_.REASON,
+    BlockCause.IDENTITY_UNAVAILABLE: Field_.ACCOUNT,
 }
 
 
@@ -454,6 +456,7 @@ def decide(
     approvals_required_by_flag: dict[str, int] | None = None,
     break_glass: bool = False,
     break_glass_reason_min_length: int = 60,
+    requester_identified: bool = True,
 ) -> Decision:
     """Decide one request. Pure: no I/O, no clock. `account_flags` is None for an unknown
     account. The order matters: an opted-out account refuses everyone (issue 2 point 8:
@@ -498,6 +501,10 @@ def decide(
             return block(BlockCause.BREAK_GLASS_REASON_TOO_SHORT)
         return Decision(Outcome.GRANT, bypassed=gated_by)
     if gated_by:
+        # Approvers are checked against the requester's other ids (Grid id, e-mail); without
+        # them a twin id of the requester could approve, so an approval cannot be asked.
+        if not requester_identified:
+            return block(BlockCause.IDENTITY_UNAVAILABLE)
         by_flag = approvals_required_by_flag or {}
         needed = max([approvals_required, *(by_flag.get(f, 0) for f in gated_by)])
         return Decision(Outcome.NEEDS_APPROVAL, gated_by=gated_by, approvals_required=needed)

@@ -22,6 +22,9 @@ class Person:
     email: str | None = None
     tz: str | None = None
     enterprise_user_id: str | None = None
+    #: False when the directory could not be asked (Slack error or timeout): the record then
+    #: says nothing about the person's other ids, so it must not decide who they are.
+    resolved: bool = True
 
 
 class PeopleDirectory(Protocol):

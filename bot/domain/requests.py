@@ -18,7 +18,7 @@ from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import anomalies, approvals, audit, directory, links, outbox
 from bot.domain.approvals import ApprovalAsk, open_request_approval
-from bot.domain.identity import Identity
+from bot.domain.identity import requester_identity
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -53,6 +53,10 @@ BLOCK_MESSAGES: dict[BlockCause, str] = {
     BlockCause.SCOPE_NOT_ALLOWED: "Your role allows read-only sessions only.",
     BlockCause.BREAK_GLASS_NOT_ALLOWED: "Your role cannot break glass on gated accounts. Leave it unticked to ask for approval.",
     BlockCause.BREAK_GLASS_REASON_TOO_SHORT: "Break-glass needs a fuller reason (at least {break_glass_min} characters).",
+    BlockCause.IDENTITY_UNAVAILABLE: (
+        "Slack could not confirm who you are just now, and this account needs an approval. "
+        "Nothing was requested: try again in a minute."
+    ),
 }
 
 
@@ -221,6 +225,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             approvals_required_by_flag=dict(gating.approvals_required_by_flag),
             break_glass=form.break_glass,
             break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
+            requester_identified=person.resolved,
         )
         if decision.outcome is Outcome.BLOCK:
             _audit_blocked(db, decision, actor, form, account_known=account is not None, now=now)
@@ -241,6 +246,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             team_id=agent.team_id,
             agent_slack_id=agent.slack_id,
             agent_email=person.email,
+            agent_enterprise_user_id=person.enterprise_user_id,
             agent_tz=person.tz,
             agent_role=powers.role,
             account_id=account.id,
@@ -286,7 +292,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             now=now,
         )
         if pending:
-            requester = Identity(agent.slack_id, (person.email or "").lower() or None, person.enterprise_user_id)
+            requester = requester_identity(slack_id=agent.slack_id, email=person.email, enterprise_user_id=person.enterprise_user_id)
             # The agent's DM is owed first, so that it is sent ahead of the approvers' asks.
             agent_dm = outbox.enqueue_agent_request(db, request, now=now)
             ask = open_request_approval(db, ctx, request, requester=requester, now=now)

@@ -85,7 +85,7 @@ class SlackPeople:
         except _SLACK_FAILURES as error:
             # Not cached: the next request asks again instead of keeping a bare record.
             log.warning("users.info failed for %s: %s", slack_id, _failure(error))
-            return Person(slack_id=slack_id)
+            return Person(slack_id=slack_id, resolved=False)
         profile = user.get("profile") or {}
         enterprise = user.get("enterprise_user") or {}
         person = Person(

@@ -66,6 +66,34 @@ def test_requester_is_never_asked_or_allowed_even_under_grid_id_or_email(gated, 
     assert isinstance(approvals.approve_request(gated, rid, clicker_slack_id="UMANAGER3"), approvals.Decided)
 
 
+def test_the_requester_is_compared_as_identified_at_submission(gated, session_factory):
+    # UMANAGER1 and UMANAGER2 are one person on Grid (one enterprise id, two e-mail addresses).
+    twins = {
+        "UMANAGER1": Person("UMANAGER1", email="boss@corp.example", enterprise_user_id="WBOSS1"),
+        "UMANAGER2": Person("UMANAGER2", email="boss.two@corp.example", enterprise_user_id="WBOSS1"),
+        "UMANAGER3": Person("UMANAGER3", email="other@corp.example"),
+    }
+    gated.people = StaticPeople(twins)
+    result = requests.submit_request(gated, AgentIdentity("UMANAGER1"), _form())
+    assert isinstance(result, requests.Pending) and result.ask.approvers == ("UMANAGER3",)
+    # Later Slack cannot say who UMANAGER1 is: the stored Grid id still unmasks the twin.
+    gated.people = StaticPeople({**twins, "UMANAGER1": Person("UMANAGER1", resolved=False)})
+    outcome = approvals.approve_request(gated, result.request.id, clicker_slack_id="UMANAGER2")
+    assert outcome == approvals.Refused(approvals.REFUSAL_MESSAGES["self_approval"])
+    assert _events(session_factory, "approval.granted") == []
+
+
+def test_an_approver_the_directory_cannot_identify_is_refused_and_audited(gated, session_factory):
+    result = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form())
+    gated.people = StaticPeople({"UMANAGER3": Person("UMANAGER3", resolved=False)})
+    outcome = approvals.approve_request(gated, result.request.id, clicker_slack_id="UMANAGER3")
+    assert outcome == approvals.Refused(approvals.REFUSAL_MESSAGES["identity_unavailable"])
+    (refused,) = _events(session_factory, "approval.refused")
+    assert '"cause":"identity_unavailable"' in refused.details
+    with session_factory() as db:
+        assert db.get(ImpersonationRequest, result.request.id).state == "pending"
+
+
 def test_two_distinct_approvers_needed_and_double_click_counts_once(gated, session_factory):
     result = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form("initech", "u-dave"))
     assert isinstance(result, requests.Pending) and result.approvals_required == 2

@@ -243,6 +243,23 @@ TRUTH_TABLE = [
         reason=OK_REASON,
     ),
     grant("break-glass on an ungated account is an ordinary grant", break_glass=True),
+    # the requester's identity (Grid id, e-mail) could not be read from Slack
+    block(
+        "no approval can be asked for a requester Slack could not identify",
+        BlockCause.IDENTITY_UNAVAILABLE,
+        account_flags=frozenset({"sensitive"}),
+        requester_identified=False,
+    ),
+    grant("an ungated request needs no identity check", requester_identified=False),
+    Row(
+        "break-glass needs no approver, so no identity check",
+        dict(
+            powers=SENIOR_ALL_POWERS, account_flags=frozenset({"sensitive"}), break_glass=True,
+            reason=BREAK_GLASS_REASON, requester_identified=False,
+        ),
+        Outcome.GRANT,
+        bypassed=frozenset({"sensitive"}),
+    ),
 ]
 
 

@@ -345,6 +345,11 @@ class _Failure:
     error: str
     status: int
     retry_after: int | None
+    #: only calls whose arguments include all of these (e.g. {"user": "U1"}); None: any call
+    when: dict[str, str] | None = None
+
+    def applies_to(self, args: dict[str, Any]) -> bool:
+        return self.when is None or all(str(args.get(k)) == v for k, v in self.when.items())
 
 
 class SlackError(Exception):
@@ -789,17 +794,18 @@ class FakeSlack:
             return trigger_id
 
     def fail_next(self, method: str, error: str = "fatal_error", *, status: int = 200,
-                  retry_after: int | None = None, times: int = 1) -> None:
+                  retry_after: int | None = None, times: int = 1, when: dict[str, str] | None = None) -> None:
         """The next `times` calls to `method` answer `{"ok": false, "error": error}` with HTTP
-        `status` (429 carries a Retry-After header, default 1 s). Contract checks still run and
-        still record violations."""
+        `status` (429 carries a Retry-After header, default 1 s). With `when`, only calls whose
+        arguments include those values fail (e.g. `users.info` for one user). Contract checks
+        still run and still record violations."""
         if method not in METHODS:
             raise ValueError(f"{method} is not in the fake's method table")
         if status == 429 and retry_after is None:
             retry_after = 1
         with self._lock:
             for _ in range(times):
-                self._failures[method].append(_Failure(error, status, retry_after))
+                self._failures[method].append(_Failure(error, status, retry_after, when))
 
     # inspection ---------------------------------------------------------------------------------
     def calls_to(self, method: str) -> list[Call]:
@@ -838,8 +844,11 @@ class FakeSlack:
         try:
             args, token = self._read_arguments(request, spec)
             with self._lock:
-                if spec is not None and self._failures[method]:
-                    injected = self._failures[method].popleft()
+                if spec is not None:
+                    pending = self._failures[method]
+                    injected = next((f for f in pending if f.applies_to(args)), None)
+                    if injected is not None:
+                        pending.remove(injected)
             if spec is None:
                 raise SlackError("unknown_method", violation=True, detail=f"no Web API method {method!r}")
             self._check_auth(token, spec)

@@ -74,11 +74,11 @@ def test_people_are_cached_for_the_ttl(client, clock):
     assert len(client.calls_to("users.info")) == 2
 
 
-def test_a_slack_error_gives_a_bare_person_is_logged_without_the_token_and_is_not_cached(client, clock, caplog):
+def test_a_slack_error_gives_an_unresolved_person_is_logged_without_the_token_and_is_not_cached(client, clock, caplog):
     client.fail("users.info", "user_not_found")
     people = SlackPeople(client, clock=clock)
     with caplog.at_level(logging.DEBUG):
-        assert people.person("UGONE") == Person("UGONE")
+        assert people.person("UGONE") == Person("UGONE", resolved=False)  # never "someone else"
     assert "user_not_found" in caplog.text and BOT_TOKEN not in caplog.text
     people.person("UGONE")
     assert len(client.calls_to("users.info")) == 2
