@@ -158,10 +158,28 @@ def _account_label(external_id: str, name: str) -> tuple[str, str]:
     return external_id, f"{name} ({external_id})"
 
 
-def account_choices(ctx: DomainContext, query: str, *, limit: int) -> list[tuple[str, str]]:
-    """(account id, label) pairs for the account typeahead."""
+#: The longest typeahead query searched for. Longer ones match no account or user (ids, names
+#: and e-mail addresses are shorter), and an unbounded LIKE pattern is refused by SQLite
+#: ("LIKE or GLOB pattern too complex", SQLITE_MAX_LIKE_PATTERN_LENGTH) and costs PostgreSQL
+#: time for nothing.
+SEARCH_QUERY_MAX_LENGTH = 320
+
+
+def _search_text(query: object) -> str | None:
+    """The typeahead query as searched, or None when it cannot match anything."""
+    if not isinstance(query, str):
+        return None
+    query = query.strip()
+    return query if len(query) <= SEARCH_QUERY_MAX_LENGTH else None
+
+
+def account_choices(ctx: DomainContext, query: object, *, limit: int) -> list[tuple[str, str]]:
+    """(account id, label) pairs for the account typeahead; none for a query that cannot match."""
+    text = _search_text(query)
+    if text is None:
+        return []
     with reading(ctx.sessions) as db:
-        return [_account_label(*pair) for pair in directory.account_labels(db, query, limit=limit)]
+        return [_account_label(*pair) for pair in directory.account_labels(db, text, limit=limit)]
 
 
 def named_account(ctx: DomainContext, text: str, *, max_length: int) -> tuple[str, str] | None:
@@ -175,9 +193,11 @@ def named_account(ctx: DomainContext, text: str, *, max_length: int) -> tuple[st
     return _account_label(*pair) if pair is not None else None
 
 
-def user_choices(ctx: DomainContext, account_external_id: str | None, query: str, *, limit: int) -> list[tuple[str, str]]:
-    """(user id, label) pairs for the customer-user typeahead of the chosen account."""
-    if not account_external_id:
+def user_choices(ctx: DomainContext, account_external_id: str | None, query: object, *, limit: int) -> list[tuple[str, str]]:
+    """(user id, label) pairs for the customer-user typeahead of the chosen account; none for a
+    query that cannot match."""
+    text = _search_text(query)
+    if not account_external_id or not isinstance(account_external_id, str) or text is None:
         return []
     with reading(ctx.sessions) as db:
         account = directory.find_account(db, account_external_id)
@@ -185,7 +205,7 @@ def user_choices(ctx: DomainContext, account_external_id: str | None, query: str
             return []
         return [
             (u.external_id, f"{u.name} <{u.email}>" + (" · protected" if u.protected else ""))
-            for u in directory.search_users(db, account, query, limit=limit)
+            for u in directory.search_users(db, account, text, limit=limit)
         ]
 
 
