@@ -103,6 +103,17 @@ def change_one_byte(engine: Engine) -> None:
         conn.execute(text("UPDATE audit_events SET details = replace(details, 'change 1', 'change 7') WHERE seq = 3"))
 
 
+def details_not_json(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET details = '{\"note\": \"change 1' WHERE seq = 3"))
+
+
+def details_not_text_json_accepts(engine: Engine) -> None:
+    """Valid JSON, but not an object the app writes: a bare number with a float in it."""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE audit_events SET details = '[1.5, NaN]' WHERE seq = 3"))
+
+
 def delete_a_middle_row(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM audit_events WHERE seq = 3"))
@@ -145,12 +156,14 @@ def delete_newest_rows(engine: Engine) -> None:
     ("tamper", "first_bad", "reason"),
     [
         (change_one_byte, 3, "hash does not match the event's contents"),
+        (details_not_json, 3, "hash does not match the event's contents"),
+        (details_not_text_json_accepts, 3, "hash does not match the event's contents"),
         (delete_a_middle_row, 3, "sequence gap: expected 3, found 4"),
         (reorder_rows, 3, "prev_hash does not match the previous event's hash"),
         (forge_a_row, 3, "event 3 is not the event 4 was chained to: it was replaced or forged"),
         (delete_newest_rows, 5, "log ends at 4 but a checkpoint vouches for 6: newest rows were deleted"),
     ],
-    ids=["one changed byte", "a deleted middle row", "reordered rows", "a forged row", "deleted newest rows"],
+    ids=["one changed byte", "details not JSON", "details with non-finite numbers", "a deleted middle row", "reordered rows", "a forged row", "deleted newest rows"],
 )
 def test_verify_names_the_first_bad_seq_and_exits_1(six_events, deployment, capsys, attacker, tamper, first_bad, reason):
     checkpoint_now(capsys)

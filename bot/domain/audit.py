@@ -551,10 +551,15 @@ def _time_is_canonical(text: str) -> bool:
 
 
 def _reference_hash_ok(db: Session, seq: int, row_hash: str) -> bool:
-    """The reference encoder's verdict on the stored event `seq` (the slow path)."""
-    stored = db.get(AuditEvent, seq)
+    """The reference encoder's verdict on the stored event `seq` (the slow path). A row the
+    encoder cannot read back (details that are not JSON, a float, a value of the wrong type)
+    cannot be what was hashed: it is a bad event, never a crash of the verifier."""
+    stored = None
     try:
+        stored = db.get(AuditEvent, seq)
         return stored is not None and hash_event_row(stored) == row_hash
+    except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError
+        return False
     finally:
         if stored is not None:
             db.expunge(stored)
