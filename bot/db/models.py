@@ -436,3 +436,17 @@ class AlertMark(Base):
 Index("ix_requests_created_at", ImpersonationRequest.created_at)
 Index("ix_sessions_started_at", ImpersonationSession.started_at)
 Index("ix_links_created_at", Link.created_at)
+
+
+class SlackDelivery(Base):
+    """A request Slack delivered, by a key that a replay of it repeats (its signature, or the
+    event id Slack keeps across retries): the first delivery acts, any later one within
+    Slack's 5-minute window does nothing. Pruned once no replay of it can pass verification."""
+
+    __tablename__ = "slack_deliveries"
+
+    #: SHA-256 (hex) of the signature or event id; the raw value is not kept
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    #: how many times it came again (the first replay is audited, the rest only counted)
+    replays: Mapped[int] = mapped_column(Integer, default=0)

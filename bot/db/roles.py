@@ -31,6 +31,7 @@ APP_TABLES = (
     "job_claims",
     "alerts",
     "alert_marks",
+    "slack_deliveries",  # replayed Slack requests act once (bot/domain/deliveries.py)
 )
 
 

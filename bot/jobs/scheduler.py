@@ -53,6 +53,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("anomalies.sweep", work.sweep_anomalies, IntervalTrigger(minutes=1)),
     ScheduledJob("digests.post", work.post_digests, IntervalTrigger(minutes=5)),
     ScheduledJob("audit.checkpoint", work.make_checkpoint, IntervalTrigger(minutes=5)),
+    ScheduledJob("slack.prune_deliveries", work.prune_slack_deliveries, IntervalTrigger(minutes=1)),
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.domain import anomalies, checkpoint_job, digests, outbox, watch
+from bot.domain import anomalies, checkpoint_job, deliveries, digests, outbox, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.once import claim_once
@@ -58,6 +58,10 @@ def sweep_anomalies(ctx: DomainContext, *, now: datetime | None = None) -> list[
     return anomalies.sweep(ctx, now=now)
 
 
+def prune_slack_deliveries(ctx: DomainContext) -> None:
+    deliveries.prune(ctx)
+
+
 def post_digests(ctx: DomainContext) -> None:
     digests.run_due(ctx)
 
@@ -77,5 +81,6 @@ ALL = (
     sweep_anomalies,
     post_digests,
     make_checkpoint,
+    prune_slack_deliveries,
     deliver_outbox,
 )

@@ -21,6 +21,7 @@ from slack_bolt import App, BoltContext, BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.domain import deliveries
 from bot.domain.context import DomainContext
 from bot.slack.courier import Deliverer, InlineDeliverer
 from bot.slack.listeners import register_listeners
@@ -48,6 +49,7 @@ def build_slack_app(
     )
     app.middleware(use_configured_client(client))
     app.middleware(log_request)
+    app.middleware(acting_once(ctx))
     app.error(handle_listener_error)
     # what changes owe in the outbox: sent after the answer in the running app (bot/wiring.py)
     register_listeners(app, ctx, deliverer or InlineDeliverer(ctx, client))
@@ -101,6 +103,53 @@ def log_request(body: dict[str, Any], next: Callable[[], None]) -> None:
     facts = describe_request(body)
     log.info("slack %s %s user=%s team=%s", facts["kind"], facts["route"], facts["user"], facts["team"])
     next()
+
+
+#: Read-only requests: a replay of one shows the same options again and changes nothing.
+_IDEMPOTENT_KINDS = frozenset({"block_suggestion"})
+
+
+def delivery_of(headers: dict[str, Any], body: dict[str, Any]) -> deliveries.Delivery | None:
+    """The delivery's identity: the Events API `event_id` (kept by Slack across its retries),
+    else the request's `X-Slack-Signature` (an HMAC of the timestamp and the whole body, so a
+    replay carries the same one and any change breaks it). None when neither exists (Socket
+    Mode interactions arrive over the app's own authenticated WebSocket, one envelope each)."""
+    facts = describe_request(body)
+    if facts["kind"] in _IDEMPOTENT_KINDS:
+        return None
+    signature = next(iter(headers.get("x-slack-signature") or []), None)
+    event_id = body.get("event_id")
+    if isinstance(event_id, str) and event_id:
+        identity = f"event:{event_id}"
+    elif isinstance(signature, str) and signature:
+        identity = f"signature:{signature}"
+    else:
+        return None
+    retried = bool(headers.get("x-slack-retry-num")) or bool(body.get("retry_attempt"))
+    return deliveries.Delivery(
+        key=deliveries.delivery_key(identity),
+        kind=facts["kind"][:64],
+        route=facts["route"][:255],
+        user=facts["user"] or None,
+        team=facts["team"] or None,
+        retry=retried,
+    )
+
+
+def acting_once(ctx: DomainContext) -> Callable[..., BoltResponse | None]:
+    """Middleware: a delivery Slack already made (a replayed signed request, or Slack's own
+    retry) is acknowledged with an empty 200 and reaches no listener (bot/domain/deliveries.py).
+    It runs after Bolt's signature check, so only verified requests are recorded."""
+
+    def acting_once_middleware(req: Any, body: dict[str, Any], next: Callable[[], None]) -> BoltResponse | None:
+        delivery = delivery_of(req.headers, body)
+        if delivery is not None and not deliveries.first_delivery(ctx, delivery):
+            log.warning("slack %s %s user=%s: delivered before; acknowledged and ignored", delivery.kind, delivery.route, delivery.user)
+            return BoltResponse(status=200, body="")
+        next()
+        return None
+
+    return acting_once_middleware
 
 
 def handle_listener_error(

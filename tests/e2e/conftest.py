@@ -51,7 +51,7 @@ class RunningBot:
     container: wiring.Container
     http: requests.Session
 
-    def send(self, body: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET) -> Reply:
+    def send(self, body: str, *, timestamp: int | None = None, secret: str = SIGNING_SECRET, headers: dict[str, str] | None = None) -> Reply:
         ts = str(int(time.time()) if timestamp is None else timestamp)
         started = time.perf_counter()
         response = self.http.post(
@@ -61,6 +61,7 @@ class RunningBot:
                 "Content-Type": "application/x-www-form-urlencoded",
                 "X-Slack-Request-Timestamp": ts,
                 "X-Slack-Signature": signature(body, ts, secret),
+                **(headers or {}),
             },
             timeout=30,
         )

@@ -40,11 +40,13 @@ def test_concurrent_clicks_decide_exactly_once(running_bot, session_factory, acc
     for manager in MANAGERS:
         dm = approver_dms[manager]
         where = dict(channel=dm.response["channel"], message_ts=dm.response["ts"])
-        bodies += [block_action(ActionId.APPROVE_REQUEST.value, request_id, block_id=BlockId.APPROVAL_ACTIONS.value, user_id=manager, **where)] * 4
-        bodies += [view_submission(deny_values("not justified by the ticket"), user_id=manager, callback_id=CallbackId.DENY_REQUEST.value, private_metadata=request_id)] * 2
+        # distinct clicks (each has its own trigger_id), not replays of one
+        bodies += [block_action(ActionId.APPROVE_REQUEST.value, request_id, block_id=BlockId.APPROVAL_ACTIONS.value, user_id=manager, **where) for _ in range(4)]
+        bodies += [view_submission(deny_values("not justified by the ticket"), user_id=manager, callback_id=CallbackId.DENY_REQUEST.value, private_metadata=request_id) for _ in range(2)]
     bodies += [
         block_action(ActionId.CANCEL_REQUEST.value, request_id, block_id=BlockId.PENDING_ACTIONS.value, user_id="UAGENT1", channel=agent_dm.response["channel"], message_ts=agent_dm.response["ts"])
-    ] * 3
+        for _ in range(3)
+    ]
 
     barrier = threading.Barrier(len(bodies))
     statuses: list[int] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 from typing import Any
@@ -13,6 +14,14 @@ from slack_bolt.request import BoltRequest
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 FORM = "application/x-www-form-urlencoded"
+
+#: Slack gives every interaction its own trigger_id (and every click its own action_ts), so two
+#: clicks never share a body or a signature; a body sent twice is a replay.
+_interactions = itertools.count(1)
+
+
+def _trigger_id() -> str:
+    return f"1337.{next(_interactions)}.trigger-secret"
 
 
 def signature(body: str, timestamp: str, secret: str = SIGNING_SECRET) -> str:
@@ -34,7 +43,7 @@ def signed(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = N
 
 
 def slash_command(
-    text: str = "", *, user_id: str = "UAGENT1", command: str = "/impersonate", trigger_id: str = "1337.42.trigger-secret"
+    text: str = "", *, user_id: str = "UAGENT1", command: str = "/impersonate", trigger_id: str | None = None
 ) -> str:
     return urlencode(
         {
@@ -49,7 +58,7 @@ def slash_command(
             "text": text,
             "api_app_id": "A1",
             "response_url": "https://hooks.slack.invalid/commands/T1/1/secret-response-url",
-            "trigger_id": trigger_id,
+            "trigger_id": trigger_id or _trigger_id(),
         }
     )
 
@@ -68,7 +77,7 @@ def view_submission(values: dict[str, Any], *, user_id: str = "UAGENT1", callbac
             "user": {"id": user_id, "username": "agent", "name": "agent", "team_id": "T1"},
             "api_app_id": "A1",
             "token": "legacy-verification-token",
-            "trigger_id": "1337.42.trigger-secret",
+            "trigger_id": _trigger_id(),
             "view": {
                 "id": "V1",
                 "team_id": "T1",
@@ -108,13 +117,13 @@ def block_action(action_id: str, value: str, *, block_id: str, user_id: str, cha
             "team": {"id": "T1", "domain": "test"},
             "api_app_id": "A1",
             "token": "legacy-verification-token",
-            "trigger_id": "1337.42.trigger-secret",
+            "trigger_id": _trigger_id(),
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
             "channel": {"id": channel, "name": "directmessage"},
             "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
             "response_url": "https://hooks.slack.invalid/actions/T1/1/secret-response-url",
             "actions": [
-                {"type": "button", "action_id": action_id, "block_id": block_id, "value": value, "action_ts": "1700000001.1"}
+                {"type": "button", "action_id": action_id, "block_id": block_id, "value": value, "action_ts": f"1700000001.{next(_interactions)}"}
             ],
         }
     )

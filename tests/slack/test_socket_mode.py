@@ -206,7 +206,7 @@ def test_the_socket_url_comes_from_slack_api_url_with_the_app_token(receiver, fa
 
 def test_every_envelope_is_acknowledged_once_by_its_id(receiver, fake):
     socket = fake.socket_mode
-    envelope_id = socket.send_http_body(slash_command("acme").replace("1337.42.trigger-secret", fake.issue_trigger_id()))
+    envelope_id = socket.send_http_body(slash_command("acme", trigger_id=fake.issue_trigger_id()))
     assert socket.ack(envelope_id) == {"envelope_id": envelope_id}
     assert fake.calls_to("views.open")[0].ok
     assert [m.get("envelope_id") for m in socket.received] == [envelope_id]

@@ -13,7 +13,7 @@ def account_element(view):
 
 
 def test_command_acks_and_opens_the_modal_with_the_trigger_id(send, slack_client):
-    response = send(slash_command(""))
+    response = send(slash_command("", trigger_id="1337.42.trigger-secret"))
     assert response.status == 200
     assert response.body == ""  # a bare ack: nothing is posted in the channel
     (opened,) = slack_client.calls_to("views.open")
