@@ -2,7 +2,10 @@
 
 EdDSA (Ed25519) JWT, header `typ: impersonation+jwt` and `kid`; claims `iss`, `aud`, `sub`
 (customer user), `act.sub` (the agent, RFC 8693 §4.1), `sid`, `account`, `scope`, `iat`,
-`nbf`, `exp` (the session's end), `jti`. `verify_handoff` is what a product should do, and
+`nbf`, `exp` (the session's end), `jti`; and, for the banner the product must show, the
+display claims `account_name`, `name` (the customer user's display name, as OpenID Connect
+Core §5.1 names it), `reason` and `ticket` (absent when the request had none).
+`verify_handoff` is what a product should do, and
 what our tests use: an algorithm allow-list of exactly EdDSA (so `alg: none` and HS256 signed
 with the public key — the classic key-confusion attack — are refused), required claims, and
 strict `aud`, `iss` and `exp`.
@@ -38,6 +41,10 @@ class HandoffClaims:
     issued_at: datetime
     expires_at: datetime
     jti: str
+    account_name: str | None = None
+    customer_user_name: str | None = None
+    reason: str | None = None
+    ticket: str | None = None
 
 
 def mint_handoff(key: SigningKey, claims: HandoffClaims) -> str:
@@ -54,6 +61,8 @@ def mint_handoff(key: SigningKey, claims: HandoffClaims) -> str:
         "exp": int(claims.expires_at.timestamp()),
         "jti": claims.jti,
     }
+    display = {"account_name": claims.account_name, "name": claims.customer_user_name, "reason": claims.reason, "ticket": claims.ticket}
+    payload.update({claim: value for claim, value in display.items() if value is not None})
     return jwt.encode(
         payload, key.private_key, algorithm=ALGORITHM, headers={"typ": TOKEN_TYPE, "kid": key.kid}
     )

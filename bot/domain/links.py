@@ -313,6 +313,10 @@ def redeem(
             issued_at=now,
             expires_at=session.expires_at,
             jti=jti,
+            account_name=session.request.account_name,
+            customer_user_name=session.request.customer_user_name,
+            reason=session.request.reason,
+            ticket=session.request.ticket,
         ),
     )
     return Redemption(session=session, handoff_token=token_out, launch_url=ctx.product_launch_url)

@@ -204,3 +204,11 @@ def test_a_hand_signed_token_with_our_header_verifies(good, jwks, signing_key):
 def test_malformed_tokens_are_refused(jwks, garbage):
     with pytest.raises(HandoffRefused):
         verify(garbage, jwks)
+
+
+def test_display_claims_for_the_banner_are_carried_only_when_known(signing_key, jwks):
+    token = mint_handoff(signing_key, claims(account_name="ACME <Corp>", customer_user_name="Bob", reason="billing ticket", ticket="SUP-1"))
+    verified = verify_handoff(token, jwks, issuer=ISSUER, audience=AUDIENCE)
+    assert (verified["account_name"], verified["name"], verified["reason"], verified["ticket"]) == ("ACME <Corp>", "Bob", "billing ticket", "SUP-1")
+    bare = payload_of(mint_handoff(signing_key, claims(reason="billing ticket")))
+    assert bare["reason"] == "billing ticket" and not {"account_name", "name", "ticket"} & bare.keys()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from freezegun import freeze_time
@@ -144,6 +145,10 @@ def test_redeem_opens_a_session_from_now_for_the_requested_duration(ctx, grant, 
     assert redemption.session.started_at == now and redemption.session.expires_at == now + timedelta(minutes=15)
     assert redemption.session.state == "active"
     assert redemption.handoff_token not in repr(redemption)
+    shown = jwt.decode(redemption.handoff_token, options={"verify_signature": False})
+    # What the product's banner shows (docs/product-integration.md) travels in the hand-off.
+    assert (shown["account_name"], shown["name"], shown["reason"]) == ("ACME Corp", "Bob Builder", redemption.session.request.reason)
+    assert shown["ticket"] == redemption.session.request.ticket
     (event,) = [e for e in events(session_factory) if e.type == "session.redeemed"]
     assert '"ip":"203.0.113.7"' in event.details and token not in event.details
 
