@@ -2,7 +2,7 @@
 # into it (editable, so migrations/ and alembic.ini are found beside the package).
 # Needs only Python 3.11+ on PATH; everything else comes from PyPI.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."  # the repository root, whoever sources this
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "impersonation-bot needs Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2

@@ -1,7 +1,7 @@
 """`python -m examples.demo_product` — run the demo product on DEMO_PORT (default 5000).
 
 Environment: DEMO_BOT_URL (impersonation-bot's PUBLIC_BASE_URL, default http://localhost:3000),
-DEMO_API_KEY (required: `impersonation-bot api-keys create --product demo`), DEMO_PUBLIC_URL
+DEMO_API_KEY (required: `impersonation-bot api-keys create --product demo --by you@example.com`), DEMO_PUBLIC_URL
 (default http://localhost:$DEMO_PORT), DEMO_DB (default demo_product.db), DEMO_SECRET_KEY and
 DEMO_KIT_SECRET (hex; random per start if unset). Set the bot's PRODUCT_LAUNCH_URL to
 $DEMO_PUBLIC_URL/impersonation/launch.
@@ -18,7 +18,7 @@ from examples.demo_product.app import create_app
 def main() -> None:
     api_key = os.environ.get("DEMO_API_KEY")
     if not api_key:
-        sys.exit("Set DEMO_API_KEY to a product API key: impersonation-bot api-keys create --product demo")
+        sys.exit("Set DEMO_API_KEY to a product API key: impersonation-bot api-keys create --product demo --by you@example.com")
     port = int(os.environ.get("DEMO_PORT", "5000"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s ctx=%(impersonation_context)s")
     kit_secret = os.environ.get("DEMO_KIT_SECRET")
