@@ -56,14 +56,35 @@ def build_slack_app(
     return app
 
 
+#: slack_sdk's logger for response_url posts (Bolt's respond() builds a WebhookClient with it)
+WEBHOOK_LOGGER = "slack_sdk.webhook.client"
+#: Bolt's signature check logs every refused request's whole raw body and signature at INFO
+#: (slack_bolt/middleware/request_verification: "Invalid request signature detected (…)")
+BOLT_VERIFICATION_LOGGER = "slack_bolt.RequestVerification"
+
+
+class _DropRefusedBodyDump(logging.Filter):
+    """Drops Bolt's refused-request line: its body is whatever an unauthenticated sender chose
+    (and, for a genuine but stale request, holds its response_url and trigger_id). The web
+    layer logs the refusal itself, without the body (bot/web/app.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Invalid request signature detected")
+
+
 def keep_wire_logs_quiet(client: WebClient) -> None:
     """slack_sdk logs whole request and response bodies at DEBUG whenever its logger's own
-    level is NOTSET or DEBUG (slack_sdk/web/base_client.py, "Sending a request - … json_body"),
-    and a chat.postMessage body holds the one-time link (issue 2 point 18). Keep that logger
-    at INFO or above, so those lines are not even built; enabling DEBUG for the app elsewhere
-    then cannot leak a link."""
-    if client.logger.level < logging.INFO:
-        client.logger.setLevel(logging.INFO)
+    level is NOTSET or DEBUG (slack_sdk/web/base_client.py, "Sending a request - … json_body";
+    slack_sdk/webhook/client.py, the same with the response URL), and those bodies hold
+    one-time links, response URLs and `/impersonation-log` answers (customers' names and
+    e-mail addresses). Keep those loggers at INFO or above, so the lines are not even built;
+    enabling DEBUG for the app elsewhere then cannot leak them."""
+    for logger in (client.logger, logging.getLogger(WEBHOOK_LOGGER)):
+        if logger.level < logging.INFO:
+            logger.setLevel(logging.INFO)
+    verification = logging.getLogger(BOLT_VERIFICATION_LOGGER)
+    if not any(isinstance(f, _DropRefusedBodyDump) for f in verification.filters):
+        verification.addFilter(_DropRefusedBodyDump())
 
 
 def use_configured_client(client: WebClient) -> Callable[..., None]:
@@ -84,7 +105,7 @@ def describe_request(body: dict[str, Any]) -> dict[str, str]:
     """What a log line may say about an incoming request: its kind and route (command,
     callback_id, action_ids), who and which workspace. Never the verification token,
     trigger_id, response_url, command text or view state."""
-    kind = str(body.get("type") or ("slash_command" if "command" in body else "unknown"))
+    kind = str(body.get("type") or ("slash_command" if "command" in body else "unknown"))[:64]
     route = ""
     if "command" in body:
         route = str(body.get("command"))

@@ -3,6 +3,7 @@ public keys for the hand-off, and a health check."""
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ JWKS_MAX_AGE_SECONDS = 300  # short, so a rotated key is picked up quickly
 #: Slack's largest payloads (view submissions) are far below this; anything bigger is refused
 #: before it is parsed (werkzeug answers 413).
 MAX_REQUEST_BYTES = 1024 * 1024
+#: X-Slack-Request-Timestamp: Unix seconds (Slack "Verifying requests from Slack")
+_SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 class _RedactingFlask(Flask):
@@ -108,7 +111,15 @@ def create_web_app(
         # Bolt verifies Slack's signature before any listener runs.
         @app.post("/slack/events")
         def slack_events() -> Response:
-            return slack_handler.handle(request)
+            # Slack's timestamp is Unix seconds; anything else is refused here as Bolt refuses
+            # a bad signature (its check would raise on int() and answer 500).
+            if not _SLACK_TIMESTAMP.fullmatch(request.headers.get("X-Slack-Request-Timestamp", "")):
+                log.info("slack request refused (401): malformed timestamp header")
+                return make_response(jsonify({"error": "invalid request"}), 401)
+            response = slack_handler.handle(request)
+            if response.status_code == 401:
+                log.info("slack request refused (401): invalid or stale signature (body not logged)")
+            return response
 
     return app
 

@@ -17,7 +17,7 @@ from werkzeug.serving import make_server
 
 from bot.db.models import AuditEvent
 from bot.web.app import create_web_app
-from bot.web.logging import RedactingGunicornLogger, RedactSecretsFilter, install_log_redaction, redact
+from bot.web.logging import RedactingGunicornLogger, RedactSecretsFilter, escape_controls, install_log_redaction, redact
 from tests.web.conftest import csrf_proof, parse_page
 
 TOKEN = "dGhpcy1pcy1hLWxpbmstdG9rZW4tb2YtNDMtY2hhcnM"
@@ -36,10 +36,38 @@ JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1LWJvYiJ9.c2lnbmF0dXJl"
         ("auth xoxb-1234-5678-abcdef and xapp-1-A1-99", "auth <redacted-slack-token> and <redacted-slack-token>"),
         ("GET /healthz HTTP/1.1", "GET /healthz HTTP/1.1"),
         ("/login /l/", "/login /l/"),
+        # Slack interactions' bearer credentials: response URLs and trigger ids
+        ("posting to https://hooks.slack.com/commands/T1/123/AbCd", "posting to <redacted>"),
+        ("url=https%3A%2F%2Fhooks.slack.com%2Factions%2FT1%2F1%2Fx&a=1", "url=<redacted>&a=1"),
+        ('{"response_url": "https://example.invalid/r", "trigger_id": "1.2.x"}', '{"response_url": "<redacted>", "trigger_id": "<redacted>"}'),
+        ("trigger_id=abc&response_url=xyz&text=hi", "trigger_id=<redacted>&response_url=<redacted>&text=hi"),
+        ('payload=%7B%22trigger_id%22%3A%221337.5.t%22%2C%22x%22%3A1%7D', 'payload=%7B%22trigger_id%22%3A%22<redacted>%22%2C%22x%22%3A1%7D'),
+        ("opened 13345224609.738474920.8088930838d88f008e0 now", "opened <redacted> now"),
+        ("version 1.2.3 took 3.14159 s", "version 1.2.3 took 3.14159 s"),
     ],
 )
 def test_redact(text, expected):
     assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("one\ntwo", "one\\ntwo"),
+        ("a\r\nb", "a\\r\\nb"),
+        ("bell\x07 esc\x1b[31m del\x7f", "bell\\x07 esc\\x1b[31m del\\x7f"),
+        ("line\u2028sep\u2029para\x85nel", "line\\u2028sep\\u2029para\\x85nel"),
+        ("plain text, ünïcode 😀", "plain text, ünïcode 😀"),
+    ],
+)
+def test_escape_controls_keeps_every_record_on_one_line(text, expected):
+    assert escape_controls(text) == expected
+
+
+def test_the_filter_puts_a_message_with_line_breaks_on_one_line():
+    record = _record("refused %s", ("x\n2026-12-04 INFO forged",))
+    RedactSecretsFilter().filter(record)
+    assert record.getMessage() == "refused x\\n2026-12-04 INFO forged"
 
 
 def _record(msg, args=(), exc_info=None):

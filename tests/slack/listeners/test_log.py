@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -208,3 +209,19 @@ def test_a_failed_upload_is_told_to_the_clicker(send_to_fake, fake_slack, hooks,
     click(send_to_fake, ActionId.LOG_EXPORT_CSV, token, user_id="USECURITY1", response_url=hooks.issue())
     (posted,) = hooks.wait_for(1)
     assert posted.body["text"] == log_blocks.EXPORT_FAILED
+
+
+def test_at_debug_the_page_posted_to_the_response_url_never_reaches_the_log(ctx, send, hooks, history, caplog):
+    """slack_sdk's webhook client logs the response URL and the whole body (customers' names
+    and e-mail addresses) at DEBUG unless its own level says otherwise."""
+    for n in range(PAGE_SIZE):
+        open_session(ctx, "UAGENT1", at=NOW - timedelta(days=10 + n))
+    caplog.set_level(logging.DEBUG)
+    answer = response_json(command(send, "account:acme", user_id="USECURITY1"))
+    response_url = hooks.issue()
+    click(send, ActionId.LOG_NEXT_PAGE, buttons(answer["blocks"])[ActionId.LOG_NEXT_PAGE.value], user_id="USECURITY1", response_url=response_url)
+    (posted,) = hooks.wait_for(1)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert response_url not in logged
+    assert "@" not in logged.replace("@UAGENT", "")  # no customer e-mail address
+    assert "Page 2 of 2" not in logged
