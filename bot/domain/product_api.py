@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot.db.models import ApiKey, ImpersonationSession
+from bot.db.models import ApiKey, AuditEvent, ImpersonationSession
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
@@ -372,6 +372,9 @@ MAX_ACTION_BYTES = 16 * 1024
 #: smaller)
 ACTION_GRACE = timedelta(seconds=60)
 ACTION_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+#: Idempotency-Key values (draft-ietf-httpapi-idempotency-key-header): a UUID fits, and none of
+#: these characters needs escaping in JSON, so the key is found in the stored details as sent.
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 MAX_TARGET_CHARS = 256
 MAX_DETAIL_KEYS = 32  # in any one object of `details`
 MAX_DETAIL_ITEMS = 32  # in any one list of `details`
@@ -413,6 +416,7 @@ class ActionUpload:
     content_type: str | None
     body: bytes
     declared_length: int | None = None
+    idempotency_key: str | None = None  # the Idempotency-Key header, as sent
 
 
 @dataclass(frozen=True)
@@ -423,9 +427,13 @@ class ActionReport:
     target: str
     at: datetime
     details: dict[str, Any] = field(default_factory=dict)
+    idempotency_key: str | None = None
 
     def as_details(self) -> dict[str, Any]:
-        return {"action": self.action, "target": self.target, "at": audit.format_time(self.at), "details": self.details}
+        written = {"action": self.action, "target": self.target, "at": audit.format_time(self.at), "details": self.details}
+        if self.idempotency_key is not None:
+            written["idempotency_key"] = self.idempotency_key
+        return written
 
 
 @dataclass(frozen=True)
@@ -433,6 +441,7 @@ class ActionRecorded:
     seq: int
     session_id: str
     recorded_at: datetime
+    replayed: bool = False  # the same Idempotency-Key was recorded before: nothing appended
 
 
 @dataclass(frozen=True)
@@ -585,7 +594,22 @@ def parse_action(upload: ActionUpload) -> ActionReport:
     if not isinstance(details, dict):
         raise _invalid("`details` must be a JSON object.")
     checked = _DetailsChecker().check(details, "details", 0)
-    return ActionReport(action=action, target=target, at=at, details=checked)
+    key = upload.idempotency_key
+    if key is not None and not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise _invalid("The Idempotency-Key header must be 1-128 characters of A-Z, a-z, 0-9, '_', '.', ':' or '-'.")
+    return ActionReport(action=action, target=target, at=at, details=checked, idempotency_key=key)
+
+
+def _recorded_before(db: Session, session_id: str, key: str) -> AuditEvent | None:
+    """The `action.recorded` event of this session that carried this idempotency key, if any.
+    The key's characters need no JSON escaping, so it is found as written in the canonical
+    details (docs/audit.md); the (session_id, type) index bounds the scan to the session."""
+    needle = f'"idempotency_key":"{key}"'
+    return db.execute(
+        select(AuditEvent)
+        .where(AuditEvent.session_id == session_id, AuditEvent.type == "action.recorded", AuditEvent.details.contains(needle, autoescape=True))
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def _timing_problem(session: ImpersonationSession, report: ActionReport, now: datetime) -> ActionRefused | None:
@@ -634,6 +658,15 @@ def record_action(
             return refuse(None, parsed)
         if session is None:
             return refuse(parsed, ActionRefused(ActionProblem.UNKNOWN_SESSION, "There is no session with this id."))
+        if parsed.idempotency_key is not None:
+            # A retry of a report whose answer was lost: answer as the first time, append
+            # nothing (draft-ietf-httpapi-idempotency-key-header). The session row is locked
+            # first (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers), so two
+            # concurrent copies cannot both miss each other.
+            db.execute(select(ImpersonationSession.id).where(ImpersonationSession.id == session.id).with_for_update())
+            earlier = _recorded_before(db, session.id, parsed.idempotency_key)
+            if earlier is not None:
+                return ActionRecorded(seq=earlier.seq, session_id=session.id, recorded_at=earlier.occurred_at, replayed=True)
         timing = _timing_problem(session, parsed, now)
         if timing is not None:
             return refuse(parsed, timing)

@@ -100,7 +100,12 @@ def _read_upload() -> ActionUpload:
     declared = request.content_length
     too_large = declared is not None and declared > MAX_ACTION_BYTES
     body = b"" if too_large else request.stream.read(MAX_ACTION_BYTES + 1)
-    return ActionUpload(content_type=request.headers.get("Content-Type"), body=body, declared_length=declared)
+    return ActionUpload(
+        content_type=request.headers.get("Content-Type"),
+        body=body,
+        declared_length=declared,
+        idempotency_key=request.headers.get("Idempotency-Key"),
+    )
 
 
 def product_api_blueprint(ctx: DomainContext, *, throttle: RefusalThrottle | None = None) -> Blueprint:
@@ -144,7 +149,8 @@ def product_api_blueprint(ctx: DomainContext, *, throttle: RefusalThrottle | Non
         response = jsonify(
             {"seq": outcome.seq, "session_id": outcome.session_id, "recorded_at": format_time(outcome.recorded_at)}
         )
-        response.status_code = 201
+        # A replayed Idempotency-Key gets the first answer again, as 200: nothing new was created.
+        response.status_code = 200 if outcome.replayed else 201
         return response
 
     return api

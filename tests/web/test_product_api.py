@@ -303,3 +303,51 @@ def test_the_chain_still_verifies_after_recorded_and_refused_actions(client, aut
     with session_factory() as db:
         count, problem = verify_chain(db)
     assert problem is None and count == len(types)
+
+
+def test_a_retry_with_the_same_idempotency_key_is_recorded_once(client, auth, open_session, session_factory):
+    sid = open_session()
+    body = action(utcnow())
+    first = post_action(client, sid, {**auth, "Idempotency-Key": "7d1c2a40-1111-4000-8000-000000000001"}, body)
+    before = len(audit_events(session_factory))
+    again = post_action(client, sid, {**auth, "Idempotency-Key": "7d1c2a40-1111-4000-8000-000000000001"}, body)
+    assert (first.status_code, again.status_code) == (201, 200) and again.get_json() == first.get_json()
+    assert len(audit_events(session_factory)) == before  # nothing appended by the retry
+    other = post_action(client, sid, {**auth, "Idempotency-Key": "7d1c2a40-1111-4000-8000-000000000002"}, body)
+    assert other.status_code == 201 and other.get_json()["seq"] > first.get_json()["seq"]
+    (recorded, *_) = [e for e in new_events(session_factory, before) if e.type == "action.recorded"]
+    assert json.loads(recorded.details)["idempotency_key"] == "7d1c2a40-1111-4000-8000-000000000002"
+    refused = post_action(client, sid, {**auth, "Idempotency-Key": "bad key with spaces"}, body)
+    assert refused.status_code == 400 and refused.get_json()["error"] == "invalid_body"
+
+
+def test_concurrent_copies_of_one_idempotency_key_record_one_action(web_app, auth, open_session, session_factory):
+    import threading
+    import urllib.request
+
+    from werkzeug.serving import make_server
+
+    sid = open_session()
+    server = make_server("127.0.0.1", 0, web_app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    data = json.dumps(action(utcnow())).encode()
+    answers: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def post() -> None:
+        request = urllib.request.Request(f"http://127.0.0.1:{server.server_port}/api/v1/sessions/{sid}/actions", data=data, method="POST")
+        for name, value in {**auth, "Content-Type": "application/json", "Idempotency-Key": "same-key-1"}.items():
+            request.add_header(name, value)
+        barrier.wait()
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answers.append(response.status)
+
+    threads = [threading.Thread(target=post) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    server.shutdown()
+    assert sorted(answers) == [200] * 7 + [201]
+    recorded = [e for e in audit_events(session_factory) if e.type == "action.recorded" and e.session_id == sid]
+    assert len(recorded) == 1
