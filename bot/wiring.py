@@ -77,6 +77,11 @@ class Container:
         return self.after_response.wait_idle(timeout) if self.after_response is not None else True
 
     def close(self) -> None:
+        from bot.web.app import REFUSALS_EXTENSION
+
+        refusals = self.web_app.extensions.get(REFUSALS_EXTENSION)
+        if refusals is not None:  # the count of refusals left out of the log so far
+            refusals.close()
         if self.after_response is not None:
             self.after_response.shutdown()  # let queued deliveries finish before the pool goes
         self.engine.dispose()

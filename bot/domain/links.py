@@ -14,6 +14,7 @@ import base64
 import enum
 import hashlib
 import hmac
+import re
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -32,6 +33,7 @@ from bot.domain.context import DomainContext
 from bot.domain.handoff import HandoffClaims, mint_handoff
 from bot.domain.keys import SigningKey
 from bot.domain.lifecycle import move
+from bot.domain.refusals import RefusalAuditor
 from bot.domain.snapshots import request_snapshot
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
@@ -146,6 +148,26 @@ class RedemptionRefused:
     problem: LinkProblem
 
 
+#: how much of a User-Agent header an audit event keeps: enough to tell a browser and its
+#: platform apart ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36"),
+#: while the header itself (often 200+ characters, any bytes the sender likes) is kept only
+#: as a digest
+USER_AGENT_EXCERPT_CHARS = 64
+USER_AGENT_DIGEST_HEX = 16
+_NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]+")
+
+
+def user_agent_details(user_agent: str) -> dict[str, str]:
+    """A short, printable stand-in for a User-Agent header: an excerpt with every control and
+    non-ASCII character replaced by one space and cut to USER_AGENT_EXCERPT_CHARS, and the
+    first 64 bits of SHA-256 of the whole header, so that two events of one client still
+    correlate. Nothing the sender chose can start a new line or hide text in a log or a
+    terminal that shows the event."""
+    excerpt = " ".join(_NOT_PRINTABLE_ASCII.sub(" ", user_agent).split())[:USER_AGENT_EXCERPT_CHARS]
+    digest = hashlib.sha256(user_agent.encode("utf-8", "surrogatepass")).hexdigest()[:USER_AGENT_DIGEST_HEX]
+    return {"user_agent": excerpt, "user_agent_sha256": digest}
+
+
 @dataclass(frozen=True)
 class ClientInfo:
     """Where a browser request came from, for the audit log (bounded, never trusted)."""
@@ -156,9 +178,9 @@ class ClientInfo:
     def as_details(self) -> dict[str, str]:
         out = {}
         if self.ip:
-            out["ip"] = self.ip[:64]
+            out["ip"] = _NOT_PRINTABLE_ASCII.sub("", self.ip)[:64]
         if self.user_agent:
-            out["user_agent"] = self.user_agent[:256]
+            out.update(user_agent_details(self.user_agent))
         return out
 
 
@@ -181,27 +203,33 @@ def _lookup_hash(token: str) -> str:
 
 
 def refuse_csrf(
-    ctx: DomainContext, token: str, *, cause: str, client: ClientInfo = ClientInfo(), now: datetime | None = None
-) -> None:
+    ctx: DomainContext,
+    token: str,
+    *,
+    cause: str,
+    refusals: RefusalAuditor,
+    client: ClientInfo = ClientInfo(),
+    now: datetime | None = None,
+) -> bool:
     """A redemption POST that failed the web face's CSRF check: nothing is redeemed, the
-    attempt is audited as `link.csrf_refused` (only a prefix of the token's hash is kept)."""
-    now = now or utcnow()
+    attempt is audited as `link.csrf_refused` (only a prefix of the token's hash is kept).
+    Anyone can send these, so they pass `refusals`' throttle (bot/domain/refusals.py): True
+    when this one was written, False when it was only counted."""
     token_hash = _lookup_hash(token)
-    with ctx.sessions() as db, db.begin():
+
+    def event(db: Session) -> EventDraft:
         link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none()
         request = link.request if link is not None else None
-        audit.append(
-            db,
-            EventDraft(
-                type="link.csrf_refused",
-                actor=Actor(slack_id=None, role="browser"),
-                account=request.account.external_id if request else None,
-                customer_user=request.customer_user.external_id if request else None,
-                request_id=request.id if request else None,
-                details={"token_hash_prefix": token_hash[:12], "cause": cause[:64], **client.as_details()},
-            ),
-            now=now,
+        return EventDraft(
+            type="link.csrf_refused",
+            actor=Actor(slack_id=None, role="browser"),
+            account=request.account.external_id if request else None,
+            customer_user=request.customer_user.external_id if request else None,
+            request_id=request.id if request else None,
+            details={"token_hash_prefix": token_hash[:12], "cause": cause[:64], **client.as_details()},
         )
+
+    return refusals.refuse(f"link.csrf_refused:{cause[:64]}", client.ip, event, now=now)
 
 
 def preview(ctx: DomainContext, token: str, *, now: datetime | None = None) -> LinkPreview:

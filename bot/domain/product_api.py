@@ -19,7 +19,6 @@ import json
 import logging
 import re
 import secrets
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -35,6 +34,7 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo, hash_token
+from bot.domain.refusals import RefusalAuditor
 from bot.domain.sessions import SessionStatus, check_session, status_at
 
 log = logging.getLogger(__name__)
@@ -215,31 +215,6 @@ class AuthRefused:
         return AUTH_ERRORS[self.problem][1]
 
 
-class RefusalThrottle:
-    """Bounds how many refusals are written to the audit and application logs: at most
-    `limit` per cause per `window`, per process. Anyone on the internet can send requests
-    without a key, and each must not cost a row and a log line. What is left out is counted
-    and reported by the next event that is written (`suppressed`). The causes are a fixed
-    enum, so the memory is bounded too."""
-
-    def __init__(self, *, limit: int = 30, window: timedelta = timedelta(minutes=1)) -> None:
-        self.limit, self.window = limit, window
-        self._lock = threading.Lock()  # gunicorn threads share one throttle
-        self._state: dict[str, tuple[datetime, int, int]] = {}  # cause → (window start, written, suppressed)
-
-    def admit(self, cause: str, now: datetime) -> int | None:
-        """None: leave this one out. Otherwise write it, with this many left out before it."""
-        with self._lock:
-            start, written, suppressed = self._state.get(cause, (now, 0, 0))
-            if now - start >= self.window or now < start:
-                start, written = now, 0
-            if written >= self.limit:
-                self._state[cause] = (start, written, suppressed + 1)
-                return None
-            self._state[cause] = (start, written + 1, 0)
-            return suppressed
-
-
 def _credential(authorization: str | None) -> str | None:
     if not authorization:
         return None
@@ -252,21 +227,21 @@ def authenticate(
     authorization: str | None,
     *,
     endpoint: str,
-    throttle: RefusalThrottle,
+    refusals: RefusalAuditor,
     client: ClientInfo = ClientInfo(),
     now: datetime | None = None,
 ) -> ApiPrincipal | AuthRefused:
     """Check an `Authorization` header. A refusal is audited as `api.refused` (bounded by
-    `throttle`) with the key id when one can be read, never the secret."""
+    `refusals`, bot/domain/refusals.py) with the key id when one can be read, never the secret."""
     now = now or utcnow()
     credential = _credential(authorization)
     if credential is None:
-        return _refuse_auth(ctx, AuthProblem.MISSING, None, endpoint=endpoint, throttle=throttle, client=client, now=now)
+        return _refuse_auth(ctx, AuthProblem.MISSING, None, endpoint=endpoint, refusals=refusals, client=client, now=now)
     match = _KEY.fullmatch(credential) if len(credential) <= MAX_CREDENTIAL_CHARS else None
     if match is None:
         readable = _KEY_ID_OF.match(credential)
         key_id = readable.group("key_id") if readable else None
-        return _refuse_auth(ctx, AuthProblem.MALFORMED, key_id, endpoint=endpoint, throttle=throttle, client=client, now=now)
+        return _refuse_auth(ctx, AuthProblem.MALFORMED, key_id, endpoint=endpoint, refusals=refusals, client=client, now=now)
     key_id = match.group("key_id")
     with ctx.sessions() as db:
         row = db.get(ApiKey, key_id)
@@ -276,11 +251,11 @@ def authenticate(
     matches = secrets.compare_digest(hash_token(credential), stored[0] if stored else _NO_SUCH_KEY_HASH)
     if stored is None or not matches:
         problem = AuthProblem.UNKNOWN_KEY if stored is None else AuthProblem.WRONG_SECRET
-        return _refuse_auth(ctx, problem, key_id, endpoint=endpoint, throttle=throttle, client=client, now=now)
+        return _refuse_auth(ctx, problem, key_id, endpoint=endpoint, refusals=refusals, client=client, now=now)
     _, product, revoked_at = stored
     if revoked_at is not None:
         return _refuse_auth(
-            ctx, AuthProblem.REVOKED, key_id, product=product, endpoint=endpoint, throttle=throttle, client=client, now=now
+            ctx, AuthProblem.REVOKED, key_id, product=product, endpoint=endpoint, refusals=refusals, client=client, now=now
         )
     return ApiPrincipal(key_id=key_id, product=product)
 
@@ -291,26 +266,19 @@ def _refuse_auth(
     key_id: str | None,
     *,
     endpoint: str,
-    throttle: RefusalThrottle,
+    refusals: RefusalAuditor,
     client: ClientInfo,
     now: datetime,
     product: str | None = None,
 ) -> AuthRefused:
-    suppressed = throttle.admit(problem.value, now)
-    if suppressed is None:
-        return AuthRefused(problem)
-    log.warning(
-        "product API: refused a request (%s, key id %s, %d similar left out)", problem.value, key_id or "-", suppressed
-    )
     details: dict[str, Any] = {"cause": problem.value, "endpoint": endpoint[:64], **client.as_details()}
     if key_id is not None:
         details["key_id"] = key_id
     if product is not None:
         details["product"] = product
-    if suppressed:
-        details["suppressed"] = suppressed
-    with ctx.sessions() as db, db.begin():
-        audit.append(db, EventDraft(type="api.refused", actor=Actor(role="api_client"), details=details), now=now)
+    draft = EventDraft(type="api.refused", actor=Actor(role="api_client"), details=details)
+    if refusals.refuse(f"api.refused:{problem.value}", client.ip, lambda db: draft, now=now):
+        log.warning("product API: refused a request (%s, key id %s)", problem.value, key_id or "-")
     return AuthRefused(problem)
 
 

@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from bot.db.engine import reading
 from bot.domain.context import DomainContext
 from bot.domain.ports import SessionNotifier
+from bot.domain.refusals import RefusalAuditor
 from bot.web.landing import landing_blueprint
 from bot.web.logging import install_log_redaction, redact
 from bot.web.product_api import API_PREFIX, api_http_error, product_api_blueprint
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 LINK_PREFIX = "/l/"
+#: where the app keeps its RefusalAuditor (app.extensions)
+REFUSALS_EXTENSION = "impersonation_bot.refusals"
 JWKS_MAX_AGE_SECONDS = 300  # short, so a rotated key is picked up quickly
 #: Slack's largest payloads (view submissions) are far below this; anything bigger is refused
 #: before it is parsed (werkzeug answers 413).
@@ -61,8 +64,12 @@ def create_web_app(
 
     csrf = LinkCsrf.for_base_url(csrf_secret, ctx.public_base_url)
     form_action = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)
-    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier))
-    app.register_blueprint(product_api_blueprint(ctx))
+    # One throttle for every refusal an unauthenticated caller can cause (bot/domain/refusals.py);
+    # Container.close() writes what it left out in the current window.
+    refusals = RefusalAuditor(ctx)
+    app.extensions[REFUSALS_EXTENSION] = refusals
+    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier, refusals=refusals))
+    app.register_blueprint(product_api_blueprint(ctx, refusals=refusals))
 
     @app.context_processor
     def _csp_nonce() -> dict[str, str]:

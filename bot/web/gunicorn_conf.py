@@ -90,3 +90,14 @@ def post_worker_init(worker: object) -> None:
     the few thousand objects that requests leave behind."""
     gc.collect()
     gc.freeze()
+
+
+def worker_exit(server: object, worker: object) -> None:
+    """In each worker, as it stops: write the summary of the refusals its throttle left out of
+    the audit log in the current window (bot/domain/refusals.py), so a restart loses no count."""
+    from bot.web.app import REFUSALS_EXTENSION
+
+    app = getattr(worker, "wsgi", None)
+    refusals = getattr(app, "extensions", {}).get(REFUSALS_EXTENSION)
+    if refusals is not None:
+        refusals.close()

@@ -19,6 +19,7 @@ from bot.domain import links
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo, LinkProblem, Redemption
 from bot.domain.ports import SessionNotifier
+from bot.domain.refusals import RefusalAuditor
 from bot.domain.views import RequestView
 from bot.web.security import CSRF_FIELD, CsrfFailure, LinkCsrf
 
@@ -89,7 +90,9 @@ def _problem_page(problem: LinkProblem) -> Response:
     return _page(*PROBLEM_PAGES[problem])
 
 
-def landing_blueprint(ctx: DomainContext, *, csrf: LinkCsrf, notifier: SessionNotifier | None) -> Blueprint:
+def landing_blueprint(
+    ctx: DomainContext, *, csrf: LinkCsrf, notifier: SessionNotifier | None, refusals: RefusalAuditor
+) -> Blueprint:
     pages = Blueprint("landing", __name__)
 
     @pages.get("/l/<token>")
@@ -131,8 +134,9 @@ def landing_blueprint(ctx: DomainContext, *, csrf: LinkCsrf, notifier: SessionNo
         return _launch(outcome)
 
     def _refuse_csrf(token: str, failure: CsrfFailure) -> Response:
-        log.info("link redemption refused: CSRF check failed (%s)", failure.value)
-        links.refuse_csrf(ctx, token, cause=failure.value, client=_client())
+        # Anyone can send these: the event, and this line with it, pass the refusal throttle.
+        if links.refuse_csrf(ctx, token, cause=failure.value, refusals=refusals, client=_client()):
+            log.info("link redemption refused: CSRF check failed (%s)", failure.value)
         return _page(*CSRF_PAGE)
 
     def _launch(redemption: Redemption) -> Response:

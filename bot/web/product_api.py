@@ -18,6 +18,7 @@ from bot.domain import product_api
 from bot.domain.audit import format_time
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo
+from bot.domain.refusals import RefusalAuditor
 from bot.domain.product_api import (
     MAX_ACTION_BYTES,
     ActionProblem,
@@ -26,7 +27,6 @@ from bot.domain.product_api import (
     ApiPrincipal,
     AuthProblem,
     AuthRefused,
-    RefusalThrottle,
     SessionReport,
 )
 
@@ -108,9 +108,8 @@ def _read_upload() -> ActionUpload:
     )
 
 
-def product_api_blueprint(ctx: DomainContext, *, throttle: RefusalThrottle | None = None) -> Blueprint:
+def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Blueprint:
     api = Blueprint("product_api", __name__, url_prefix="/api/v1")
-    refusals = throttle or RefusalThrottle()
 
     @api.before_request
     def _authenticate() -> Response | None:
@@ -118,7 +117,7 @@ def product_api_blueprint(ctx: DomainContext, *, throttle: RefusalThrottle | Non
             ctx,
             request.headers.get("Authorization"),
             endpoint=request.endpoint or "",
-            throttle=refusals,
+            refusals=refusals,
             client=_client(),
         )
         if isinstance(outcome, AuthRefused):

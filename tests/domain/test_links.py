@@ -2,6 +2,7 @@
 redemption changes nothing but the audit log (issue 2, points 12 and 18)."""
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import timedelta
 
@@ -16,7 +17,8 @@ from bot.domain import links, outbox, sessions
 from bot.domain import requests as domain_requests
 from bot.domain.clock import utcnow
 from bot.domain.keys import SigningKey
-from bot.domain.links import ClientInfo, LinkProblem, Redemption, RedemptionRefused, hash_token
+from bot.domain.links import USER_AGENT_EXCERPT_CHARS, ClientInfo, LinkProblem, Redemption, RedemptionRefused, hash_token
+from bot.domain.refusals import RefusalAuditor
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
 
@@ -211,7 +213,7 @@ def test_refuse_csrf_audits_and_leaves_the_link_redeemable(ctx, grant, session_f
     token = token_of(grant())
     before, audit_before = snapshot(session_factory), len(events(session_factory))
 
-    links.refuse_csrf(ctx, token, cause="bad_proof", client=CLIENT)
+    assert links.refuse_csrf(ctx, token, cause="bad_proof", refusals=RefusalAuditor(ctx, timer=False), client=CLIENT)
 
     assert snapshot(session_factory) == before
     (event,) = events(session_factory)[audit_before:]
@@ -223,7 +225,7 @@ def test_refuse_csrf_audits_and_leaves_the_link_redeemable(ctx, grant, session_f
 
 def test_refuse_csrf_for_an_unknown_token_names_no_account(ctx, grant, session_factory):
     grant()
-    links.refuse_csrf(ctx, "nonsense", cause="missing_cookie")
+    links.refuse_csrf(ctx, "nonsense", cause="missing_cookie", refusals=RefusalAuditor(ctx, timer=False))
     event = events(session_factory)[-1]
     assert (event.type, event.account, event.request_id) == ("link.csrf_refused", None, None)
     assert "nonsense" not in event.details
@@ -243,3 +245,21 @@ def test_a_redemptions_owed_messages_are_named_from_its_session_row(ctx, grant):
     ]
     assert set(targets) <= set(owed)
     assert sessions.started_targets(ctx, str(uuid.uuid4())) == []
+
+
+@pytest.mark.parametrize(
+    "user_agent",
+    [
+        "Mozilla/5.0\r\n2030-01-01 INFO forged line\x1b[31m" + "A" * 300,
+        "\u202eevil\u0000\x7f" * 40,
+        "x" * 5000,
+    ],
+)
+def test_a_user_agent_is_kept_as_a_short_printable_excerpt_and_a_digest(user_agent):
+    details = ClientInfo(ip="203.0.113.7\n", user_agent=user_agent).as_details()
+    excerpt = details["user_agent"]
+    assert len(excerpt) <= USER_AGENT_EXCERPT_CHARS
+    assert all(" " <= c <= "~" for c in excerpt + details["ip"]), details
+    assert details["ip"] == "203.0.113.7"
+    assert re.fullmatch(r"[0-9a-f]{16}", details["user_agent_sha256"])
+    assert details["user_agent_sha256"] != ClientInfo(user_agent=user_agent + "!").as_details()["user_agent_sha256"]

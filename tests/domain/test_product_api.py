@@ -26,8 +26,8 @@ from bot.domain.product_api import (
     ApiPrincipal,
     AuthProblem,
     AuthRefused,
-    RefusalThrottle,
 )
+from bot.domain.refusals import SUMMARY_EVENT, RefusalAuditor, RefusalThrottle
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
 
@@ -51,9 +51,9 @@ def new_key(session_factory, product: str = "acme-web", *, now: datetime = T0) -
         return product_api.create_api_key(db, product=product, actor=CLI, now=now)
 
 
-def authenticate(ctx, header: str | None, *, throttle: RefusalThrottle | None = None, now: datetime = T0):
+def authenticate(ctx, header: str | None, *, refusals: RefusalAuditor | None = None, now: datetime = T0):
     return product_api.authenticate(
-        ctx, header, endpoint="product_api.session_status", throttle=throttle or RefusalThrottle(), now=now
+        ctx, header, endpoint="product_api.session_status", refusals=refusals or RefusalAuditor(ctx, timer=False), now=now
     )
 
 
@@ -184,26 +184,19 @@ def test_every_refused_credential_is_audited_without_its_secret(ctx, session_fac
 
 
 def test_refusals_beyond_the_bound_are_counted_not_written(ctx, session_factory):
-    throttle = RefusalThrottle(limit=2, window=timedelta(minutes=1))
+    refusals = RefusalAuditor(ctx, RefusalThrottle(per_client=2, window=timedelta(minutes=1)), timer=False)
     before = len(events(session_factory))
     for n in range(5):
-        assert authenticate(ctx, "Bearer nonsense", throttle=throttle, now=T0 + n * SECOND) == AuthRefused(AuthProblem.MALFORMED)
+        assert authenticate(ctx, "Bearer nonsense", refusals=refusals, now=T0 + n * SECOND) == AuthRefused(AuthProblem.MALFORMED)
     assert len(events(session_factory)) == before + 2
     # Another cause has its own bound.
-    authenticate(ctx, None, throttle=throttle, now=T0 + 5 * SECOND)
+    authenticate(ctx, None, refusals=refusals, now=T0 + 5 * SECOND)
     assert len(events(session_factory)) == before + 3
 
-    authenticate(ctx, "Bearer nonsense", throttle=throttle, now=T0 + timedelta(minutes=1, seconds=1))
-    latest = events(session_factory)[-1]
-    assert json.loads(latest.details)["suppressed"] == 3
-
-
-def test_the_throttle_admits_a_bounded_number_per_window():
-    throttle = RefusalThrottle(limit=3, window=timedelta(seconds=60))
-    assert [throttle.admit("malformed", T0 + n * SECOND) for n in range(5)] == [0, 0, 0, None, None]
-    assert throttle.admit("missing", T0) == 0
-    assert throttle.admit("malformed", T0 + 60 * SECOND) == 2
-    assert throttle.admit("malformed", T0 + 61 * SECOND) == 0
+    authenticate(ctx, "Bearer nonsense", refusals=refusals, now=T0 + timedelta(minutes=1, seconds=1))
+    summary, refusal = events(session_factory)[-2:]
+    assert summary.type == SUMMARY_EVENT and json.loads(summary.details)["by_cause"] == {"api.refused:malformed": 3}
+    assert refusal.type == "api.refused"
 
 
 # --- validating actions ----------------------------------------------------------------

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from bot.db.models import AuditEvent, ImpersonationRequest, ImpersonationSession, Link
 from bot.domain import requests as domain_requests
 from bot.domain.requests import AgentIdentity, RequestForm
-from bot.web.app import create_web_app
+from bot.web.app import REFUSALS_EXTENSION, create_web_app
 from tests.fakes.directory_data import load_directory
 
 
@@ -68,7 +68,8 @@ def csrf_secret() -> bytes:
 def web_app(ctx, notifier, csrf_secret):
     app = create_web_app(ctx, notifier=notifier, csrf_secret=csrf_secret)
     app.testing = True
-    return app
+    yield app
+    app.extensions[REFUSALS_EXTENSION].close()  # its timer must not outlive the test's database
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from bot.domain import links, product_api, sessions
 from bot.domain.audit import Actor, format_time, verify_chain
 from bot.domain.clock import utcnow
 from bot.domain.product_api import MAX_ACTION_BYTES
+from bot.domain.refusals import SUMMARY_EVENT, RefusalThrottle
+from bot.web.app import REFUSALS_EXTENSION
 from tests.web.conftest import audit_events
 
 T0 = datetime(2030, 5, 6, 9, 0, tzinfo=timezone.utc)
@@ -186,11 +188,16 @@ def test_requests_without_a_valid_key_get_a_json_401_and_are_audited(
         assert secret not in event.details and secret not in caplog.text and secret not in response.get_data(as_text=True)
 
 
-def test_a_flood_of_bad_keys_writes_a_bounded_number_of_events(client, directory, session_factory):
+def test_a_flood_of_bad_keys_writes_a_bounded_number_of_events(web_app, client, directory, session_factory):
     before = len(audit_events(session_factory))
     for _ in range(40):
         assert client.get("/api/v1/sessions/00000000-0000-4000-8000-000000000000", headers={"Authorization": "Bearer junk"}).status_code == 401
-    assert len(new_events(session_factory, before)) == product_api.RefusalThrottle().limit
+    assert len(new_events(session_factory, before)) == RefusalThrottle().per_client  # all from one address
+
+    web_app.extensions[REFUSALS_EXTENSION].close()  # as a stopping worker does
+    summary = new_events(session_factory, before)[-1]
+    assert summary.type == SUMMARY_EVENT
+    assert json.loads(summary.details)["by_cause"] == {"api.refused:malformed": 40 - RefusalThrottle().per_client}
 
 
 def test_an_unauthenticated_post_is_refused_before_its_body_is_read(client, directory, session_factory):
