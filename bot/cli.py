@@ -61,6 +61,7 @@ from bot.wiring import (
     configure_logging,
     is_sqlite,
     load_signing_key,
+    current_revision,
     preflight,
     require_current_schema,
 )
@@ -94,6 +95,20 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
 
 
+#: what each account flag means, for `accounts flag --help` (DESIGN.md "Who uses it"; docs/policy.md)
+FLAG_MEANINGS = {
+    AccountFlag.OPTED_OUT: "the customer's contract forbids impersonation: every request is refused, whatever the role",
+    AccountFlag.SENSITIVE: "the customer's data is sensitive: requests wait for approval where the policy gates it",
+    AccountFlag.REGULATED: "the account is under a regulator's rules: requests wait for approval where the policy gates it",
+    AccountFlag.FLAGGED: "security or RevOps marked the account for attention: requests wait for approval where the policy gates it",
+}
+
+
+def _command(group: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """A subcommand whose own --help opens with the sentence the command list shows."""
+    return group.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -102,43 +117,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the web server and the scheduler in one process")
+    serve = _command(commands, "serve", "run the web server and the scheduler in one process")
     serve.set_defaults(run=run_serve)
-    web = commands.add_parser("web", help="run the web server only (gunicorn)")
+    web = _command(commands, "web", "run the web server only (gunicorn)")
     web.set_defaults(run=run_web)
-    scheduler = commands.add_parser("scheduler", help="run the scheduler only (the Procfile's clock)")
+    scheduler = _command(commands, "scheduler", "run the scheduler only (the Procfile's clock)")
     scheduler.set_defaults(run=run_scheduler)
-    migrate = commands.add_parser("migrate", help="bring the database schema up to date (alembic upgrade head)")
+    migrate = _command(commands, "migrate", "bring the database schema up to date (alembic upgrade head)")
     migrate.set_defaults(run=run_migrate)
 
-    directory_cmd = commands.add_parser("directory", help="the directory of accounts, users and assignments")
+    directory_cmd = _command(commands, "directory", "the directory of accounts, users and assignments")
     directory_sub = directory_cmd.add_subparsers(dest="directory_command", required=True, metavar="COMMAND")
-    importer = directory_sub.add_parser(
-        "import", help="upsert accounts, customer users and assignments from a .csv, .json or .jsonl file"
+    importer = _command(directory_sub, "import", "upsert accounts, customer users and assignments from a .csv, .json or .jsonl file"
     )
-    importer.add_argument("file", type=Path, metavar="FILE")
+    importer.add_argument("file", type=Path, metavar="FILE", help="the directory file; its format follows the extension (docs/directory-import.md)")
     importer.add_argument("--by", metavar="WHO", help="who runs the import (Slack user id or e-mail), for the audit log")
     importer.set_defaults(run=run_directory_import)
 
-    accounts = commands.add_parser("accounts", help="account flags set from contracts")
+    accounts = _command(commands, "accounts", "account flags set from contracts")
     accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True, metavar="COMMAND")
-    flag = accounts_sub.add_parser("flag", help="set (or with --off clear) one flag on an account; audited")
+    flag = _command(accounts_sub, "flag", "set (or with --off clear) one flag on an account; audited")
     flag.add_argument("account", metavar="ACCOUNT", help="the account id, as in the directory")
     which = flag.add_mutually_exclusive_group(required=True)
     for member in AccountFlag:
         which.add_argument(
             f"--{member.value.replace('_', '-')}", dest="flag", action="store_const", const=member,
-            help=f"the {member.value.replace('_', ' ')} flag",
+            help=FLAG_MEANINGS[member],
         )
     flag.add_argument("--off", action="store_true", help="clear the flag instead of setting it")
     flag.add_argument("--by", required=True, metavar="WHO", help="who decided (Slack user id U…/W… or e-mail)")
     flag.add_argument("--note", required=True, metavar="TEXT", help="why (contract clause, ticket …)")
     flag.set_defaults(run=run_accounts_flag)
 
-    audit_cmd = commands.add_parser("audit", help="the audit log")
+    audit_cmd = _command(commands, "audit", "the audit log")
     audit_sub = audit_cmd.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
-    verify = audit_sub.add_parser(
-        "verify", help="check the hash chain and signed checkpoints; name the first bad event"
+    verify = _command(audit_sub, "verify", "check the hash chain and signed checkpoints; name the first bad event"
     )
     verify.add_argument(
         "--checkpoints", type=Path, metavar="FILE",
@@ -152,12 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keys.add_argument("--jwks", metavar="URL-OR-FILE", help="a JWK Set holding the public keys, e.g. PUBLIC_BASE_URL/.well-known/jwks.json")
     verify.set_defaults(run=run_audit_verify)
-    checkpoint = audit_sub.add_parser(
-        "checkpoint", help="sign the chain head now; print it and append it to AUDIT_CHECKPOINT_FILE if set"
+    checkpoint = _command(audit_sub, "checkpoint", "sign the chain head now; print it and append it to AUDIT_CHECKPOINT_FILE if set"
     )
     checkpoint.set_defaults(run=run_audit_checkpoint)
-    export = audit_sub.add_parser(
-        "export", help="export one account's sessions, the customer access report, or the raw events; audited"
+    export = _command(audit_sub, "export", "export one account's sessions, the customer access report, or the raw events; audited"
     )
     export.add_argument("--account", metavar="ACCOUNT", help="the account id (required except for --format jsonl)")
     export.add_argument("--agent", metavar="SLACK_ID", help="only this agent's sessions (U…/W…)")
@@ -171,31 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--by", metavar="WHO", help="who exports (Slack user id or e-mail), for the audit log")
     export.set_defaults(run=run_audit_export)
 
-    api_keys = commands.add_parser("api-keys", help="the SaaS product's API keys (docs/product-api.md)")
+    api_keys = _command(commands, "api-keys", "the SaaS product's API keys (docs/product-api.md)")
     api_keys_sub = api_keys.add_subparsers(dest="api_keys_command", required=True, metavar="ACTION")
-    create_key = api_keys_sub.add_parser("create", help="issue a key for a product; it is shown once, stored hashed")
-    create_key.add_argument("--product", required=True, help="the product's name, e.g. app")
-    create_key.add_argument("--by", required=True, help="who: a Slack user id or an e-mail address")
+    create_key = _command(api_keys_sub, "create", "issue a key for a product; it is shown once, stored hashed")
+    create_key.add_argument("--product", required=True, metavar="NAME", help="the product's name, e.g. app")
+    create_key.add_argument("--by", required=True, metavar="WHO", help="who: a Slack user id or an e-mail address, for the audit log")
     create_key.set_defaults(run=run_api_keys_create)
-    revoke_key = api_keys_sub.add_parser("revoke", help="revoke a key at once; audited")
+    revoke_key = _command(api_keys_sub, "revoke", "revoke a key at once; audited")
     revoke_key.add_argument("key_id", help="the key id, as `api-keys list` shows it")
-    revoke_key.add_argument("--by", required=True, help="who: a Slack user id or an e-mail address")
+    revoke_key.add_argument("--by", required=True, metavar="WHO", help="who: a Slack user id or an e-mail address, for the audit log")
     revoke_key.set_defaults(run=run_api_keys_revoke)
-    list_keys = api_keys_sub.add_parser("list", help="every key issued (never the key itself)")
+    list_keys = _command(api_keys_sub, "list", "every key issued (never the key itself)")
     list_keys.set_defaults(run=run_api_keys_list)
 
-    db_cmd = commands.add_parser("db", help="database administration")
+    db_cmd = _command(commands, "db", "database administration")
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    grants = db_sub.add_parser(
-        "grants", help="grant the least-privilege app role its rights (PostgreSQL; docs/postgresql.md)"
+    grants = _command(db_sub, "grants", "grant the least-privilege app role its rights (PostgreSQL; docs/postgresql.md)"
     )
-    grants.add_argument("--schema", required=True)
-    grants.add_argument("--app-role", required=True)
+    grants.add_argument("--schema", required=True, help="the schema the owner role migrated, e.g. impbot")
+    grants.add_argument("--app-role", required=True, help="the role the web and clock processes log in as, e.g. impbot_app")
     grants.add_argument("--print-only", action="store_true", help="print the statements, change nothing")
     grants.set_defaults(run=run_db_grants)
 
-    digest = commands.add_parser(
-        "digest", help="the access review for a period (as posted to the security channel); audited"
+    digest = _command(commands, "digest", "the access review for a period (as posted to the security channel); audited"
     )
     digest.add_argument("--period", required=True, metavar="PERIOD", help="a quarter, 2026Q3, or the last N days, last-7d")
     digest.add_argument("--format", choices=digests.FORMATS, default="md", help="md (default), html or csv")
@@ -345,13 +354,21 @@ def migrate_if_sqlite(settings: Settings) -> None:
 
 
 def run_migrate(settings: Settings, _args: argparse.Namespace) -> int:
-    engine = make_engine(settings.database_url)
+    # MIGRATION_DATABASE_URL: the schema owner's credentials, used for DDL only; the app's
+    # processes never hold them (docs/postgresql.md)
+    url = settings.migration_database_url or settings.database_url
+    engine = make_engine(url)
     try:
+        before = current_revision(engine)
         upgrade_head(engine)
         require_current_schema(engine)
+        after = current_revision(engine)
     finally:
         engine.dispose()
-    print(f"{safe_url(settings.database_url)}: schema is up to date")
+    if before == after:
+        print(f"{safe_url(url)}: already at revision {after}, nothing to do")
+    else:
+        print(f"{safe_url(url)}: migrated from {before or 'an empty database'} to revision {after}")
     return EXIT_OK
 
 
@@ -532,9 +549,10 @@ def run_db_grants(settings: Settings, args: argparse.Namespace) -> int:
     if args.print_only:
         print(";\n".join(statements) + ";")
         return EXIT_OK
-    if is_sqlite(settings.database_url):
+    url = settings.migration_database_url or settings.database_url  # granting is the owner's job
+    if is_sqlite(url):
         return _fail("db grants is for PostgreSQL; SQLite has no roles", EXIT_USAGE)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(url)
     try:
         require_current_schema(engine)
         with engine.begin() as connection:

@@ -16,6 +16,8 @@ DEFAULT_DATABASE_URL = "sqlite:///impersonation.db"
 DEFAULT_POLICY_PATH = "policy.toml"
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:3000"
 DEFAULT_SIGNING_KEY_FILE = "signing_key.pem"
+DEV_HOST = "127.0.0.1"
+PRODUCTION_HOST = "0.0.0.0"
 #: Slack's app-level tokens start so; only they may open a Socket Mode connection
 #: (https://api.slack.com/authentication/token-types#app-level)
 APP_TOKEN_PREFIX = "xapp-"
@@ -43,6 +45,13 @@ class Settings:
     #: "dev" generates a signing key when none exists; anything else refuses to.
     environment: str
     port: int
+    #: the interface the web server listens on: loopback in dev (nothing on the network
+    #: reaches a laptop's bot by accident), every interface elsewhere (a container or a host
+    #: behind a load balancer must accept connections from outside itself)
+    host: str = "127.0.0.1"
+    #: the owner role's URL for `migrate` (docs/postgresql.md): the release step changes the
+    #: schema as its owner while web and clock run as the least-privilege app role
+    migration_database_url: str | None = None
 
     @property
     def has_slack_credentials(self) -> bool:
@@ -99,6 +108,7 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
     if not port_text.isdigit():
         raise ConfigError(f"PORT must be a number, got {port_text!r}")
     checkpoint = env.get("AUDIT_CHECKPOINT_FILE")
+    environment = env.get("IMPERSONATION_ENV", "dev")
     return Settings(
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
@@ -110,6 +120,8 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
         product_launch_url=env.get("PRODUCT_LAUNCH_URL") or None,
         signing_key_file=Path(env.get("SIGNING_KEY_FILE") or DEFAULT_SIGNING_KEY_FILE),
         checkpoint_file=Path(checkpoint) if checkpoint else None,
-        environment=env.get("IMPERSONATION_ENV", "dev"),
+        environment=environment,
         port=int(port_text),
+        host=env.get("HOST") or (DEV_HOST if environment == "dev" else PRODUCTION_HOST),
+        migration_database_url=env.get("MIGRATION_DATABASE_URL") or None,
     )

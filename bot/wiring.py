@@ -120,6 +120,13 @@ def is_sqlite(database_url: str) -> bool:
     return database_url.startswith("sqlite")
 
 
+def current_revision(engine: Engine) -> str | None:
+    """The database's Alembic revision(s), comma-separated; None for an empty database."""
+    with engine.connect() as connection:
+        heads = MigrationContext.configure(connection).get_current_heads()
+    return ", ".join(sorted(heads)) or None
+
+
 def schema_problem(engine: Engine) -> str | None:
     """None when the database is at the code's Alembic head, else what to do about it."""
     script = ScriptDirectory.from_config(alembic_config())

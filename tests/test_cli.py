@@ -2,8 +2,11 @@
 backends), plus the real console script in subprocesses for `serve`."""
 from __future__ import annotations
 
+import argparse
 import json
+import re
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -30,6 +33,7 @@ SETTINGS_VARIABLES = (
     "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "SLACK_API_URL", "DATABASE_URL",
     "IMPERSONATION_POLICY", "PUBLIC_BASE_URL", "PRODUCT_LAUNCH_URL", "SIGNING_KEY_FILE",
     "AUDIT_CHECKPOINT_FILE", "IMPERSONATION_ENV", "PORT", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS",
+    "HOST", "MIGRATION_DATABASE_URL", "LOG_FORMAT", "LOG_LEVEL",
 )
 DIRECTORY_CSV = """kind,account,name,user,email,protected,agent
 account,acme,ACME Corp,,,,
@@ -97,13 +101,14 @@ def assert_one_line_error(err: str, *fragments: str) -> None:
 def test_migrate_builds_a_fresh_sqlite_database(workdir, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'fresh.db'}")
     code, out, _ = run(capsys, "migrate")
-    assert code == 0 and "schema is up to date" in out
+    assert code == 0 and "migrated from an empty database to revision" in out
     assert row_counts(f"sqlite:///{workdir / 'fresh.db'}")["audit_head"] == 1
 
 
 def test_migrate_is_idempotent(on_db, capsys):
     assert run(capsys, "migrate")[0] == 0
-    assert run(capsys, "migrate")[0] == 0
+    code, out, _ = run(capsys, "migrate")
+    assert code == 0 and "already at revision" in out and "migrated" not in out
 
 
 def test_migrate_never_prints_the_database_password(workdir, monkeypatch, capsys):
@@ -406,12 +411,15 @@ def test_serve_in_socket_mode_answers_slack_over_the_socket_and_the_browser_over
 
 
 def test_procfile_runs_release_web_and_clock():
-    lines = (REPO_ROOT / "Procfile").read_text(encoding="utf-8").splitlines()
-    assert lines == [
-        "release: impersonation-bot migrate",
-        "web: gunicorn -c python:bot.web.gunicorn_conf bot.web.wsgi:app",
-        "clock: impersonation-bot scheduler",
-    ]
+    # A Procfile runner starts each line from the repository root with no virtualenv
+    # activated: the command must name the installed console script by its path.
+    processes = dict(line.split(": ", 1) for line in (REPO_ROOT / "Procfile").read_text(encoding="utf-8").splitlines())
+    assert set(processes) == {"release", "web", "clock"}
+    parser = cli.build_parser()
+    for name, command in processes.items():
+        executable, *argv = shlex.split(command)
+        assert (REPO_ROOT / executable).resolve() == CONSOLE_SCRIPT.resolve(), name
+        assert parser.parse_args(argv).run is {"release": cli.run_migrate, "web": cli.run_web, "clock": cli.run_scheduler}[name]
 
 
 def test_the_console_script_is_installed():
@@ -435,3 +443,23 @@ def test_serve_keeps_the_web_workers_hooks_beside_the_schedulers(monkeypatch):
     hooks = cli.scheduler_hooks(master)
     hooks["post_fork"]("server", "worker")
     assert calls == [("gil", "worker"), ("dispose", False)]
+
+
+def _parsers(parser, path=()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*path, name))
+
+
+def test_every_command_says_what_it_does_and_every_option_more_than_its_name():
+    for path, parser in _parsers(cli.build_parser()):
+        assert parser.description, f"`{' '.join(path)} --help` has no description"
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.dest == "help":
+                continue
+            name = (action.option_strings[-1] if action.option_strings else action.dest).lstrip("-")
+            own_words = set(name.replace("-", " ").replace("_", " ").lower().split()) | {"the", "flag", "a", "an"}
+            words = set(re.findall(r"[a-z]+", (action.help or "").lower()))
+            assert len(words - own_words) >= 3, f"`{' '.join(path)} {name}`: help {action.help!r} only repeats the name"

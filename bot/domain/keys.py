@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -86,7 +87,7 @@ def load_or_create_signing_key(path: Path, *, allow_create: bool) -> SigningKey:
     if not allow_create:
         raise KeyError_(
             f"SIGNING_KEY_FILE {path} does not exist. Create one with: "
-            "openssl genpkey -algorithm ed25519 -out signing_key.pem"
+            f"openssl genpkey -algorithm ed25519 -out {shlex.quote(str(path))} && chmod 600 {shlex.quote(str(path))}"
         )
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(

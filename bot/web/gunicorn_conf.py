@@ -34,7 +34,9 @@ try:
 except ConfigError as _error:
     _stop(str(_error))
 
-bind = f"0.0.0.0:{_settings.port}"
+#: HOST: loopback in dev, every interface elsewhere (bot/config.py); gunicorn's own
+#: "Listening at:" line names it at start
+bind = f"{_settings.host}:{_settings.port}"
 worker_class = "gthread"
 workers = _positive_int("WEB_CONCURRENCY", 2)
 #: Threads per worker. SQLite lets one transaction write at a time (bot/db/engine.py queues
@@ -47,7 +49,7 @@ workers = _positive_int("WEB_CONCURRENCY", 2)
 SQLITE_THREADS = 4
 POSTGRESQL_THREADS = 8
 threads = SQLITE_THREADS if _settings.database_url.startswith("sqlite") else POSTGRESQL_THREADS
-#: access and error logs go to stderr with every /l/<token> path, JWT and Slack token redacted
+#: gunicorn's "-": the access log goes to stdout, the error log to stderr, with every /l/<token> path, JWT and Slack token redacted
 logger_class = "bot.web.logging.RedactingGunicornLogger"
 accesslog = "-"
 errorlog = "-"

@@ -7,6 +7,7 @@ import uuid
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -82,3 +83,68 @@ def test_app_role_can_append_and_read_but_never_change_the_audit_log(roles):
 def test_grants_refuse_odd_identifiers():
     with pytest.raises(ValueError):
         app_role_grants(schema="public; DROP TABLE x", app_role="app")
+
+
+@pytest.fixture
+def login_roles(postgres_admin):
+    """An owner and an app role that log in (the server trusts local connections), and a
+    schema the owner owns, as docs/postgresql.md sets them up."""
+    suffix = uuid.uuid4().hex[:8]
+    owner, app, schema = f"impbot_owner_{suffix}", f"impbot_app_{suffix}", f"split_{suffix}"
+    with postgres_admin.begin() as conn:
+        conn.execute(text(f'CREATE ROLE "{owner}" LOGIN'))
+        conn.execute(text(f'CREATE ROLE "{app}" LOGIN'))
+        conn.execute(text(f'CREATE SCHEMA "{schema}" AUTHORIZATION "{owner}"'))
+        conn.execute(text(f'GRANT CONNECT ON DATABASE "{make_url(POSTGRES_URL).database}" TO "{owner}", "{app}"'))
+
+    def url(role: str) -> str:
+        return make_url(POSTGRES_URL).set(username=role, query={"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+    try:
+        yield url(owner), url(app), owner, app, schema
+    finally:
+        with postgres_admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            for role in (app, owner):
+                conn.execute(text(f'DROP OWNED BY "{role}"'))
+                conn.execute(text(f'DROP ROLE "{role}"'))
+
+
+def test_migrate_uses_the_owner_role_from_migration_database_url_and_the_app_role_runs(login_roles, monkeypatch, tmp_path, capsys):
+    from bot import cli
+
+    owner_url, app_url, owner, app, schema = login_roles
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMPERSONATION_ENV", "dev")
+    monkeypatch.setenv("SIGNING_KEY_FILE", str(tmp_path / "key.pem"))
+    monkeypatch.setenv("DATABASE_URL", app_url)
+    # the app role alone cannot migrate: it may not create anything in the owner's schema
+    monkeypatch.delenv("MIGRATION_DATABASE_URL", raising=False)
+    assert cli.main(["migrate"]) == 1
+    assert "database error" in capsys.readouterr().err
+
+    # the Procfile's release step: the same environment plus the owner's URL
+    monkeypatch.setenv("MIGRATION_DATABASE_URL", owner_url)
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["db", "grants", "--schema", schema, "--app-role", app]) == 0
+    capsys.readouterr()
+    admin = make_engine(POSTGRES_URL)
+    try:
+        with admin.connect() as conn:
+            owners = conn.execute(
+                text("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = :s"), {"s": schema}
+            ).scalars().all()
+    finally:
+        admin.dispose()
+    assert owners == [owner]
+
+    # web and clock: only DATABASE_URL, the app role, which writes audited changes
+    monkeypatch.delenv("MIGRATION_DATABASE_URL")
+    assert cli.main(["api-keys", "create", "--product", "acme-web", "--by", "ops@corp.example"]) == 0
+    assert cli.main(["audit", "verify"]) == 0
+    engine = make_engine(app_url)
+    try:
+        with engine.connect() as conn, pytest.raises(DBAPIError):
+            conn.execute(text("DELETE FROM audit_events"))
+    finally:
+        engine.dispose()

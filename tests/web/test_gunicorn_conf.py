@@ -10,7 +10,10 @@ from gunicorn.glogging import Logger
 from gunicorn.util import import_app, load_class
 
 MODULE = "bot.web.gunicorn_conf"
-SETTINGS_VARIABLES = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PORT", "WEB_CONCURRENCY", "DATABASE_URL", "IMPERSONATION_POLICY")
+SETTINGS_VARIABLES = (
+    "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PORT", "WEB_CONCURRENCY", "DATABASE_URL", "IMPERSONATION_POLICY",
+    "IMPERSONATION_ENV", "HOST",
+)
 
 
 @pytest.fixture
@@ -31,13 +34,24 @@ def load_conf():
 def test_settings(env):
     env.setenv("PORT", "4321")
     conf = load_conf()
-    assert conf.bind == "0.0.0.0:4321"
+    assert conf.bind == "127.0.0.1:4321"  # dev: loopback only
     assert (conf.worker_class, conf.workers, conf.threads) == ("gthread", 2, 4)  # the default database is SQLite
     assert conf.accesslog == "-"
     assert conf.preload_app is False
     assert conf.control_socket_disable is True
     logger_class = load_class(conf.logger_class)
     assert issubclass(logger_class, Logger) and logger_class.__name__ == "RedactingGunicornLogger"
+
+
+@pytest.mark.parametrize(
+    ("environment", "host", "bind"),
+    [("production", None, "0.0.0.0:3000"), ("dev", None, "127.0.0.1:3000"), ("dev", "0.0.0.0", "0.0.0.0:3000"), ("production", "10.0.0.5", "10.0.0.5:3000")],
+)
+def test_the_interface_is_loopback_in_dev_and_every_one_elsewhere_unless_host_says(env, environment, host, bind):
+    env.setenv("IMPERSONATION_ENV", environment)
+    if host is not None:
+        env.setenv("HOST", host)
+    assert load_conf().bind == bind
 
 
 @pytest.mark.parametrize(("database_url", "threads"), [("sqlite:///bot.db", 4), ("postgresql+psycopg://bot@db/bot", 8)])
