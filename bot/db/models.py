@@ -206,6 +206,9 @@ class ImpersonationSession(Base):
     ended_by: Mapped[str | None] = mapped_column(String(32))
     #: the hand-off JWT's jti, so the product can refuse a replayed hand-off
     handoff_jti: Mapped[str] = mapped_column(String(36), unique=True)
+    #: the product it was launched into (policy `product`), whose API keys alone may read it
+    #: or report actions in it; None when none was configured (migration 0009)
+    product: Mapped[str | None] = mapped_column(String(64))
 
     request: Mapped[ImpersonationRequest] = relationship(lazy="joined")
 

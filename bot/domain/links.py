@@ -288,6 +288,7 @@ def redeem(
             ended_at=None,
             end_reason=None,
             ended_by=None,
+            product=ctx.policy.product.for_account(request.view.account),
         )
         jti = str(uuid.uuid4())
         db.execute(
@@ -303,6 +304,7 @@ def redeem(
                 "end_reason": None,
                 "ended_by": None,
                 "handoff_jti": jti,
+                "product": session.product,
             },
         )
         outbox.enqueue_session_started(db, request.id, request.agent_slack_id, now=now)
@@ -322,6 +324,7 @@ def redeem(
                     "expires_at": audit.format_time(session.expires_at),
                     "scope": request.view.scope,
                     "jti": jti,
+                    **({"product": session.product} if session.product else {}),
                     **client.as_details(),
                 },
             ),

@@ -34,6 +34,9 @@ TICKET_MAX_LENGTH = 200
 TICKET_PATTERN = re.compile(r"^[!-~]{1,200}$")
 #: DESIGN.md: the redeem window defaults to 5 minutes and is never more than 10.
 MAX_REDEEM_WINDOW_MINUTES = 10
+#: a product's name, as its API keys carry it: a lower-case slug, so it reads the same in
+#: every listing and audit event
+PRODUCT_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 class PolicyError(Exception):
@@ -116,6 +119,32 @@ class GatingConfig(_Strict):
 class BreakGlassConfig(_Strict):
     #: a break-glass reason must be longer than an ordinary one (issue 3 point 9)
     reason_min_length: int = Field(default=60, ge=1, le=1000)
+
+
+def _product_name(value: str) -> str:
+    if not PRODUCT_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a product name (1-64 characters of a-z, 0-9, '.', '_' or '-', "
+            "as `api-keys create --product` takes it)"
+        )
+    return value
+
+
+ProductName = Annotated[str, AfterValidator(_product_name)]
+
+
+class ProductConfig(_Strict):
+    """Which product a session is launched into (docs/product-api.md "Sessions belong to a
+    product"): stored on the session at redemption; only that product's API keys may read it
+    or report actions in it."""
+
+    #: the product behind PRODUCT_LAUNCH_URL, named as its API keys name it
+    name: ProductName | None = None
+    #: accounts that live in another product: account id → product
+    by_account: dict[str, ProductName] = Field(default_factory=dict)
+
+    def for_account(self, account: str) -> str | None:
+        return self.by_account.get(account, self.name)
 
 
 class ExtensionsConfig(_Strict):
@@ -245,6 +274,7 @@ class PolicyConfig(_Strict):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     break_glass: BreakGlassConfig = Field(default_factory=BreakGlassConfig)
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
+    product: ProductConfig = Field(default_factory=ProductConfig)
 
     @model_validator(mode="after")
     def _someone_can_approve_when_gating(self) -> PolicyConfig:

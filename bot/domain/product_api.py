@@ -28,12 +28,14 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.db.engine import reading
 from bot.db.models import ApiKey, AuditEvent, ImpersonationSession
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo, hash_token
+from bot.domain.policy import PRODUCT_PATTERN
 from bot.domain.refusals import RefusalAuditor
 from bot.domain.sessions import SessionStatus, check_session, status_at
 
@@ -49,8 +51,6 @@ _KEY = re.compile(rf"{KEY_PREFIX}_(?P<key_id>{_KEY_ID})_(?P<secret>[A-Za-z0-9_-]
 #: enough of a presented credential to read its key id, even when the rest is mangled
 _KEY_ID_OF = re.compile(rf"{KEY_PREFIX}_(?P<key_id>{_KEY_ID})(?:_|$)")
 KEY_ID_PATTERN = re.compile(_KEY_ID)
-#: lower-case slug, so a product reads the same in every listing and audit event
-PRODUCT_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 #: longer than any key we issue; anything longer is malformed without being looked at
 MAX_CREDENTIAL_CHARS = 128
 # RFC 6750 §2.1 `Bearer` credentials; the scheme is case-insensitive (RFC 9110 §11.1).
@@ -307,6 +307,76 @@ class SessionReport:
     ends_at: datetime
     #: None while live
     ended_at: datetime | None
+    #: the product it was launched into (None: none was configured); not part of the answer
+    product: str | None = None
+
+
+class AccessProblem(str, enum.Enum):
+    """Why a product's key may not see a session that exists: recorded as the refusal's
+    `cause`; the caller is told only that there is no such session, so one product learns
+    nothing about another's sessions."""
+
+    #: the session was launched into another product
+    WRONG_PRODUCT = "wrong_product"
+    #: the session names no product (none was configured when it was launched) and more than
+    #: one product holds keys, so which one it belongs to cannot be told
+    UNBOUND_SESSION = "unbound_session"
+
+
+#: the products holding a key that is not revoked; two are enough to know "more than one"
+_ACTIVE_PRODUCTS = select(ApiKey.product).where(ApiKey.revoked_at.is_(None)).distinct().limit(2)
+
+
+def product_access(db: Session, principal: ApiPrincipal, session_product: str | None) -> AccessProblem | None:
+    """May the product `principal` authenticated as read, or report actions in, a session
+    launched into `session_product`? None when it may. A session bound to a product belongs
+    to that product alone. A session bound to none (launched while the policy named no
+    product, or before sessions were bound) belongs to the install's only product: allowed
+    while exactly one product holds keys, refused as soon as a second one does."""
+    if session_product is not None:
+        return None if session_product == principal.product else AccessProblem.WRONG_PRODUCT
+    products = db.execute(_ACTIVE_PRODUCTS).scalars().all()
+    return None if products == [principal.product] else AccessProblem.UNBOUND_SESSION
+
+
+def session_report_for(
+    ctx: DomainContext,
+    principal: ApiPrincipal,
+    session_id: str,
+    *,
+    refusals: RefusalAuditor,
+    client: ClientInfo = ClientInfo(),
+    now: datetime | None = None,
+) -> SessionReport | None:
+    """`GET /api/v1/sessions/{sid}` for one product: the report, or None — no such session, or
+    one the product may not see (product_access). The second is audited as `api.refused`
+    with its cause, through `refusals` like every refusal an API client can repeat."""
+    now = now or utcnow()
+    report = session_report(ctx, session_id, now=now)
+    if report is None:
+        return None
+    with reading(ctx.sessions) as db:
+        problem = product_access(db, principal, report.product)
+    if problem is None:
+        return report
+    draft = EventDraft(
+        type="api.refused",
+        actor=Actor(role="api_client"),
+        account=report.account,
+        customer_user=report.customer_user,
+        session_id=report.session_id,
+        details={
+            "cause": problem.value,
+            "endpoint": "product_api.session_status",
+            "key_id": principal.key_id,
+            "product": principal.product,
+            "session_product": report.product,
+            **client.as_details(),
+        },
+    )
+    if refusals.refuse(f"api.refused:{problem.value}", client.ip, lambda db: draft, now=now):
+        log.warning("product API: product %s refused session %s (%s)", principal.product, session_id, problem.value)
+    return None
 
 
 def session_report(ctx: DomainContext, session_id: str, *, now: datetime | None = None) -> SessionReport | None:
@@ -329,6 +399,7 @@ def session_report(ctx: DomainContext, session_id: str, *, now: datetime | None 
         started_at=session.started_at,
         ends_at=ended_at or session.expires_at,
         ended_at=ended_at,
+        product=session.product,
     )
 
 
@@ -363,6 +434,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # NUL: PostgreSQL text refuses it
 
 
+NO_SUCH_SESSION = "There is no session with this id."
+
+
 class ActionProblem(str, enum.Enum):
     """Why an action was refused; recorded as the `action.refused` event's `cause`."""
 
@@ -374,6 +448,9 @@ class ActionProblem(str, enum.Enum):
     BEFORE_SESSION = "before_session"
     AFTER_SESSION = "after_session"
     IN_FUTURE = "in_future"
+    #: the session is another product's (AccessProblem); answered like UNKNOWN_SESSION
+    WRONG_PRODUCT = "wrong_product"
+    UNBOUND_SESSION = "unbound_session"
 
 
 @dataclass(frozen=True)
@@ -625,7 +702,10 @@ def record_action(
         if isinstance(parsed, ActionRefused):
             return refuse(None, parsed)
         if session is None:
-            return refuse(parsed, ActionRefused(ActionProblem.UNKNOWN_SESSION, "There is no session with this id."))
+            return refuse(parsed, ActionRefused(ActionProblem.UNKNOWN_SESSION, NO_SUCH_SESSION))
+        access = product_access(db, principal, session.product)
+        if access is not None:
+            return refuse(parsed, ActionRefused(ActionProblem(access.value), NO_SUCH_SESSION))
         if parsed.idempotency_key is not None:
             # A retry of a report whose answer was lost: answer as the first time, append
             # nothing (draft-ietf-httpapi-idempotency-key-header). The session row is locked

@@ -103,7 +103,7 @@ def request_snapshot(db: Session, request_id: str) -> RequestSnapshot | None:
 
 _S = ImpersonationSession
 #: a request's session (at most one: sessions.request_id is unique)
-_SESSION = select(_S.id, _S.started_at, _S.expires_at, _S.ended_at, _S.end_reason, _S.ended_by).where(_S.request_id == bindparam("request_id"))
+_SESSION = select(_S.id, _S.started_at, _S.expires_at, _S.ended_at, _S.end_reason, _S.ended_by, _S.product).where(_S.request_id == bindparam("request_id"))
 
 
 def session_of(db: Session, request: RequestView) -> SessionView | None:
@@ -114,5 +114,5 @@ def session_of(db: Session, request: RequestView) -> SessionView | None:
         return None
     return SessionView(
         id=row.id, request=request, started_at=row.started_at, expires_at=row.expires_at,
-        ended_at=row.ended_at, end_reason=row.end_reason, ended_by=row.ended_by,
+        ended_at=row.ended_at, end_reason=row.end_reason, ended_by=row.ended_by, product=row.product,
     )

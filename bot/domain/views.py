@@ -95,6 +95,8 @@ class SessionView:
     ended_at: datetime | None
     end_reason: str | None
     ended_by: str | None
+    #: the product it was launched into (None: none was configured)
+    product: str | None = None
 
     @property
     def state(self) -> str:
@@ -110,6 +112,7 @@ class SessionView:
             ended_at=session.ended_at,
             end_reason=session.end_reason,
             ended_by=session.ended_by,
+            product=session.product,
         )
 
 

@@ -21,6 +21,7 @@ from bot.domain.links import ClientInfo
 from bot.domain.refusals import RefusalAuditor
 from bot.domain.product_api import (
     MAX_ACTION_BYTES,
+    NO_SUCH_SESSION,
     ActionProblem,
     ActionRefused,
     ActionUpload,
@@ -46,6 +47,15 @@ ACTION_STATUS: dict[ActionProblem, int] = {
     ActionProblem.BEFORE_SESSION: 409,
     ActionProblem.AFTER_SESSION: 409,
     ActionProblem.IN_FUTURE: 409,
+    # Another product's session is answered as if it did not exist: one product learns
+    # nothing about another's sessions (the audit event keeps the real cause).
+    ActionProblem.WRONG_PRODUCT: 404,
+    ActionProblem.UNBOUND_SESSION: 404,
+}
+#: the `error` code a refusal is answered with, where it is not the cause itself
+ACTION_ERROR: dict[ActionProblem, ActionProblem] = {
+    ActionProblem.WRONG_PRODUCT: ActionProblem.UNKNOWN_SESSION,
+    ActionProblem.UNBOUND_SESSION: ActionProblem.UNKNOWN_SESSION,
 }
 
 
@@ -133,9 +143,9 @@ def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Bl
 
     @api.get("/sessions/<sid>")
     def session_status(sid: str) -> Response:
-        report = product_api.session_report(ctx, sid)
+        report = product_api.session_report_for(ctx, g.api_principal, sid, refusals=refusals, client=_client())
         if report is None:
-            return api_error(404, ActionProblem.UNKNOWN_SESSION.value, "There is no session with this id.")
+            return api_error(404, ActionProblem.UNKNOWN_SESSION.value, NO_SUCH_SESSION)
         return jsonify(session_document(report))
 
     @api.post("/sessions/<sid>/actions")
@@ -144,7 +154,8 @@ def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Bl
         outcome = product_api.record_action(ctx, principal, sid, _read_upload(), client=_client())
         if isinstance(outcome, ActionRefused):
             log.info("product API: action refused (%s) for product %s", outcome.problem.value, principal.product)
-            return api_error(ACTION_STATUS[outcome.problem], outcome.problem.value, outcome.message)
+            code = ACTION_ERROR.get(outcome.problem, outcome.problem).value
+            return api_error(ACTION_STATUS[outcome.problem], code, outcome.message)
         response = jsonify(
             {"seq": outcome.seq, "session_id": outcome.session_id, "recorded_at": format_time(outcome.recorded_at)}
         )

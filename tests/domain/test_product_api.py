@@ -16,6 +16,7 @@ from bot.domain import links, product_api
 from bot.domain import requests as domain_requests
 from bot.domain import sessions
 from bot.domain.audit import Actor, verify_chain
+from bot.domain.policy import ProductConfig
 from bot.domain.product_api import (
     MAX_ACTION_BYTES,
     ActionProblem,
@@ -309,7 +310,9 @@ PRINCIPAL = ApiPrincipal(key_id="0123456789abcdef", product="acme-web")
 
 @pytest.fixture
 def live_session(ctx, session_factory, tmp_path):
-    """A session redeemed at T0 for 30 minutes by UAGENT1 (role support)."""
+    """A session redeemed at T0 for 30 minutes by UAGENT1 (role support), launched into
+    PRINCIPAL's product."""
+    ctx.policy = ctx.policy.model_copy(update={"product": ProductConfig(name=PRINCIPAL.product)})
     load_directory(session_factory, tmp_path)
     form = RequestForm(account="acme", user="u-bob", reason="customer ticket about billing", ticket="SUP-1", duration_minutes=30, scope="read_only")
     granted = domain_requests.submit_request(ctx, AgentIdentity("UAGENT1"), form, now=T0 - SECOND)
