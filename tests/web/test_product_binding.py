@@ -13,7 +13,9 @@ from sqlalchemy import select
 from bot.db.models import ImpersonationSession
 from bot.domain import links, product_api
 from bot.domain.audit import Actor, verify_chain
+from bot.domain.links import ClientInfo
 from bot.domain.policy import PolicyError, ProductConfig, parse_policy
+from bot.domain.refusals import SUMMARY_EVENT, RefusalAuditor, RefusalThrottle
 from tests.web.conftest import audit_events
 from tests.web.test_product_api import action, post_action
 
@@ -117,21 +119,25 @@ def test_an_unbound_session_belongs_to_the_only_product_holding_keys_and_to_none
     assert again == 200
 
 
-def test_wrong_product_reads_are_audited_within_the_refusal_bound(ctx, session_factory, open_session):
+def test_wrong_product_reads_go_through_the_refusal_throttle(ctx, session_factory, open_session):
     set_product(ctx, name="acme-web")
     key_for(session_factory, "acme-web")
     sid = open_session()
     principal = product_api.ApiPrincipal(key_id="0" * 16, product="billing-app")
-    throttle = product_api.RefusalThrottle(limit=2, window=timedelta(minutes=1))
+    refusals = RefusalAuditor(ctx, RefusalThrottle(per_client=2, window=timedelta(minutes=1)), timer=False)
     before = len(audit_events(session_factory))
     with freeze_time(T0):
-        answers = [product_api.session_report_for(ctx, principal, sid, throttle=throttle) for _ in range(5)]
+        answers = [
+            product_api.session_report_for(ctx, principal, sid, refusals=refusals, client=ClientInfo(ip="198.51.100.7"))
+            for _ in range(5)
+        ]
     with freeze_time(T0 + timedelta(minutes=1)):
-        answers.append(product_api.session_report_for(ctx, principal, sid, throttle=throttle))
-    written = [json.loads(e.details) for e in audit_events(session_factory)[before:]]
+        refusals.flush()
+    written = audit_events(session_factory)[before:]
 
-    assert answers == [None] * 6
-    assert [d.get("suppressed", 0) for d in written] == [0, 0, 3]
+    assert answers == [None] * 5
+    assert [e.type for e in written] == ["api.refused", "api.refused", SUMMARY_EVENT]
+    assert json.loads(written[-1].details)["by_cause"] == {"api.refused:wrong_product": 3}
 
 
 @pytest.mark.parametrize(
