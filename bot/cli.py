@@ -46,7 +46,7 @@ from bot.db import roles
 from bot.db.engine import make_engine, make_session_factory, reading, transaction
 from bot.db.migrate import upgrade_head
 from bot.db.models import AccountFlag
-from bot.domain import audit, checkpoints, digests, directory, exports, log_query, product_api
+from bot.domain import account_flags, audit, checkpoints, digests, directory, exports, log_query, product_api
 from bot.domain.audit import Actor
 from bot.domain.checkpoints import CheckpointError
 from bot.domain.clock import utcnow
@@ -389,15 +389,16 @@ def run_accounts_flag(settings: Settings, args: argparse.Namespace) -> int:
     actor = actor_from(args.by)
     flag: AccountFlag = args.flag
     on = not args.off
-    with database(settings) as sessions, transaction(sessions) as db:
-        changed = directory.set_flag(
-            db, account_external_id=args.account, flag=flag, on=on, actor=actor, note=args.note
-        )
+    with database(settings) as sessions:
+        change = account_flags.change_flag(sessions, account_external_id=args.account, flag=flag, on=on, actor=actor, note=args.note)
     state = "set" if on else "cleared"
-    if changed:
+    if change.changed:
         print(f"{args.account}: {flag.value} {state} (audited as account.flag_changed)")
     else:
         print(f"{args.account}: {flag.value} was already {state}; nothing changed")
+    if change.revoked:
+        ids = ", ".join(s.id for s in change.revoked)
+        print(f"{args.account}: revoked {len(change.revoked)} live session(s) at once ({ids}); the agents and the security channel are told")
     return EXIT_OK
 
 

@@ -301,6 +301,13 @@ def set_flag(
     return True
 
 
+def lock_account(db: Session, external_id: str) -> Account | None:
+    """The account, its row locked for update until the transaction ends (PostgreSQL; SQLite
+    transactions are serialised by BEGIN IMMEDIATE): changes that must be ordered with
+    redemptions on the account take it first (bot/domain/links.py)."""
+    return db.execute(select(Account).where(Account.external_id == external_id).with_for_update()).scalar_one_or_none()
+
+
 def find_account(db: Session, external_id: str) -> Account | None:
     return db.execute(select(Account).where(Account.external_id == external_id)).scalar_one_or_none()
 
@@ -311,10 +318,10 @@ def find_user(db: Session, account: Account, external_id: str) -> CustomerUser |
     ).scalar_one_or_none()
 
 
-def is_assigned(db: Session, agent_slack_id: str, account: Account) -> bool:
+def is_assigned(db: Session, agent_slack_id: str, account_id: int) -> bool:
     return (
         db.execute(
-            select(Assignment.id).where(Assignment.account_id == account.id, Assignment.agent_slack_id == agent_slack_id)
+            select(Assignment.id).where(Assignment.account_id == account_id, Assignment.agent_slack_id == agent_slack_id)
         ).first()
         is not None
     )

@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
-from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
+from bot.db.models import Account, ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import audit, outbox
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
@@ -34,7 +34,9 @@ from bot.domain.handoff import HandoffClaims, mint_handoff
 from bot.domain.keys import SigningKey
 from bot.domain.lifecycle import move
 from bot.domain.refusals import RefusalAuditor
-from bot.domain.snapshots import request_snapshot
+from bot.domain import directory
+from bot.domain.policy import RedeemRefusal, powers_of, recheck_at_redemption
+from bot.domain.snapshots import RequestSnapshot, request_snapshot
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
 TOKEN_BYTES = 32  # 256 bits (DESIGN.md hand-off 1): the whole HMAC-SHA256 output
@@ -114,6 +116,8 @@ class LinkProblem(str, enum.Enum):
     ALREADY_USED = "already_used"
     EXPIRED = "expired"
     NOT_GRANTED = "not_granted"
+    #: the grant no longer holds: the account or the agent's powers changed since
+    POLICY_CHANGED = "policy_changed"
 
 
 AUDIT_TYPE = {
@@ -121,6 +125,7 @@ AUDIT_TYPE = {
     LinkProblem.ALREADY_USED: "link.replay_refused",
     LinkProblem.EXPIRED: "link.expired",
     LinkProblem.NOT_GRANTED: "link.refused",
+    LinkProblem.POLICY_CHANGED: "link.policy_refused",
 }
 
 
@@ -146,6 +151,16 @@ class Redemption:
 @dataclass(frozen=True)
 class RedemptionRefused:
     problem: LinkProblem
+    #: with POLICY_CHANGED: what no longer holds
+    cause: RedeemRefusal | None = None
+
+
+class _GrantNoLongerHolds(Exception):
+    """Raised inside the redemption's transaction to roll it back (the link stays unused)."""
+
+    def __init__(self, cause: RedeemRefusal, request: RequestSnapshot) -> None:
+        super().__init__(cause.value)
+        self.cause, self.request = cause, request
 
 
 #: how much of a User-Agent header an audit event keeps: enough to tell a browser and its
@@ -259,6 +274,15 @@ _REDEEM = (
     .execution_options(synchronize_session=False)
 )
 _INSERT_SESSION = insert(ImpersonationSession.__table__)
+#: the redeemed request's account row, share-locked before its flags are read: a flag change
+#: (bot/domain/account_flags.py) locks the same row for update first, so an opt-out and a
+#: redemption are ordered — the opt-out either sees the new session and revokes it, or
+#: commits first and the redemption reads it (on SQLite, BEGIN IMMEDIATE already orders them)
+_LOCK_ACCOUNT = (
+    select(Account.id)
+    .where(Account.id == select(ImpersonationRequest.account_id).where(ImpersonationRequest.id == bindparam("request_id")).scalar_subquery())
+    .with_for_update(read=True)
+)
 
 
 def redeem(
@@ -272,14 +296,27 @@ def redeem(
     if not ctx.product_launch_url:
         raise RuntimeError("PRODUCT_LAUNCH_URL is not set; links cannot be redeemed")
     token_hash = _lookup_hash(token)
+    try:
+        return _redeem(ctx, token_hash, client, now)
+    except _GrantNoLongerHolds as refused:
+        return _refuse_changed_grant(ctx, refused, token_hash, client, now)
+
+
+def _redeem(ctx: DomainContext, token_hash: str, client: ClientInfo, now: datetime) -> Redemption | RedemptionRefused:
     with ctx.sessions() as db, db.begin():
         request_id = db.execute(_REDEEM, {"presented_hash": token_hash, "at": now}).scalar_one_or_none()
         if request_id is None:
             return _refuse_redemption(db, token_hash, client, now)
+        db.execute(_LOCK_ACCOUNT, {"request_id": request_id})
         # read as a snapshot (one Core SELECT), not an ORM object: bot/domain/snapshots.py
         request = request_snapshot(db, request_id)
         if request is None:  # the UPDATE above matched it in this transaction
             raise RuntimeError(f"redeemed link names request {request_id}, which cannot be read")
+        # The grant was decided minutes ago: ask again, in this transaction, what may have
+        # changed since (the account's flags, the agent's role and assignment).
+        cause = _grant_still_holds(ctx, db, request)
+        if cause is not None:
+            raise _GrantNoLongerHolds(cause, request)
         session = SessionView(
             id=str(uuid.uuid4()),
             request=request.view,
@@ -351,6 +388,43 @@ def redeem(
         ),
     )
     return Redemption(session=session, handoff_token=token_out, launch_url=ctx.product_launch_url)
+
+
+def _grant_still_holds(ctx: DomainContext, db: Session, request: RequestSnapshot) -> RedeemRefusal | None:
+    view = request.view
+    powers = powers_of(ctx.policy, view.agent_slack_id, ctx.groups)
+    assigned = powers is not None and powers.scope == "assigned" and directory.is_assigned(db, view.agent_slack_id, request.account_id)
+    return recheck_at_redemption(
+        powers=powers,
+        account_flags=view.account_flags,
+        assigned=assigned,
+        scope=view.scope,
+        duration_minutes=view.duration_minutes,
+        granted_gates=view.gated_by,
+        gated_flags=frozenset(ctx.policy.gating.flags),
+    )
+
+
+def _refuse_changed_grant(
+    ctx: DomainContext, refused: _GrantNoLongerHolds, token_hash: str, client: ClientInfo, now: datetime
+) -> RedemptionRefused:
+    """The redemption was rolled back: the link stays unused, and the refusal is audited in a
+    transaction of its own with what no longer holds."""
+    view = refused.request.view
+    with ctx.sessions() as db, db.begin():
+        audit.append(
+            db,
+            EventDraft(
+                type=AUDIT_TYPE[LinkProblem.POLICY_CHANGED],
+                actor=Actor(slack_id=view.agent_slack_id, role="browser"),
+                account=view.account,
+                customer_user=view.customer_user,
+                request_id=view.id,
+                details={"cause": refused.cause.value, "token_hash_prefix": token_hash[:12], **client.as_details()},
+            ),
+            now=now,
+        )
+    return RedemptionRefused(LinkProblem.POLICY_CHANGED, refused.cause)
 
 
 def _refuse_redemption(db: Session, token_hash: str, client: ClientInfo, now: datetime) -> RedemptionRefused:

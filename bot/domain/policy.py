@@ -539,3 +539,43 @@ def decide(
         needed = max([approvals_required, *(by_flag.get(f, 0) for f in gated_by)])
         return Decision(Outcome.NEEDS_APPROVAL, gated_by=gated_by, approvals_required=needed)
     return Decision(Outcome.GRANT)
+
+
+class RedeemRefusal(str, enum.Enum):
+    """Why a granted link can no longer be redeemed: something the grant relied on changed."""
+
+    OPTED_OUT = "opted_out"
+    NO_ROLE = "no_role"
+    NOT_ASSIGNED = "not_assigned"
+    SCOPE_NOT_ALLOWED = "scope_not_allowed"
+    DURATION_OVER_CAP = "duration_over_cap"
+    NEWLY_GATED = "newly_gated"
+
+
+def recheck_at_redemption(
+    *,
+    powers: Powers | None,
+    account_flags: frozenset[str],
+    assigned: bool,
+    scope: str,
+    duration_minutes: int,
+    granted_gates: frozenset[str],
+    gated_flags: frozenset[str],
+) -> RedeemRefusal | None:
+    """Whether a grant still holds when its link is redeemed. Pure, like `decide`, and asked
+    the same questions with what may have changed since the grant: the account's flags (an
+    opt-out, or a gate the grant was neither approved for nor broke glass through), and the
+    agent's powers (role, account scope, read-write, the duration cap). None: it holds."""
+    if "opted_out" in account_flags:
+        return RedeemRefusal.OPTED_OUT
+    if powers is None or not powers.can_impersonate:
+        return RedeemRefusal.NO_ROLE
+    if powers.scope == "assigned" and not assigned:
+        return RedeemRefusal.NOT_ASSIGNED
+    if scope == "read_write" and not powers.can_read_write:
+        return RedeemRefusal.SCOPE_NOT_ALLOWED
+    if duration_minutes > powers.max_minutes:
+        return RedeemRefusal.DURATION_OVER_CAP
+    if (account_flags & gated_flags) - granted_gates:
+        return RedeemRefusal.NEWLY_GATED
+    return None

@@ -231,7 +231,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
         decision = decide(
             powers=powers,
             account_flags=account.flag_names() if account is not None else None,
-            assigned=account is not None and directory.is_assigned(db, agent.slack_id, account),
+            assigned=account is not None and directory.is_assigned(db, agent.slack_id, account.id),
             user_known=user is not None,
             user_protected=bool(user and user.protected),
             reason=form.reason,

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from bot.db.models import ImpersonationSession, RequestState
+from bot.db.models import ImpersonationRequest, ImpersonationSession, RequestState
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
@@ -26,8 +27,9 @@ from bot.domain.policy import powers_of
 from bot.domain.sessions import SessionStatus, _close, status_at
 from bot.domain.views import SessionView
 
-#: where a revocation came from, recorded in its audit event
-SOURCES = ("alert", "feed", "command")
+#: where a revocation came from, recorded in its audit event ("account_opted_out": the account
+#: opted out of impersonation while the session was live)
+SOURCES = ("alert", "feed", "command", "account_opted_out")
 
 
 @dataclass(frozen=True)
@@ -105,13 +107,46 @@ def _revoke(
             return refuse("unknown_session")
         if status_at(session, now) is not SessionStatus.LIVE:
             return refuse("not_live")
-        _close(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
-        request = session.request
-        agent = request.agent_slack_id
-        targets = (
-            target_of(Kind.AGENT, request.id, agent),
-            target_of(Kind.NOTICE, session.id, agent),
-            target_of(Kind.WARNING, session.id, agent),
-            target_of(Kind.FEED, request.id, SECURITY),
+        return _close_revoked(db, session, actor=actor, source=source, now=now)
+
+
+def _close_revoked(db: Session, session: ImpersonationSession, *, actor: Actor, source: str, now: datetime) -> Revoked:
+    """Revoke one live, locked session: the state move, its audit event and the messages it
+    owes (the agent's DM and notice, any expiry warning, the security feed), in `db`'s
+    transaction."""
+    _close(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
+    request = session.request
+    agent = request.agent_slack_id
+    targets = (
+        target_of(Kind.AGENT, request.id, agent),
+        target_of(Kind.NOTICE, session.id, agent),
+        target_of(Kind.WARNING, session.id, agent),
+        target_of(Kind.FEED, request.id, SECURITY),
+    )
+    return Revoked(SessionView.of(session), targets)
+
+
+def revoke_live_sessions_on_account(db: Session, account_id: int, *, actor: Actor, source: str, now: datetime) -> list[Revoked]:
+    """Revoke every session live on the account at `now`, in `db`'s transaction (the change
+    that calls for it commits with the revocations or not at all). The rows are locked, so a
+    session ended or expired meanwhile by someone else is not revoked a second time."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown revocation source {source!r}")
+    live = (
+        db.execute(
+            select(ImpersonationSession)
+            .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
+            .where(
+                ImpersonationSession.account_id == account_id,
+                ImpersonationSession.ended_at.is_(None),
+                ImpersonationSession.expires_at > now,
+                ImpersonationRequest.state == RequestState.ACTIVE.value,
+            )
+            .order_by(ImpersonationSession.started_at)
+            .with_for_update(of=ImpersonationSession)
         )
-        return Revoked(SessionView.of(session), targets)
+        .unique()
+        .scalars()
+        .all()
+    )
+    return [_close_revoked(db, session, actor=actor, source=source, now=now) for session in live if status_at(session, now) is SessionStatus.LIVE]

@@ -18,6 +18,7 @@ from flask import Blueprint, Response, make_response, render_template, request
 from bot.domain import links
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo, LinkProblem, Redemption
+from bot.domain.policy import RedeemRefusal
 from bot.domain.ports import SessionNotifier
 from bot.domain.refusals import RefusalAuditor
 from bot.domain.views import RequestView
@@ -51,6 +52,20 @@ PROBLEM_PAGES: dict[LinkProblem, tuple[int, str, str]] = {
         "This link can no longer be used",
         "The request behind it is no longer granted (it may have been revoked). Nothing was opened.",
     ),
+    LinkProblem.POLICY_CHANGED: (
+        409,
+        "This link can no longer be used",
+        "Something the grant relied on has changed since it was given. Nothing was opened.",
+    ),
+}
+#: what changed, said to the agent under the POLICY_CHANGED headline, with what they can do
+POLICY_CHANGED_EXPLANATIONS: dict[RedeemRefusal, str] = {
+    RedeemRefusal.OPTED_OUT: "The account has since opted out of impersonation by contract. No one can open a session on it.",
+    RedeemRefusal.NO_ROLE: "You no longer hold a role that can impersonate. Nothing was opened; ask your manager about your role.",
+    RedeemRefusal.NOT_ASSIGNED: "The account is no longer assigned to you, and your role only covers assigned accounts. Nothing was opened.",
+    RedeemRefusal.SCOPE_NOT_ALLOWED: "Your role no longer allows read-write sessions. Nothing was opened; ask again for a read-only session.",
+    RedeemRefusal.DURATION_OVER_CAP: "Your role no longer allows a session this long. Nothing was opened; ask again for a shorter one.",
+    RedeemRefusal.NEWLY_GATED: "The account now needs an approval this grant did not have. Nothing was opened; ask again with /impersonate.",
 }
 CSRF_PAGE = (
     403,
@@ -86,8 +101,11 @@ def _page(status: int, headline: str, explanation: str) -> Response:
     return make_response(render_template("refused.html", headline=headline, explanation=explanation), status)
 
 
-def _problem_page(problem: LinkProblem) -> Response:
-    return _page(*PROBLEM_PAGES[problem])
+def _problem_page(problem: LinkProblem, cause: RedeemRefusal | None = None) -> Response:
+    status, headline, explanation = PROBLEM_PAGES[problem]
+    if cause is not None:
+        explanation = POLICY_CHANGED_EXPLANATIONS[cause]
+    return _page(status, headline, explanation)
 
 
 def landing_blueprint(
@@ -130,7 +148,7 @@ def landing_blueprint(
             return _page(*NOT_CONFIGURED_PAGE)
         outcome = links.redeem(ctx, token, client=_client())
         if not isinstance(outcome, Redemption):
-            return _problem_page(outcome.problem)
+            return _problem_page(outcome.problem, outcome.cause)
         return _launch(outcome)
 
     def _refuse_csrf(token: str, failure: CsrfFailure) -> Response:

@@ -22,11 +22,13 @@ from bot.domain.policy import (
     Outcome,
     PolicyConfig,
     PolicyError,
+    RedeemRefusal,
     Powers,
     decide,
     load_policy,
     parse_policy,
     powers_of,
+    recheck_at_redemption,
 )
 from tests.conftest import REPO_ROOT, TEST_POLICY
 from tests.fakes.groups import StaticGroups
@@ -557,3 +559,48 @@ def test_defaults_of_the_new_keys():
     assert (alerts.business_hours.start, alerts.business_hours.end, alerts.business_hours.days) == ("08:00", "19:00", ["mon", "tue", "wed", "thu", "fri"])
     assert policy.notifications.expiry_warning_minutes == 5
     assert (policy.digests.weekly, policy.digests.quarterly, policy.digests.quarterly_time) == ("mon 09:00", True, "09:00")
+
+
+# --- recheck_at_redemption: does a grant still hold when its link is redeemed? ------------
+
+GRANT_AS_GIVEN = dict(
+    powers=SUPPORT,
+    account_flags=frozenset(),
+    assigned=True,
+    scope="read_only",
+    duration_minutes=30,
+    granted_gates=frozenset(),
+    gated_flags=frozenset({"sensitive", "regulated", "flagged"}),
+)
+
+RECHECK_TABLE = [
+    ("nothing changed", {}, None),
+    ("the account opted out", dict(account_flags=frozenset({"opted_out"})), RedeemRefusal.OPTED_OUT),
+    ("opted out beats every other change", dict(account_flags=frozenset({"opted_out", "sensitive"}), powers=None), RedeemRefusal.OPTED_OUT),
+    ("the agent lost every role", dict(powers=None), RedeemRefusal.NO_ROLE),
+    ("the agent's role can no longer impersonate", dict(powers=replace(SUPPORT, can_impersonate=False)), RedeemRefusal.NO_ROLE),
+    ("the account was unassigned from an assigned-scope agent", dict(assigned=False), RedeemRefusal.NOT_ASSIGNED),
+    ("an any-scope agent needs no assignment", dict(powers=SENIOR_ALL_POWERS, assigned=False), None),
+    ("read-write without the power any more", dict(scope="read_write"), RedeemRefusal.SCOPE_NOT_ALLOWED),
+    ("read-write with the power", dict(powers=SENIOR_ALL_POWERS, scope="read_write"), None),
+    ("the role's cap fell below the duration", dict(duration_minutes=90), RedeemRefusal.DURATION_OVER_CAP),
+    ("exactly the cap", dict(duration_minutes=60), None),
+    ("the account became sensitive after an ungated grant", dict(account_flags=frozenset({"sensitive"})), RedeemRefusal.NEWLY_GATED),
+    ("a gate the grant was approved for", dict(account_flags=frozenset({"sensitive"}), granted_gates=frozenset({"sensitive"})), None),
+    (
+        "a second gate added after the approval",
+        dict(account_flags=frozenset({"sensitive", "regulated"}), granted_gates=frozenset({"sensitive"})),
+        RedeemRefusal.NEWLY_GATED,
+    ),
+    ("a flag the policy does not gate", dict(account_flags=frozenset({"flagged"}), gated_flags=frozenset({"sensitive"})), None),
+    ("a gate that was lifted does not matter", dict(granted_gates=frozenset({"sensitive"})), None),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [row[1:] for row in RECHECK_TABLE], ids=[row[0] for row in RECHECK_TABLE])
+def test_recheck_at_redemption(changes, expected):
+    assert recheck_at_redemption(**{**GRANT_AS_GIVEN, **changes}) == expected
+
+
+def test_the_recheck_table_covers_every_refusal():
+    assert {row[2] for row in RECHECK_TABLE if row[2]} == set(RedeemRefusal)
