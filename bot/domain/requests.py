@@ -137,10 +137,9 @@ def agent_powers(ctx: DomainContext, agent_slack_id: str) -> Powers | None:
 def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
     powers = agent_powers(ctx, agent_slack_id)
     rules = ctx.policy.requests
-    cap = powers.max_minutes if powers else 0
-    choices = tuple(m for m in rules.duration_choices if m <= cap)
-    if powers and not choices:
-        choices = (cap,)
+    # The policy's choices up to the role's cap, and the cap itself always: a 20-minute role
+    # is offered 15 and 20, not 15 alone.
+    choices = tuple(sorted({m for m in rules.duration_choices if m <= powers.max_minutes} | {powers.max_minutes})) if powers else ()
     return ModalOptions(
         # A role that cannot impersonate (e.g. security's) is no impersonation role here.
         role=powers.role if powers and powers.can_impersonate else None,
