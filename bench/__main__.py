@@ -14,6 +14,7 @@ SUITES = [
     ("http", "bench.http_bench"),
     ("audit", "bench.audit_bench"),
     ("digest", "bench.digest_bench"),
+    ("kit", "bench.kit_bench"),
 ]
 
 

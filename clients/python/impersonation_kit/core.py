@@ -152,7 +152,7 @@ class ImpersonationKit:
         self.status.end_now(session_id, until if until is not None else time.time() + 86400)
 
     def csrf_token(self, session_id: str) -> str:
-        return _b64(hmac.new(self._csrf_key, f"end|{session_id}".encode(), hashlib.sha256).digest())
+        return _b64(hmac.digest(self._csrf_key, f"end|{session_id}".encode(), "sha256"))
 
     def inject_banner(self, active: Active, html: bytes, csp_headers: list[str], charset: str = "utf-8") -> bytes:
         if active.banner_rendered:
@@ -220,7 +220,7 @@ class ImpersonationKit:
 
     def _set_cookie(self, ctx: ImpersonationContext, https: bool) -> str:
         payload = _b64(json.dumps(ctx.as_dict(), separators=(",", ":")).encode())
-        value = f"{payload}.{_b64(hmac.new(self._cookie_key, payload.encode(), hashlib.sha256).digest())}"
+        value = f"{payload}.{_b64(hmac.digest(self._cookie_key, payload.encode(), 'sha256'))}"
         max_age = max(0, int(ctx.expires_at - time.time()))
         return self._cookie(value, max_age, formatdate(ctx.expires_at, usegmt=True), https)
 
@@ -238,7 +238,7 @@ class ImpersonationKit:
         if not value or "." not in value:
             return None
         payload, mac = value.rsplit(".", 1)
-        expected = _b64(hmac.new(self._cookie_key, payload.encode(), hashlib.sha256).digest())
+        expected = _b64(hmac.digest(self._cookie_key, payload.encode(), "sha256"))
         if not hmac.compare_digest(mac.encode(), expected.encode()):
             return None
         try:
