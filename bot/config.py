@@ -6,7 +6,9 @@ present (python-dotenv), without overriding variables already set.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 from pathlib import Path
 
 from dotenv import load_dotenv
@@ -80,6 +82,24 @@ class Settings:
             )
         self.require_app_token_shape()
 
+    @property
+    def is_dev(self) -> bool:
+        return self.environment == "dev"
+
+    def require_urls(self) -> None:
+        """PUBLIC_BASE_URL and PRODUCT_LAUNCH_URL checked at start, not when the first agent
+        clicks a link: absolute http(s) URLs with a host, https outside dev (a hand-off token
+        or a CSRF cookie sent in clear can be replayed by anyone on the path), and outside dev
+        PRODUCT_LAUNCH_URL must be set at all (without it no link can be redeemed)."""
+        check_url("PUBLIC_BASE_URL", self.public_base_url, https=not self.is_dev)
+        if self.product_launch_url is not None:
+            check_url("PRODUCT_LAUNCH_URL", self.product_launch_url, https=not self.is_dev)
+        elif not self.is_dev:
+            raise ConfigError(
+                "PRODUCT_LAUNCH_URL not set: it is where a redeemed link sends the agent with the "
+                "signed hand-off (docs/product-api.md), e.g. https://app.example.com/impersonation/launch"
+            )
+
     def require_app_token_shape(self) -> None:
         """A SLACK_APP_TOKEN that cannot be an app-level token stops start-up here, before
         anything connects. The message never repeats the value, only what kind it looks like."""
@@ -94,6 +114,23 @@ class Settings:
             "App-Level Tokens in the app's settings, or unset SLACK_APP_TOKEN to receive Slack "
             "requests over HTTP. See README.md."
         )
+
+
+def check_url(name: str, value: str, *, https: bool) -> None:
+    """One line naming the variable and what is wrong with its value (RFC 3986 absolute URL)."""
+    if re.search(r"\s", value):
+        raise ConfigError(f"{name} {value!r} contains white space")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 — raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise ConfigError(f"{name} {value!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} {value!r} must be an absolute http(s) URL with a host, e.g. https://bot.example.com")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{name} must not carry credentials (user:password@)")
+    if https and parts.scheme != "https":
+        raise ConfigError(f"{name} {value!r} must use https outside dev (IMPERSONATION_ENV is not dev)")
 
 
 def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:

@@ -157,14 +157,17 @@ def require_current_schema(engine: Engine) -> None:
 def load_signing_key(settings: Settings) -> SigningKey:
     # Only dev may generate a key: elsewhere a fresh key per host would make hand-off tokens
     # and audit checkpoints unverifiable by whoever holds the published one.
-    return load_or_create_signing_key(settings.signing_key_file, allow_create=settings.environment == "dev")
+    return load_or_create_signing_key(
+        settings.signing_key_file, allow_create=settings.is_dev, owner_only=not settings.is_dev
+    )
 
 
 def preflight(settings: Settings) -> None:
     """Everything that can be wrong with the configuration, checked without serving: Slack
     credentials, the policy file, the signing key (created here in dev, once, before any
-    worker forks) and the database schema. Raises one of STARTUP_ERRORS."""
+    worker forks), the URLs and the database schema. Raises one of STARTUP_ERRORS."""
     settings.require_slack()
+    settings.require_urls()
     load_policy(settings.policy_path)
     load_signing_key(settings)
     engine = make_engine(settings.database_url)
@@ -176,6 +179,7 @@ def preflight(settings: Settings) -> None:
 
 def build_container(settings: Settings) -> Container:
     settings.require_slack()
+    settings.require_urls()
     policy = load_policy(settings.policy_path)
     signing_key = load_signing_key(settings)
     # The Slack and web faces are imported here, not at module level, so that preflight()

@@ -194,7 +194,9 @@ def test_dev_generates_the_signing_key_once_owner_only(make_settings):
 
 
 def test_outside_dev_a_missing_signing_key_stops_start_up(make_settings):
-    settings = make_settings(IMPERSONATION_ENV="production")
+    settings = make_settings(
+        IMPERSONATION_ENV="production", PUBLIC_BASE_URL="https://bot.test", PRODUCT_LAUNCH_URL="https://product.test/launch"
+    )
     with pytest.raises(KeyError_, match="does not exist"):
         wiring.preflight(settings)
     assert not settings.signing_key_file.exists()
@@ -249,3 +251,69 @@ def test_an_unreachable_slack_api_is_one_clear_error(make_settings):
         port = probe.getsockname()[1]
     with pytest.raises(ConfigError, match=rf"cannot reach the Slack Web API at http://127.0.0.1:{port}/api/"):
         wiring.build_container(make_settings(SLACK_API_URL=f"http://127.0.0.1:{port}/api/"))
+
+
+# --- start-up checks: one line each ---------------------------------------------------------------
+
+
+def _one_line(error: Exception) -> str:
+    message = str(error)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"PUBLIC_BASE_URL": "bot.example.com"}, "PUBLIC_BASE_URL 'bot.example.com' must be an absolute http(s) URL"),
+        ({"PUBLIC_BASE_URL": "ftp://bot.example.com"}, "PUBLIC_BASE_URL 'ftp://bot.example.com' must be an absolute"),
+        ({"PRODUCT_LAUNCH_URL": "https://app.example.com:99999/launch"}, "PRODUCT_LAUNCH_URL 'https://app.example.com:99999/launch' is not a URL"),
+        ({"PRODUCT_LAUNCH_URL": "https://app.example.com/la unch"}, "PRODUCT_LAUNCH_URL 'https://app.example.com/la unch' contains white space"),
+        ({"PRODUCT_LAUNCH_URL": "https://u:p@app.example.com/launch"}, "PRODUCT_LAUNCH_URL must not carry credentials"),
+    ],
+)
+def test_a_malformed_url_stops_start_up_with_one_line(make_settings, overrides, fragment):
+    with pytest.raises(ConfigError) as refused:
+        wiring.preflight(make_settings(**overrides))
+    assert fragment in _one_line(refused.value)
+
+
+def _production(make_settings, tmp_path, **overrides):
+    path = tmp_path / "provisioned.pem"
+    if not path.exists():
+        load_or_create_signing_key(path, allow_create=True)
+    env = {
+        "IMPERSONATION_ENV": "production", "SIGNING_KEY_FILE": str(path),
+        "PUBLIC_BASE_URL": "https://bot.example.com", "PRODUCT_LAUNCH_URL": "https://app.example.com/launch",
+    }
+    env.update(overrides)
+    return make_settings(**env)
+
+
+def test_outside_dev_both_urls_must_be_https(make_settings, tmp_path):
+    wiring.preflight(_production(make_settings, tmp_path))  # the good case starts
+    with pytest.raises(ConfigError) as refused:
+        wiring.preflight(_production(make_settings, tmp_path, PUBLIC_BASE_URL="http://bot.example.com"))
+    assert "PUBLIC_BASE_URL 'http://bot.example.com' must use https outside dev" in _one_line(refused.value)
+    with pytest.raises(ConfigError) as refused:
+        wiring.preflight(_production(make_settings, tmp_path, PRODUCT_LAUNCH_URL="http://app.example.com/launch"))
+    assert "PRODUCT_LAUNCH_URL 'http://app.example.com/launch' must use https" in _one_line(refused.value)
+
+
+def test_outside_dev_a_missing_product_launch_url_stops_start_up_not_the_first_redemption(make_settings, tmp_path):
+    with pytest.raises(ConfigError) as refused:
+        wiring.preflight(_production(make_settings, tmp_path, PRODUCT_LAUNCH_URL=None))
+    assert _one_line(refused.value).startswith("PRODUCT_LAUNCH_URL not set")
+    # in dev it may be left out while trying the bot
+    wiring.preflight(make_settings(PRODUCT_LAUNCH_URL=None))
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def test_outside_dev_a_signing_key_others_can_read_stops_start_up(make_settings, tmp_path, mode):
+    settings = _production(make_settings, tmp_path)
+    settings.signing_key_file.chmod(mode)
+    with pytest.raises(KeyError_) as refused:
+        wiring.preflight(settings)
+    assert f"(mode {mode:04o}); make it readable only by its owner: chmod 600" in _one_line(refused.value)
+    settings.signing_key_file.chmod(0o400)
+    wiring.preflight(settings)

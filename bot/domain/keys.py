@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shlex
+import stat
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -75,8 +76,17 @@ class SigningKey:
         return self.private_key.sign(data)
 
 
-def load_or_create_signing_key(path: Path, *, allow_create: bool) -> SigningKey:
+def load_or_create_signing_key(path: Path, *, allow_create: bool, owner_only: bool = False) -> SigningKey:
+    """`owner_only` (production): refuse a key file that its group or others may read or
+    write — whoever reads it can mint hand-off tokens and forge audit checkpoints."""
     if path.exists():
+        if owner_only:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o077:
+                raise KeyError_(
+                    f"SIGNING_KEY_FILE {path} is open to its group or others (mode {mode:04o}); "
+                    f"make it readable only by its owner: chmod 600 {shlex.quote(str(path))}"
+                )
         try:
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except ValueError as exc:
