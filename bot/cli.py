@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_serve(settings: Settings, _args: argparse.Namespace) -> int:
     migrate_if_sqlite(settings)
-    configure_logging()
+    configure_logging(settings)
     # Built before gunicorn starts, so every configuration problem stops us with one line;
     # this container lives in gunicorn's master and serves only the scheduler.
     master = build_container(settings)
@@ -230,7 +230,7 @@ def run_serve(settings: Settings, _args: argparse.Namespace) -> int:
 def run_web(settings: Settings, _args: argparse.Namespace) -> int:
     migrate_if_sqlite(settings)
     preflight(settings)
-    configure_logging()
+    configure_logging(settings)
     GunicornServer(settings, master=None).run()
     return EXIT_OK
 
@@ -238,7 +238,7 @@ def run_web(settings: Settings, _args: argparse.Namespace) -> int:
 def run_scheduler(settings: Settings, _args: argparse.Namespace) -> int:
     from bot.jobs.scheduler import background_scheduler, run_until_stopped
 
-    configure_logging()
+    configure_logging(settings)
     container = build_container(settings)
     try:
         run_until_stopped(background_scheduler(container.ctx))
@@ -316,13 +316,13 @@ class GunicornServer(BaseApplication):
 
 def scheduler_hooks(master: Container) -> dict[str, Callable[..., None]]:
     """gunicorn server hooks that run the BackgroundScheduler in the master process."""
-    from bot.jobs.scheduler import background_scheduler
+    from bot.jobs import scheduler as jobs
     from bot.web import gunicorn_conf
 
-    scheduler = background_scheduler(master.ctx)
+    scheduler = jobs.background_scheduler(master.ctx)
 
     def when_ready(_server: object) -> None:
-        scheduler.start()
+        jobs.start(scheduler)
 
     def post_fork(server: object, worker: object) -> None:
         gunicorn_conf.post_fork(server, worker)  # replaced by this hook in `serve`, so called here
@@ -331,8 +331,7 @@ def scheduler_hooks(master: Container) -> dict[str, Callable[..., None]]:
         master.engine.dispose(close=False)
 
     def on_exit(_server: object) -> None:
-        if scheduler.running:
-            scheduler.shutdown(wait=True)
+        jobs.stop(scheduler)
         master.close()
 
     return {"when_ready": when_ready, "post_fork": post_fork, "on_exit": on_exit}

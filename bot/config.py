@@ -20,6 +20,8 @@ DEFAULT_PUBLIC_BASE_URL = "http://localhost:3000"
 DEFAULT_SIGNING_KEY_FILE = "signing_key.pem"
 DEV_HOST = "127.0.0.1"
 PRODUCTION_HOST = "0.0.0.0"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: Slack's app-level tokens start so; only they may open a Socket Mode connection
 #: (https://api.slack.com/authentication/token-types#app-level)
 APP_TOKEN_PREFIX = "xapp-"
@@ -54,6 +56,10 @@ class Settings:
     #: the owner role's URL for `migrate` (docs/postgresql.md): the release step changes the
     #: schema as its owner while web and clock run as the least-privilege app role
     migration_database_url: str | None = None
+    #: LOG_FORMAT: "text" (one line per record) or "json" (one JSON object per line)
+    log_format: str = "text"
+    #: LOG_LEVEL: the root logger's level name
+    log_level: str = "INFO"
 
     @property
     def has_slack_credentials(self) -> bool:
@@ -146,6 +152,12 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
         raise ConfigError(f"PORT must be a number, got {port_text!r}")
     checkpoint = env.get("AUDIT_CHECKPOINT_FILE")
     environment = env.get("IMPERSONATION_ENV", "dev")
+    log_format = (env.get("LOG_FORMAT") or "text").strip().lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
+    log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
     return Settings(
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
@@ -161,4 +173,6 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
         port=int(port_text),
         host=env.get("HOST") or (DEV_HOST if environment == "dev" else PRODUCTION_HOST),
         migration_database_url=env.get("MIGRATION_DATABASE_URL") or None,
+        log_format=log_format,
+        log_level=log_level,
     )

@@ -254,14 +254,27 @@ def build_container(settings: Settings) -> Container:
     )
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Process logging for serve, web and scheduler: one stderr handler on the root logger,
-    with link tokens, JWTs and Slack tokens redacted from every record (issue 2 point 18)."""
-    from bot.web.logging import install_log_redaction
+#: third-party loggers whose INFO lines come per run or per start, not per change: APScheduler
+#: narrates every job run ("Running job …", "… executed successfully": two lines every 2 s from
+#: the outbox alone) and every job it adds; Alembic narrates each process's revision check.
+#: Their warnings and errors (a job that raised, a missed run) still come through.
+QUIET_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors", "alembic")
 
-    logging.basicConfig(level=level, format=LOG_FORMAT)
-    # Every process checks the schema revision at start; Alembic narrates that at INFO.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+def configure_logging(settings: Settings | None = None) -> None:
+    """Process logging for serve, web and scheduler: one stderr handler on the root logger,
+    LOG_LEVEL (INFO) and LOG_FORMAT (text, or json: one object per line), with link tokens,
+    JWTs and Slack tokens redacted from every record (issue 2 point 18). At INFO a running
+    bot logs what changed and what failed, not that its jobs ran and found nothing to do."""
+    from bot.web.logging import install_log_redaction, json_formatter
+
+    settings = settings or load_settings()
+    logging.basicConfig(level=getattr(logging, settings.log_level), format=LOG_FORMAT)
+    if settings.log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(json_formatter())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, getattr(logging, settings.log_level)))
     install_log_redaction()
 
 

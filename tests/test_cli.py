@@ -334,8 +334,9 @@ def test_serve_without_slack_credentials_exits_2_with_one_clear_message(tmp_path
     assert row_counts(f"sqlite:///{database}")["audit_head"] == 1
 
 
-def _start_serve(tmp_path, fake: FakeSlack, port: int, **env: str) -> subprocess.Popen:
-    """`impersonation-bot serve` in tmp_path against the fake Slack, one gunicorn worker on `port`."""
+def _start_serve(tmp_path, fake: FakeSlack, port: int, *, split: bool = False, **env: str) -> subprocess.Popen:
+    """`impersonation-bot serve` in tmp_path against the fake Slack, one gunicorn worker on
+    `port`; with `split`, stderr apart from stdout."""
     return subprocess.Popen(
         [str(CONSOLE_SCRIPT), "serve"],
         cwd=tmp_path,
@@ -348,17 +349,18 @@ def _start_serve(tmp_path, fake: FakeSlack, port: int, **env: str) -> subprocess
             **env,
         ),
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE if split else subprocess.STDOUT,
         text=True,
     )
 
 
 @pytest.mark.slow
-def test_serve_runs_web_and_scheduler_and_stops_on_sigterm(tmp_path):
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_serve_runs_web_and_scheduler_and_stops_on_sigterm(tmp_path, log_format):
     shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
     port = _free_port()
     with FakeSlack() as fake:
-        process = _start_serve(tmp_path, fake, port)
+        process = _start_serve(tmp_path, fake, port, split=True, LOG_FORMAT=log_format)
         try:
             health = None
             for _ in range(300):  # wait for gunicorn to listen (liveness only, nothing timed)
@@ -372,14 +374,23 @@ def test_serve_runs_web_and_scheduler_and_stops_on_sigterm(tmp_path):
             link = requests.get(f"http://127.0.0.1:{port}/l/not-a-real-token-0123456789", timeout=5)
         finally:
             process.send_signal(signal.SIGTERM)
-            output, _ = process.communicate(timeout=60)
+            access, errors = process.communicate(timeout=60)
+    output = access + errors
     assert health is not None and health.status_code == 200, output
     assert link.status_code == 404
     assert process.returncode == 0, output
-    assert "Scheduler started" in output and "Scheduler has been shut down" in output
-    assert "Using worker: gthread" in output
-    assert "/l/<redacted>" in output and "not-a-real-token" not in output
+    assert "scheduler started: " in errors and "scheduler stopped" in errors
+    assert "Using worker: gthread" in errors and "Listening at: http://127.0.0.1:" in errors
+    # the access log is on stdout (docs/cli.md), and nothing else is
+    assert "GET /healthz" in access and "GET /healthz" not in errors and "scheduler" not in access
+    assert "/l/<redacted>" in access and "not-a-real-token" not in output
     assert "Traceback" not in output
+    # quiet: nothing per job added or run, no warning about the token Bolt was handed
+    for noise in ("Adding job", "Added job", "Running job", "executed successfully", "will be unused", "schema is up to date"):
+        assert noise not in output, noise
+    if log_format == "json":
+        records = [json.loads(line) for line in output.splitlines() if line.strip()]
+        assert {r["logger"] for r in records} >= {"gunicorn.error", "gunicorn.access", "bot.jobs.scheduler"}
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ what is due is always read from the database.
 """
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -58,6 +59,22 @@ JOBS: tuple[ScheduledJob, ...] = (
 
 
 SchedulerT = TypeVar("SchedulerT", bound=BaseScheduler)
+log = logging.getLogger(__name__)
+
+
+def start(scheduler: BackgroundScheduler) -> None:
+    """Start, and say so in one line (APScheduler's own per-job lines are kept below INFO:
+    bot/wiring.py QUIET_LOGGERS)."""
+    scheduler.start()
+    jobs = scheduler.get_jobs()
+    log.info("scheduler started: %d jobs (%s)", len(jobs), ", ".join(job.id for job in jobs))
+
+
+def stop(scheduler: BackgroundScheduler) -> None:
+    """Stop after the running jobs finish."""
+    if scheduler.running:
+        scheduler.shutdown(wait=True)
+        log.info("scheduler stopped")
 
 
 def add_jobs(scheduler: SchedulerT, ctx: DomainContext, jobs: Iterable[ScheduledJob]) -> SchedulerT:
@@ -90,11 +107,10 @@ def run_until_stopped(scheduler: BackgroundScheduler, *, poll_seconds: float = 1
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        scheduler.start()
+        start(scheduler)
         while not stop_signals:
             time.sleep(poll_seconds)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if scheduler.running:
-            scheduler.shutdown(wait=True)
+        stop(scheduler)

@@ -18,6 +18,7 @@ import logging
 from typing import Any, Callable
 
 from slack_bolt import App, BoltContext, BoltResponse
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -40,6 +41,7 @@ def build_slack_app(
     if not signing_secret:
         raise ValueError("a Slack signing secret is required: requests are verified with it")
     keep_wire_logs_quiet(client)
+    drop_unused_token_warning()
     app = App(
         name="impersonation-bot",
         client=client,  # Bolt takes the bot token from the client
@@ -61,6 +63,8 @@ WEBHOOK_LOGGER = "slack_sdk.webhook.client"
 #: Bolt's signature check logs every refused request's whole raw body and signature at INFO
 #: (slack_bolt/middleware/request_verification: "Invalid request signature detected (…)")
 BOLT_VERIFICATION_LOGGER = "slack_bolt.RequestVerification"
+#: the App's own logger (slack_bolt.logger.get_bolt_logger(App))
+BOLT_APP_LOGGER = "slack_bolt.App"
 
 
 class _DropRefusedBodyDump(logging.Filter):
@@ -70,6 +74,24 @@ class _DropRefusedBodyDump(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith("Invalid request signature detected")
+
+
+class _DropUnusedTokenWarning(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment even when given a client, and then
+    warns that the token "will be unused" (slack_bolt/app/app.py), once per process. The
+    client is built from that same token (bot/wiring.py), so the warning is always true and
+    never actionable: it only taught operators to ignore warnings."""
+
+    message = warning_client_prioritized_and_token_skipped()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.message
+
+
+def drop_unused_token_warning() -> None:
+    bolt = logging.getLogger(BOLT_APP_LOGGER)
+    if not any(isinstance(f, _DropUnusedTokenWarning) for f in bolt.filters):
+        bolt.addFilter(_DropUnusedTokenWarning())
 
 
 def keep_wire_logs_quiet(client: WebClient) -> None:

@@ -20,7 +20,9 @@ gunicorn with `--logger-class bot.web.logging.RedactingGunicornLogger`.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -127,13 +129,40 @@ def install_log_redaction(
             _add_once(handler)
 
 
+#: the fields of a JSON log line (LOG_FORMAT=json), renamed to the names log shippers expect
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+JSON_RENAMES = {"asctime": "time", "levelname": "level", "name": "logger"}
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line (python-json-logger), time in UTC ISO 8601. Redaction runs
+    before formatting (RedactSecretsFilter on the loggers and handlers), so JSON fields hold
+    the same cleaned text as the plain format."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    formatter = JsonFormatter(JSON_FIELDS, rename_fields=JSON_RENAMES, timestamp=False)
+    formatter.converter = time.gmtime
+    formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
+    formatter.default_msec_format = "%s.%03dZ"
+    return formatter
+
+
+def json_logs_wanted() -> bool:
+    return os.environ.get("LOG_FORMAT", "").strip().lower() == "json"
+
+
 class RedactingGunicornLogger(GunicornLogger):
-    """gunicorn's logger with every access-log atom and error-log record redacted."""
+    """gunicorn's logger with every access-log atom and error-log record redacted, and in
+    JSON (LOG_FORMAT=json) like the application's records. gunicorn's "-" sends the access
+    log to stdout and the error log to stderr."""
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
         for logger in (self.error_log, self.access_log):
             _add_once(logger)
+            if json_logs_wanted():
+                for handler in logger.handlers:
+                    handler.setFormatter(json_formatter())
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
         return {

@@ -10,8 +10,8 @@ from gunicorn.errors import AppImportError
 
 from bot.wiring import STARTUP_ERRORS, build_web_app_from_env, configure_logging
 
-configure_logging()
 try:
+    configure_logging()
     app = build_web_app_from_env()
 except STARTUP_ERRORS as error:
     raise AppImportError(str(error)) from None
