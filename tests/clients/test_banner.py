@@ -93,3 +93,14 @@ def test_a_gzipped_page_gets_the_banner_too():
     )
     assert html == b"<html><body><B>hi</body></html>"
     assert ("Content-Length", str(len(html))) in headers and not any(k.lower() == "content-encoding" for k, _ in headers)
+
+
+def test_a_head_request_is_left_without_a_body(demo, handoff):
+    _sid, token = handoff()
+    agent = demo.test_client()
+    launch(agent, token)
+    head = agent.head("/", base_url=PRODUCT)
+    page = agent.get("/", base_url=PRODUCT).get_data()
+    assert head.status_code == 200 and head.get_data() == b""
+    # It announces the page's own length, not one with a banner it does not carry.
+    assert int(head.headers["Content-Length"]) < len(page)

@@ -59,7 +59,7 @@ class ImpersonationASGIMiddleware:
         scope.setdefault("state", {})["impersonation_context"] = outcome.context
         status_holder = {"status": 500}
         try:
-            await self.app(scope, receive, self._sender(send, outcome, status_holder))
+            await self.app(scope, receive, self._sender(send, outcome, status_holder, method))
         finally:
             outcome._tokens = tokens
             self.kit.finish(outcome, method, scope["path"], status_holder["status"])
@@ -72,7 +72,7 @@ class ImpersonationASGIMiddleware:
             outcome._tokens = []
         return outcome
 
-    def _sender(self, send: Send, active: Active, holder: dict[str, int]) -> Send:
+    def _sender(self, send: Send, active: Active, holder: dict[str, int], method: str) -> Send:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
 
@@ -81,7 +81,7 @@ class ImpersonationASGIMiddleware:
                 holder["status"] = message["status"]
                 headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in message.get("headers", [])]
                 ctype = next((v for k, v in headers if k == "content-type"), "").lower()
-                if ctype.startswith("text/html"):
+                if ctype.startswith("text/html") and method != "HEAD":  # HEAD has no body to carry it
                     start.update(message=message, headers=headers)
                     return
                 await send(message)

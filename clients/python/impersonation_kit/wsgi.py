@@ -68,7 +68,7 @@ class ImpersonationMiddleware:
             body_iter = self.app(environ, capture)
             status_code = int(captured["status"].split(" ", 1)[0]) if "status" in captured else 500
             headers = captured.get("headers", [])
-            if _is_html(headers):
+            if _is_html(headers) and environ.get("REQUEST_METHOD") != "HEAD":  # HEAD has no body to carry it
                 try:
                     html = b"".join([*captured.get("early", []), *body_iter])
                 finally:
