@@ -104,6 +104,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
             spool_dir=app.config.get("SPOOL_DIR"),
         )
         app.wsgi_app = ImpersonationMiddleware(app.wsgi_app, kit)  # type: ignore[method-assign]
+        kit.reporter.start()  # sends what an earlier run left in the spool
         app.extensions["impersonation_kit"] = kit
     for handler in logging.getLogger().handlers:
         handler.addFilter(ImpersonationLogFilter())

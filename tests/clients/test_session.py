@@ -134,6 +134,7 @@ def test_the_bot_unreachable_fails_closed(demo_config, handoff, bot):
     app = create_app({**demo_config, "API_URL": "http://127.0.0.1:9", "STATUS_CACHE_SECONDS": 0})
     _sid, agent, _ = impersonate(app, handoff)
     assert agent.get("/", base_url=PRODUCT).status_code == 503
+    app.extensions["impersonation_kit"].reporter.close()
 
 
 def test_end_session_is_csrf_protected_and_ends_the_session(demo, handoff, ctx):
@@ -163,3 +164,28 @@ def test_the_api_key_never_reaches_the_browser(demo, handoff, api_key):
     for response in seen:
         blob = response.get_data(as_text=True) + json.dumps(list(response.headers.items()))
         assert api_key not in blob and secret_part not in blob
+
+
+def test_while_the_bot_is_down_requests_are_refused_without_asking_it_each_time(demo_config, handoff, bot):
+    from examples.demo_product.app import create_app
+
+    app = create_app({**demo_config, "STATUS_CACHE_SECONDS": 0})
+    kit = app.extensions["impersonation_kit"]
+    _sid, agent, _ = impersonate(app, handoff)
+    calls = []
+    real = kit.api.session_status
+
+    def failing(session_id):
+        calls.append(session_id)
+        from impersonation_kit.botapi import BotUnavailable
+
+        raise BotUnavailable("down")
+
+    with freeze_time(datetime.now(timezone.utc)) as clock:
+        kit.api.session_status = failing
+        assert [agent.get("/", base_url=PRODUCT).status_code for _ in range(5)] == [503] * 5
+        assert len(calls) == 1  # one try, then refused at once for a moment
+        kit.api.session_status = real
+        clock.tick(timedelta(seconds=3))
+        assert agent.get("/", base_url=PRODUCT).status_code == 200  # back as soon as the bot is
+    kit.reporter.close()

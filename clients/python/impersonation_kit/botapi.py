@@ -83,6 +83,8 @@ class StatusCache:
     revoked or expired in the bot stops at the first request after at most `ttl` seconds.
     A push (`end_now`, from a webhook or the End button) ends it at once."""
 
+    FAILURE_BACKOFF_SECONDS = 2.0
+
     def __init__(self, api: BotApi, store: JtiStore, *, ttl: float, clock=None) -> None:
         self._api = api
         self._store = store
@@ -90,6 +92,7 @@ class StatusCache:
         self._clock = clock or (lambda: time.monotonic())  # looked up per call: tests freeze it
         self._cache: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._down_until = float("-inf")
 
     def status(self, session_id: str) -> str:
         if self._store.is_ended(session_id):
@@ -98,7 +101,15 @@ class StatusCache:
         now = self._clock()
         if hit is not None and now - hit[1] < self._ttl:
             return hit[0]
-        status = self._api.session_status(session_id)  # BotUnavailable propagates: fail closed
+        if now < self._down_until:
+            # The bot failed a moment ago: refuse at once instead of sending every request of
+            # every session to a bot that is down (fail closed, without piling onto it).
+            raise BotUnavailable("the bot was unreachable moments ago")
+        try:
+            status = self._api.session_status(session_id)
+        except BotUnavailable:
+            self._down_until = now + self.FAILURE_BACKOFF_SECONDS
+            raise
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()
