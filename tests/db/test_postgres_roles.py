@@ -148,3 +148,32 @@ def test_migrate_uses_the_owner_role_from_migration_database_url_and_the_app_rol
             conn.execute(text("DELETE FROM audit_events"))
     finally:
         engine.dispose()
+
+
+def test_the_containers_release_role_migrates_as_the_owner_and_grants_the_app_role(login_roles, tmp_path):
+    """scripts/container-entrypoint's `release` (compose.yaml's release service) with the real
+    CLI: then the app role alone runs an audited command and verifies the chain."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    owner_url, app_url, owner, app, schema = login_roles
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_", "MIGRATION_", "DB_", "IMPERSONATION_"))}
+    env.update(
+        PATH=f"{os.path.dirname(sys.executable)}:{env['PATH']}", IMPERSONATION_ENV="dev",
+        SIGNING_KEY_FILE=str(tmp_path / "key.pem"), DATABASE_URL=app_url,
+    )
+    entrypoint = str(REPO_ROOT / "scripts" / "container-entrypoint")
+
+    def run(*args: str, **extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([entrypoint, *args], env={**env, **extra}, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+    release = run("release", MIGRATION_DATABASE_URL=owner_url, DB_SCHEMA=schema, DB_APP_ROLE=app)
+    assert release.returncode == 0, release.stderr
+    assert "migrated from an empty database" in release.stdout and "GRANT" in release.stdout
+    created = run("api-keys", "create", "--product", "acme-web", "--by", "ops@corp.example")
+    assert created.returncode == 0, created.stderr
+    verified = run("audit", "verify")
+    assert verified.returncode == 0, verified.stderr
