@@ -14,6 +14,9 @@ from pathlib import Path
 from dotenv import load_dotenv
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+#: Sign in with Slack's OpenID Connect issuer; its discovery document is at
+#: <issuer>/.well-known/openid-configuration (OpenID Connect Discovery 1.0 §4)
+DEFAULT_SLACK_OIDC_ISSUER = "https://slack.com"
 DEFAULT_DATABASE_URL = "sqlite:///impersonation.db"
 DEFAULT_POLICY_PATH = "policy.toml"
 DEFAULT_PUBLIC_BASE_URL = "http://localhost:3000"
@@ -60,6 +63,16 @@ class Settings:
     log_format: str = "text"
     #: LOG_LEVEL: the root logger's level name
     log_level: str = "INFO"
+    #: the Slack app's Client ID and Client Secret (Basic Information → App Credentials), for
+    #: Sign in with Slack before a link redeems (policy links.require_slack_sign_in)
+    slack_client_id: str | None = None
+    slack_client_secret: str | None = None
+    #: the OpenID Connect issuer (tests point it at a fake provider, as SLACK_API_URL)
+    slack_oidc_issuer: str = DEFAULT_SLACK_OIDC_ISSUER
+
+    @property
+    def has_slack_sign_in(self) -> bool:
+        return bool(self.slack_client_id and self.slack_client_secret)
 
     @property
     def has_slack_credentials(self) -> bool:
@@ -105,6 +118,8 @@ class Settings:
                 "PRODUCT_LAUNCH_URL not set: it is where a redeemed link sends the agent with the "
                 "signed hand-off (docs/product-api.md), e.g. https://app.example.com/impersonation/launch"
             )
+        if self.has_slack_sign_in:  # the id_token's issuer and where the client secret is sent
+            check_url("SLACK_OIDC_ISSUER", self.slack_oidc_issuer, https=not self.is_dev)
 
     def require_app_token_shape(self) -> None:
         """A SLACK_APP_TOKEN that cannot be an app-level token stops start-up here, before
@@ -175,4 +190,7 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
         migration_database_url=env.get("MIGRATION_DATABASE_URL") or None,
         log_format=log_format,
         log_level=log_level,
+        slack_client_id=env.get("SLACK_CLIENT_ID") or None,
+        slack_client_secret=env.get("SLACK_CLIENT_SECRET") or None,
+        slack_oidc_issuer=(env.get("SLACK_OIDC_ISSUER") or DEFAULT_SLACK_OIDC_ISSUER).rstrip("/"),
     )

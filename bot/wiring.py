@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from bot.slack.courier import Deliverer
     from bot.web.background import AfterResponse
+    from bot.web.slack_sign_in import SlackSignIn
 
 #: Errors that mean "the operator must fix the configuration or the input": the CLI prints
 #: their message on one line and exits 2; gunicorn halts instead of respawning workers.
@@ -162,13 +163,39 @@ def load_signing_key(settings: Settings) -> SigningKey:
     )
 
 
+def require_sign_in_credentials(settings: Settings, policy: PolicyConfig) -> None:
+    """A policy that requires Sign in with Slack before redemption needs the app's OAuth
+    credentials; without them every link would fail, so start-up stops instead."""
+    if policy.links.require_slack_sign_in and not settings.has_slack_sign_in:
+        raise ConfigError(
+            "the policy sets links.require_slack_sign_in, but SLACK_CLIENT_ID and SLACK_CLIENT_SECRET "
+            "are not both set (the Slack app's Basic Information → App Credentials). "
+            "See docs/sign-in-with-slack.md."
+        )
+
+
+def make_sign_in(settings: Settings, signing_key: SigningKey) -> SlackSignIn | None:
+    if not settings.has_slack_sign_in:
+        return None
+    from bot.web.slack_sign_in import SlackSignIn
+
+    return SlackSignIn(
+        client_id=settings.slack_client_id or "",
+        client_secret=settings.slack_client_secret or "",
+        issuer=settings.slack_oidc_issuer,
+        public_base_url=settings.public_base_url,
+        # the flow cookie's key is derived from this under its own HKDF label
+        secret=derive_csrf_secret(signing_key),
+    )
+
+
 def preflight(settings: Settings) -> None:
     """Everything that can be wrong with the configuration, checked without serving: Slack
     credentials, the policy file, the signing key (created here in dev, once, before any
     worker forks), the URLs and the database schema. Raises one of STARTUP_ERRORS."""
     settings.require_slack()
     settings.require_urls()
-    load_policy(settings.policy_path)
+    require_sign_in_credentials(settings, load_policy(settings.policy_path))
     load_signing_key(settings)
     engine = make_engine(settings.database_url)
     try:
@@ -181,6 +208,7 @@ def build_container(settings: Settings) -> Container:
     settings.require_slack()
     settings.require_urls()
     policy = load_policy(settings.policy_path)
+    require_sign_in_credentials(settings, policy)
     signing_key = load_signing_key(settings)
     # The Slack and web faces are imported here, not at module level, so that preflight()
     # (run by gunicorn's master before it forks) and the domain-only CLI commands do not load
@@ -233,7 +261,11 @@ def build_container(settings: Settings) -> Container:
         except OSError as exc:  # Bolt's start-up auth.test could not reach SLACK_API_URL
             raise ConfigError(f"cannot reach the Slack Web API at {settings.slack_api_url}: {exc}") from None
         web_app = create_web_app(
-            ctx, slack_app=slack_app, notifier=notifier, csrf_secret=derive_csrf_secret(signing_key)
+            ctx,
+            slack_app=slack_app,
+            notifier=notifier,
+            csrf_secret=derive_csrf_secret(signing_key),
+            sign_in=make_sign_in(settings, signing_key),
         )
     except BaseException:
         engine.dispose()

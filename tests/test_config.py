@@ -20,6 +20,9 @@ VARIABLES = (
     "AUDIT_CHECKPOINT_FILE",
     "IMPERSONATION_ENV",
     "PORT",
+    "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET",
+    "SLACK_OIDC_ISSUER",
 )
 
 
@@ -168,3 +171,16 @@ def test_an_app_token_of_another_kind_is_refused_without_repeating_it(clean_env,
     message = str(refused.value)
     assert "secretpart" not in message and "connections:write" in message
     assert (kind in message) if kind else ("holds" not in message)
+
+
+def test_sign_in_with_slack_settings(clean_env):
+    settings = load_settings()
+    assert (settings.slack_client_id, settings.slack_client_secret) == (None, None)
+    assert settings.slack_oidc_issuer == "https://slack.com"
+    assert not settings.has_slack_sign_in
+    settings = load_settings(
+        {"SLACK_CLIENT_ID": "2141029472.691202649728", "SLACK_CLIENT_SECRET": "s3cret", "SLACK_OIDC_ISSUER": "http://127.0.0.1:9/"}
+    )
+    assert settings.has_slack_sign_in
+    assert settings.slack_oidc_issuer == "http://127.0.0.1:9"  # as discovery's `issuer` spells it
+    assert "s3cret" not in repr(settings.slack_client_id)

@@ -272,3 +272,16 @@ def test_fake_slack_reads_scopes_from_the_file_not_a_copy(tmp_path, manifest):
     path = tmp_path / "manifest.yaml"
     path.write_text(yaml.safe_dump(other))
     assert manifest_bot_scopes(path) == {"commands"}
+
+
+def test_sign_in_with_slack_is_declared_with_its_return_address(manifest):
+    """Sign in with Slack (policy links.require_slack_sign_in) needs the `openid` user scope
+    and the bot's return address as a Redirect URL: Slack refuses any other redirect_uri. Only
+    `openid`: the id_token's Slack ids are all the check compares."""
+    from bot.web.slack_sign_in import CALLBACK_PATH, SCOPE
+
+    assert manifest["oauth_config"]["scopes"]["user"] == [SCOPE]
+    (redirect,) = manifest["oauth_config"]["redirect_urls"]
+    commands_host = urlsplit(manifest["features"]["slash_commands"][0]["url"]).netloc
+    assert urlsplit(redirect).scheme == "https" and urlsplit(redirect).netloc == commands_host
+    assert urlsplit(redirect).path == CALLBACK_PATH

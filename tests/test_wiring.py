@@ -317,3 +317,49 @@ def test_outside_dev_a_signing_key_others_can_read_stops_start_up(make_settings,
     assert f"(mode {mode:04o}); make it readable only by its owner: chmod 600" in _one_line(refused.value)
     settings.signing_key_file.chmod(0o400)
     wiring.preflight(settings)
+
+# --- Sign in with Slack (policy links.require_slack_sign_in) ----------------------------------
+
+
+@pytest.fixture
+def sign_in_policy(tmp_path):
+    policy = tmp_path / "sign-in.toml"
+    policy.write_text(TEST_POLICY.replace("[links]\n", "[links]\nrequire_slack_sign_in = true\n", 1))
+    return str(policy)
+
+
+def test_a_policy_requiring_sign_in_without_the_apps_credentials_stops_start_up(make_settings, sign_in_policy):
+    with pytest.raises(ConfigError, match="links.require_slack_sign_in.*SLACK_CLIENT_ID and SLACK_CLIENT_SECRET"):
+        wiring.preflight(make_settings(IMPERSONATION_POLICY=sign_in_policy))
+    with pytest.raises(ConfigError, match="SLACK_CLIENT_SECRET"):
+        wiring.build_container(make_settings(IMPERSONATION_POLICY=sign_in_policy, SLACK_CLIENT_ID="1.2"))
+
+
+def test_the_container_wires_sign_in_with_slack_from_the_environment(make_settings, sign_in_policy):
+    from tests.fakes.slack_oidc import FakeSlackOidc
+
+    with FakeSlackOidc() as provider:
+        settings = make_settings(
+            IMPERSONATION_POLICY=sign_in_policy,
+            SLACK_CLIENT_ID=provider.client_id,
+            SLACK_CLIENT_SECRET=provider.client_secret,
+            SLACK_OIDC_ISSUER=provider.issuer + "/",
+        )
+        wiring.preflight(settings)
+        container = wiring.build_container(settings)
+        try:
+            client = container.web_app.test_client()
+            # the return address exists (without the flow's cookie it refuses)
+            assert client.get("/l/oidc/callback?code=x&state=y").status_code == 403
+            csp = client.get("/l/unknown").headers["Content-Security-Policy"]
+            assert f"form-action 'self' http://product.test {provider.issuer};" in csp
+        finally:
+            container.close()
+
+
+def test_without_sign_in_credentials_there_is_no_return_address(make_settings):
+    container = wiring.build_container(make_settings())
+    try:
+        assert container.web_app.test_client().get("/l/oidc/callback?code=x&state=y").status_code == 404
+    finally:
+        container.close()

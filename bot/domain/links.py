@@ -36,6 +36,7 @@ from bot.domain.lifecycle import move
 from bot.domain.refusals import RefusalAuditor
 from bot.domain import directory
 from bot.domain.policy import RedeemRefusal, powers_of, recheck_at_redemption
+from bot.domain.sign_in import SignedInAgent, is_requester
 from bot.domain.snapshots import RequestSnapshot, request_snapshot
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
@@ -118,6 +119,8 @@ class LinkProblem(str, enum.Enum):
     NOT_GRANTED = "not_granted"
     #: the grant no longer holds: the account or the agent's powers changed since
     POLICY_CHANGED = "policy_changed"
+    #: signed in with Slack as someone other than the requesting agent
+    IDENTITY_MISMATCH = "identity_mismatch"
 
 
 AUDIT_TYPE = {
@@ -126,7 +129,12 @@ AUDIT_TYPE = {
     LinkProblem.EXPIRED: "link.expired",
     LinkProblem.NOT_GRANTED: "link.refused",
     LinkProblem.POLICY_CHANGED: "link.policy_refused",
+    LinkProblem.IDENTITY_MISMATCH: "link.identity_mismatch",
 }
+
+
+class SignInRequired(RuntimeError):
+    """redeem() was called without a signed-in agent under `links.require_slack_sign_in`."""
 
 
 @dataclass(frozen=True)
@@ -230,21 +238,50 @@ def refuse_csrf(
     attempt is audited as `link.csrf_refused` (only a prefix of the token's hash is kept).
     Anyone can send these, so they pass `refusals`' throttle (bot/domain/refusals.py): True
     when this one was written, False when it was only counted."""
-    token_hash = _lookup_hash(token)
+    return _refuse_throttled("link.csrf_refused", token, cause=cause, refusals=refusals, client=client, now=now)
+
+
+def refuse_sign_in(
+    ctx: DomainContext,
+    token: str | None,
+    *,
+    cause: str,
+    refusals: RefusalAuditor,
+    client: ClientInfo = ClientInfo(),
+    now: datetime | None = None,
+) -> bool:
+    """A Sign in with Slack return that could not be verified (state, provider error, code
+    exchange, id_token): nothing is redeemed, audited as `link.sign_in_refused` through the
+    same throttle, since anyone can call the return address. `token` is None when the browser
+    brought no sign-in cookie naming a link."""
+    return _refuse_throttled("link.sign_in_refused", token, cause=cause, refusals=refusals, client=client, now=now)
+
+
+def _refuse_throttled(
+    event_type: str,
+    token: str | None,
+    *,
+    cause: str,
+    refusals: RefusalAuditor,
+    client: ClientInfo,
+    now: datetime | None,
+) -> bool:
+    token_hash = _lookup_hash(token) if token is not None else None
 
     def event(db: Session) -> EventDraft:
-        link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none()
+        link = db.execute(select(Link).where(Link.token_hash == token_hash)).scalar_one_or_none() if token_hash else None
         request = link.request if link is not None else None
+        details = {"token_hash_prefix": token_hash[:12]} if token_hash else {}
         return EventDraft(
-            type="link.csrf_refused",
+            type=event_type,
             actor=Actor(slack_id=None, role="browser"),
             account=request.account.external_id if request else None,
             customer_user=request.customer_user.external_id if request else None,
             request_id=request.id if request else None,
-            details={"token_hash_prefix": token_hash[:12], "cause": cause[:64], **client.as_details()},
+            details={**details, "cause": cause[:64], **client.as_details()},
         )
 
-    return refusals.refuse(f"link.csrf_refused:{cause[:64]}", client.ip, event, now=now)
+    return refusals.refuse(f"{event_type}:{cause[:64]}", client.ip, event, now=now)
 
 
 def preview(ctx: DomainContext, token: str, *, now: datetime | None = None) -> LinkPreview:
@@ -286,24 +323,38 @@ _LOCK_ACCOUNT = (
 
 
 def redeem(
-    ctx: DomainContext, token: str, *, client: ClientInfo = ClientInfo(), now: datetime | None = None
+    ctx: DomainContext,
+    token: str,
+    *,
+    client: ClientInfo = ClientInfo(),
+    signed_in: SignedInAgent | None = None,
+    now: datetime | None = None,
 ) -> Redemption | RedemptionRefused:
     """POST: redeem once. The transaction holds only what must be atomic — the conditional
     UPDATE, the session row, the messages owed and the state move with its audit event (taken
     last: on PostgreSQL the audit head's row lock is then held only until the commit) — and
-    the hand-off JWT is signed after the commit, outside any lock (bench/http_bench.py)."""
+    the hand-off JWT is signed after the commit, outside any lock (bench/http_bench.py).
+
+    `signed_in`: who signed in with Slack first (bot/domain/sign_in.py); required when the
+    policy says `links.require_slack_sign_in`, and when given it must be the requesting agent."""
     now = now or utcnow()
     if not ctx.product_launch_url:
         raise RuntimeError("PRODUCT_LAUNCH_URL is not set; links cannot be redeemed")
+    if signed_in is None and ctx.policy.links.require_slack_sign_in:
+        raise SignInRequired("the policy requires Sign in with Slack before a link is redeemed")
     token_hash = _lookup_hash(token)
     try:
-        return _redeem(ctx, token_hash, client, now)
+        return _redeem(ctx, token_hash, client, signed_in, now)
     except _GrantNoLongerHolds as refused:
         return _refuse_changed_grant(ctx, refused, token_hash, client, now)
 
 
-def _redeem(ctx: DomainContext, token_hash: str, client: ClientInfo, now: datetime) -> Redemption | RedemptionRefused:
+def _redeem(
+    ctx: DomainContext, token_hash: str, client: ClientInfo, signed_in: SignedInAgent | None, now: datetime
+) -> Redemption | RedemptionRefused:
     with ctx.sessions() as db, db.begin():
+        if signed_in is not None and (mismatch := _refuse_other_agent(db, token_hash, signed_in, client, now)):
+            return mismatch
         request_id = db.execute(_REDEEM, {"presented_hash": token_hash, "at": now}).scalar_one_or_none()
         if request_id is None:
             return _refuse_redemption(db, token_hash, client, now)
@@ -425,6 +476,44 @@ def _refuse_changed_grant(
             now=now,
         )
     return RedemptionRefused(LinkProblem.POLICY_CHANGED, refused.cause)
+
+
+def _refuse_other_agent(
+    db: Session, token_hash: str, signed_in: SignedInAgent, client: ClientInfo, now: datetime
+) -> RedemptionRefused | None:
+    """Someone signed in with Slack as another person than the link's agent: refused and
+    audited with who it was, and the link is left as it was — still redeemable by its agent
+    within its window, so whoever holds a leaked link cannot use it up either. A request's
+    agent never changes, so checking before the conditional UPDATE races with nothing."""
+    request = db.execute(
+        select(ImpersonationRequest).join(Link, Link.request_id == ImpersonationRequest.id).where(Link.token_hash == token_hash)
+    ).scalar_one_or_none()
+    if request is None or is_requester(
+        signed_in,
+        agent_slack_id=request.agent_slack_id,
+        agent_enterprise_user_id=request.agent_enterprise_user_id,
+        team_id=request.team_id,
+    ):
+        return None  # an unknown link is refused by the UPDATE, as without sign-in
+    audit.append(
+        db,
+        EventDraft(
+            type=AUDIT_TYPE[LinkProblem.IDENTITY_MISMATCH],
+            actor=Actor(slack_id=signed_in.user_id, role="browser"),
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            details={
+                "token_hash_prefix": token_hash[:12],
+                "signed_in_user": signed_in.user_id,
+                "signed_in_team": signed_in.team_id,
+                "requester": request.agent_slack_id,
+                **client.as_details(),
+            },
+        ),
+        now=now,
+    )
+    return RedemptionRefused(LinkProblem.IDENTITY_MISMATCH)
 
 
 def _refuse_redemption(db: Session, token_hash: str, client: ClientInfo, now: datetime) -> RedemptionRefused:

@@ -75,6 +75,9 @@ class RoleConfig(_Strict):
 
 class LinksConfig(_Strict):
     redeem_window_minutes: int = Field(default=5, ge=1, le=MAX_REDEEM_WINDOW_MINUTES)
+    #: redeeming needs the requesting agent to sign in with Slack (OpenID Connect) first, so a
+    #: leaked link is useless to anyone else; needs SLACK_CLIENT_ID / SLACK_CLIENT_SECRET
+    require_slack_sign_in: bool = False
 
 
 class RequestsConfig(_Strict):

@@ -27,6 +27,7 @@ from bot.web.security import (
     new_csp_nonce,
     origin_of,
 )
+from bot.web.slack_sign_in import SlackSignIn
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ def create_web_app(
     slack_app: Any = None,
     notifier: SessionNotifier | None = None,
     csrf_secret: bytes,
+    sign_in: SlackSignIn | None = None,
 ) -> Flask:
     """`slack_app` is a slack_bolt.App (HTTP mode); without it /slack/events is a 404.
-    `csrf_secret`: at least 32 random bytes, the same for every worker and host."""
+    `csrf_secret`: at least 32 random bytes, the same for every worker and host.
+    `sign_in`: Sign in with Slack, for the policy's `links.require_slack_sign_in`."""
     app = _RedactingFlask(__name__, template_folder=str(TEMPLATES), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     # The loggers that print request paths; the process's own handlers are wiring's to cover.
@@ -64,11 +67,13 @@ def create_web_app(
 
     csrf = LinkCsrf.for_base_url(csrf_secret, ctx.public_base_url)
     form_action = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)
+    if sign_in is not None:  # the confirmation's POST is answered by a redirect to Slack
+        form_action += (sign_in.origin,)
     # One throttle for every refusal an unauthenticated caller can cause (bot/domain/refusals.py);
     # Container.close() writes what it left out in the current window.
     refusals = RefusalAuditor(ctx)
     app.extensions[REFUSALS_EXTENSION] = refusals
-    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier, refusals=refusals))
+    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier, refusals=refusals, sign_in=sign_in))
     app.register_blueprint(product_api_blueprint(ctx, refusals=refusals))
 
     @app.context_processor

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Blueprint, Response, make_response, render_template, request
+from flask import Blueprint, Response, abort, make_response, redirect, render_template, request
 
 from bot.domain import links
 from bot.domain.context import DomainContext
@@ -23,6 +23,7 @@ from bot.domain.ports import SessionNotifier
 from bot.domain.refusals import RefusalAuditor
 from bot.domain.views import RequestView
 from bot.web.security import CSRF_FIELD, CsrfFailure, LinkCsrf
+from bot.web.slack_sign_in import CALLBACK_PATH, ProviderConfigError, SignInError, SignInFailure, SlackSignIn
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,12 @@ PROBLEM_PAGES: dict[LinkProblem, tuple[int, str, str]] = {
         "This link can no longer be used",
         "Something the grant relied on has changed since it was given. Nothing was opened.",
     ),
+    LinkProblem.IDENTITY_MISMATCH: (
+        403,
+        "This link belongs to someone else",
+        "You signed in with Slack as a different person from the agent who asked for this session. "
+        "Nothing was opened, and the attempt was recorded.",
+    ),
 }
 #: what changed, said to the agent under the POLICY_CHANGED headline, with what they can do
 POLICY_CHANGED_EXPLANATIONS: dict[RedeemRefusal, str] = {
@@ -71,6 +78,23 @@ CSRF_PAGE = (
     403,
     "This confirmation could not be verified",
     "Open the link from your Slack message again and press the button on that page. Nothing was opened.",
+)
+SIGN_IN_PAGE = (
+    403,
+    "Sign in with Slack could not be verified",
+    "Open the link from your Slack message again, press the button on that page and sign in with "
+    "Slack. Nothing was opened.",
+)
+SIGN_IN_NOT_CONFIGURED_PAGE = (
+    503,
+    "Sessions cannot be opened right now",
+    "The policy requires Sign in with Slack, but it is not configured (SLACK_CLIENT_ID, "
+    "SLACK_CLIENT_SECRET). Nothing was opened; the link stays valid until it expires.",
+)
+SIGN_IN_UNAVAILABLE_PAGE = (
+    503,
+    "Sign in with Slack is unavailable right now",
+    "Nothing was opened; the link stays valid until it expires. Try again in a minute.",
 )
 NOT_CONFIGURED_PAGE = (
     503,
@@ -109,7 +133,12 @@ def _problem_page(problem: LinkProblem, cause: RedeemRefusal | None = None) -> R
 
 
 def landing_blueprint(
-    ctx: DomainContext, *, csrf: LinkCsrf, notifier: SessionNotifier | None, refusals: RefusalAuditor
+    ctx: DomainContext,
+    *,
+    csrf: LinkCsrf,
+    notifier: SessionNotifier | None,
+    refusals: RefusalAuditor,
+    sign_in: SlackSignIn | None = None,
 ) -> Blueprint:
     pages = Blueprint("landing", __name__)
 
@@ -146,10 +175,52 @@ def landing_blueprint(
             return _refuse_csrf(token, failure)
         if not ctx.product_launch_url:
             return _page(*NOT_CONFIGURED_PAGE)
+        if ctx.policy.links.require_slack_sign_in:
+            return _sign_in_first(token)
         outcome = links.redeem(ctx, token, client=_client())
         if not isinstance(outcome, Redemption):
             return _problem_page(outcome.problem, outcome.cause)
         return _launch(outcome)
+
+    def _sign_in_first(token: str) -> Response:
+        """To Slack's authorization endpoint; the redemption waits for the return (303: the
+        browser follows with a GET)."""
+        if sign_in is None:
+            return _page(*SIGN_IN_NOT_CONFIGURED_PAGE)
+        try:
+            authorize_url, flow = sign_in.start(token)
+        except (ProviderConfigError, OSError, ValueError) as exc:  # discovery unreachable or unusable
+            log.error("Sign in with Slack is unavailable: %s", exc)
+            return _page(*SIGN_IN_UNAVAILABLE_PAGE)
+        response = redirect(authorize_url, code=303)
+        sign_in.set_cookie(response, flow)
+        return response
+
+    @pages.get(CALLBACK_PATH)
+    def signed_in() -> Response:
+        """The return from Slack: verified, then the one-time redemption with who signed in
+        as its precondition. The cookie is spent whatever happens (one flow, one return)."""
+        if sign_in is None:
+            abort(404)
+        flow = sign_in.read_flow(request.cookies.get(sign_in.cookie_name))
+        if flow is None:
+            response = _refuse_sign_in(None, SignInFailure.MISSING_FLOW)
+        else:
+            try:
+                agent = sign_in.finish(flow, state=request.args.get("state"), code=request.args.get("code"), error=request.args.get("error"))
+            except SignInError as exc:
+                response = _refuse_sign_in(flow.token, exc.failure)
+            else:
+                outcome = links.redeem(ctx, flow.token, client=_client(), signed_in=agent)
+                response = _launch(outcome) if isinstance(outcome, Redemption) else _problem_page(outcome.problem, outcome.cause)
+        sign_in.clear_cookie(response)
+        return response
+
+    def _refuse_sign_in(token: str | None, failure: SignInFailure) -> Response:
+        # Anyone can call the return address: the event passes the refusal throttle.
+        if links.refuse_sign_in(ctx, token, cause=failure.value, refusals=refusals, client=_client()):
+            log.info("link redemption refused: Sign in with Slack failed (%s)", failure.value)
+        return _page(*SIGN_IN_PAGE)
 
     def _refuse_csrf(token: str, failure: CsrfFailure) -> Response:
         # Anyone can send these: the event, and this line with it, pass the refusal throttle.

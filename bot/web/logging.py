@@ -51,6 +51,9 @@ _SECRET_FIELD = re.compile(
     r"(?P<sep>\\?\"\s*:\s*\\?\"|%22%3[aA]%22|%22%3[aA]\+?%22|=)"
     r"(?P<value>[^\"&\s\\%]*(?:%(?!22)[0-9A-Fa-f]{2}[^\"&\s\\%]*)*)"
 )
+# The query of Sign in with Slack's return (bot/web/slack_sign_in.py CALLBACK_PATH): its `code`
+# is a bearer credential until exchanged, its `state` the flow's CSRF secret.
+_OIDC_RETURN_FIELD = re.compile(r"(?P<name>[?&](?:code|state))=[^&\s\"'#]*")
 # Slack's trigger_id shape: "<digits>.<digits>.<hex>", e.g. 13345224609.738474920.8088930838d88f008e0
 _TRIGGER_ID = re.compile(r"\b\d{4,}\.\d{4,}\.[0-9a-f]{16,}\b")
 # C0 controls, DEL and the Unicode line separators: each written as a visible escape
@@ -72,6 +75,8 @@ def redact(text: str) -> str:
         text = _SECRET_FIELD.sub(lambda m: f"{m['name']}{m['sep']}{REDACTED}", text)
     if "." in text:
         text = _TRIGGER_ID.sub(REDACTED, text)
+    if "/callback?" in text:
+        text = _OIDC_RETURN_FIELD.sub(lambda m: f"{m['name']}={REDACTED}", text)
     return text
 
 

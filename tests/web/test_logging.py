@@ -44,6 +44,9 @@ JWT = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ1LWJvYiJ9.c2lnbmF0dXJl"
         ('payload=%7B%22trigger_id%22%3A%221337.5.t%22%2C%22x%22%3A1%7D', 'payload=%7B%22trigger_id%22%3A%22<redacted>%22%2C%22x%22%3A1%7D'),
         ("opened 13345224609.738474920.8088930838d88f008e0 now", "opened <redacted> now"),
         ("version 1.2.3 took 3.14159 s", "version 1.2.3 took 3.14159 s"),
+        # Sign in with Slack's return: the code (a credential until exchanged) and the state
+        ("GET /l/oidc/callback?code=4724.46.232b&state=Ksh0b_p-u HTTP/1.1", "GET /l/<redacted>/callback?code=<redacted>&state=<redacted> HTTP/1.1"),
+        ("GET /l/oidc/callback?state=abc&code=def", "GET /l/<redacted>/callback?state=<redacted>&code=<redacted>"),
     ],
 )
 def test_redact(text, expected):
