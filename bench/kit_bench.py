@@ -6,7 +6,7 @@ both alike). Requests are WSGI calls (no sockets), so the difference is the kit'
 reading its cookie, the status cache, the context, buffering the page and injecting the banner.
 
 `python -m bench.kit_bench` rewrites its own section of docs/benchmarks.md (between the
-`kit-bench` markers); `./scripts/bench --only kit` runs it with the other suites' driver.
+X
 
 The bot is a stand-in served over HTTP in a thread: its JWKS (a real Ed25519 key, the hand-off
 minted by bot.domain.handoff) and a session-status answer `live`. With a cache hit it is not
