@@ -30,11 +30,13 @@ HOST_STYLE = (
     "width:auto!important;height:auto!important;margin:0!important;pointer-events:auto!important"
 )
 
+#: The custom element reaches its closed declarative shadow root through ElementInternals
+#: (HTML §4.13.7.4) to run the countdown. If that fails (the name already defined by the page,
+#: no ElementInternals) the banner still shows — declarative shadow DOM needs no script — and
+#: is still put back when removed; only the countdown stays as the server rendered it.
 SCRIPT = r"""(function(){
-var T="impersonation-kit-banner";
-if(window.__impersonationKit)return;window.__impersonationKit=1;
-var root=null,host=null;
-customElements.define(T,class extends HTMLElement{constructor(){super();var i=this.attachInternals();root=i.shadowRoot;host=this;}});
+var T="impersonation-kit-banner",root=null,host=null;
+try{customElements.define(T,class extends HTMLElement{constructor(){super();host=this;try{root=this.attachInternals().shadowRoot;}catch(e){}}});}catch(e){}
 host=host||document.querySelector(T);if(!host)return;
 var style=host.getAttribute("style"),ends=+host.getAttribute("data-ends-at");
 function fix(){
