@@ -90,3 +90,41 @@ def test_the_proxy_enforces_read_only_and_strips_a_forged_context_header(proxied
     assert customer.post(url + "/login", data={"email": "carol@globex.example", "password": DEMO_PASSWORD}, allow_redirects=False).status_code == 302
     theirs = customer.get(url + "/")
     assert 'id="who">Carol (globex)' in theirs.text and banner_count(theirs.text) == 0
+
+
+def test_the_documented_proxy_command_serves_a_session(demo_config, bot, api_key, handoff, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    product = create_app({**demo_config, "USE_KIT": False, "TRUST_IMPERSONATION_HEADER": True})
+    upstream = serve(product)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        str(Path(sys.executable).parent / "impersonation-kit-proxy"), "--upstream", upstream.url, "--listen", f"127.0.0.1:{port}",
+        "--bot-url", BOT_ISSUER, "--launch-url", PRODUCT + LAUNCH_PATH, "--jwks-url", f"{bot.url}/.well-known/jwks.json",
+        "--api-url", bot.url, "--spool-dir", str(tmp_path / "spool"), "--jti-db", str(tmp_path / "jti.db"),
+    ]
+    env = {**os.environ, "IMPERSONATION_KIT_API_KEY": api_key, "IMPERSONATION_KIT_SECRET": secrets.token_hex(32)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(300):  # wait until it listens (liveness only, nothing timed)
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.05)
+        _sid, token = handoff()
+        agent = requests.Session()
+        assert agent.post(f"http://127.0.0.1:{port}{LAUNCH_PATH}", data={"token": token}, allow_redirects=False).status_code == 303
+        page = agent.get(f"http://127.0.0.1:{port}/")
+        assert 'id="who">Bob Builder (acme)' in page.text and banner_count(page.text) == 1
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        upstream.server.shutdown()

@@ -108,13 +108,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bot-url", required=True, help="impersonation-bot's PUBLIC_BASE_URL (the JWT's iss)")
     parser.add_argument("--launch-url", required=True, help="the bot's PRODUCT_LAUNCH_URL (the JWT's aud), served by this proxy")
     parser.add_argument("--jwks-url", help="default: BOT_URL/.well-known/jwks.json")
+    parser.add_argument("--api-url", help="where the bot's product API is reached from here, if not at BOT_URL (or IMPERSONATION_KIT_API_URL)")
     parser.add_argument("--spool-dir", default="impersonation_spool", help="where reports wait while the bot is unreachable")
     parser.add_argument("--jti-db", default="impersonation_kit.db", help="SQLite file of used jtis and ended sessions")
     args = parser.parse_args(argv)
     api_key, secret = os.environ.get("IMPERSONATION_KIT_API_KEY"), os.environ.get("IMPERSONATION_KIT_SECRET")
     if not api_key or not secret:
         sys.exit("Set IMPERSONATION_KIT_API_KEY (the product API key) and IMPERSONATION_KIT_SECRET (hex, 32+ bytes).")
-    config = KitConfig(bot_url=args.bot_url, launch_url=args.launch_url, api_key=api_key, secret=bytes.fromhex(secret), jwks_url=args.jwks_url)
+    config = KitConfig(
+        bot_url=args.bot_url,
+        launch_url=args.launch_url,
+        api_key=api_key,
+        secret=bytes.fromhex(secret),
+        jwks_url=args.jwks_url,
+        api_url=args.api_url or os.environ.get("IMPERSONATION_KIT_API_URL"),
+    )
     kit = ImpersonationKit(config, store=SqliteJtiStore(args.jti_db), spool_dir=args.spool_dir)
     kit.reporter.start()
     host, _, port = args.listen.rpartition(":")
