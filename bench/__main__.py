@@ -15,6 +15,7 @@ SUITES = [
     ("audit", "bench.audit_bench"),
     ("digest", "bench.digest_bench"),
     ("kit", "bench.kit_bench"),
+    ("front_door", "bench.front_door_bench"),
 ]
 
 

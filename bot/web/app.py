@@ -11,6 +11,7 @@ from flask import Flask, Response, g, jsonify, make_response, render_template, r
 from slack_bolt.adapter.flask import SlackRequestHandler
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bot.db.engine import reading
 from bot.domain.context import DomainContext
@@ -43,6 +44,28 @@ MAX_REQUEST_BYTES = 1024 * 1024
 _SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
+#: peers whose X-Forwarded-For is believed: the front door on the same host (deploy/nginx),
+#: which overwrites the header with the address it saw (gunicorn trusts X-Forwarded-Proto
+#: from the same addresses by default, `forwarded_allow_ips`)
+TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})
+
+
+class ForwardedFor:
+    """WSGI middleware: behind the front door the socket's peer is the proxy, so REMOTE_ADDR
+    becomes the one address the proxy put in X-Forwarded-For (werkzeug's ProxyFix, one hop)
+    — but only when the peer is a trusted proxy; anyone else's header is ignored. The audit
+    log's `ip` and the refusal throttle's per-client bound depend on it."""
+
+    def __init__(self, app: Any, trusted: frozenset[str] = TRUSTED_PROXIES) -> None:
+        self.app, self.trusted = app, trusted
+        self.fixed = ProxyFix(app, x_for=1, x_proto=0, x_host=0, x_port=0, x_prefix=0)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("REMOTE_ADDR") in self.trusted and environ.get("HTTP_X_FORWARDED_FOR"):
+            return self.fixed(environ, start_response)
+        return self.app(environ, start_response)
+
+
 class _RedactingFlask(Flask):
     def log_exception(self, exc_info: Any) -> None:
         # Flask's own line is f"Exception on {request.path} …", which would log a link token.
@@ -62,6 +85,7 @@ def create_web_app(
     `sign_in`: Sign in with Slack, for the policy's `links.require_slack_sign_in`."""
     app = _RedactingFlask(__name__, template_folder=str(TEMPLATES), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.wsgi_app = ForwardedFor(app.wsgi_app)  # type: ignore[method-assign]
     # The loggers that print request paths; the process's own handlers are wiring's to cover.
     install_log_redaction([app.logger], root_handlers=False)
 

@@ -49,6 +49,12 @@ workers = _positive_int("WEB_CONCURRENCY", 2)
 SQLITE_THREADS = 4
 POSTGRESQL_THREADS = 8
 threads = SQLITE_THREADS if _settings.database_url.startswith("sqlite") else POSTGRESQL_THREADS
+#: Seconds an idle keep-alive connection stays open (gunicorn's default is 2). Longer than the
+#: front door's upstream `keepalive_timeout` (deploy/nginx/impersonation-bot.conf, 4 s), so
+#: nginx closes an idle connection before gunicorn does and never sends a request on one that
+#: gunicorn is closing (a 502 for a POST; bench/front_door_bench.py saw one). An idle
+#: connection waits in the worker's poller, not in a thread.
+keepalive = 5
 #: gunicorn's "-": the access log goes to stdout, the error log to stderr, with every /l/<token> path, JWT and Slack token redacted
 logger_class = "bot.web.logging.RedactingGunicornLogger"
 accesslog = "-"

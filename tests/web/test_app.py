@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import logging
 import time
 from dataclasses import replace
@@ -11,7 +12,9 @@ from urllib.parse import urlencode
 import pytest
 from slack_bolt import App
 from slack_bolt.authorization import AuthorizeResult
+from sqlalchemy import select
 
+from bot.db.models import AuditEvent
 from bot.domain.handoff import ALGORITHM
 from bot.web.app import MAX_REQUEST_BYTES, create_web_app
 from tests.web.conftest import audit_events
@@ -126,3 +129,21 @@ def test_an_unhandled_error_on_a_link_shows_a_generic_page(ctx, csrf_secret, tok
 def test_oversized_bodies_are_refused_before_parsing(client, token):
     response = client.post(f"/l/{token}", data={"csrf": "x" * (MAX_REQUEST_BYTES + 1)})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "audited"),
+    [
+        pytest.param("127.0.0.1", "198.51.100.7", "198.51.100.7", id="front-door-on-loopback"),
+        pytest.param("::1", "2001:db8::7", "2001:db8::7", id="front-door-on-ipv6-loopback"),
+        pytest.param("203.0.113.5", "198.51.100.7", "203.0.113.5", id="anyone-else-is-not-believed"),
+        pytest.param("127.0.0.1", None, "127.0.0.1", id="no-header"),
+    ],
+)
+def test_the_client_address_comes_from_the_front_door_only(client, session_factory, peer, forwarded, audited):
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    response = client.post("/l/" + "x" * 43, headers=headers, environ_base={"REMOTE_ADDR": peer})
+    assert response.status_code == 403
+    with session_factory() as db:
+        event = db.execute(select(AuditEvent).order_by(AuditEvent.seq.desc())).scalars().first()
+    assert event.type == "link.csrf_refused" and json.loads(event.details)["ip"] == audited

@@ -4,12 +4,15 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+from pathlib import Path
 
+import crossplane
 import pytest
 from gunicorn.glogging import Logger
 from gunicorn.util import import_app, load_class
 
 MODULE = "bot.web.gunicorn_conf"
+SITE = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "impersonation-bot.conf"
 SETTINGS_VARIABLES = (
     "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "PORT", "WEB_CONCURRENCY", "DATABASE_URL", "IMPERSONATION_POLICY",
     "IMPERSONATION_ENV", "HOST",
@@ -129,3 +132,11 @@ def test_each_worker_freezes_what_exists_once_its_app_is_built(env, restore_gc_a
     assert not any(tracked is built_app for tracked in gc.get_objects())  # frozen: never walked again
     born_later = [built_app]  # what requests create afterwards is collected as before
     assert any(tracked is born_later for tracked in gc.get_objects())
+
+
+def test_nginx_closes_idle_upstream_connections_before_gunicorn_does(env):
+    """Otherwise nginx can send a POST on a connection gunicorn is closing: a 502 it does not retry."""
+    site = crossplane.parse(str(SITE), single=True, check_ctx=False, comments=False)
+    (upstream,) = [d for d in site["config"][0]["parsed"] if d["directive"] == "upstream"]
+    (timeout,) = [d["args"][0] for d in upstream["block"] if d["directive"] == "keepalive_timeout"]
+    assert timeout.endswith("s") and int(timeout[:-1]) < load_conf().keepalive
