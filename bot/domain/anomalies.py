@@ -64,13 +64,15 @@ class Rule(str, enum.Enum):
     LINK_REPLAY = "link_replay"
     OPTED_OUT_ATTEMPT = "opted_out_attempt"
     CONCENTRATION = "concentration"
+    #: someone other than the agent signed in with Slack to use the agent's link
+    LINK_IDENTITY_MISMATCH = "link_identity_mismatch"
 
 
 def window_of(rule: Rule, config: AlertsConfig) -> timedelta:
     """How long an alert about one subject silences the same rule for that subject."""
     if rule is Rule.CONCENTRATION:
         return timedelta(days=config.concentration_days)
-    if rule in (Rule.OFF_HOURS, Rule.FLAGGED_ACCOUNT, Rule.LINK_REPLAY):
+    if rule in (Rule.OFF_HOURS, Rule.FLAGGED_ACCOUNT, Rule.LINK_REPLAY, Rule.LINK_IDENTITY_MISMATCH):
         return ONCE
     return DAY
 
@@ -210,6 +212,13 @@ def repeated_refusals(refusals_per_agent: Mapping[str, int], *, limit: int) -> l
         for agent, count in sorted(refusals_per_agent.items())
         if count >= limit
     ]
+
+
+def link_identity_mismatch(*, request_id: str, agent: str, account: str, signed_in_user: str, signed_in_team: str | None) -> Finding:
+    """A link reached someone else: they signed in with Slack to open it (links.require_slack_sign_in)
+    and were refused. Raised when it happens, once per request."""
+    facts = {"signed_in_user": signed_in_user, "signed_in_team": signed_in_team}
+    return Finding(Rule.LINK_IDENTITY_MISMATCH, request_id, facts, account=account, agent=agent, request_id=request_id)
 
 
 def link_replays(replays: Iterable[ReplayFact]) -> list[Finding]:

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import Account, ImpersonationRequest, ImpersonationSession, Link, RequestState
-from bot.domain import audit, outbox
+from bot.domain import anomalies, audit, outbox
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -513,6 +513,15 @@ def _refuse_other_agent(
         ),
         now=now,
     )
+    # the security channel hears of it at once, through the alert path (stored, audited, outbox)
+    finding = anomalies.link_identity_mismatch(
+        request_id=request.id,
+        agent=request.agent_slack_id,
+        account=request.account.external_id,
+        signed_in_user=signed_in.user_id,
+        signed_in_team=signed_in.team_id,
+    )
+    anomalies.raise_alert(db, finding, window=anomalies.ONCE, now=now)
     return RedemptionRefused(LinkProblem.IDENTITY_MISMATCH)
 
 

@@ -241,6 +241,13 @@ def alert_line(view: AlertView) -> str:
         return f"{_who(view.agent)} was refused {facts.get('refusals_24h')} times in 24 h (blocked or denied)."
     if rule is Rule.LINK_REPLAY:
         return f"A used one-time link of {_who(view.agent)}'s on {_account(view)} was presented again {facts.get('attempts')} time(s)."
+    if rule is Rule.LINK_IDENTITY_MISMATCH:
+        team = escape_truncated(str(facts.get("signed_in_team") or "?"), _ID_BUDGET)
+        return (
+            f"{_who(facts.get('signed_in_user'))} (workspace {team}) signed in with Slack to open {_who(view.agent)}'s "
+            f"one-time link on {_account(view)} and was refused. The link reached someone else; it still works "
+            "only for its agent until it expires."
+        )
     if rule is Rule.OPTED_OUT_ATTEMPT:
         return f"{_who(view.agent)} tried to impersonate a user of {_account(view)}, which has opted out ({facts.get('attempts_24h')} attempt(s) in 24 h)."
     if rule is Rule.CONCENTRATION:
@@ -259,6 +266,7 @@ _RULE_TITLES = {
     Rule.REPEATED_REFUSALS: "Agent refused repeatedly",
     Rule.LINK_REPLAY: "One-time link replayed",
     Rule.OPTED_OUT_ATTEMPT: "Attempt on an opted-out account",
+    Rule.LINK_IDENTITY_MISMATCH: "One-time link used by someone else",
     Rule.CONCENTRATION: "Sessions concentrated on one agent",
 }
 

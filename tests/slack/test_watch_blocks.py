@@ -111,6 +111,7 @@ ALERTS = [
     alert(Rule.FLAGGED_ACCOUNT, {"flags": ["sensitive", HOSTILE]}),
     alert(Rule.REPEATED_REFUSALS, {"refusals_24h": 4, "limit": 3}),
     alert(Rule.LINK_REPLAY, {"attempts": 3}),
+    alert(Rule.LINK_IDENTITY_MISMATCH, {"signed_in_user": "UINTRUDER", "signed_in_team": HOSTILE}),
     alert(Rule.OPTED_OUT_ATTEMPT, {"attempts_24h": 1}),
     alert(Rule.CONCENTRATION, {"percent": 80, "sessions": 10, "by_agent": 8, "days": 30}),
 ]

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from bot.db.models import ImpersonationRequest, ImpersonationSession
+from bot.db.models import Alert, ImpersonationSession, OutboxMessage
 from bot.domain import links
 from bot.domain import requests as domain_requests
 from bot.domain.handoff import verify_handoff
@@ -187,12 +187,19 @@ def test_a_different_slack_user_is_refused_audited_and_the_link_stays_for_its_ag
     assert "belongs to someone else" in answer.text
     assert token not in answer.text
     assert state_snapshot(session_factory) == unchanged
-    (event,) = audit_events(session_factory)[before:]
-    assert event.type == "link.identity_mismatch"
+    event, alerted = audit_events(session_factory)[before:]
+    assert (event.type, alerted.type) == ("link.identity_mismatch", "alert.raised")
     assert event.actor_slack_id == who.user_id
     assert details(event)["signed_in_user"] == who.user_id and details(event)["signed_in_team"] == who.team_id
     assert details(event)["requester"] == "UAGENT1"
     assert token not in event.details
+    # the security channel is owed an alert naming who signed in
+    with session_factory() as db:
+        (alert,) = db.execute(select(Alert)).scalars()
+        owed = db.execute(select(OutboxMessage).where(OutboxMessage.kind == "alert")).scalars().all()
+    assert (alert.rule, alert.request_id, alert.agent_slack_id) == ("link_identity_mismatch", event.request_id, "UAGENT1")
+    assert json.loads(alert.details) == {"signed_in_user": who.user_id, "signed_in_team": who.team_id}
+    assert [o.subject_id for o in owed] == [alert.id]
 
     # the agent it was sent to still opens it, in its window
     provider.sign_in_as = AGENT
