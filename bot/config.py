@@ -73,6 +73,9 @@ class Settings:
     @property
     def has_slack_sign_in(self) -> bool:
         return bool(self.slack_client_id and self.slack_client_secret)
+    #: RETENTION_OUTBOX_DAYS / RETENTION_LINK_DAYS (bot/domain/retention.py)
+    retention_outbox_days: int = 30
+    retention_link_days: int = 90
 
     @property
     def has_slack_credentials(self) -> bool:
@@ -154,6 +157,13 @@ def check_url(name: str, value: str, *, https: bool) -> None:
         raise ConfigError(f"{name} {value!r} must use https outside dev (IMPERSONATION_ENV is not dev)")
 
 
+def _days(env: dict[str, str], name: str, default: int) -> int:
+    text = (env.get(name) or str(default)).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"{name} must be a whole number of days, at least 1, got {text!r}")
+    return int(text)
+
+
 def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True) -> Settings:
     if env is None:
         if read_dotenv:
@@ -173,6 +183,7 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
     log_level = (env.get("LOG_LEVEL") or "INFO").strip().upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    retention = {name: _days(env, name, default) for name, default in (("RETENTION_OUTBOX_DAYS", 30), ("RETENTION_LINK_DAYS", 90))}
     return Settings(
         slack_bot_token=env.get("SLACK_BOT_TOKEN") or None,
         slack_signing_secret=env.get("SLACK_SIGNING_SECRET") or None,
@@ -193,4 +204,6 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
         slack_client_id=env.get("SLACK_CLIENT_ID") or None,
         slack_client_secret=env.get("SLACK_CLIENT_SECRET") or None,
         slack_oidc_issuer=(env.get("SLACK_OIDC_ISSUER") or DEFAULT_SLACK_OIDC_ISSUER).rstrip("/"),
+        retention_outbox_days=retention["RETENTION_OUTBOX_DAYS"],
+        retention_link_days=retention["RETENTION_LINK_DAYS"],
     )

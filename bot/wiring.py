@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from alembic.runtime.migration import MigrationContext
@@ -28,6 +29,7 @@ from bot.domain.directory import DirectoryError
 from bot.domain.keys import KeyError_, SigningKey, load_or_create_signing_key
 from bot.domain.policy import PolicyConfig, PolicyError, load_policy
 from bot.domain.policy_audit import record_policy_change
+from bot.domain.retention import Retention
 from bot.domain.ports import SessionNotifier
 
 if TYPE_CHECKING:
@@ -239,6 +241,9 @@ def build_container(settings: Settings) -> Container:
             groups=SlackGroups(client),
             people=SlackPeople(client),
             checkpoint_file=settings.checkpoint_file,
+            retention=Retention(
+                outbox=timedelta(days=settings.retention_outbox_days), links=timedelta(days=settings.retention_link_days)
+            ),
         )
         # Outbox deliveries (issue 5), by the scheduler and by each process's background
         # thread: a client that does not sleep through 429s itself, so a rate limit goes back

@@ -184,3 +184,13 @@ def test_sign_in_with_slack_settings(clean_env):
     assert settings.has_slack_sign_in
     assert settings.slack_oidc_issuer == "http://127.0.0.1:9"  # as discovery's `issuer` spells it
     assert "s3cret" not in repr(settings.slack_client_id)
+
+
+def test_retention_days_default_and_must_be_positive_whole_numbers():
+    settings = load_settings({})
+    assert (settings.retention_outbox_days, settings.retention_link_days) == (30, 90)
+    assert load_settings({"RETENTION_OUTBOX_DAYS": "7", "RETENTION_LINK_DAYS": "365"}).retention_link_days == 365
+    for name in ("RETENTION_OUTBOX_DAYS", "RETENTION_LINK_DAYS"):
+        for bad in ("0", "-1", "two", "1.5"):
+            with pytest.raises(ConfigError, match=f"{name} must be a whole number of days"):
+                load_settings({name: bad})

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.domain.keys import SigningKey
 from bot.domain.policy import GroupDirectory, NoGroups, PolicyConfig
 from bot.domain.ports import PeopleDirectory, StaticPeople
+from bot.domain.retention import Retention
 
 if TYPE_CHECKING:
     from bot.domain.outbox import Courier
@@ -29,6 +30,8 @@ class DomainContext:
     courier: Courier | None = None
     #: where signed audit checkpoints are appended (AUDIT_CHECKPOINT_FILE); None: Slack only
     checkpoint_file: Path | None = None
+    #: how long operational rows are kept (RETENTION_OUTBOX_DAYS, RETENTION_LINK_DAYS)
+    retention: Retention = field(default_factory=Retention)
 
     @property
     def issuer(self) -> str:

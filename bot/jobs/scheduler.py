@@ -55,6 +55,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("digests.post", work.post_digests, IntervalTrigger(minutes=5)),
     ScheduledJob("audit.checkpoint", work.make_checkpoint, IntervalTrigger(minutes=5)),
     ScheduledJob("slack.prune_deliveries", work.prune_slack_deliveries, IntervalTrigger(minutes=1)),
+    ScheduledJob("retention.prune", work.prune_operational_rows, IntervalTrigger(hours=1)),
 )
 
 

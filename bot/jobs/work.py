@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from bot.domain import anomalies, checkpoint_job, deliveries, digests, outbox, watch
+from bot.domain import anomalies, checkpoint_job, deliveries, digests, outbox, retention, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.once import claim_once
@@ -62,6 +62,10 @@ def prune_slack_deliveries(ctx: DomainContext) -> None:
     deliveries.prune(ctx)
 
 
+def prune_operational_rows(ctx: DomainContext) -> None:
+    retention.prune(ctx)
+
+
 def post_digests(ctx: DomainContext) -> None:
     digests.run_due(ctx)
 
@@ -82,5 +86,6 @@ ALL = (
     post_digests,
     make_checkpoint,
     prune_slack_deliveries,
+    prune_operational_rows,
     deliver_outbox,
 )

@@ -1,0 +1,79 @@
+"""Retention of operational rows (docs/operations.md "Retention").
+
+Some tables only serve the running system: the outbox's finished rows (kept for looking into
+a delivery problem), the one-time links (a link past its expiry can never redeem; its row only
+lets the landing page say "expired" instead of "unknown"), and Slack's delivery keys (pruned
+by bot/domain/deliveries.py as soon as no replay can pass verification). They grow with every
+request, so a job deletes them once they are older than the configured retention.
+
+The audit log (`audit_events`, `audit_head`) is never pruned by the app: it is the record, and
+the app's PostgreSQL role cannot delete from it anyway (docs/postgresql.md). Requests,
+sessions, approvals and extensions are the audit log's subjects and are kept too.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select
+
+from bot.db.models import Link, OutboxMessage
+from bot.domain.clock import utcnow
+
+if TYPE_CHECKING:
+    from bot.domain.context import DomainContext
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTBOX_DAYS = 30
+DEFAULT_LINK_DAYS = 90
+#: rows deleted per statement: keeps each transaction (and PostgreSQL's locks, SQLite's
+#: writer lock) short however far behind the job is
+BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Retention:
+    #: finished outbox rows (sent, skipped, merged, failed), counted from when they finished
+    outbox: timedelta = timedelta(days=DEFAULT_OUTBOX_DAYS)
+    #: one-time links, counted from their expiry
+    links: timedelta = timedelta(days=DEFAULT_LINK_DAYS)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    outbox: int
+    links: int
+
+
+def prune(ctx: DomainContext, *, now: datetime | None = None) -> Pruned:
+    # imported here: the outbox needs DomainContext, which holds a Retention
+    from bot.domain.outbox import FAILED, MERGED, SENT, SKIPPED
+
+    now = now or utcnow()
+    retention = ctx.retention
+    outbox = _delete_in_batches(
+        ctx,
+        select(OutboxMessage.id).where(
+            OutboxMessage.state.in_((SENT, SKIPPED, MERGED, FAILED)), OutboxMessage.finished_at < now - retention.outbox
+        ),
+        OutboxMessage,
+    )
+    links = _delete_in_batches(ctx, select(Link.id).where(Link.expires_at < now - retention.links), Link)
+    if outbox or links:
+        # one line per run that changed something; an idle run says nothing (docs/cli.md "Logs")
+        log.info("retention: deleted %d finished outbox rows and %d expired links", outbox, links)
+    return Pruned(outbox, links)
+
+
+def _delete_in_batches(ctx: DomainContext, ids, model) -> int:  # type: ignore[no-untyped-def]
+    total = 0
+    while True:
+        with ctx.sessions() as db, db.begin():
+            batch = db.execute(ids.order_by(model.id).limit(BATCH)).scalars().all()
+            if not batch:
+                return total
+            db.execute(delete(model).where(model.id.in_(batch)))
+        total += len(batch)
