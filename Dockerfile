@@ -40,7 +40,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     IMPERSONATION_POLICY=/app/policy.toml
 USER 10001:10001
 EXPOSE 3000
-# /healthz answers without touching Slack or the database (bot/web/app.py); the clock and
+# /healthz answers 200 when the database answers, without calling Slack (bot/web/app.py); the clock and
 # release roles serve no HTTP, so compose.yaml disables this check for them
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=2)"]

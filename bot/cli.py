@@ -217,7 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
 # --- web and scheduler --------------------------------------------------------------------
 
 
+def prepare_metrics_dir() -> None:
+    """gunicorn's workers each count their own requests; prometheus-client sums them from
+    files in PROMETHEUS_MULTIPROC_DIR (bot/web/metrics.py). Set before anything imports
+    prometheus-client (it picks its storage at import) and before gunicorn forks, to a fresh
+    directory per run: stale files from an earlier run would be summed in."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="impersonation-bot-metrics-")
+
+
 def run_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    prepare_metrics_dir()
     migrate_if_sqlite(settings)
     configure_logging(settings)
     # Built before gunicorn starts, so every configuration problem stops us with one line;
@@ -228,6 +238,7 @@ def run_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def run_web(settings: Settings, _args: argparse.Namespace) -> int:
+    prepare_metrics_dir()
     migrate_if_sqlite(settings)
     preflight(settings)
     configure_logging(settings)

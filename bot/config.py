@@ -73,6 +73,8 @@ class Settings:
     @property
     def has_slack_sign_in(self) -> bool:
         return bool(self.slack_client_id and self.slack_client_secret)
+    #: METRICS_TOKEN: the bearer token /metrics asks for; unset, /metrics is a 404
+    metrics_token: str | None = None
     #: RETENTION_OUTBOX_DAYS / RETENTION_LINK_DAYS (bot/domain/retention.py)
     retention_outbox_days: int = 30
     retention_link_days: int = 90
@@ -204,6 +206,7 @@ def load_settings(env: dict[str, str] | None = None, *, read_dotenv: bool = True
         slack_client_id=env.get("SLACK_CLIENT_ID") or None,
         slack_client_secret=env.get("SLACK_CLIENT_SECRET") or None,
         slack_oidc_issuer=(env.get("SLACK_OIDC_ISSUER") or DEFAULT_SLACK_OIDC_ISSUER).rstrip("/"),
+        metrics_token=env.get("METRICS_TOKEN") or None,
         retention_outbox_days=retention["RETENTION_OUTBOX_DAYS"],
         retention_link_days=retention["RETENTION_LINK_DAYS"],
     )

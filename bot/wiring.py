@@ -271,6 +271,7 @@ def build_container(settings: Settings) -> Container:
             notifier=notifier,
             csrf_secret=derive_csrf_secret(signing_key),
             sign_in=make_sign_in(settings, signing_key),
+            metrics_token=settings.metrics_token,
         )
     except BaseException:
         engine.dispose()

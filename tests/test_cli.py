@@ -474,3 +474,45 @@ def test_every_command_says_what_it_does_and_every_option_more_than_its_name():
             own_words = set(name.replace("-", " ").replace("_", " ").lower().split()) | {"the", "flag", "a", "an"}
             words = set(re.findall(r"[a-z]+", (action.help or "").lower()))
             assert len(words - own_words) >= 3, f"`{' '.join(path)} {name}`: help {action.help!r} only repeats the name"
+
+
+@pytest.mark.slow
+def test_serve_sums_every_workers_requests_in_metrics(tmp_path):
+    """Two gunicorn workers: whichever answers the scrape reports the requests both served
+    (prometheus-client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set by serve)."""
+    shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
+    port = _free_port()
+    token = "metrics-token-for-the-test"
+    with FakeSlack() as fake:
+        process = subprocess.Popen(
+            [str(CONSOLE_SCRIPT), "serve"],
+            cwd=tmp_path,
+            env={
+                **{k: v for k, v in _subprocess_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+                "SLACK_BOT_TOKEN": fake.bot_token, "SLACK_SIGNING_SECRET": "test-signing-secret",
+                "SLACK_API_URL": fake.url, "DATABASE_URL": f"sqlite:///{tmp_path / 'impersonation.db'}",
+                "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} --workers 2", "METRICS_TOKEN": token,
+            },
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            for _ in range(300):  # wait for gunicorn to listen (liveness only, nothing timed)
+                try:
+                    requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                    break
+                except requests.ConnectionError:
+                    if process.poll() is not None:
+                        break
+                    time.sleep(0.1)
+            for _ in range(40):  # a new connection each: gunicorn's workers take turns accepting
+                assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5, headers={"Connection": "close"}).status_code == 200
+            totals = set()
+            for _ in range(6):
+                body = requests.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}", "Connection": "close"}, timeout=5).text
+                (line,) = [l for l in body.splitlines() if l.startswith('impbot_http_requests_total{') and 'route="/healthz"' in l]
+                totals.add(float(line.rsplit(" ", 1)[1]))
+        finally:
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    assert totals == {41.0}, output  # the first probe and the 40: the same sum from either worker

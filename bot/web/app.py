@@ -19,6 +19,7 @@ from bot.domain.ports import SessionNotifier
 from bot.domain.refusals import RefusalAuditor
 from bot.web.landing import landing_blueprint
 from bot.web.logging import install_log_redaction, redact
+from bot.web.metrics import install_metrics
 from bot.web.product_api import API_PREFIX, api_http_error, product_api_blueprint
 from bot.web.security import (
     LinkCsrf,
@@ -79,15 +80,18 @@ def create_web_app(
     notifier: SessionNotifier | None = None,
     csrf_secret: bytes,
     sign_in: SlackSignIn | None = None,
+    metrics_token: str | None = None,
 ) -> Flask:
     """`slack_app` is a slack_bolt.App (HTTP mode); without it /slack/events is a 404.
     `csrf_secret`: at least 32 random bytes, the same for every worker and host.
-    `sign_in`: Sign in with Slack, for the policy's `links.require_slack_sign_in`."""
+    `sign_in`: Sign in with Slack, for the policy's `links.require_slack_sign_in`.
+    `metrics_token`: the bearer token `/metrics` asks for (METRICS_TOKEN); None: no /metrics."""
     app = _RedactingFlask(__name__, template_folder=str(TEMPLATES), static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.wsgi_app = ForwardedFor(app.wsgi_app)  # type: ignore[method-assign]
     # The loggers that print request paths; the process's own handlers are wiring's to cover.
     install_log_redaction([app.logger], root_handlers=False)
+    install_metrics(app, ctx, token=metrics_token)
 
     csrf = LinkCsrf.for_base_url(csrf_secret, ctx.public_base_url)
     form_action = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)

@@ -109,3 +109,12 @@ def worker_exit(server: object, worker: object) -> None:
     refusals = getattr(app, "extensions", {}).get(REFUSALS_EXTENSION)
     if refusals is not None:
         refusals.close()
+
+
+def child_exit(server: object, worker: object) -> None:
+    """In the master, when a worker has exited: prometheus-client's multiprocess mode keeps
+    live-process gauges per pid, and drops a dead worker's here (its counters stay summed)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[attr-defined]
