@@ -223,6 +223,28 @@ def test_verify_with_the_public_key_or_the_jwks_and_refuses_another_key(six_even
     assert code == 1 and "invalid signature or an unknown key" in out
 
 
+def test_verify_accepts_a_chain_whose_checkpoints_were_signed_under_two_keys(six_events, deployment, capsys, tmp_path, monkeypatch):
+    first = checkpoint_now(capsys)
+    old = load_or_create_signing_key(tmp_path / "signing_key.pem", allow_create=False)
+    (tmp_path / "old_public.pem").write_text(old.public_pem())
+    # the key is replaced; the chain goes on, and the next checkpoint is signed with the new key
+    monkeypatch.setenv("SIGNING_KEY_FILE", str(tmp_path / "new_signing_key.pem"))
+    new = load_or_create_signing_key(tmp_path / "new_signing_key.pem", allow_create=True)
+    assert run(capsys, "accounts", "flag", "acme", "--regulated", "--by", "UREVOPS1", "--note", "after the new key")[0] == 0
+    second = checkpoint_now(capsys)
+    # each checkpoint names the key that signed it
+    assert (first["kid"], second["kid"]) == (old.kid, new.kid) and old.kid != new.kid
+    lines = [json.loads(line) for line in deployment.read_text().splitlines()]
+    assert [c["kid"] for c in lines] == [old.kid, new.kid]
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [old.public_jwk(), new.public_jwk()]}))
+    code, out, _ = run(capsys, "audit", "verify", "--public-key", str(tmp_path / "old_public.pem"), "--public-key", str(tmp_path / "new_signing_key.pem"))
+    assert code == 0 and "2 checkpoint(s) match" in out, out
+    assert run(capsys, "audit", "verify", "--jwks", str(tmp_path / "jwks.json"))[0] == 0
+    # without the old key's public half the first checkpoint cannot be checked
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 1 and "invalid signature or an unknown key" in out
+
+
 def test_verify_with_an_unreadable_checkpoint_file_exits_2(six_events, deployment, capsys, tmp_path):
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     code, out, err = run(capsys, "audit", "verify", "--checkpoints", str(tmp_path / "bad.jsonl"))
