@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 from flask import Flask, Response, g, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import REGISTRY, Collector
@@ -147,7 +147,9 @@ def install_metrics(app: Flask, ctx: DomainContext, *, token: str | None) -> Non
 
 
 def _request_registry() -> CollectorRegistry:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # prometheus-client chose where this process's values live when it was imported (its
+    # values.ValueClass); follow that choice, not the environment as it is now
+    if values.ValueClass is not values.MutexValue and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return registry
