@@ -24,7 +24,11 @@ logged and audited as `notify.failed`, never dropped silently. The message's `ts
 
 Posts to a channel are paced (ChannelPace) to one per PACE_SECONDS, Slack's documented rate
 for posting to one channel; meanwhile pending alerts accumulate and go out together as one
-summary (issue 5 point 6), so a storm never floods the channel and no alert is lost.
+summary, so a storm never floods the channel and no alert is lost. A run that finds a
+channel's next slot taken may wait for it (`pace_wait`), so a queue of posts drains at that
+rate rather than at one per scheduler tick. Rows that warn people — alerts, break-glass alerts,
+the notice to a revoked agent — are claimed before routine ones (URGENT_KINDS): an alert never
+waits behind a queue of feed updates for the same channel's slots.
 
 Delivery is at least once: a sender that dies after Slack accepted a new message and before
 it recorded the `ts` makes the next run post it again (Slack has no idempotency key for
@@ -36,12 +40,13 @@ import enum
 import logging
 import random
 import secrets
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, exists, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, exists, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from bot.db.engine import reading
@@ -68,7 +73,9 @@ SECURITY = "security"
 LEASE = timedelta(minutes=2)
 DIGEST_LEASE = timedelta(minutes=10)
 
-#: Slack: "in general … 1 message per second" per channel (api.slack.com/apis/rate-limits)
+#: Slack's rate-limit guide (https://docs.slack.dev/apis/web-api/rate-limits, "Posting
+#: messages"): chat.postMessage "generally allows posting one message per second per channel",
+#: short bursts beyond it without guarantee; so one new message per channel per second
 PACE_SECONDS = 1.0
 #: transient failures: delays of BACKOFF_BASE·2^(n−1), capped, each cut by up to half at random
 #: ("equal jitter", AWS Architecture Blog "Exponential Backoff And Jitter") so that retries from
@@ -110,6 +117,12 @@ class Kind(str, enum.Enum):
     DIGEST = "digest"
     #: a signed audit checkpoint (subject: the checkpoint's period key)
     CHECKPOINT = "checkpoint"
+
+
+#: claimed before every other kind in a delivery run, whatever their age: what security must
+#: act on (an alert, break-glass) and the revoked agent's notice. Older rows of the same message
+#: still go first (a target's rows are delivered in order).
+URGENT_KINDS = frozenset({Kind.ALERT, Kind.BREAK_GLASS, Kind.NOTICE})
 
 
 def lease_for(kind: Kind) -> timedelta:
@@ -318,20 +331,48 @@ def deliver_due(
     now: datetime | None = None,
     limit: int = 200,
     targets: Iterable[str] | None = None,
+    pace_wait: timedelta = timedelta(0),
+    clock: Callable[[], datetime] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> DeliveryReport:
-    """Send what is due, oldest first: claim a row, render and send it, record the outcome.
-    `targets`: only rows about these messages (an immediate delivery after a change).
-    `now`: a fixed clock (tests); by default the clock is read at each step."""
-    clock: Callable[[], datetime] = (lambda: now) if now is not None else utcnow
+    """Send what is due, urgent kinds first, then oldest first: claim a row, render and send
+    it, record the outcome. `targets`: only rows about these messages (an immediate delivery
+    after a change). `pace_wait`: how long this run may wait, in all, for a channel's next
+    posting slot when rows are held back only by pacing (the scheduler's run; an immediate
+    delivery does not wait). `now`: a fixed clock (tests; it never waits); else `clock`, read
+    at each step, with `sleep` to wait."""
+    read_clock: Callable[[], datetime] = (lambda: now) if now is not None else (clock or utcnow)
     report = DeliveryReport()
     wanted = list(targets) if targets is not None else None
     if wanted == []:
         return report
+    deadline = read_clock() + pace_wait if now is None else None
+    while True:
+        paced_until = _deliver_pass(ctx, courier, read_clock, limit, wanted, report)
+        if paced_until is None or deadline is None or paced_until > deadline:
+            return report
+        sleep(max((paced_until - read_clock()).total_seconds(), 0.0))
+
+
+def _deliver_pass(
+    ctx: DomainContext,
+    courier: Courier,
+    clock: Callable[[], datetime],
+    limit: int,
+    wanted: list[str] | None,
+    report: DeliveryReport,
+) -> datetime | None:
+    """One pass over what is due; returns the earliest moment a row held back by its
+    channel's pacing may be posted (None: nothing was held back)."""
+    paced_until: datetime | None = None
     for row_id in _candidates(ctx, clock(), limit, wanted):
         try:
             outcome = _deliver_row(ctx, courier, row_id, clock)
         except Exception:  # noqa: BLE001 - a database error on one row must not stop the others
             log.exception("outbox %s: delivery failed; it stays owed and is retried", row_id)
+            continue
+        if isinstance(outcome, _Paced):
+            paced_until = outcome.until if paced_until is None else min(paced_until, outcome.until)
             continue
         if outcome is None:
             continue
@@ -344,14 +385,22 @@ def deliver_due(
             report.retried += 1
         else:
             report.failed += 1
-    return report
+    return paced_until
 
 
-def _deliver_row(ctx: DomainContext, courier: Courier, row_id: int, clock: Callable[[], datetime]) -> tuple[Delivery, Outcome] | None:
-    """Claim one row, render and send it, record the outcome; None if it was not ours to send."""
+@dataclass(frozen=True)
+class _Paced:
+    """A row not claimed because its channel's next posting slot is not yet free."""
+
+    until: datetime
+
+
+def _deliver_row(ctx: DomainContext, courier: Courier, row_id: int, clock: Callable[[], datetime]) -> tuple[Delivery, Outcome] | _Paced | None:
+    """Claim one row, render and send it, record the outcome; None if it was not ours to send,
+    _Paced if it waits for its channel's next slot."""
     delivery = _claim(ctx, row_id, clock())
-    if delivery is None:
-        return None
+    if delivery is None or isinstance(delivery, _Paced):
+        return delivery
     try:
         outcome = courier.deliver(delivery)
     except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
@@ -369,8 +418,10 @@ def _due(now: datetime):
 
 
 def _candidates(ctx: DomainContext, now: datetime, limit: int, targets: list[str] | None) -> list[int]:
-    """The oldest due row of each target (later rows of a target wait for it)."""
-    statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(OutboxMessage.id).limit(limit)
+    """The oldest due row of each target (later rows of a target wait for it), rows of the
+    URGENT_KINDS first: new posts to a channel take its paced slots in this order."""
+    urgent = case((OutboxMessage.kind.in_([k.value for k in URGENT_KINDS]), 0), else_=1)
+    statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(urgent, OutboxMessage.id).limit(limit)
     if targets is not None:
         statement = statement.where(OutboxMessage.target.in_(targets))
     with reading(ctx.sessions) as db:
@@ -405,21 +456,23 @@ def _existing_ref(db: Session, row: OutboxMessage, recipient: str | None) -> Mes
     return MessageRef_(ref.channel, ref.ts) if ref is not None else None
 
 
-def _take_posting_slot(db: Session, channel: str, now: datetime) -> bool:
+def _take_posting_slot(db: Session, channel: str, now: datetime) -> datetime | None:
     """One new message per PACE_SECONDS per channel, across every scheduler: a conditional
-    UPDATE of the channel's row (inserted the first time)."""
+    UPDATE of the channel's row (inserted the first time). None when the slot is ours, else
+    when the channel's next slot opens."""
     next_at = now + timedelta(seconds=PACE_SECONDS)
     if insert_once(db, ChannelPace, {"channel": channel, "next_post_at": next_at}):
-        return True
-    return (
-        db.execute(
-            update(ChannelPace)
-            .where(ChannelPace.channel == channel, ChannelPace.next_post_at <= now)
-            .values(next_post_at=next_at)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        == 1
-    )
+        return None
+    taken = db.execute(
+        update(ChannelPace)
+        .where(ChannelPace.channel == channel, ChannelPace.next_post_at <= now)
+        .values(next_post_at=next_at)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if taken == 1:
+        return None
+    opens = db.execute(select(ChannelPace.next_post_at).where(ChannelPace.channel == channel)).scalar_one_or_none()
+    return opens or next_at
 
 
 _EARLIER = aliased(OutboxMessage)
@@ -462,7 +515,7 @@ _MERGE_ROW = (
 )
 
 
-def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
+def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | _Paced | None:
     with ctx.sessions() as db, db.begin():
         row = db.get(OutboxMessage, row_id)
         if row is None:
@@ -471,9 +524,11 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | None:
         recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
         ref = _existing_ref(db, row, recipient)
         # A new message in a channel waits for the channel's next posting slot (pacing).
-        if ref is None and recipient is not None and row.recipient == SECURITY and not _take_posting_slot(db, recipient, now):
-            db.rollback()
-            return None
+        if ref is None and recipient is not None and row.recipient == SECURITY:
+            opens = _take_posting_slot(db, recipient, now)
+            if opens is not None:
+                db.rollback()
+                return _Paced(opens)
         token = secrets.token_hex(16)
         attempts = db.execute(
             _CLAIM, {"row_id": row_id, "now": now, "token": token, "lease_until": now + lease_for(kind)}

@@ -6,7 +6,7 @@ state between runs: what is due is always read from the database, so a restart c
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.domain import anomalies, checkpoint_job, deliveries, digests, outbox, retention, watch
 from bot.domain.clock import utcnow
@@ -16,11 +16,18 @@ from bot.domain.once import claim_once
 log = logging.getLogger(__name__)
 
 
+#: how long one run of the outbox job (every 2 s, bot/jobs/scheduler.py) waits for channels'
+#: next posting slots: a queue of new posts to one channel drains at one a second
+#: (outbox.PACE_SECONDS), not one per tick. Shorter than the tick, so runs never overlap
+#: (APScheduler would skip, and log, the tick that finds the previous run still going).
+OUTBOX_PACE_WAIT = timedelta(seconds=1.5)
+
+
 def deliver_outbox(ctx: DomainContext) -> None:
     if ctx.courier is None:
         log.warning("no Slack courier is configured: outbox rows wait until one is")
         return
-    outbox.deliver_due(ctx, ctx.courier)
+    outbox.deliver_due(ctx, ctx.courier, pace_wait=OUTBOX_PACE_WAIT)
 
 
 def warn_expiring(ctx: DomainContext) -> None:

@@ -250,3 +250,80 @@ def test_backoff_doubles_is_capped_and_jittered():
     assert outbox.backoff(1, rng=lambda a, b: 0.0) == outbox.BACKOFF_BASE / 2
     assert outbox.backoff(3, rng=lambda a, b: 1.0) == outbox.BACKOFF_BASE * 4
     assert outbox.backoff(30, rng=lambda a, b: 1.0) == outbox.BACKOFF_CAP
+
+
+class FakeClock:
+    """A clock that moves only when the code under test sleeps."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        return self.at
+
+    def sleep(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+class TimedCourier(FakeCourier):
+    """Records when (on the fake clock) each delivery was made."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.sent_at: list[tuple[str, str, float]] = []
+        self._clock = clock
+
+    def deliver(self, delivery):
+        self.sent_at.append((delivery.kind.value, delivery.subject_id, (self._clock.now() - T0).total_seconds()))
+        return super().deliver(delivery)
+
+
+def test_an_alert_raised_behind_routine_feed_posts_is_posted_first_then_one_post_a_second(ctx):
+    for n in range(6):
+        owe(ctx, Kind.FEED, f"r-{n}", now=T0 - SECOND)
+    owe(ctx, Kind.ALERT, "a-1")
+    clock = FakeClock(T0)
+    courier = TimedCourier(clock)
+
+    report = outbox.deliver_due(ctx, courier, clock=clock.now, sleep=clock.sleep, pace_wait=timedelta(seconds=10))
+
+    assert report.sent == 7
+    assert courier.sent_at == [("alert", "a-1", 0.0)] + [("feed", f"r-{n}", n + 1.0) for n in range(6)]
+
+
+def test_scheduler_runs_drain_a_channel_at_one_post_a_second_without_overlapping(ctx):
+    from bot.jobs.work import OUTBOX_PACE_WAIT
+
+    for n in range(4):
+        owe(ctx, Kind.FEED, f"r-{n}")
+    clock = FakeClock(T0)
+    courier = TimedCourier(clock)
+    tick = 2.0  # bot/jobs/scheduler.py: the outbox job's interval
+    for run in range(2):
+        clock.at = T0 + timedelta(seconds=run * tick)
+        outbox.deliver_due(ctx, courier, clock=clock.now, sleep=clock.sleep, pace_wait=OUTBOX_PACE_WAIT)
+        # a run ends before the next tick (APScheduler would skip a tick that finds it running)
+        assert clock.now() - (T0 + timedelta(seconds=run * tick)) < timedelta(seconds=tick)
+
+    assert [at for _, _, at in courier.sent_at] == [0.0, 1.0, 2.0, 3.0]
+
+
+def test_a_fixed_clock_or_an_immediate_delivery_never_waits_for_a_slot(ctx):
+    for n in range(3):
+        owe(ctx, Kind.FEED, f"r-{n}")
+    naps: list[float] = []
+    courier = FakeCourier()
+    outbox.deliver_due(ctx, courier, now=T0, sleep=naps.append, pace_wait=timedelta(seconds=10))
+    outbox.deliver_due(ctx, courier, clock=lambda: T0, sleep=naps.append, targets=[outbox.target_of(Kind.FEED, "r-1", outbox.SECURITY)])
+    assert (courier.subjects(), naps) == (["r-0"], [])
+
+
+def test_revocation_notices_and_alerts_are_claimed_before_routine_rows(ctx):
+    owe(ctx, Kind.AGENT, "r-1", recipient="UAGENT1", now=T0 - 2 * SECOND)
+    owe(ctx, Kind.FEED, "r-1", now=T0 - 2 * SECOND)
+    owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1", now=T0 - SECOND)
+    owe(ctx, Kind.BREAK_GLASS, "r-2", now=T0)
+    courier = FakeCourier()
+    outbox.deliver_due(ctx, courier, now=T0)
+    # the break-glass alert takes the channel's slot; the feed post waits for the next one
+    assert [(d.kind.value, d.subject_id) for d in courier.deliveries] == [("notice", "s-1"), ("break_glass", "r-2"), ("agent", "r-1")]
