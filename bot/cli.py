@@ -11,6 +11,7 @@
     audit export          one account's sessions (CSV, JSON, HTML/Markdown report) or the events
     digest --period P     the access review for a quarter (2026Q3) or the last N days (last-7d)
     api-keys create|revoke|list   the SaaS product's API keys (stored hashed; audited)
+    keys rotate           a new signing key; the JWKS publishes the old one until its tokens expire
     db grants             least-privilege grants for the app's PostgreSQL role
 
 Exit codes: 0 success; 1 the audit chain is broken or the database failed; 2 bad
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument(
         "--public-key", type=Path, action="append", metavar="PEM", dest="public_keys",
         help="an Ed25519 public key (PEM) the checkpoints are signed with; repeat for rotated keys "
-        "(default: the public half of SIGNING_KEY_FILE)",
+        "(default: the public half of SIGNING_KEY_FILE and every key `keys rotate` recorded)",
     )
     keys.add_argument("--jwks", metavar="URL-OR-FILE", help="a JWK Set holding the public keys, e.g. PUBLIC_BASE_URL/.well-known/jwks.json")
     verify.set_defaults(run=run_audit_verify)
@@ -194,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key.set_defaults(run=run_api_keys_revoke)
     list_keys = _command(api_keys_sub, "list", "every key issued (never the key itself)")
     list_keys.set_defaults(run=run_api_keys_list)
+
+    keys_cmd = _command(commands, "keys", "the Ed25519 key that signs hand-off tokens and audit checkpoints")
+    keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    rotate = _command(
+        keys_sub, "rotate", "replace SIGNING_KEY_FILE with a new key; the JWKS keeps the old one until its tokens expire"
+    )
+    rotate.add_argument("--by", required=True, metavar="WHO", help="who: a Slack user id or an e-mail address, for the audit log")
+    rotate.add_argument(
+        "--restart-within", type=float, default=1.0, metavar="HOURS",
+        help="hours within which every web and clock process will be restarted onto the new key (default 1)",
+    )
+    rotate.set_defaults(run=run_keys_rotate)
 
     db_cmd = _command(commands, "db", "database administration")
     db_sub = db_cmd.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -421,6 +434,11 @@ def run_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     # A read-only transaction (no SQLite write lock held while the app keeps appending), and
     # one worker process per core over a long chain (bot.domain.audit.verify_chain).
     with database(settings) as sessions, reading(sessions) as db:
+        if found and not (args.jwks or args.public_keys):
+            # by default, every key this deployment has recorded (keys rotate), retired or not
+            from bot.domain import keyring
+
+            public_keys = {**keyring.public_keys(db), **public_keys}
         result = checkpoints.verify_log(db, found, public_keys, workers=os.cpu_count() or 1)
     if result.problem is None:
         line = f"audit chain OK: {result.events} events"
@@ -549,6 +567,26 @@ def run_api_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"{key.key_id}  {key.product}  created {key.created_at:%Y-%m-%d %H:%M}Z by {key.created_by}  {state}")
     if not keys:
         print("no API keys issued")
+    return EXIT_OK
+
+
+def run_keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from bot.domain import keyring
+
+    actor = actor_from(args.by)
+    if not 0 < args.restart_within <= 24 * 7:
+        raise UsageProblem("--restart-within: give hours between 0 and 168")
+    policy = load_policy(settings.policy_path)
+    load_signing_key(settings)  # the current key must exist (and be owner-only outside dev)
+    with database(settings) as sessions:
+        done = keyring.rotate(
+            sessions, settings.signing_key_file, policy, actor=actor, restart_within=timedelta(hours=args.restart_within)
+        )
+    print(f"{settings.signing_key_file}: new key {done.new_kid} (audited as signing_key.rotated)")
+    print(f"old key {done.old_kid}: published in the JWKS until {done.old_published_until:%Y-%m-%d %H:%M}Z;")
+    print(f"restart every web and clock process within {args.restart_within:g} h; copy the new key to every host first")
     return EXIT_OK
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bot.config import ConfigError, Settings, load_settings
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.migrate import alembic_config
+from bot.domain import keyring
 from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
 from bot.domain.keys import KeyError_, SigningKey, load_or_create_signing_key
@@ -231,6 +232,8 @@ def build_container(settings: Settings) -> Container:
         # Issue 4 point 8: a policy that differs from the one last recorded is audited before
         # anything runs under it (once, however many processes start together).
         record_policy_change(session_factory, policy, source=str(settings.policy_path))
+        # the JWKS of every process, and `audit verify`, know every key that signs
+        keyring.register(session_factory, signing_key)
         client = make_slack_client(settings)
         ctx = DomainContext(
             sessions=session_factory,

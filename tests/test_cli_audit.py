@@ -358,3 +358,23 @@ def test_verify_fetches_the_jwks_from_a_url(six_events, deployment, capsys, tmp_
         thread.join(timeout=5)
     code, _, err = run(capsys, "audit", "verify", "--jwks", url)  # the server is gone
     assert code == 2 and "cannot read the JWKS" in err
+
+
+def test_keys_rotate_then_audit_verify_checks_checkpoints_under_both_keys_by_default(six_events, deployment, capsys, tmp_path, monkeypatch):
+    import shutil
+
+    from tests.conftest import REPO_ROOT
+
+    shutil.copyfile(REPO_ROOT / "policy.example.toml", tmp_path / "policy.toml")
+    monkeypatch.setenv("IMPERSONATION_POLICY", str(tmp_path / "policy.toml"))
+    first = checkpoint_now(capsys)
+    code, out, err = run(capsys, "keys", "rotate", "--by", "security@corp.example")
+    assert (code, err) == (0, ""), err
+    assert "published in the JWKS until" in out
+    assert run(capsys, "accounts", "flag", "acme", "--regulated", "--by", "UREVOPS1", "--note", "after rotation")[0] == 0
+    second = checkpoint_now(capsys)
+    assert first["kid"] != second["kid"]
+    code, out, _ = run(capsys, "audit", "verify")
+    assert code == 0 and "2 checkpoint(s) match" in out, out
+    code, _, err = run(capsys, "keys", "rotate", "--by", "someone")
+    assert code == 2 and "--by" in err

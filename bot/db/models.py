@@ -453,3 +453,20 @@ class SlackDelivery(Base):
     received_at: Mapped[datetime] = mapped_column(index=True)
     #: how many times it came again (the first replay is audited, the rest only counted)
     replays: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SigningKeyRecord(Base):
+    """The public half of a signing key (bot/domain/keyring.py). The JWKS publishes a key
+    until `published_until` (unset: the key still signs); checkpoints verify against all."""
+
+    __tablename__ = "signing_keys"
+
+    #: RFC 7638 thumbprint, as in the JWT header and the checkpoint
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: the raw public key, base64url (RFC 8037 `x`)
+    x: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    #: when `keys rotate` replaced it: from then on it signs nothing new
+    retired_at: Mapped[datetime | None]
+    #: the JWKS serves it until every token it signed has expired
+    published_until: Mapped[datetime | None]

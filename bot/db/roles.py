@@ -32,6 +32,7 @@ APP_TABLES = (
     "alerts",
     "alert_marks",
     "slack_deliveries",  # replayed Slack requests act once (bot/domain/deliveries.py)
+    "signing_keys",  # the keys' public halves: the JWKS and checkpoint verification (bot/domain/keyring.py)
 )
 
 

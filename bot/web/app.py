@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from bot.db.engine import reading
+from bot.domain import keyring
 from bot.domain.context import DomainContext
 from bot.domain.ports import SessionNotifier
 from bot.domain.refusals import RefusalAuditor
@@ -126,7 +127,10 @@ def create_web_app(
 
     @app.get("/.well-known/jwks.json")
     def jwks() -> Response:
-        response = jsonify({"keys": [ctx.signing_key.public_jwk()]})
+        # this process's key and any other the keyring still publishes (a rotation's new key
+        # before this process restarts onto it; a retired key until its tokens have expired)
+        with reading(ctx.sessions) as db:
+            response = jsonify({"keys": keyring.published_jwks(db, ctx.signing_key)})
         response.headers["Cache-Control"] = f"public, max-age={JWKS_MAX_AGE_SECONDS}"
         return response
 

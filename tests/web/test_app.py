@@ -10,6 +10,7 @@ from dataclasses import replace
 from urllib.parse import urlencode
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from slack_bolt import App
 from slack_bolt.authorization import AuthorizeResult
 from sqlalchemy import select
@@ -88,6 +89,30 @@ def test_jwks_publishes_the_signing_key(ctx, client):
     assert key == ctx.signing_key.public_jwk()
     assert key["kid"] == ctx.signing_key.kid and key["alg"] == ALGORITHM and key["kty"] == "OKP"
     assert "d" not in key  # never the private part
+
+
+def test_jwks_publishes_a_rotations_new_key_and_the_retired_one_within_its_window(ctx, client, session_factory, tmp_path, policy):
+    from datetime import timedelta
+
+    from freezegun import freeze_time
+
+    from bot.domain import keyring
+    from bot.domain.audit import Actor
+    from bot.domain.keys import load_or_create_signing_key
+
+    # this process signs with ctx.signing_key; another host rotates from it to a new key
+    key_file = tmp_path / "rotating.pem"
+    key_file.write_bytes(ctx.signing_key.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    key_file.chmod(0o600)
+    done = keyring.rotate(session_factory, key_file, policy, actor=Actor(email="security@corp.example", role="cli"))
+    new = load_or_create_signing_key(key_file, allow_create=False)
+    kids = [k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]]
+    assert kids == [ctx.signing_key.kid, new.kid]  # the new key is published before this process signs with it
+    with freeze_time(done.old_published_until + timedelta(seconds=1)):
+        kids = [k["kid"] for k in client.get("/.well-known/jwks.json").get_json()["keys"]]
+    assert kids == [ctx.signing_key.kid, new.kid]  # a process is never without its own key
 
 
 def test_healthz_queries_the_database(client):
