@@ -529,7 +529,10 @@ class AlertView:
     session_id: str | None
     facts: Mapping[str, Any]
     #: sessions that can still be revoked: the alert's own, else the agent's / account's
+    #: (the newest LIVE_SHOWN of them)
     live_sessions: tuple[LiveSession, ...] = ()
+    #: how many related sessions are live in all (live_sessions shows at most LIVE_SHOWN)
+    live_total: int = 0
 
 
 #: live sessions offered for revocation on one alert
@@ -560,25 +563,46 @@ def alert_views(ctx: DomainContext, alert_ids: Sequence[str], *, now: datetime |
                     session_id=alert.session_id,
                     facts=json.loads(alert.details),
                     live_sessions=tuple(_live_sessions(db, alert, now)),
+                    live_total=_live_count(db, alert, now),
                 )
             )
         return out
 
 
-def _live_sessions(db: Session, alert: Alert, now: datetime) -> list[LiveSession]:
+def related_live_sessions(alert: Alert, now: datetime):
+    """The SELECT of the sessions an alert is about that are live at `now`: the alert's own
+    request's, else its agent's and/or account's; None when it names none of them. Also what
+    revoking them all from the alert reloads (bot.domain.revocation.revoke_alert_sessions)."""
     statement = (
         select(ImpersonationSession)
         .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
-        .where(ImpersonationRequest.state == RequestState.ACTIVE.value, ImpersonationSession.expires_at > now)
+        .where(
+            ImpersonationRequest.state == RequestState.ACTIVE.value,
+            ImpersonationSession.ended_at.is_(None),
+            ImpersonationSession.expires_at > now,
+        )
     )
     if alert.request_id is not None:
-        statement = statement.where(ImpersonationSession.request_id == alert.request_id)
-    else:
-        if alert.agent_slack_id is None and alert.account is None:
-            return []
-        if alert.agent_slack_id is not None:
-            statement = statement.where(ImpersonationSession.agent_slack_id == alert.agent_slack_id)
-        if alert.account is not None:
-            statement = statement.join(Account, Account.id == ImpersonationSession.account_id).where(Account.external_id == alert.account)
+        return statement.where(ImpersonationSession.request_id == alert.request_id)
+    if alert.agent_slack_id is None and alert.account is None:
+        return None
+    if alert.agent_slack_id is not None:
+        statement = statement.where(ImpersonationSession.agent_slack_id == alert.agent_slack_id)
+    if alert.account is not None:
+        statement = statement.join(Account, Account.id == ImpersonationSession.account_id).where(Account.external_id == alert.account)
+    return statement
+
+
+def _live_sessions(db: Session, alert: Alert, now: datetime) -> list[LiveSession]:
+    statement = related_live_sessions(alert, now)
+    if statement is None:
+        return []
     rows = db.execute(statement.order_by(ImpersonationSession.started_at.desc()).limit(LIVE_SHOWN)).unique().scalars()
     return [LiveSession(s.id, s.agent_slack_id, s.request.account.external_id, s.request.customer_user.name, s.expires_at) for s in rows]
+
+
+def _live_count(db: Session, alert: Alert, now: datetime) -> int:
+    statement = related_live_sessions(alert, now)
+    if statement is None:
+        return 0
+    return db.execute(select(func.count()).select_from(statement.with_only_columns(ImpersonationSession.id).subquery())).scalar_one()

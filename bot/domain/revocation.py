@@ -16,13 +16,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.db.models import ImpersonationRequest, ImpersonationSession, RequestState
+from bot.db.models import Alert, ImpersonationRequest, ImpersonationSession, RequestState
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.lifecycle import TransitionRefused
 from bot.domain.outbox import SECURITY, Kind, target_of
+from bot.domain.anomalies import related_live_sessions
 from bot.domain.policy import powers_of
 from bot.domain.sessions import SessionStatus, _close, status_at
 from bot.domain.views import SessionView
@@ -50,7 +51,65 @@ REFUSALS = {
     "not_permitted": "You do not hold a role that can revoke sessions.",
     "unknown_session": "There is no session with that id.",
     "not_live": "This session is already over; there is nothing to revoke.",
+    "unknown_alert": "There is no alert with that id.",
+    "none_live": "None of this alert's sessions is live any more; there is nothing to revoke.",
 }
+
+
+@dataclass(frozen=True)
+class RevokedAll:
+    """Every session an alert is about that was live at the click, revoked."""
+
+    alert_id: str
+    revoked: tuple[Revoked, ...]
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(target for one in self.revoked for target in one.targets)
+
+
+def revoke_alert_sessions(
+    ctx: DomainContext, alert_id: str, *, actor_slack_id: str, now: datetime | None = None
+) -> RevokedAll | RevokeRefused:
+    """**Revoke all** on an alert: the button carries the alert id only; the sessions are
+    reloaded now (anomalies.related_live_sessions — all of them, not just those the message
+    showed) and the clicker's `can_revoke` is checked now. Each session is revoked as by its
+    own button (audited `session.revoked`, source "alert", the agent told), in one
+    transaction, so either all that were live are revoked or none; a refusal is audited."""
+    now = now or utcnow()
+    powers = powers_of(ctx.policy, actor_slack_id, ctx.groups)
+    person = ctx.people.person(actor_slack_id)
+    actor = Actor(slack_id=actor_slack_id, email=person.email, role=powers.role if powers else None)
+    with ctx.sessions() as db, db.begin():
+        alert = db.get(Alert, alert_id) if alert_id else None
+
+        def refuse(cause: str) -> RevokeRefused:
+            audit.append(
+                db,
+                EventDraft(
+                    type="session.revoke_refused",
+                    actor=actor,
+                    account=alert.account if alert is not None else None,
+                    details={"cause": cause, "source": "alert", "alert_id": (alert_id or "")[:36]},
+                ),
+                now=now,
+            )
+            return RevokeRefused(REFUSALS[cause], cause)
+
+        if not (powers and powers.can_revoke):
+            return refuse("not_permitted")
+        if alert is None:
+            return refuse("unknown_alert")
+        statement = related_live_sessions(alert, now)
+        live = (
+            db.execute(statement.order_by(ImpersonationSession.started_at).with_for_update(of=ImpersonationSession)).unique().scalars().all()
+            if statement is not None
+            else []
+        )
+        live = [session for session in live if status_at(session, now) is SessionStatus.LIVE]
+        if not live:
+            return refuse("none_live")
+        return RevokedAll(alert.id, tuple(_close_revoked(db, session, actor=actor, source="alert", now=now) for session in live))
 
 
 def revoke_session(

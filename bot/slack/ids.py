@@ -59,6 +59,7 @@ class BlockId(str, enum.Enum):
     WARNING_ACTIONS = "warning_actions"
     #: Revoke session on the security channel's live feed message (issue 5 point 2)
     FEED_ACTIONS = "feed_actions"
+    ALERT_ACTIONS = "alert_actions"
     #: Previous / Next and the Export buttons under an /impersonation-log answer
     LOG_ACTIONS = "log_actions"
 
@@ -91,6 +92,9 @@ class ActionId(str, enum.Enum):
     #: security revokes a live session from an alert or the feed (issue 5 point 5);
     #: the value is the session id only
     REVOKE_SESSION = "revoke_session"
+    #: revokes every live session an alert is about; the value is the alert id only (the
+    #: sessions are reloaded and the power re-checked at the click)
+    REVOKE_ALERT_SESSIONS = "revoke_alert_sessions"
     #: under an /impersonation-log answer; values are a query token (ids, times, page) only
     LOG_PREVIOUS_PAGE = "log_previous_page"
     LOG_NEXT_PAGE = "log_next_page"

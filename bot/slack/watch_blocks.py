@@ -16,7 +16,7 @@ from bot.domain.anomalies import AlertView, LiveSession, Rule
 from bot.domain import digests
 from bot.domain.checkpoints import Checkpoint
 from bot.domain.digests import DigestReport
-from bot.domain.revocation import Revoked, RevokeRefused
+from bot.domain.revocation import Revoked, RevokedAll, RevokeRefused
 from bot.domain.views import RequestView, SessionView
 from bot.domain.watch import FeedStatus, FeedView
 from bot.slack import limits
@@ -61,6 +61,18 @@ _REVOKE_CONFIRM = (
     "Revoke",
     "Cancel",
 )
+
+
+def revoke_all_button(alert_id: str, count: int) -> Block:
+    """Revokes every session the alert is about that is live at the click, however many (the
+    message shows at most LIVE_SHOWN); carries the alert id only."""
+    confirm = (
+        f"Revoke all {count} sessions?",
+        "Every session this alert is about that is still live ends at once; each agent is told, and each revocation is audited.",
+        "Revoke all",
+        "Cancel",
+    )
+    return _button(ActionId.REVOKE_ALERT_SESSIONS, f"Revoke all {count} live sessions", alert_id, style="danger", confirm=confirm)
 
 
 def revoke_button(session_id: str, *, label: str = "Revoke session") -> Block:
@@ -290,6 +302,11 @@ def alert_message(view: AlertView) -> Message:
     ]
     for live in view.live_sessions:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _live_line(live), "verbatim": True}, "accessory": revoke_button(live.id)})
+    more = view.live_total - len(view.live_sessions)
+    if more > 0:
+        blocks.append(_context(f"…and {more} more live session{'s' if more != 1 else ''} (the newest {len(view.live_sessions)} are shown)."))
+    if view.live_total > 1:
+        blocks.append({"type": "actions", "block_id": BlockId.ALERT_ACTIONS.value, "elements": [revoke_all_button(view.id, view.live_total)]})
     blocks.append(_context(f"Raised {slack_date(view.raised_at)} · audited as alert.raised · alert {escape_truncated(view.id, _ID_BUDGET)}"))
     text = f"Alert: {rule_title(view.rule)}."
     return _message(text, blocks)
@@ -304,7 +321,10 @@ def alert_summary_message(views: Sequence[AlertView]) -> Message:
     for view in views[:budget]:
         line = f"*{escape(rule_title(view.rule))}*: {alert_line(view)}"
         block: Block = {"type": "section", "text": {"type": "mrkdwn", "text": _fit(line), "verbatim": True}}
-        if view.live_sessions:
+        if view.live_total > 1:
+            # one accessory per alert (the block budget): the button that covers them all
+            block["accessory"] = revoke_all_button(view.id, view.live_total)
+        elif view.live_sessions:
             block["accessory"] = revoke_button(view.live_sessions[0].id)
         blocks.append(block)
     first, last = min(v.raised_at for v in views), max(v.raised_at for v in views)
@@ -335,8 +355,12 @@ def revoke_command_target(text: str) -> str | None:
     return carried_id(words[1]) if len(words) == 2 else ""
 
 
-def revocation_answer_text(result: Revoked | RevokeRefused, *, tz_name: str | None) -> str:
+def revocation_answer_text(result: Revoked | RevokedAll | RevokeRefused, *, tz_name: str | None) -> str:
     """What the person who revoked (or tried to) reads, privately."""
+    if isinstance(result, RevokedAll):
+        agents = ", ".join(dict.fromkeys(mention(one.session.request.agent_slack_id) for one in result.revoked))
+        count = len(result.revoked)
+        return f"Revoked {count} live session{'s' if count != 1 else ''} ({agents}). Each agent has been told."
     if isinstance(result, Revoked):
         session = result.session
         when = format_local_time(session.ended_at or session.expires_at, tz_name)

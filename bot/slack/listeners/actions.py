@@ -68,6 +68,20 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
             text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
             client.chat_postEphemeral(channel=channel, user=clicker, text=text)
 
+    @app.action(ActionId.REVOKE_ALERT_SESSIONS.value)
+    def revoke_alert_sessions(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        """**Revoke all** on an alert: the value is the alert id; the domain reloads the
+        alert's live sessions and checks the clicker's power now."""
+        ack()
+        clicker = body["user"]["id"]
+        channel, _ts = _clicked_in(body)
+        result = revocation.revoke_alert_sessions(ctx, blocks.carried_id(action.get("value")), actor_slack_id=clicker)
+        if isinstance(result, revocation.RevokedAll):
+            deliverer.deliver(result.targets)
+        if channel:
+            text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
+            client.chat_postEphemeral(channel=channel, user=clicker, text=text)
+
     @app.action(ActionId.APPROVE_REQUEST.value)
     def approve_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()

@@ -105,3 +105,79 @@ def test_the_revoke_command_by_an_agent_is_refused(send, ctx, live):
 def test_an_account_named_in_the_command_still_opens_the_modal(send, slack_client, live):
     send(slash_command("acme", user_id="UAGENT1"))
     assert len(slack_client.calls_to("views.open")) == 1
+
+
+# --- Revoke all, on an alert about more live sessions than it shows ---------------------------
+
+
+@pytest.fixture
+def burst(ctx, session_factory, live):
+    """Six live sessions on acme and the account_burst alert the sixth request raised (more
+    than the policy's default 5 in 24 h)."""
+    from sqlalchemy import select
+
+    from bot.db.models import Alert
+
+    others = [start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts=f"1700000000.00010{n}") for n in range(5)]
+    with session_factory() as db:
+        (alert_id,) = db.execute(select(Alert.id).where(Alert.rule == "account_burst", Alert.account == "acme")).scalars()
+    return alert_id, [live.id, *[o.id for o in others]]
+
+
+def click_revoke_all(send, alert_id, *, user_id):
+    return send(block_action(ActionId.REVOKE_ALERT_SESSIONS.value, alert_id, block_id=BlockId.ALERT_ACTIONS.value, user_id=user_id, channel="CSECURITY1", message_ts="1700000000.000900"))
+
+
+def test_a_burst_alert_shows_three_sessions_counts_the_rest_and_offers_revoke_all(ctx, burst):
+    from bot.domain import anomalies
+    from bot.slack import limits, watch_blocks
+
+    alert_id, _ = burst
+    (view,) = anomalies.alert_views(ctx, [alert_id])
+    _text, blocks = watch_blocks.alert_message(view)
+    assert len(blocks) <= limits.MESSAGE_BLOCKS_MAX
+    assert len([b for b in blocks if b.get("accessory", {}).get("action_id") == ActionId.REVOKE_SESSION.value]) == anomalies.LIVE_SHOWN
+    assert any(b["type"] == "context" and "…and 3 more live sessions" in b["elements"][0]["text"] for b in blocks)
+    (actions,) = [b for b in blocks if b.get("block_id") == BlockId.ALERT_ACTIONS.value]
+    (button,) = actions["elements"]
+    assert button["action_id"] == ActionId.REVOKE_ALERT_SESSIONS.value and button["value"] == alert_id
+    assert button["text"]["text"] == "Revoke all 6 live sessions" and len(button["text"]["text"]) <= limits.BUTTON_TEXT_MAX
+    assert "confirm" in button
+    # in a summary of several alerts, the one accessory an alert has is the one covering them all
+    _text, summary = watch_blocks.alert_summary_message([view, view])
+    assert [b["accessory"]["action_id"] for b in summary if "accessory" in b] == [ActionId.REVOKE_ALERT_SESSIONS.value] * 2
+
+
+def test_revoke_all_revokes_every_live_session_of_the_alert_and_tells_each_agent(send, slack_client, ctx, session_factory, burst):
+    alert_id, session_ids = burst
+    assert click_revoke_all(send, alert_id, user_id="USECURITY1").status == 200
+    assert [sessions.check_session(ctx, sid).status for sid in session_ids] == [SessionStatus.REVOKED] * 6
+    events = audit_events(session_factory, "session.revoked")
+    assert sorted(e.session_id for e in events) == sorted(session_ids)
+    assert all('"source":"alert"' in e.details and e.actor_slack_id == "USECURITY1" for e in events)
+    notices = [p for p in slack_client.calls_to("chat.postMessage") if p["channel"] == "UAGENT1"]
+    assert len(notices) == 6
+    (answer,) = slack_client.calls_to("chat.postEphemeral")
+    assert answer["user"] == "USECURITY1" and answer["text"].startswith("Revoked 6 live sessions")
+
+    # a second click finds nothing live: refused, audited, nothing changes
+    click_revoke_all(send, alert_id, user_id="USECURITY1")
+    (refused,) = audit_events(session_factory, "session.revoke_refused")
+    assert '"cause":"none_live"' in refused.details and len(audit_events(session_factory, "session.revoked")) == 6
+
+
+def test_revoke_all_by_someone_without_can_revoke_is_refused_and_audited(send, slack_client, ctx, session_factory, burst):
+    alert_id, session_ids = burst
+    click_revoke_all(send, alert_id, user_id="UMANAGER1")
+    assert all(sessions.check_session(ctx, sid).live for sid in session_ids)
+    (answer,) = slack_client.calls_to("chat.postEphemeral")
+    assert "role that can revoke" in answer["text"]
+    (event,) = audit_events(session_factory, "session.revoke_refused")
+    assert '"cause":"not_permitted"' in event.details and f'"alert_id":"{alert_id}"' in event.details
+
+
+def test_revoke_all_with_a_forged_alert_id_is_refused_and_audited(send, slack_client, session_factory, burst):
+    click_revoke_all(send, "00000000-0000-4000-8000-000000000000", user_id="USECURITY1")
+    (event,) = audit_events(session_factory, "session.revoke_refused")
+    assert '"cause":"unknown_alert"' in event.details
+    assert audit_events(session_factory, "session.revoked") == []
