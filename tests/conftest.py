@@ -189,3 +189,10 @@ def ctx(session_factory, policy, signing_key, people, groups) -> DomainContext:
         groups=groups,
         people=people,
     )
+
+
+def allow_many_open_accesses(ctx: DomainContext) -> DomainContext:
+    """Turn off the policy's one-open-access rule (`[requests] one_open_access`) for a test
+    whose setup needs several open grants for one agent and customer user at once."""
+    ctx.policy = ctx.policy.model_copy(update={"requests": ctx.policy.requests.model_copy(update={"one_open_access": False})})
+    return ctx

@@ -308,6 +308,12 @@ def lock_account(db: Session, external_id: str) -> Account | None:
     return db.execute(select(Account).where(Account.external_id == external_id).with_for_update()).scalar_one_or_none()
 
 
+def lock_user(db: Session, customer_user_id: int) -> None:
+    """Lock a customer user's row until the transaction ends (PostgreSQL; SQLite transactions
+    are serialised by BEGIN IMMEDIATE): submissions for one user are then ordered."""
+    db.execute(select(CustomerUser.id).where(CustomerUser.id == customer_user_id).with_for_update())
+
+
 def find_account(db: Session, external_id: str) -> Account | None:
     return db.execute(select(Account).where(Account.external_id == external_id)).scalar_one_or_none()
 

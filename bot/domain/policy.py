@@ -84,6 +84,9 @@ class RequestsConfig(_Strict):
     reason_min_length: int = Field(default=20, ge=1, le=500)
     ticket_required: bool = True
     duration_choices: list[int] = Field(default_factory=lambda: [15, 30, 60, 120, 240], min_length=1)
+    #: one open access (pending, granted or live) per agent, account and customer user: a new
+    #: request while one is open points to it instead of issuing another
+    one_open_access: bool = True
 
     @field_validator("duration_choices")
     @classmethod

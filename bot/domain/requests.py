@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
@@ -127,7 +127,18 @@ class Granted:
     approved_by: str | None = None
 
 
-SubmitResult = Blocked | Pending | Granted
+@dataclass(frozen=True)
+class AlreadyOpen:
+    """The agent already has an open access to this customer user: nothing new was issued."""
+
+    request: RequestView
+    #: the live session, when it was redeemed
+    session_id: str | None
+    #: when the open access ends by itself (the session's end, the link's or the ask's expiry)
+    until: datetime | None
+
+
+SubmitResult = Blocked | Pending | Granted | AlreadyOpen
 
 
 def agent_powers(ctx: DomainContext, agent_slack_id: str) -> Powers | None:
@@ -259,6 +270,14 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
                 ),
             )
         assert account is not None and user is not None and powers is not None
+        if rules.one_open_access:
+            # The customer user's row is locked first (PostgreSQL), so two submissions for the
+            # same user are ordered and the second sees the first (SQLite: BEGIN IMMEDIATE).
+            directory.lock_user(db, user.id)
+            open_access = _open_access(db, agent.slack_id, user.id, now)
+            if open_access is not None:
+                _audit_already_open(db, actor, form, open_access, now=now)
+                return open_access
         pending = decision.outcome is Outcome.NEEDS_APPROVAL
         request = ImpersonationRequest(
             id=str(uuid.uuid4()),
@@ -337,6 +356,60 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
         else:
             targets = outbox.enqueue_granted(db, request, now=now)
         return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed, tuple(targets))
+
+
+def _open_access(db: Session, agent_slack_id: str, customer_user_id: int, now: datetime) -> AlreadyOpen | None:
+    """The agent's open access to this customer user, if any: a pending request still inside
+    its TTL, a grant whose link can still be redeemed, or a session still live. States the
+    scheduler has not yet tidied (a lapsed link, an expired session) do not count."""
+    r, link, session = ImpersonationRequest, Link, ImpersonationSession
+    row = db.execute(
+        select(r.id, r.state, r.pending_expires_at, link.expires_at.label("link_expires_at"), session.id.label("session_id"), session.expires_at.label("session_expires_at"))
+        .outerjoin(link, (link.request_id == r.id) & link.redeemed_at.is_(None))
+        .outerjoin(session, (session.request_id == r.id) & session.ended_at.is_(None))
+        .where(
+            r.agent_slack_id == agent_slack_id,
+            r.customer_user_id == customer_user_id,
+            r.created_at <= now,
+            or_(
+                (r.state == RequestState.PENDING.value) & (r.pending_expires_at > now),
+                (r.state == RequestState.GRANTED.value) & (link.expires_at > now),
+                (r.state == RequestState.ACTIVE.value) & (session.expires_at > now),
+            ),
+        )
+        .order_by(r.created_at.desc())
+        .limit(1)
+    ).one_or_none()
+    if row is None:
+        return None
+    request = db.get(ImpersonationRequest, row.id)
+    assert request is not None
+    until = {RequestState.PENDING.value: row.pending_expires_at, RequestState.GRANTED.value: row.link_expires_at}.get(row.state, row.session_expires_at)
+    return AlreadyOpen(RequestView.of(request), row.session_id if row.state == RequestState.ACTIVE.value else None, until)
+
+
+def _audit_already_open(db: Session, actor: Actor, form: RequestForm, open_access: AlreadyOpen, *, now: datetime) -> None:
+    """A refusal like any other (`request.blocked`), naming the open access it pointed to."""
+    audit.append(
+        db,
+        EventDraft(
+            type="request.blocked",
+            actor=actor,
+            account=open_access.request.account,
+            customer_user=open_access.request.customer_user,
+            request_id=open_access.request.id,
+            session_id=open_access.session_id,
+            details={
+                "cause": "already_open",
+                "open_state": open_access.request.state,
+                "duration_minutes": form.duration_minutes,
+                "scope": form.scope[:32],
+                "ticket": (form.ticket or "")[:200] or None,
+                "reason": form.reason[:2000],
+            },
+        ),
+        now=now,
+    )
 
 
 def _audit_blocked(

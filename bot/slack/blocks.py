@@ -36,7 +36,7 @@ from bot.domain.approvals import (
     Refused,
 )
 from bot.domain.policy import REASON_MAX_LENGTH, TICKET_MAX_LENGTH, BlockCause, Field_
-from bot.domain.requests import BLOCK_MESSAGES, Blocked, Granted, ModalOptions, Pending, RequestForm
+from bot.domain.requests import BLOCK_MESSAGES, AlreadyOpen, Blocked, Granted, ModalOptions, Pending, RequestForm
 from bot.domain.views import RequestView, SessionView
 from bot.slack import limits
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -1043,3 +1043,41 @@ def session_over_message(session: SessionView) -> Message:
     ]
     text = f"Your session as {_fallback_subject(request)} {verb} at {escape(when)}."
     return _message(text, blocks)
+
+
+def already_open_modal(open_access: AlreadyOpen, *, tz_name: str | None) -> dict[str, Any]:
+    """The request modal, updated when the agent already holds an open access to the same
+    customer user: what it is, until when, and End / Cancel for it (values carry ids only;
+    the click is re-checked like the DM's buttons)."""
+    request = open_access.request
+    who = f"*{escape(request.customer_user_name)}* at *{escape(request.account_name)}*"
+    until = f" until {format_local_time(open_access.until, tz_name)}" if open_access.until else ""
+    blocks: list[Block]
+    if open_access.session_id is not None:
+        blocks = [
+            _section(f"You already have a live session with {who}{until}. Nothing new was issued."),
+            {
+                "type": "actions",
+                "block_id": BlockId.SESSION_ACTIONS.value,
+                "elements": [_button(ActionId.END_SESSION, "End session", open_access.session_id, style="danger")],
+            },
+        ]
+    elif request.state == RequestState.PENDING.value:
+        blocks = [
+            _section(f"You already asked for access to {who}; it is waiting for approval{until}. Nothing new was requested."),
+            {
+                "type": "actions",
+                "block_id": BlockId.PENDING_ACTIONS.value,
+                "elements": [_button(ActionId.CANCEL_REQUEST, "Cancel request", request.id)],
+            },
+        ]
+    else:
+        blocks = [_section(f"You already have a link to {who} in your DM from this app, valid{until}. Nothing new was issued.")]
+    blocks.append(_context("One open access per customer user: end or cancel it to ask again."))
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.IMPERSONATE_ALREADY_OPEN.value,
+        "title": _plain("Already open", limits.MODAL_TITLE_MAX),
+        "close": _plain("Close", limits.MODAL_CLOSE_MAX),
+        "blocks": blocks,
+    }

@@ -30,6 +30,9 @@ class CallbackId(str, enum.Enum):
     #: the agent asks for more time on a live session (issue 3 point 8);
     #: private_metadata carries the session id
     REQUEST_EXTENSION = "request_extension"
+    #: what a request turns into when the agent already has an open access to that customer
+    #: user (nothing to submit; End / Cancel act on the open one)
+    IMPERSONATE_ALREADY_OPEN = "impersonate_already_open"
 
 
 class BlockId(str, enum.Enum):

@@ -97,6 +97,8 @@ def test_an_unknown_account_or_a_missing_note_changes_nothing(ctx, directory):
 def test_no_session_stays_live_on_an_account_that_opts_out_while_links_are_redeemed(ctx, directory):
     """Redemptions and the opt-out race: each link is either refused (the opt-out committed
     first) or redeemed and then revoked by it — never live afterwards."""
+    # several open grants for the same customer user: the policy's one-open-access rule is off
+    ctx.policy = ctx.policy.model_copy(update={"requests": ctx.policy.requests.model_copy(update={"one_open_access": False})})
     tokens = [_grant(ctx, agent=agent) for agent in ("UAGENT1", "USENIOR1", "UMANAGER1") * 3]
     barrier = threading.Barrier(len(tokens) + 1)
     outcomes: list[object] = []

@@ -17,6 +17,7 @@ from bot.domain.anomalies import Facts, Finding, GrantFact, OptedOutFact, Replay
 from bot.domain.policy import AlertsConfig, BusinessHoursConfig
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
+from tests.conftest import allow_many_open_accesses
 
 UTC = timezone.utc
 MONDAY = datetime(2030, 1, 7, tzinfo=UTC)
@@ -114,8 +115,8 @@ def directory(session_factory, tmp_path):
 
 def test_a_burst_on_one_account_is_alerted_at_the_request_once(ctx, directory):
     with_alerts(ctx, max_sessions_per_account_24h=2)
-    for _ in range(4):
-        requests.submit_request(ctx, AgentIdentity("UAGENT1"), form())
+    for agent in ("UAGENT1", "USENIOR1", "UMANAGER1", "UMANAGER2"):  # one open access each
+        assert isinstance(requests.submit_request(ctx, AgentIdentity(agent), form()), requests.Granted)
     (alert,) = alerts(ctx)
     assert (alert.rule, alert.subject, json.loads(alert.details)) == ("account_burst", "acme", {"limit": 2, "sessions_24h": 3})
     with ctx.sessions() as db:
@@ -185,6 +186,7 @@ def test_an_alert_is_raised_again_only_after_its_window(ctx, directory):
 
 def test_concurrent_sweeps_raise_each_alert_once(ctx, directory):
     with_alerts(ctx, max_sessions_per_account_24h=1)
+    allow_many_open_accesses(ctx)
     for _ in range(2):
         requests.submit_request(ctx, AgentIdentity("UAGENT1"), form())
     with ctx.sessions() as db:

@@ -8,7 +8,7 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from bot.db.models import AuditEvent, ImpersonationRequest
-from bot.domain import approvals, links, outbox, requests, watch
+from bot.domain import approvals, links, outbox, requests, sessions, watch
 from bot.domain.audit import verify_chain
 from bot.domain.clock import utcnow
 from bot.domain.ports import Person, StaticPeople
@@ -210,7 +210,8 @@ def test_extension_needs_the_power(gated, session_factory):
     session = _live_session(gated, agent="UAGENT1")
     out = approvals.request_extension(gated, session.id, agent_slack_id="UAGENT1", minutes=15, reason="still reproducing the bug")
     assert isinstance(out, approvals.Refused)
-    # re-initiation: a new request linked to the previous session
+    # re-initiation: a new request linked to the previous session, once it is over
+    sessions.end_session(gated, session.id, actor_slack_id="UAGENT1")
     again = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form("acme", "u-bob", previous_session_id=session.id))
     assert isinstance(again, requests.Granted) and again.request.previous_session_id == session.id
 

@@ -121,7 +121,8 @@ def week(ctx, session_factory, tmp_path):
     load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"], "initech": ["opted_out"]})
     ctx.policy = ctx.policy.model_copy(
         update={
-            "requests": ctx.policy.requests.model_copy(update={"ticket_required": False}),
+            # several sessions of one agent with one user in the same hour of frozen time
+            "requests": ctx.policy.requests.model_copy(update={"ticket_required": False, "one_open_access": False}),
             "alerts": ctx.policy.alerts.model_copy(update={"concentration_min_sessions": 3}),
         }
     )

@@ -16,6 +16,7 @@ from bot.domain.audit import verify_chain
 from bot.domain.lifecycle import ALLOWED, FINAL
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
+from tests.conftest import allow_many_open_accesses
 
 APPROVERS = ["UMANAGER1", "UMANAGER2", "UMANAGER3", "UAGENT1", "UAGENT2"]
 DECISION_EVENTS = {"approval.granted", "approval.denied", "request.expired", "request.cancelled"}
@@ -33,7 +34,9 @@ step = st.one_of(
 @pytest.fixture
 def world(ctx, session_factory, tmp_path):
     load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"], "initech": ["regulated"]})
-    return ctx
+    # random sequences open several accesses to one user at once (the one-open-access rule has
+    # its own tests in tests/domain/test_requests.py)
+    return allow_many_open_accesses(ctx)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -24,6 +24,7 @@ from bot.domain.log_query import (
 )
 from tests.fakes.log_history import NOW, build_history, open_session, record_actions, set_acme_sensitive
 from tests.slack.conftest import audit_events
+from tests.conftest import allow_many_open_accesses
 
 UTC = timezone.utc
 
@@ -272,6 +273,7 @@ def test_the_page_is_read_with_a_fixed_number_of_queries(ctx, engine, tmp_path):
 
 def test_iter_entries_reads_in_keyset_batches_across_equal_start_times(ctx, session_factory, tmp_path):
     build_history(ctx, tmp_path)
+    allow_many_open_accesses(ctx)
     same = NOW - timedelta(days=5)
     for _ in range(5):
         open_session(ctx, "UAGENT1", at=same)  # five sessions started in the same microsecond

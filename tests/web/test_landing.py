@@ -26,6 +26,7 @@ from bot.domain.sessions import SessionStatus
 from bot.web.app import create_web_app
 from bot.web.security import LinkCsrf
 from tests.web.conftest import audit_events, csrf_proof, parse_page, state_snapshot
+from tests.conftest import allow_many_open_accesses
 
 SLACK_UNFURLER = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
@@ -235,7 +236,8 @@ def test_post_failing_csrf_is_refused_audited_and_redeems_nothing(client, token,
     assert redeem(client, token).status_code == 200  # the link itself is untouched
 
 
-def test_proof_for_one_link_does_not_redeem_another(client, grant, session_factory):
+def test_proof_for_one_link_does_not_redeem_another(ctx, client, grant, session_factory):
+    allow_many_open_accesses(ctx)
     first, second = grant(), grant(user="u-bob", reason="second ticket about billing")
     proof_for_first = confirm(client, first)
     confirm(client, second)  # same browser: the nonce cookie is shared, the proofs are not

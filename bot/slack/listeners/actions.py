@@ -42,7 +42,9 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         try:
             ended = sessions.end_session(ctx, action.get("value") or "", actor_slack_id=clicker)
         except sessions.EndRefused as refused:
-            if refused.session is not None:
+            if not channel:
+                return  # clicked in a modal: it has nothing to edit, and nothing was ended
+            if refused.session is not None and ts:
                 # Already over (expired or revoked meanwhile): the message was stale; show the truth.
                 text, message = blocks.session_over_message(refused.session)
                 client.chat_update(channel=channel, ts=ts, text=text, blocks=message)

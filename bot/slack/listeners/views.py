@@ -17,7 +17,7 @@ from slack_sdk import WebClient
 from bot.domain import approvals, requests
 from bot.domain.approvals import ClickResult, Decided, Refused
 from bot.domain.context import DomainContext
-from bot.domain.requests import AgentIdentity, Blocked
+from bot.domain.requests import AgentIdentity, AlreadyOpen, Blocked
 from bot.slack import blocks
 from bot.slack.courier import Deliverer
 from bot.slack.ids import CallbackId
@@ -33,6 +33,9 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         result = requests.submit_request(ctx, agent, form)
         if isinstance(result, Blocked):
             ack(response_action="errors", errors=blocks.field_errors(result, present=blocks.view_block_ids(view)))
+            return
+        if isinstance(result, AlreadyOpen):
+            ack(response_action="update", view=blocks.already_open_modal(result, tz_name=ctx.people.person(agent.slack_id).tz))
             return
         ack()
         SlackMessenger(ctx, client, deliverer).request_submitted(result)

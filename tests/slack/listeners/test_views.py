@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from bot.db.models import ImpersonationRequest, MessageRef
 from bot.domain import approvals, outbox
+from bot.domain import sessions as domain_sessions
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import mrkdwn_texts, problems
@@ -232,6 +233,7 @@ def test_a_forged_denial_of_nothing_is_refused_on_the_reason(send, slack_client)
 
 def test_a_new_request_after_a_session_is_linked_to_it(send, ctx, session_factory):
     session = start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts="1700000000.000900")
+    domain_sessions.end_session(ctx, session.id, actor_slack_id="UAGENT1")  # one open access at a time
     submit(send, private_metadata=session.id)
     newest = max(stored_requests(session_factory), key=lambda r: r.created_at)
     assert newest.id != session.request.id and newest.previous_session_id == session.id
@@ -301,3 +303,25 @@ def test_break_glass_with_a_short_reason_is_refused_on_the_reason(send, ctx, sla
     errors = response_json(response)["errors"]
     assert list(errors) == [BlockId.REASON.value] and "at least 60 characters" in errors[BlockId.REASON.value]
     assert slack_client.calls_to("chat.postMessage") == []
+
+
+def test_a_second_request_for_the_same_user_shows_the_open_one_instead(send, session_factory):
+    first = response_json(submit(send))
+    assert first == {} or "response_action" not in first  # granted: the modal closes
+    again = response_json(submit(send))
+    assert again["response_action"] == "update"
+    view = again["view"]
+    assert view["callback_id"] == CallbackId.IMPERSONATE_ALREADY_OPEN.value
+    assert problems(view, surface="modal") == []
+    assert "already have a link to *Bob Builder* at *ACME Corp*" in " ".join(mrkdwn_texts(view["blocks"]))
+    assert len(stored_requests(session_factory)) == 1
+    (blocked,) = audit_events(session_factory, "request.blocked")
+    assert json.loads(blocked.details)["cause"] == "already_open"
+
+
+def test_the_open_session_can_be_ended_from_that_view(send, ctx, session_factory, slack_client):
+    session = start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts="1700000000.000900")
+    view = response_json(submit(send))["view"]
+    (actions,) = [b for b in view["blocks"] if b["type"] == "actions"]
+    (button,) = actions["elements"]
+    assert (button["action_id"], button["value"]) == (ActionId.END_SESSION.value, session.id)
