@@ -370,7 +370,6 @@ def _open_access(db: Session, agent_slack_id: str, customer_user_id: int, now: d
         .where(
             r.agent_slack_id == agent_slack_id,
             r.customer_user_id == customer_user_id,
-            r.created_at <= now,
             or_(
                 (r.state == RequestState.PENDING.value) & (r.pending_expires_at > now),
                 (r.state == RequestState.GRANTED.value) & (link.expires_at > now),

@@ -15,6 +15,7 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
+from tests.conftest import allow_many_open_accesses
 
 #: the moment the log is read in these tests
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -46,7 +47,9 @@ def open_session(
     approver: str | None = None,
 ) -> str:
     """A request submitted, granted (approved by `approver` when gated) and redeemed at `at`;
-    returns the session id."""
+    returns the session id. Histories are built in any order of time, so the policy's
+    one-open-access rule (which reads "open" at the submission's time) is off for them."""
+    allow_many_open_accesses(ctx)
     with freeze_time(at):
         form = RequestForm(account=account, user=user, reason=reason, ticket=ticket, duration_minutes=minutes, scope="read_only", break_glass=break_glass)
         result = requests.submit_request(ctx, AgentIdentity(agent), form)
