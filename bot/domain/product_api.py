@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
-from bot.db.models import ApiKey, AuditEvent, ImpersonationSession
+from bot.db.models import ApiKey, AuditEvent, ImpersonationSession, RequestState
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
@@ -37,7 +37,8 @@ from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo, hash_token
 from bot.domain.policy import PRODUCT_PATTERN
 from bot.domain.refusals import RefusalAuditor
-from bot.domain.sessions import SessionStatus, check_session, status_at
+from bot.domain.lifecycle import TransitionRefused
+from bot.domain.sessions import SessionStatus, check_session, close_session, status_at
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +378,40 @@ def session_report_for(
     if refusals.refuse(f"api.refused:{problem.value}", client.ip, lambda db: draft, now=now):
         log.warning("product API: product %s refused session %s (%s)", principal.product, session_id, problem.value)
     return None
+
+
+def end_session_for(
+    ctx: DomainContext,
+    principal: ApiPrincipal,
+    session_id: str,
+    *,
+    refusals: RefusalAuditor,
+    client: ClientInfo = ClientInfo(),
+    now: datetime | None = None,
+) -> SessionReport | None:
+    """`POST /api/v1/sessions/{sid}/end`: the agent pressed "End session" in the product. The
+    session ends exactly as when the agent ends it from Slack (`session.ended`, the agent's DM,
+    any expiry warning and the security feed edited through the outbox), recorded as done
+    through the product. Idempotent: a session already over is left as it ended and its report
+    returned. None, as for a status read, for no such session or another product's (audited)."""
+    now = now or utcnow()
+    report = session_report_for(ctx, principal, session_id, refusals=refusals, client=client, now=now)
+    if report is None or report.status is not SessionStatus.LIVE:
+        return report
+    with ctx.sessions() as db, db.begin():
+        session = db.execute(
+            select(ImpersonationSession).where(ImpersonationSession.id == session_id).with_for_update(of=ImpersonationSession)
+        ).scalar_one()
+        if status_at(session, now) is SessionStatus.LIVE:
+            try:
+                with db.begin_nested():
+                    close_session(
+                        db, session, target=RequestState.ENDED, actor=Actor.agent_of(session.request), now=now,
+                        details={"via": "product", "product": principal.product, "key_id": principal.key_id, **client.as_details()},
+                    )
+            except TransitionRefused:
+                pass  # ended, revoked or expired meanwhile by someone else: nothing to do
+    return session_report(ctx, session_id, now=now)
 
 
 def session_report(ctx: DomainContext, session_id: str, *, now: datetime | None = None) -> SessionReport | None:

@@ -25,7 +25,7 @@ from bot.domain.lifecycle import TransitionRefused
 from bot.domain.outbox import SECURITY, Kind, target_of
 from bot.domain.anomalies import related_live_sessions
 from bot.domain.policy import powers_of
-from bot.domain.sessions import SessionStatus, _close, status_at
+from bot.domain.sessions import SessionStatus, close_session, status_at
 from bot.domain.views import SessionView
 
 #: where a revocation came from, recorded in its audit event ("account_opted_out": the account
@@ -173,7 +173,7 @@ def _close_revoked(db: Session, session: ImpersonationSession, *, actor: Actor, 
     """Revoke one live, locked session: the state move, its audit event and the messages it
     owes (the agent's DM and notice, any expiry warning, the security feed), in `db`'s
     transaction."""
-    _close(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
+    close_session(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
     request = session.request
     agent = request.agent_slack_id
     targets = (

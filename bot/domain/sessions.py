@@ -80,7 +80,9 @@ class EndRefused(Exception):
         self.session = session
 
 
-def _close(db: Session, session: ImpersonationSession, *, target: RequestState, actor: Actor, now: datetime, details: dict) -> None:
+def close_session(db: Session, session: ImpersonationSession, *, target: RequestState, actor: Actor, now: datetime, details: dict) -> None:
+    """End a live session in `db`'s transaction: the state move with its audit event and the
+    messages it owes — the one path for ending, expiring and revoking."""
     request = session.request
     end_at = min(now, session.expires_at)
     transition(
@@ -135,9 +137,9 @@ def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now
         status = status_at(session, now)
         try:
             if status is SessionStatus.LIVE:
-                _close(db, session, target=RequestState.ENDED, actor=agent, now=now, details={})
+                close_session(db, session, target=RequestState.ENDED, actor=agent, now=now, details={})
             elif status is SessionStatus.EXPIRED and session.request.state == RequestState.ACTIVE.value:
-                _close(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={})
+                close_session(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={})
             else:
                 raise EndRefused("This session is already over.", SessionView.of(session))
         except TransitionRefused:

@@ -26,7 +26,7 @@ from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.lifecycle import TransitionRefused, transition
 from bot.domain.once import claim_once, claimed
-from bot.domain.sessions import SessionStatus, _close, status_at
+from bot.domain.sessions import SessionStatus, close_session, status_at
 from bot.domain.snapshots import request_snapshot, session_of
 from bot.domain.views import RequestView, SessionView
 
@@ -77,7 +77,7 @@ def warn_expiring(ctx: DomainContext, *, now: datetime | None = None) -> int:
 def expire_sessions(ctx: DomainContext, *, now: datetime | None = None) -> int:
     """Record as expired every active session past its end (state → expired through the
     lifecycle, audited `session.expired`); the agent's DM, the warning and the feed are
-    edited through the outbox (sessions._close writes those rows)."""
+    edited through the outbox (sessions.close_session writes those rows)."""
     now = now or utcnow()
     with reading(ctx.sessions) as db:
         due = db.execute(
@@ -92,7 +92,7 @@ def expire_sessions(ctx: DomainContext, *, now: datetime | None = None) -> int:
             if session is None or session.request.state != RequestState.ACTIVE.value or now < session.expires_at:
                 continue
             try:
-                _close(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={"by": "scheduler"})
+                close_session(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={"by": "scheduler"})
             except TransitionRefused:
                 db.rollback()  # ended or revoked a moment ago: that change stands
                 continue

@@ -148,6 +148,14 @@ def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Bl
             return api_error(404, ActionProblem.UNKNOWN_SESSION.value, NO_SUCH_SESSION)
         return jsonify(session_document(report))
 
+    @api.post("/sessions/<sid>/end")
+    def end_session(sid: str) -> Response:
+        # The body is not read: the path names the session and the key names the product.
+        report = product_api.end_session_for(ctx, g.api_principal, sid, refusals=refusals, client=_client())
+        if report is None:
+            return api_error(404, ActionProblem.UNKNOWN_SESSION.value, NO_SUCH_SESSION)
+        return jsonify(session_document(report))
+
     @api.post("/sessions/<sid>/actions")
     def record_action(sid: str) -> Response:
         principal: ApiPrincipal = g.api_principal

@@ -12,7 +12,7 @@ import pytest
 from freezegun import freeze_time
 
 from bot.db.models import ImpersonationSession, RequestState
-from bot.domain import links, product_api, sessions
+from bot.domain import links, outbox, product_api, sessions
 from bot.domain.audit import Actor, format_time, verify_chain
 from bot.domain.clock import utcnow
 from bot.domain.product_api import MAX_ACTION_BYTES
@@ -52,7 +52,7 @@ def revoke_session(session_factory, session_id: str, *, now: datetime) -> None:
     # Security's revoke service is issue 5; until then, the same close the end service uses.
     with session_factory() as db, db.begin():
         session = db.get(ImpersonationSession, session_id)
-        sessions._close(db, session, target=RequestState.REVOKED, actor=Actor(slack_id="USECURITY1", role="security"), now=now, details={})
+        sessions.close_session(db, session, target=RequestState.REVOKED, actor=Actor(slack_id="USECURITY1", role="security"), now=now, details={})
 
 
 def action(at: datetime, **overrides) -> dict:
@@ -358,3 +358,54 @@ def test_concurrent_copies_of_one_idempotency_key_record_one_action(web_app, aut
     assert sorted(answers) == [200] * 7 + [201]
     recorded = [e for e in audit_events(session_factory) if e.type == "action.recorded" and e.session_id == sid]
     assert len(recorded) == 1
+
+
+# --- ending a session from the product -----------------------------------------------------------
+
+
+def test_end_ends_the_session_as_the_agent_would_from_slack(ctx, client, auth, open_session, session_factory):
+    sid = open_session()
+    response = client.post(f"/api/v1/sessions/{sid}/end", headers=auth)
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ended"
+    assert client.get(f"/api/v1/sessions/{sid}", headers=auth).get_json()["status"] == "ended"
+    (ended,) = _events_of(session_factory, "session.ended")
+    assert ended.session_id == sid and ended.actor_slack_id == "UAGENT1"
+    assert json.loads(ended.details)["via"] == "product" and json.loads(ended.details)["product"] == "acme-web"
+    # the same messages as the Slack "End session" button: the agent's DM and the feed are edited
+    owed = {(r.kind, r.subject_id) for r in outbox.rows(ctx) if r.state == "pending"}
+    request_id = ended.request_id
+    assert {("agent", request_id), ("feed", request_id)} <= owed
+
+
+def test_ending_twice_is_answered_with_the_state_it_ended_in(client, auth, open_session, session_factory):
+    sid = open_session()
+    assert client.post(f"/api/v1/sessions/{sid}/end", headers=auth).status_code == 200
+    again = client.post(f"/api/v1/sessions/{sid}/end", headers=auth)
+    assert again.status_code == 200 and again.get_json()["status"] == "ended"
+    assert len(_events_of(session_factory, "session.ended")) == 1
+
+
+def test_a_revoked_session_stays_revoked_when_the_product_ends_it(client, auth, open_session, session_factory):
+    with freeze_time(T0):
+        sid = open_session()
+        revoke_session(session_factory, sid, now=T0 + timedelta(minutes=1))
+        body = client.post(f"/api/v1/sessions/{sid}/end", headers=auth).get_json()
+    assert body["status"] == "revoked"
+    assert _events_of(session_factory, "session.ended") == []
+
+
+def test_end_needs_the_key_and_another_products_key_cannot_end(ctx, client, auth, open_session, session_factory):
+    sid = open_session()
+    assert client.post(f"/api/v1/sessions/{sid}/end").status_code == 401
+    with session_factory() as db, db.begin():
+        other = product_api.create_api_key(db, product="other-app", actor=CLI).plaintext_key
+    refused = client.post(f"/api/v1/sessions/{sid}/end", headers={"Authorization": f"Bearer {other}"})
+    assert refused.status_code == 404 and refused.get_json()["error"] == "unknown_session"
+    # (with a second product holding keys, an unbound session is neither's: docs/product-api.md)
+    assert product_api.session_report(ctx, sid).status is sessions.SessionStatus.LIVE
+    assert _events_of(session_factory, "session.ended") == []
+
+
+def _events_of(session_factory, event_type: str):
+    return [e for e in audit_events(session_factory) if e.type == event_type]
