@@ -330,12 +330,17 @@ class GunicornServer(BaseApplication):
             # gunicorn prints this one line and halts instead of respawning workers forever.
             raise AppImportError(str(exc)) from None
 
-    def _close_socket_mode(self, _server: object, _worker: object) -> None:
+    def _close_socket_mode(self, server: object, worker: object) -> None:
+        """worker_exit in Socket Mode: close this worker's connection, then what every worker
+        does as it stops (bot/web/gunicorn_conf.py worker_exit)."""
+        from bot.web import gunicorn_conf
+
         # gunicorn also calls worker_exit in the master for a worker that vanished; there
         # `_receiver` is None (it is set only in the worker's copy of this object).
         if self._receiver is not None:
             self._receiver.stop()
             self._receiver = None
+        gunicorn_conf.worker_exit(server, worker)
 
 
 def scheduler_hooks(master: Container) -> dict[str, Callable[..., None]]:

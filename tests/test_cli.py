@@ -23,6 +23,7 @@ from bot import cli
 from bot.db.base import Base
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import AccountFlagSetting, AuditEvent
+from bot.web import gunicorn_conf
 from tests.conftest import REPO_ROOT
 from tests.fakes.attacker import rewrite
 from tests.fakes.slack_api import FakeSlack
@@ -297,12 +298,21 @@ def test_socket_mode_workers_close_their_connection_on_exit_and_refuse_preload(w
     server = cli.GunicornServer(settings, master=None, socket_mode=True)
     assert server.cfg.worker_exit == server._close_socket_mode
     server.cfg.worker_exit(None, None)  # in the master (a vanished worker): nothing to close
-    assert cli.GunicornServer(settings, master=None).cfg.worker_exit.__module__ == "gunicorn.config"
+    # without Socket Mode, every worker's own exit hook (the refusal summary) runs alone
+    assert cli.GunicornServer(settings, master=None).cfg.worker_exit is gunicorn_conf.worker_exit
 
     monkeypatch.setenv("GUNICORN_CMD_ARGS", "--preload")
     preloading = cli.GunicornServer(settings, master=None, socket_mode=True)
     with pytest.raises(cli.AppImportError, match="cannot be used with gunicorn's --preload"):
         preloading.load()
+
+
+def test_the_socket_mode_exit_hook_also_runs_every_workers_exit_hook(workdir, monkeypatch):
+    ran: list[tuple[object, object]] = []
+    monkeypatch.setattr(gunicorn_conf, "worker_exit", lambda server, worker: ran.append((server, worker)))
+    server = cli.GunicornServer(cli.load_settings(), master=None, socket_mode=True)
+    server.cfg.worker_exit("master", "worker")
+    assert ran == [("master", "worker")]
 
 
 def _free_port() -> int:
