@@ -100,6 +100,13 @@ def session_document(report: SessionReport) -> dict[str, Any]:
     }
 
 
+def _session_answer(report: SessionReport | None) -> Response:
+    """A session's document, or the 404 that no such session and another product's share."""
+    if report is None:
+        return api_error(404, ActionProblem.UNKNOWN_SESSION.value, NO_SUCH_SESSION)
+    return jsonify(session_document(report))
+
+
 def _client() -> ClientInfo:
     return ClientInfo(ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
 
@@ -143,18 +150,12 @@ def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Bl
 
     @api.get("/sessions/<sid>")
     def session_status(sid: str) -> Response:
-        report = product_api.session_report_for(ctx, g.api_principal, sid, refusals=refusals, client=_client())
-        if report is None:
-            return api_error(404, ActionProblem.UNKNOWN_SESSION.value, NO_SUCH_SESSION)
-        return jsonify(session_document(report))
+        return _session_answer(product_api.session_report_for(ctx, g.api_principal, sid, refusals=refusals, client=_client()))
 
     @api.post("/sessions/<sid>/end")
     def end_session(sid: str) -> Response:
         # The body is not read: the path names the session and the key names the product.
-        report = product_api.end_session_for(ctx, g.api_principal, sid, refusals=refusals, client=_client())
-        if report is None:
-            return api_error(404, ActionProblem.UNKNOWN_SESSION.value, NO_SUCH_SESSION)
-        return jsonify(session_document(report))
+        return _session_answer(product_api.end_session_for(ctx, g.api_principal, sid, refusals=refusals, client=_client()))
 
     @api.post("/sessions/<sid>/actions")
     def record_action(sid: str) -> Response:
