@@ -45,7 +45,7 @@ def test_it_shows_what_the_agent_and_the_customer_need_and_has_no_close_control(
     for declaration in ("display:block!important", "visibility:visible!important", "opacity:1!important", "z-index:2147483647!important"):
         assert declaration in HOST_STYLE
     # The script puts the host back when removed and restores its attributes.
-    assert "MutationObserver" in SCRIPT and "prepend(host)" in SCRIPT and 'setAttribute("style",style)' in SCRIPT
+    assert "MutationObserver" in SCRIPT and "prepend(host)" in SCRIPT and 'setProperty(D[i][0],D[i][1],"important")' in SCRIPT
 
 
 def test_the_page_csp_nonce_is_used_and_the_script_has_a_stable_hash():

@@ -4,8 +4,11 @@ Built so the page cannot get rid of it for good: its content lives in a closed s
 (declarative shadow DOM), so the page's CSS cannot reach inside and its scripts cannot read
 or change it; the host element's own style is inline and `!important`, which beats any
 author stylesheet rule, `!important` included (CSS Cascade 5 §6.1: element-attached
-declarations sort before layers and selectors); a MutationObserver (and a one-second check)
-puts the host back when it is removed and restores its attributes when they are changed;
+declarations sort before layers and selectors). A strict CSP without `'unsafe-inline'` makes
+the browser ignore style *attributes* in markup (CSP 3 `style-src-attr`), so the script sets
+the same declarations again through the CSSOM (`style.setProperty(…, "important")`), which
+CSP does not restrict; a MutationObserver (and a one-second check) puts the host back when it
+is removed and restores its style and attributes when they are changed;
 and it is written into every HTML response, so a reload always shows it. There is no close
 control. Every value is HTML-escaped. The script and style carry the page's CSP nonce, so
 it runs under a strict `script-src 'nonce-…'` policy; the script is the same bytes on every
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 from html import escape
@@ -34,14 +38,21 @@ HOST_STYLE = (
 #: (HTML §4.13.7.4) to run the countdown. If that fails (the name already defined by the page,
 #: no ElementInternals) the banner still shows — declarative shadow DOM needs no script — and
 #: is still put back when removed; only the countdown stays as the server rendered it.
+#: HOST_STYLE as (property, value) pairs, for the script to set through the CSSOM
+_HOST_DECLARATIONS = [d.split(":", 1) for d in HOST_STYLE.replace("!important", "").split(";") if d]
+
 SCRIPT = r"""(function(){
-var T="impersonation-kit-banner",root=null,host=null;
+var T="impersonation-kit-banner",root=null,host=null,D=__DECLARATIONS__;
 try{customElements.define(T,class extends HTMLElement{constructor(){super();host=this;try{root=this.attachInternals().shadowRoot;}catch(e){}}});}catch(e){}
 host=host||document.querySelector(T);if(!host)return;
-var style=host.getAttribute("style"),ends=+host.getAttribute("data-ends-at");
+var ends=+host.getAttribute("data-ends-at");
+function protect(){
+ var s=host.style;
+ for(var i=0;i<D.length;i++){if(i===0||s.getPropertyValue(D[i][0])!==D[i][1]||s.getPropertyPriority(D[i][0])!=="important"){if(i===0&&s.getPropertyPriority("display")==="important"&&s.getPropertyValue("display")==="block")continue;s.setProperty(D[i][0],D[i][1],"important");}}
+}
 function fix(){
  if(!host.isConnected){(document.body||document.documentElement).prepend(host);}
- if(host.getAttribute("style")!==style)host.setAttribute("style",style);
+ protect();
  ["hidden","inert","popover"].forEach(function(a){if(host.hasAttribute(a))host.removeAttribute(a);});
 }
 function tick(){
@@ -55,6 +66,7 @@ function tick(){
 new MutationObserver(fix).observe(document.documentElement,{childList:true,subtree:true,attributes:true,attributeFilter:["style","class","hidden","inert","popover"]});
 setInterval(tick,1000);tick();
 })();"""
+SCRIPT = SCRIPT.replace("__DECLARATIONS__", json.dumps(_HOST_DECLARATIONS, separators=(",", ":")))
 SCRIPT_SHA256 = "sha256-" + base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
 
 CSS = """
