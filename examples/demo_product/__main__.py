@@ -31,6 +31,7 @@ def main() -> None:
             "SECRET_KEY": os.environ.get("DEMO_SECRET_KEY"),
             "KIT_SECRET": bytes.fromhex(kit_secret) if kit_secret else None,
             "SPOOL_DIR": os.environ.get("DEMO_SPOOL_DIR", "demo_product_spool"),
+            "WEBHOOK_SECRET": os.environ.get("DEMO_WEBHOOK_SECRET"),
         }
     )
     app.run(host="127.0.0.1", port=port, threaded=True)

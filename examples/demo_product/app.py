@@ -18,6 +18,9 @@ code is `current_user()` (whom it acts as) and stamping `impersonation_context` 
   USE_KIT         False: run without the middleware (behind the kit's reverse proxy)
   TRUST_IMPERSONATION_HEADER  True: act on X-Impersonation-Context (only behind the proxy,
                   which strips any copy a browser sends)
+  WEBHOOK_SECRET  the `whsec_…` secret of the bot's notification webhooks: POST
+                  /impersonation/webhooks then records "support accessed your account" notices
+                  (shown at /support-access) and ends a session at once on session.ended/revoked
 """
 from __future__ import annotations
 
@@ -35,12 +38,20 @@ from flask import Flask, abort, g, redirect, render_template, request, session, 
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from impersonation_kit import ImpersonationContext, ImpersonationKit, ImpersonationLogFilter, KitConfig, SqliteJtiStore
+from impersonation_kit.webhooks import WebhookRefused, WebhookVerifier
 from impersonation_kit.wsgi import ImpersonationMiddleware, banner_html
 
 log = logging.getLogger("demo_product")
 HERE = Path(__file__).resolve().parent
 DEMO_PASSWORD = "demo-password"  # every seeded customer's password (README.md)
 SEED_ACCOUNTS = [("acme", "ACME Corp"), ("globex", "Globex"), ("initech", "Initech"), ("umbrella", "Umbrella")]
+#: what a customer sees for each notification (Standard Webhooks event types the bot sends)
+NOTICE_TEXT = {
+    "session.started": "Support started a session in your account",
+    "session.ended": "Support's session in your account ended",
+    "session.revoked": "Support's session in your account was revoked",
+    "request.denied": "A support request to access your account was denied",
+}
 SEED_USERS = [
     ("u-alice", "acme", "Alice Admin", "alice@acme.example"),
     ("u-bob", "acme", "Bob Builder", "bob@acme.example"),
@@ -57,6 +68,8 @@ CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY AUTOINCREMENT, account_
   impersonation_context TEXT);
 CREATE TABLE IF NOT EXISTS profile_changes (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,
   old_name TEXT NOT NULL, new_name TEXT NOT NULL, changed_at TEXT NOT NULL, impersonation_context TEXT);
+CREATE TABLE IF NOT EXISTS support_notices (webhook_id TEXT PRIMARY KEY, account_id TEXT NOT NULL,
+  type TEXT NOT NULL, agent TEXT NOT NULL, session_id TEXT NOT NULL, at TEXT NOT NULL);
 """
 
 
@@ -163,7 +176,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     @app.before_request
     def _nonce_and_csrf() -> None:
         g.nonce = secrets.token_urlsafe(16)
-        if request.method == "POST" and request.endpoint != "login":
+        # The webhook is authenticated by its signature, not a browser form.
+        if request.method == "POST" and request.endpoint not in ("login", "impersonation_webhook"):
             sent = request.form.get("csrf", "")
             if not hmac.compare_digest(sent.encode(), session.get("csrf", "").encode()) or not sent:
                 abort(403, "Form expired; reload the page.")
@@ -253,6 +267,42 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
                 kit.report_action("profile.update", f"user/{user['id']}", {"field": "name"})
             return redirect(url_for("profile"))
         return render_template("profile.html")
+
+    verifier = (
+        WebhookVerifier(app.config["WEBHOOK_SECRET"], store=SqliteJtiStore(str(Path(app.config["DATABASE"]).with_suffix(".webhooks.db"))))
+        if app.config.get("WEBHOOK_SECRET") else None
+    )
+
+    @app.post("/impersonation/webhooks")
+    def impersonation_webhook():
+        if verifier is None:
+            abort(404)
+        try:
+            event = verifier.verify(request.headers, request.get_data())  # the raw body is what was signed
+        except WebhookRefused as refused:
+            log.warning("webhook refused: %s", refused.reason)
+            return {"error": refused.reason}, 400
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        kind, account, session_id = event.get("type"), data.get("account"), data.get("session_id")
+        if kind not in NOTICE_TEXT or not isinstance(account, str) or not isinstance(session_id, str):
+            return "", 204  # an event this product does not show: accepted, nothing to do
+        if kind in ("session.ended", "session.revoked") and kit is not None:
+            kit.end_now(session_id)
+        db().execute(
+            "INSERT OR IGNORE INTO support_notices (webhook_id, account_id, type, agent, session_id, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (request.headers["webhook-id"], account, kind, str(data.get("agent", "")), session_id,
+             datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        )
+        db().commit()
+        return "", 204
+
+    @app.get("/support-access")
+    def support_access():
+        user = need_user()
+        notices = db().execute(
+            "SELECT * FROM support_notices WHERE account_id = ? ORDER BY at DESC, rowid DESC", (user["account_id"],)
+        ).fetchall()
+        return render_template("support_access.html", notices=notices, text=NOTICE_TEXT)
 
     # The kit's template helper, for a page that places the banner itself (profile.html does).
     app.jinja_env.globals["impersonation_banner"] = lambda: Markup(banner_html(request.environ, nonce=g.get("nonce")))
