@@ -37,7 +37,7 @@ from bot.domain.identity import Identity, identify, requester_identity
 from bot.domain.lifecycle import transition
 from bot.domain.links import issue_link
 from bot.domain.once import insert_once
-from bot.domain.policy import powers_of
+from bot.domain.policy import ExtensionOutcome, ExtensionRefusal, decide_extension_ask, powers_of
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
 DENY_REASON_MIN_LENGTH = 5
@@ -696,11 +696,30 @@ class ExtensionAsked:
     ask: ApprovalAsk
 
 
+@dataclass(frozen=True)
+class ExtensionGranted:
+    """Self-served within the role's cap: the session runs longer at once."""
+
+    session: SessionView
+    #: the outbox targets the extension owed (the agent's session DM, the security feed)
+    targets: tuple[str, ...]
+
+
+EXTENSION_REFUSALS = {
+    ExtensionRefusal.NO_POWER: "Your role cannot extend sessions. Start a new request with a fresh reason.",
+    ExtensionRefusal.REASON_TOO_SHORT: "Give a fresh reason (at least {reason_min} characters).",
+    ExtensionRefusal.INVALID_MINUTES: "Ask for a positive number of minutes.",
+    ExtensionRefusal.AT_CEILING: "This session already runs to the longest any session may ({ceiling} minutes). Start a new request instead.",
+}
+
+
 def request_extension(
     ctx: DomainContext, session_id: str, *, agent_slack_id: str, minutes: int, reason: str, now: datetime | None = None
-) -> ExtensionAsked | Refused:
-    """Issue 3 point 8: an agent with `can_request_extension` asks for more time, with a fresh
-    reason; the new end can never pass the role's cap counted from the session's start."""
+) -> ExtensionAsked | ExtensionGranted | Refused:
+    """An agent with `can_request_extension` asks for more time, with a fresh reason, decided
+    by `policy.decide_extension_ask`: self-served within the role's cap where the role allows,
+    approved otherwise — by the past-cap approvers when it passes the cap — and never past the
+    policy's ceiling (`extensions.max_total_minutes`), counted from the session's start."""
     now = now or utcnow()
     reason = reason.strip()
     powers = powers_of(ctx.policy, agent_slack_id, ctx.groups)
@@ -720,40 +739,76 @@ def request_extension(
 
         if request.state != RequestState.ACTIVE.value or now >= session.expires_at:
             return refuse("not_live", "This session is over; start a new request instead.")
-        if powers is None or not powers.can_request_extension:
-            return refuse("no_power", "Your role cannot extend sessions. Start a new request with a fresh reason.")
-        if len(reason) < ctx.policy.requests.reason_min_length:
-            return refuse("reason_too_short", f"Give a fresh reason (at least {ctx.policy.requests.reason_min_length} characters).")
-        cap_end = session.started_at + timedelta(minutes=powers.max_minutes)
-        if minutes <= 0 or session.expires_at >= cap_end:
-            return refuse("at_cap", f"This session already runs to your role's cap of {powers.max_minutes} minutes.")
+        current_total = int((session.expires_at - session.started_at).total_seconds() // 60)
+        ceiling = ctx.policy.extensions.max_total_minutes
+        decision = decide_extension_ask(
+            powers=powers,
+            current_total_minutes=current_total,
+            asked_minutes=minutes,
+            reason_ok=len(reason) >= ctx.policy.requests.reason_min_length,
+            ceiling_minutes=ceiling,
+        )
+        if decision.outcome is ExtensionOutcome.REFUSE:
+            assert decision.cause is not None
+            message = EXTENSION_REFUSALS[decision.cause].format(reason_min=ctx.policy.requests.reason_min_length, ceiling=max(ceiling, powers.max_minutes if powers else 0))
+            return refuse(decision.cause.value, message)
         pending = db.execute(select(func.count()).select_from(Extension).where(Extension.session_id == session.id, Extension.state == "pending")).scalar_one()
         if pending:
             return refuse("already_pending", "An extension for this session is already waiting for approval.")
+        granted_minutes = decision.new_total_minutes - current_total  # trimmed to the ceiling
+        self_served = decision.outcome is ExtensionOutcome.SELF_SERVE
+        new_end = session.started_at + timedelta(minutes=decision.new_total_minutes)
         extension = Extension(
             id=str(uuid.uuid4()),
             session_id=session.id,
             requested_by=agent_slack_id,
             reason=reason[:2000],
-            minutes=minutes,
-            state="pending",
-            approvals_required=max(1, request.approvals_required),
+            minutes=granted_minutes,
+            state="approved" if self_served else "pending",
+            approvals_required=0 if self_served else max(1, request.approvals_required),
             created_at=now,
-            pending_expires_at=now + timedelta(minutes=ctx.policy.gating.pending_ttl_minutes),
-            decided_at=None,
-            new_expires_at=None,
+            pending_expires_at=now if self_served else now + timedelta(minutes=ctx.policy.gating.pending_ttl_minutes),
+            decided_at=now if self_served else None,
+            new_expires_at=new_end if self_served else None,
         )
         db.add(extension)
         db.flush()
         db.refresh(extension)
+        if self_served:
+            session.expires_at = new_end
+            audit.append(
+                db,
+                EventDraft(
+                    type="extension.granted",
+                    actor=actor,
+                    details={
+                        "extension_id": extension.id, "minutes": granted_minutes, "reason": extension.reason,
+                        "self_served": True, "new_expires_at": audit.format_time(new_end),
+                    },
+                    **base,
+                ),
+                now=now,
+            )
+            targets = (
+                outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
+                outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now),
+            )
+            return ExtensionGranted(SessionView.of(session), targets)
         requester = _requester(request)
         approvers = eligible_approvers(ctx, account=request.account.external_id, team_id=request.team_id, requester=requester)
+        if decision.past_cap and ctx.policy.extensions.past_cap_approvers:
+            # past the role's cap: only the approvers the policy names for that
+            named = _expand(ctx, ctx.policy.extensions.past_cap_approvers)
+            approvers = [a for a in approvers if a in named]
         audit.append(
             db,
             EventDraft(
                 type="extension.requested",
                 actor=actor,
-                details={"extension_id": extension.id, "minutes": minutes, "reason": extension.reason, "asked": approvers},
+                details={
+                    "extension_id": extension.id, "minutes": granted_minutes, "reason": extension.reason, "asked": approvers,
+                    "past_cap": decision.past_cap, "new_total_minutes": decision.new_total_minutes,
+                },
                 **base,
             ),
             now=now,
@@ -819,9 +874,11 @@ def decide_extension(
         approvers = _approvers_so_far(db, extension.id)
         if len(approvers) < extension.approvals_required:
             return Counted(extension.id, len(approvers), extension.approvals_required)
+        # The ask was decided (and trimmed to the ceiling) when it was made; the ceiling holds
+        # again here, should the session have been extended meanwhile.
         agent_powers = powers_of(ctx.policy, request.agent_slack_id, ctx.groups)
-        cap_minutes = agent_powers.max_minutes if agent_powers else request.duration_minutes
-        new_end = min(session.expires_at + timedelta(minutes=extension.minutes), session.started_at + timedelta(minutes=cap_minutes))
+        ceiling = max(ctx.policy.extensions.max_total_minutes, agent_powers.max_minutes if agent_powers else 0)
+        new_end = min(session.expires_at + timedelta(minutes=extension.minutes), session.started_at + timedelta(minutes=ceiling))
         session.expires_at = new_end
         extension.new_expires_at = new_end
         return finish("approved", "extension.granted", clicker.slack_id, {"approvers": approvers, "new_expires_at": audit.format_time(new_end)}, None)

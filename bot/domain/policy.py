@@ -59,6 +59,8 @@ class RoleConfig(_Strict):
     can_flag_accounts: bool = False
     can_revoke: bool = False
     can_request_extension: bool = False
+    #: extend a live session without an approval, up to the role's own max_minutes
+    can_self_extend: bool = False
     can_break_glass: bool = False
     requires_approval: bool = False
 
@@ -155,6 +157,12 @@ class ProductConfig(_Strict):
 
 class ExtensionsConfig(_Strict):
     choices_minutes: list[int] = Field(default_factory=lambda: [15, 30, 60], min_length=1)
+    #: the absolute ceiling of a session with every extension, from its start (never below a
+    #: role's own max_minutes): past the role's cap only with an approval, and never past this
+    max_total_minutes: int = Field(default=240, gt=0, le=24 * 60)
+    #: who approves an extension past the role's cap (user ids / @groups, narrowed to holders
+    #: of can_approve); empty: every approver the request itself would have
+    past_cap_approvers: list[str] = Field(default_factory=list)
 
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -376,6 +384,8 @@ class Powers:
     can_request_extension: bool
     can_break_glass: bool
     requires_approval: bool
+    #: extend within max_minutes without an approval (extensions past it always need one)
+    can_self_extend: bool = False
 
 
 def powers_of(policy: PolicyConfig, user_id: str, groups: GroupDirectory) -> Powers | None:
@@ -400,6 +410,7 @@ def powers_of(policy: PolicyConfig, user_id: str, groups: GroupDirectory) -> Pow
         can_flag_accounts=any(r.can_flag_accounts for r in roles),
         can_revoke=any(r.can_revoke for r in roles),
         can_request_extension=any(r.can_request_extension for r in roles),
+        can_self_extend=any(r.can_self_extend for r in roles),
         can_break_glass=any(r.can_break_glass for r in roles),
         requires_approval=any(r.requires_approval for r in roles),
     )
@@ -585,3 +596,55 @@ def recheck_at_redemption(
     if (account_flags & gated_flags) - granted_gates:
         return RedeemRefusal.NEWLY_GATED
     return None
+
+
+class ExtensionOutcome(str, enum.Enum):
+    SELF_SERVE = "self_serve"
+    NEEDS_APPROVAL = "needs_approval"
+    REFUSE = "refuse"
+
+
+class ExtensionRefusal(str, enum.Enum):
+    NO_POWER = "no_power"
+    REASON_TOO_SHORT = "reason_too_short"
+    INVALID_MINUTES = "invalid_minutes"
+    AT_CEILING = "at_ceiling"
+
+
+@dataclass(frozen=True)
+class ExtensionDecision:
+    outcome: ExtensionOutcome
+    cause: ExtensionRefusal | None = None
+    #: the session's whole length from its start if this ask is granted (trimmed to the ceiling)
+    new_total_minutes: int = 0
+    #: the new length passes the role's own max_minutes (an approval, by past-cap approvers)
+    past_cap: bool = False
+
+
+def decide_extension_ask(
+    *,
+    powers: Powers | None,
+    current_total_minutes: int,
+    asked_minutes: int,
+    reason_ok: bool,
+    ceiling_minutes: int,
+) -> ExtensionDecision:
+    """Decide an ask for more time. Pure, like `decide`. Within the role's cap an extension is
+    self-served where the role allows (`can_self_extend`), else approved like a request; past
+    the cap it always needs an approval; nothing passes the ceiling (`extensions.
+    max_total_minutes`, never below the role's cap): an ask beyond it is trimmed to it, and a
+    session already there cannot be extended."""
+    if powers is None or not powers.can_request_extension:
+        return ExtensionDecision(ExtensionOutcome.REFUSE, ExtensionRefusal.NO_POWER)
+    if not reason_ok:
+        return ExtensionDecision(ExtensionOutcome.REFUSE, ExtensionRefusal.REASON_TOO_SHORT)
+    if asked_minutes <= 0:
+        return ExtensionDecision(ExtensionOutcome.REFUSE, ExtensionRefusal.INVALID_MINUTES)
+    ceiling = max(ceiling_minutes, powers.max_minutes)
+    if current_total_minutes >= ceiling:
+        return ExtensionDecision(ExtensionOutcome.REFUSE, ExtensionRefusal.AT_CEILING)
+    new_total = min(current_total_minutes + asked_minutes, ceiling)
+    past_cap = new_total > powers.max_minutes
+    if powers.can_self_extend and not past_cap:
+        return ExtensionDecision(ExtensionOutcome.SELF_SERVE, new_total_minutes=new_total)
+    return ExtensionDecision(ExtensionOutcome.NEEDS_APPROVAL, new_total_minutes=new_total, past_cap=past_cap)

@@ -11,6 +11,7 @@ from bot.db.models import AuditEvent, ImpersonationRequest
 from bot.domain import approvals, links, outbox, requests, sessions, watch
 from bot.domain.audit import verify_chain
 from bot.domain.clock import utcnow
+from bot.domain.policy import ExtensionRefusal
 from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
@@ -192,18 +193,39 @@ def _live_session(ctx, agent="USENIOR1", account="acme", user="u-bob"):
     return red.session
 
 
-def test_extension_capped_by_role(gated, session_factory):
+def test_an_extension_past_the_roles_cap_is_approved_up_to_the_ceiling_and_no_further(gated, session_factory):
+    gated.policy = gated.policy.model_copy(update={"extensions": gated.policy.extensions.model_copy(update={"max_total_minutes": 180})})
     with freeze_time("2026-11-25 10:00:00"):
         session = _live_session(gated)  # senior: cap 120 min, session 60 min
         asked = approvals.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=90, reason="still reproducing the bug")
-        assert isinstance(asked, approvals.ExtensionAsked)
-        ext = asked.ask.extension
-        out = approvals.decide_extension(gated, ext.id, clicker_slack_id="UMANAGER1", approve=True)
+        assert isinstance(asked, approvals.ExtensionAsked)  # 150 min passes the cap: an approval
+        (requested,) = _events(session_factory, "extension.requested")
+        assert '"past_cap":true' in requested.details and '"new_total_minutes":150' in requested.details
+        out = approvals.decide_extension(gated, asked.ask.extension.id, clicker_slack_id="UMANAGER1", approve=True)
         assert isinstance(out, approvals.Decided) and out.outcome == "approved"
-        assert out.session.expires_at == utcnow() + timedelta(minutes=120)  # cap, not 60 + 90
+        assert out.session.expires_at == utcnow() + timedelta(minutes=150)
+        trimmed = approvals.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=60, reason="need a bit more time")
+        assert isinstance(trimmed, approvals.ExtensionAsked) and trimmed.ask.extension.minutes == 30  # to the 180-minute ceiling
+        out = approvals.decide_extension(gated, trimmed.ask.extension.id, clicker_slack_id="UMANAGER2", approve=True)
+        assert out.session.expires_at == utcnow() + timedelta(minutes=180)
         again = approvals.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=15, reason="need a bit more time")
-        assert isinstance(again, approvals.Refused)
-    assert len(_events(session_factory, "extension.granted")) == 1
+        assert again == approvals.Refused(approvals.EXTENSION_REFUSALS[ExtensionRefusal.AT_CEILING].format(ceiling=180, reason_min=10))
+    assert len(_events(session_factory, "extension.granted")) == 2
+
+
+def test_a_role_that_may_self_extend_does_so_within_its_cap_at_once(gated, session_factory):
+    gated.policy.roles["senior"] = gated.policy.roles["senior"].model_copy(update={"can_self_extend": True})
+    with freeze_time("2026-11-25 10:00:00"):
+        session = _live_session(gated)  # 60 of the senior's 120 minutes
+        granted = approvals.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        assert isinstance(granted, approvals.ExtensionGranted)
+        assert granted.session.expires_at == utcnow() + timedelta(minutes=90)
+        (event,) = _events(session_factory, "extension.granted")
+        assert event.actor_slack_id == "USENIOR1" and '"self_served":true' in event.details
+        assert _events(session_factory, "extension.requested") == []
+        # past the cap, the same role asks like anyone else
+        past = approvals.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=60, reason="the fix needs a deploy")
+        assert isinstance(past, approvals.ExtensionAsked) and past.ask.approvers
 
 
 def test_extension_needs_the_power(gated, session_factory):

@@ -18,6 +18,9 @@ from bot.domain.policy import (
     REASON_MAX_LENGTH,
     BlockCause,
     Decision,
+    ExtensionDecision,
+    ExtensionOutcome,
+    ExtensionRefusal,
     NoGroups,
     Outcome,
     PolicyConfig,
@@ -25,6 +28,7 @@ from bot.domain.policy import (
     RedeemRefusal,
     Powers,
     decide,
+    decide_extension_ask,
     load_policy,
     parse_policy,
     powers_of,
@@ -604,3 +608,40 @@ def test_recheck_at_redemption(changes, expected):
 
 def test_the_recheck_table_covers_every_refusal():
     assert {row[2] for row in RECHECK_TABLE if row[2]} == set(RedeemRefusal)
+
+
+# --- decide_extension_ask: more time for a live session ------------------------------------
+
+EXTENDER = replace(SUPPORT, max_minutes=60, can_request_extension=True)
+SELF_EXTENDER = replace(EXTENDER, can_self_extend=True)
+ASK = dict(powers=EXTENDER, current_total_minutes=30, asked_minutes=15, reason_ok=True, ceiling_minutes=240)
+
+
+def ext(outcome: ExtensionOutcome, total: int = 0, past_cap: bool = False, cause: ExtensionRefusal | None = None) -> ExtensionDecision:
+    return ExtensionDecision(outcome, cause, total, past_cap)
+
+
+EXTENSION_TABLE = [
+    ("no role", dict(powers=None), ext(ExtensionOutcome.REFUSE, cause=ExtensionRefusal.NO_POWER)),
+    ("a role without the power", dict(powers=SUPPORT), ext(ExtensionOutcome.REFUSE, cause=ExtensionRefusal.NO_POWER)),
+    ("no fresh reason", dict(reason_ok=False), ext(ExtensionOutcome.REFUSE, cause=ExtensionRefusal.REASON_TOO_SHORT)),
+    ("nothing asked", dict(asked_minutes=0), ext(ExtensionOutcome.REFUSE, cause=ExtensionRefusal.INVALID_MINUTES)),
+    ("within the cap, no self-service: approved like a request", {}, ext(ExtensionOutcome.NEEDS_APPROVAL, 45)),
+    ("within the cap with self-service: at once", dict(powers=SELF_EXTENDER), ext(ExtensionOutcome.SELF_SERVE, 45)),
+    ("exactly to the cap with self-service", dict(powers=SELF_EXTENDER, asked_minutes=30), ext(ExtensionOutcome.SELF_SERVE, 60)),
+    ("one minute past the cap: an approval, even with self-service", dict(powers=SELF_EXTENDER, asked_minutes=31), ext(ExtensionOutcome.NEEDS_APPROVAL, 61, True)),
+    ("a session already at the cap can go past it with an approval", dict(current_total_minutes=60), ext(ExtensionOutcome.NEEDS_APPROVAL, 75, True)),
+    ("an ask beyond the ceiling is trimmed to it", dict(current_total_minutes=200, asked_minutes=60), ext(ExtensionOutcome.NEEDS_APPROVAL, 240, True)),
+    ("at the ceiling: no more", dict(current_total_minutes=240), ext(ExtensionOutcome.REFUSE, cause=ExtensionRefusal.AT_CEILING)),
+    ("the ceiling is never below the role's cap", dict(powers=replace(SELF_EXTENDER, max_minutes=300), current_total_minutes=250, ceiling_minutes=240), ext(ExtensionOutcome.SELF_SERVE, 265)),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [row[1:] for row in EXTENSION_TABLE], ids=[row[0] for row in EXTENSION_TABLE])
+def test_decide_extension_ask(changes, expected):
+    assert decide_extension_ask(**{**ASK, **changes}) == expected
+
+
+def test_the_extension_table_covers_every_outcome_and_refusal():
+    assert {row[2].outcome for row in EXTENSION_TABLE} == set(ExtensionOutcome)
+    assert {row[2].cause for row in EXTENSION_TABLE if row[2].cause} == set(ExtensionRefusal)

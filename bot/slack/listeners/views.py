@@ -87,4 +87,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
             ack(response_action="errors", errors=blocks.extension_errors(result.message))
             return
         ack()
+        if isinstance(result, approvals.ExtensionGranted):
+            deliverer.deliver(result.targets)  # the session DM shows the new end; the feed too
+            return
         SlackMessenger(ctx, client, deliverer).extension_asked(result)

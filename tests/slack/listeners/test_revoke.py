@@ -14,6 +14,7 @@ from tests.fakes.directory_data import load_directory
 from tests.slack.conftest import audit_events, response_json
 from tests.slack.listeners.flow import start_live_session
 from tests.slack.signed import block_action, signed, slash_command
+from tests.conftest import allow_many_open_accesses
 
 
 @pytest.fixture
@@ -118,6 +119,7 @@ def burst(ctx, session_factory, live):
 
     from bot.db.models import Alert
 
+    allow_many_open_accesses(ctx)  # six open sessions of one agent with one user
     others = [start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts=f"1700000000.00010{n}") for n in range(5)]
     with session_factory() as db:
         (alert_id,) = db.execute(select(Alert.id).where(Alert.rule == "account_burst", Alert.account == "acme")).scalars()
