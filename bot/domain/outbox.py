@@ -351,7 +351,11 @@ def deliver_due(
         paced_until = _deliver_pass(ctx, courier, read_clock, limit, wanted, report)
         if paced_until is None or deadline is None or paced_until > deadline:
             return report
-        sleep(max((paced_until - read_clock()).total_seconds(), 0.0))
+        before = read_clock()
+        sleep(max((paced_until - before).total_seconds(), 0.0))
+        if read_clock() <= before:
+            # a clock that does not move (frozen in a test, or stepped back) would wait forever
+            return report
 
 
 def _deliver_pass(
