@@ -24,15 +24,14 @@ import requests
 from werkzeug.serving import make_server
 
 from bot import wiring
-from bot.config import load_settings
 from bot.domain import product_api
 from bot.domain.audit import Actor
 from examples.demo_product.app import create_app
-from tests.conftest import REPO_ROOT, TEST_POLICY
-from tests.e2e.conftest import PEOPLE
+from tests.conftest import REPO_ROOT
+from tests.e2e.conftest import PEOPLE, bot_settings
 from tests.fakes.directory_data import load_directory
 from tests.fakes.slack_api import FakeSlack
-from tests.slack.signed import SIGNING_SECRET, signature
+from tests.slack.signed import signature
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
@@ -94,24 +93,11 @@ def chromium_path() -> str:
 @pytest.fixture
 def world(db_url, tmp_path, session_factory):
     load_directory(session_factory, tmp_path)
-    policy = tmp_path / "policy.toml"
-    policy.write_text(TEST_POLICY)
     bot_app, product_app = _Late(), _Late()
     bot_server, bot_url = _serve(bot_app, "127.0.0.1")
     product_server, product_url = _serve(product_app, "localhost")
     with FakeSlack(users=PEOPLE, channels=["CSECURITY1"]) as fake:
-        settings = load_settings(
-            {
-                "SLACK_BOT_TOKEN": fake.bot_token,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": fake.url,
-                "DATABASE_URL": db_url,
-                "IMPERSONATION_POLICY": str(policy),
-                "SIGNING_KEY_FILE": str(tmp_path / "signing_key.pem"),
-                "PUBLIC_BASE_URL": bot_url,
-                "PRODUCT_LAUNCH_URL": f"{product_url}/impersonation/launch",
-            }
-        )
+        settings = bot_settings(fake, db_url, tmp_path, public_base_url=bot_url, product_launch_url=f"{product_url}/impersonation/launch")
         container = wiring.build_container(settings)
         bot_app.app = container.web_app
         with session_factory() as db, db.begin():

@@ -20,6 +20,7 @@ from bot.jobs import work
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from examples.demo_product.app import DEMO_PASSWORD
 from tests.browser.conftest import SCREENSHOTS, STATUS_CACHE_SECONDS, World
+from tests.e2e.conftest import wait_for
 from tests.fakes.response_urls import FakeResponseUrls
 from tests.slack.listeners.flow import request_state
 from tests.slack.listeners.test_log import click as log_click
@@ -96,16 +97,6 @@ def _nodes(node: dict):
         yield from _nodes(child)
 
 
-def _wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def _events(world: World, type_: str) -> list[AuditEvent]:
     with world.container.ctx.sessions() as db:
         return list(db.execute(select(AuditEvent).where(AuditEvent.type == type_).order_by(AuditEvent.seq)).scalars())
@@ -135,7 +126,7 @@ def test_an_impersonation_as_agent_and_customer_see_it(world, browser):
     agent.screenshot(path=str(SCREENSHOTS / "banner.png"))
 
     agent.evaluate(f"document.querySelector('{BANNER}').remove()")
-    _wait_for(lambda: agent.locator(BANNER).count() == 1)  # put back at once
+    wait_for(lambda: agent.locator(BANNER).count() == 1)  # put back at once
     # the page's own CSS (allowed by its CSP nonce, as the product's styles are) tries to hide it
     agent.evaluate(
         """css => { const s = document.createElement('style'); s.nonce = document.querySelector('[nonce]').nonce;
@@ -168,7 +159,7 @@ def test_an_impersonation_as_agent_and_customer_see_it(world, browser):
         agent.goto(f"{world.product_url}/")
         return "Impersonation ended" in agent.content()
 
-    _wait_for(ended_page, timeout=STATUS_CACHE_SECONDS + 5)
+    wait_for(ended_page, timeout=STATUS_CACHE_SECONDS + 5)
     assert time.monotonic() - revoked_at <= STATUS_CACHE_SECONDS + 5
     agent.screenshot(path=str(SCREENSHOTS / "ended.png"))
     assert agent.locator(BANNER).count() == 0
@@ -181,7 +172,7 @@ def test_an_impersonation_as_agent_and_customer_see_it(world, browser):
     writer.fill("textarea[name=body]", "fixed the invoice address")
     writer.locator("#add-note button[type=submit]").click()
     writer.wait_for_url(f"{world.product_url}/")
-    recorded = _wait_for(lambda: _events(world, "action.recorded"))
+    recorded = wait_for(lambda: _events(world, "action.recorded"))
     write_session = [e for e in _events(world, "session.redeemed") if e.actor_slack_id == "USENIOR1"][0].session_id
     assert recorded[0].session_id == write_session and json.loads(recorded[0].details)["action"] == "note.create"
     answer = world.send(slash_command("account:acme", user_id="USECURITY1", command="/impersonation-log"))

@@ -83,23 +83,31 @@ def link_in(blocks: list[dict[str, Any]]) -> str:
     return found[0]
 
 
+def bot_settings(fake: FakeSlack, db_url: str, tmp_path, *, public_base_url: str, product_launch_url: str):
+    """The bot's settings against the fake Slack: the test database, TEST_POLICY written to
+    tmp_path, a signing key generated there."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text(TEST_POLICY)
+    return load_settings(
+        {
+            "SLACK_BOT_TOKEN": fake.bot_token,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": fake.url,
+            "DATABASE_URL": db_url,
+            "IMPERSONATION_POLICY": str(policy),
+            "SIGNING_KEY_FILE": str(tmp_path / "signing_key.pem"),
+            "PUBLIC_BASE_URL": public_base_url,
+            "PRODUCT_LAUNCH_URL": product_launch_url,
+        }
+    )
+
+
 @pytest.fixture
 def running_bot(db_url, tmp_path, session_factory):
     load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"], "initech": ["regulated"], "umbrella": ["opted_out"]})
-    policy = tmp_path / "policy.toml"
-    policy.write_text(TEST_POLICY)
     with FakeSlack(users=PEOPLE, channels=["CSECURITY1"]) as fake:
-        settings = load_settings(
-            {
-                "SLACK_BOT_TOKEN": fake.bot_token,
-                "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-                "SLACK_API_URL": fake.url,
-                "DATABASE_URL": db_url,
-                "IMPERSONATION_POLICY": str(policy),
-                "SIGNING_KEY_FILE": str(tmp_path / "signing_key.pem"),
-                "PUBLIC_BASE_URL": "http://bot.test",
-                "PRODUCT_LAUNCH_URL": "http://product.test/impersonation/launch",
-            }
+        settings = bot_settings(
+            fake, db_url, tmp_path, public_base_url="http://bot.test", product_launch_url="http://product.test/impersonation/launch"
         )
         container = wiring.build_container(settings)
         server = make_server("127.0.0.1", 0, container.web_app, threaded=True)
