@@ -305,8 +305,10 @@ QUIET_LOGGERS = ("apscheduler.scheduler", "apscheduler.executors", "alembic")
 def configure_logging(settings: Settings | None = None) -> None:
     """Process logging for serve, web and scheduler: one stderr handler on the root logger,
     LOG_LEVEL (INFO) and LOG_FORMAT (text, or json: one object per line), with link tokens,
-    JWTs and Slack tokens redacted from every record (issue 2 point 18). At INFO a running
-    bot logs what changed and what failed, not that its jobs ran and found nothing to do."""
+    JWTs, Slack tokens, response URLs and trigger ids redacted from every record and every
+    record kept on one line (bot/web/logging.py: they are bearer credentials, and request text
+    must not forge log lines). At INFO a running bot logs what changed and what failed, not
+    that its jobs ran and found nothing to do."""
     from bot.web.logging import install_log_redaction, json_formatter
 
     settings = settings or load_settings()

@@ -35,7 +35,7 @@ from bot.domain.keys import SigningKey
 from bot.domain.lifecycle import move
 from bot.domain.refusals import RefusalAuditor
 from bot.domain import directory
-from bot.domain.policy import RedeemRefusal, powers_of, recheck_at_redemption
+from bot.domain.policy import Powers, RedeemRefusal, powers_of, recheck_at_redemption
 from bot.domain.sign_in import SignedInAgent, is_requester
 from bot.domain.snapshots import RequestSnapshot, request_snapshot
 from bot.domain.views import IssuedLink, RequestView, SessionView
@@ -311,6 +311,12 @@ _REDEEM = (
     .execution_options(synchronize_session=False)
 )
 _INSERT_SESSION = insert(ImpersonationSession.__table__)
+#: the agent a presented link was granted to (read before the redemption's transaction)
+_AGENT_OF_LINK = (
+    select(ImpersonationRequest.agent_slack_id)
+    .join(Link, Link.request_id == ImpersonationRequest.id)
+    .where(Link.token_hash == bindparam("presented_hash"))
+)
 #: the redeemed request's account row, share-locked before its flags are read: a flag change
 #: (bot/domain/account_flags.py) locks the same row for update first, so an opt-out and a
 #: redemption are ordered — the opt-out either sees the new session and revokes it, or
@@ -343,14 +349,19 @@ def redeem(
     if signed_in is None and ctx.policy.links.require_slack_sign_in:
         raise SignInRequired("the policy requires Sign in with Slack before a link is redeemed")
     token_hash = _lookup_hash(token)
+    # The agent's powers are asked before the write transaction: a role given through a user
+    # group may need a Slack call, which must not run while the transaction holds its locks.
+    with reading(ctx.sessions) as db:
+        agent = db.execute(_AGENT_OF_LINK, {"presented_hash": token_hash}).scalar_one_or_none()
+    powers = powers_of(ctx.policy, agent, ctx.groups) if agent is not None else None
     try:
-        return _redeem(ctx, token_hash, client, signed_in, now)
+        return _redeem(ctx, token_hash, client, signed_in, powers, now)
     except _GrantNoLongerHolds as refused:
         return _refuse_changed_grant(ctx, refused, token_hash, client, now)
 
 
 def _redeem(
-    ctx: DomainContext, token_hash: str, client: ClientInfo, signed_in: SignedInAgent | None, now: datetime
+    ctx: DomainContext, token_hash: str, client: ClientInfo, signed_in: SignedInAgent | None, powers: Powers | None, now: datetime
 ) -> Redemption | RedemptionRefused:
     with ctx.sessions() as db, db.begin():
         if signed_in is not None and (mismatch := _refuse_other_agent(db, token_hash, signed_in, client, now)):
@@ -365,7 +376,7 @@ def _redeem(
             raise RuntimeError(f"redeemed link names request {request_id}, which cannot be read")
         # The grant was decided minutes ago: ask again, in this transaction, what may have
         # changed since (the account's flags, the agent's role and assignment).
-        cause = _grant_still_holds(ctx, db, request)
+        cause = _grant_still_holds(ctx, db, request, powers)
         if cause is not None:
             raise _GrantNoLongerHolds(cause, request)
         session = SessionView(
@@ -441,9 +452,8 @@ def _redeem(
     return Redemption(session=session, handoff_token=token_out, launch_url=ctx.product_launch_url)
 
 
-def _grant_still_holds(ctx: DomainContext, db: Session, request: RequestSnapshot) -> RedeemRefusal | None:
+def _grant_still_holds(ctx: DomainContext, db: Session, request: RequestSnapshot, powers: Powers | None) -> RedeemRefusal | None:
     view = request.view
-    powers = powers_of(ctx.policy, view.agent_slack_id, ctx.groups)
     assigned = powers is not None and powers.scope == "assigned" and directory.is_assigned(db, view.agent_slack_id, request.account_id)
     return recheck_at_redemption(
         powers=powers,
