@@ -213,9 +213,9 @@ class Refused:
 ClickResult = Counted | AlreadyCounted | Decided | AlreadyDecided | Refused
 
 REFUSAL_MESSAGES = {
-    "self_approval": "You cannot approve or deny your own request.",
-    "not_an_approver": "You no longer hold a role that can approve impersonation requests.",
-    "not_a_designated_approver": "You are not a designated approver for this account.",
+    "self_approval": "You cannot approve or deny your own request. Another approver decides it; you can cancel it from its DM.",
+    "not_an_approver": "You no longer hold a role that can approve impersonation requests. The other approvers can decide it; `/impersonate help` lists what you can do.",
+    "not_a_designated_approver": "You are not a designated approver for this account. Its designated approvers, named in the request's DM, can decide it.",
     "identity_unavailable": "Slack could not confirm who you are just now, so your vote was not counted. Try again in a minute.",
 }
 

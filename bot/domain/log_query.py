@@ -357,7 +357,10 @@ class UnknownAccount:
 
 LookupResult = LogPage | LogRefused | QueryError | UnknownAccount
 
-REFUSED_MESSAGE = "Only security and compliance roles can read the impersonation log. This attempt was recorded."
+REFUSED_MESSAGE = (
+    "Only security and compliance roles can read the impersonation log. This attempt was recorded. "
+    "Ask them for what you need; `/impersonate help` lists what you can do."
+)
 EXPIRED_TOKEN = QueryError("that page no longer makes sense; run the command again")
 
 

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 BLOCK_MESSAGES: dict[BlockCause, str] = {
     BlockCause.UNKNOWN_ACCOUNT: "No account with that id in the directory.",
     BlockCause.OPTED_OUT: "This account has opted out of impersonation by contract. No one can impersonate its users.",
-    BlockCause.NO_ROLE: "You have no impersonation role. Ask your manager to add you to the policy.",
+    BlockCause.NO_ROLE: "You have no impersonation role. Ask your manager to add you to the policy; `/impersonate help` lists what you can do.",
     BlockCause.NOT_ASSIGNED: "This account is not assigned to you, and your role only covers assigned accounts.",
     BlockCause.UNKNOWN_USER: "No such user in this account.",
     BlockCause.PROTECTED_USER: "This user is an owner or admin of the account and cannot be impersonated.",

@@ -48,8 +48,8 @@ class RevokeRefused:
 
 
 REFUSALS = {
-    "not_permitted": "You do not hold a role that can revoke sessions.",
-    "unknown_session": "There is no session with that id.",
+    "not_permitted": "You do not hold a role that can revoke sessions. Ask in the security channel; `/impersonate help` lists what you can do.",
+    "unknown_session": "There is no session with that id. The security channel's feed shows the live sessions and their ids.",
     "not_live": "This session is already over; there is nothing to revoke.",
     "unknown_alert": "There is no alert with that id.",
     "none_live": "None of this alert's sessions is live any more; there is nothing to revoke.",

@@ -33,6 +33,10 @@ class CallbackId(str, enum.Enum):
     #: what a request turns into when the agent already has an open access to that customer
     #: user (nothing to submit; End / Cancel act on the open one)
     IMPERSONATE_ALREADY_OPEN = "impersonate_already_open"
+    #: set or clear an account flag (roles with can_flag_accounts); nothing in private_metadata
+    FLAG_ACCOUNT = "flag_account"
+    #: what the flag modal turns into once a change is made (nothing to submit)
+    FLAG_ACCOUNT_DONE = "flag_account_done"
 
 
 class BlockId(str, enum.Enum):
@@ -51,6 +55,12 @@ class BlockId(str, enum.Enum):
     DENY_REASON = "deny_reason"
     EXTENSION_MINUTES = "extension_minutes"
     EXTENSION_REASON = "extension_reason"
+    # the account-flag modal
+    FLAG_ACCOUNT = "flag_account"
+    FLAG_WHICH = "flag_which"
+    FLAG_VALUE = "flag_value"
+    FLAG_REFERENCE = "flag_reference"
+    FLAG_REASON = "flag_reason"
     # messages
     GRANT_LINK = "grant_link"
     SESSION_ACTIONS = "session_actions"
@@ -103,3 +113,10 @@ class ActionId(str, enum.Enum):
     LOG_NEXT_PAGE = "log_next_page"
     LOG_EXPORT_CSV = "log_export_csv"
     LOG_EXPORT_JSON = "log_export_json"
+    # inputs of the account-flag modal; its account typeahead offers accounts only to roles
+    # with can_flag_accounts
+    FLAG_ACCOUNT_SELECT = "flag_account_select"
+    FLAG_WHICH_SELECT = "flag_which_select"
+    FLAG_VALUE_CHOICE = "flag_value_choice"
+    FLAG_REFERENCE_INPUT = "flag_reference_input"
+    FLAG_REASON_INPUT = "flag_reason_input"

@@ -124,3 +124,68 @@ def test_no_session_stays_live_on_an_account_that_opts_out_while_links_are_redee
     refused = [o for o in outcomes if isinstance(o, links.RedemptionRefused)]
     assert all(o.problem is links.LinkProblem.POLICY_CHANGED for o in refused)
     assert len(refused) + len(session_ids) == len(tokens)
+
+
+# ---------------------------------------------------------------- from Slack (can_flag_accounts)
+
+
+def _form(**changes):
+    answers = {"account": "acme", "flag": "opted_out", "on": True, "reference": "MSA-2041", "reason": "Contract clause 4.2 forbids vendor access"}
+    answers.update(changes)
+    return account_flags.FlagForm(**answers)
+
+
+def test_a_role_with_can_flag_accounts_sets_a_flag_from_slack_audited_as_the_cli_does(ctx, directory):
+    live = _live(ctx)
+    changed = account_flags.change_flag_from_slack(ctx, "USECURITY1", _form())
+    assert isinstance(changed, account_flags.FlagChanged) and changed.change.changed
+    assert [s.id for s in changed.change.revoked] == [live.id]  # the same path: an opt-out ends live sessions
+    assert changed.targets and product_api.session_report(ctx, live.id).status is SessionStatus.REVOKED
+    (event,) = _events(ctx, "account.flag_changed")
+    assert event.actor_slack_id == "USECURITY1" and event.account == "acme"
+    assert json.loads(event.details)["note"] == "MSA-2041: Contract clause 4.2 forbids vendor access"
+    again = account_flags.change_flag_from_slack(ctx, "USECURITY1", _form())
+    assert isinstance(again, account_flags.FlagChanged) and not again.change.changed
+    cleared = account_flags.change_flag_from_slack(ctx, "USECURITY1", _form(on=False))
+    assert isinstance(cleared, account_flags.FlagChanged) and cleared.change.changed
+    assert len(_events(ctx, "account.flag_changed")) == 2
+
+
+@pytest.mark.parametrize("agent", ["UAGENT1", "UMANAGER1", "UNOBODY1"])
+def test_anyone_without_can_flag_accounts_is_refused_and_audited(ctx, directory, agent):
+    refused = account_flags.change_flag_from_slack(ctx, agent, _form())
+    assert refused == account_flags.FlagRefused(account_flags.NOT_PERMITTED, account_flags.FlagField.ACCOUNT)
+    assert "`/impersonate help`" in refused.message  # names what they can do instead
+    (event,) = _events(ctx, "account.flag_refused")
+    assert event.actor_slack_id == agent and json.loads(event.details) == {"cause": "not_permitted"}
+    assert _events(ctx, "account.flag_changed") == []
+    assert account_flags.flag_form(ctx, agent, "acme") == account_flags.FlagRefused(account_flags.NOT_PERMITTED)
+    assert len(_events(ctx, "account.flag_refused")) == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "cause"),
+    [
+        ({"account": None}, account_flags.FlagField.ACCOUNT, "no_account"),
+        ({"account": "nope"}, account_flags.FlagField.ACCOUNT, "unknown_account"),
+        ({"flag": "vip"}, account_flags.FlagField.FLAG, "no_flag"),
+        ({"on": None}, account_flags.FlagField.FLAG, "no_value"),
+        ({"reference": ""}, account_flags.FlagField.REFERENCE, "reference_invalid"),
+        ({"reference": "two words"}, account_flags.FlagField.REFERENCE, "reference_invalid"),
+        ({"reason": "short"}, account_flags.FlagField.REASON, "reason_invalid"),
+    ],
+)
+def test_a_flag_change_needs_an_account_a_flag_a_reference_and_a_reason(ctx, directory, changes, field, cause):
+    refused = account_flags.change_flag_from_slack(ctx, "USECURITY1", _form(**changes))
+    assert isinstance(refused, account_flags.FlagRefused) and refused.field is field
+    assert _events(ctx, "account.flag_changed") == []
+    (event,) = _events(ctx, "account.flag_refused")
+    assert json.loads(event.details) == {"cause": cause}
+
+
+def test_the_flag_form_shows_the_named_account_and_its_flags_now(ctx, directory):
+    account_flags.change_flag_from_slack(ctx, "USECURITY1", _form(flag="sensitive"))
+    form = account_flags.flag_form(ctx, "USECURITY1", " ACME ")
+    assert form == account_flags.FlagFormView(("acme", form.account[1]), frozenset({"sensitive"}))
+    assert account_flags.flag_form(ctx, "USECURITY1", "no-such") == account_flags.FlagFormView(None)
+    assert account_flags.may_flag(ctx, "USECURITY1") and not account_flags.may_flag(ctx, "UAGENT1")

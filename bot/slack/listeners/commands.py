@@ -1,7 +1,13 @@
-"""`/impersonate [account]`: acknowledge, then open the request modal with the trigger_id
-(issue 2 point 7). Slack allows 3 s for both the ack and the trigger_id.
+"""`/impersonate …`, routed on what its text asks for (bot.slack.command_text):
 
-`/impersonate revoke <session>`: security revokes a live session (issue 5 point 5)."""
+- `/impersonate [account]`: acknowledge, then open the request modal with the trigger_id
+  (issue 2 point 7). Slack allows 3 s for both the ack and the trigger_id.
+- `/impersonate revoke <session>`: security revokes a live session (issue 5 point 5).
+- `/impersonate flag <account>`: the account-flag modal, for roles with `can_flag_accounts`
+  (anyone else is told so privately, and the attempt is audited).
+- `/impersonate help`, and a sub-command that does not exist: the usage for the caller's
+  powers, answered in the acknowledgement (ephemeral: Slack shows a slash command's HTTP
+  answer to the invoker alone)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,28 +15,45 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import requests, revocation
+from bot.domain import account_flags, requests, revocation
 from bot.domain.context import DomainContext
-from bot.slack import blocks, limits, watch_blocks
+from bot.slack import blocks, home_blocks, limits, watch_blocks
+from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate
 from bot.slack.courier import Deliverer
 from bot.slack.ids import SlashCommand
+from bot.slack.mrkdwn import escape
 
 
 def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     @app.command(SlashCommand.IMPERSONATE.value)
-    def open_request_modal(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
-        revoke = watch_blocks.revoke_command_target(command.get("text") or "")
-        if revoke is not None:
-            revoke_by_command(ack, command, revoke)
+    def impersonate(ack: Ack, command: dict[str, Any], client: WebClient) -> None:
+        asked = parse_impersonate(command.get("text") or "")
+        if isinstance(asked, Revoke):
+            revoke_by_command(ack, command, asked.session_id)
+        elif isinstance(asked, Help):
+            answer_usage(ack, command, asked)
+        elif isinstance(asked, Flag):
+            open_flag_modal(ack, command, client, asked)
+        elif isinstance(asked, Request):
+            open_request_modal(ack, command, client, asked)
+
+    def open_flag_modal(ack: Ack, command: dict[str, Any], client: WebClient, asked: Flag) -> None:
+        form = account_flags.flag_form(ctx, command["user_id"], asked.account)
+        if isinstance(form, account_flags.FlagRefused):
+            ack(response_type="ephemeral", text=escape(form.message))
             return
         ack()
+        client.views_open(trigger_id=command["trigger_id"], view=home_blocks.flag_modal(form))
+
+    def open_request_modal(ack: Ack, command: dict[str, Any], client: WebClient, asked: Request) -> None:
+        ack()
         options = requests.modal_options(ctx, command["user_id"])
-        initial = (
-            requests.named_account(ctx, command.get("text") or "", max_length=limits.OPTION_VALUE_MAX)
-            if options.role is not None
-            else None
-        )
+        initial = requests.named_account(ctx, asked.text, max_length=limits.OPTION_VALUE_MAX) if options.role is not None else None
         client.views_open(trigger_id=command["trigger_id"], view=blocks.request_modal(options, initial_account=initial))
+
+    def answer_usage(ack: Ack, command: dict[str, Any], asked: Help) -> None:
+        text, shown = home_blocks.usage_message(requests.agent_powers(ctx, command["user_id"]), unknown=asked.unknown)
+        ack(response_type="ephemeral", text=text, blocks=shown)
 
     def revoke_by_command(ack: Ack, command: dict[str, Any], session_id: str) -> None:
         """`/impersonate revoke <session>` (issue 5 point 5): answered privately to whoever ran

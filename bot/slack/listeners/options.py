@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import Ack, App
 
-from bot.domain import requests
+from bot.domain import account_flags, requests
 from bot.domain.context import DomainContext
 from bot.slack import blocks, limits
 from bot.slack.ids import ActionId
@@ -35,3 +35,12 @@ def register(app: App, ctx: DomainContext) -> None:
         account = blocks.selected_account(((body.get("view") or {}).get("state") or {}).get("values") or {})
         pairs = requests.user_choices(ctx, account, payload.get("value") or "", limit=limits.OPTIONS_MAX)
         ack(options=blocks.user_options(pairs))
+
+    @app.options(ActionId.FLAG_ACCOUNT_SELECT.value)
+    def flag_account_typeahead(ack: Ack, body: dict[str, Any], payload: dict[str, Any]) -> None:
+        """The flag modal's accounts: offered only to roles with can_flag_accounts."""
+        if not account_flags.may_flag(ctx, body["user"]["id"]):
+            ack(options=[])
+            return
+        pairs = requests.account_choices(ctx, payload.get("value") or "", limit=limits.OPTIONS_MAX)
+        ack(options=blocks.account_options(pairs))

@@ -6,6 +6,8 @@
   owed in the outbox and sent after the answer by the deliverer.
 - The deny modals (issue 3 point 1): the approver's reason; the domain decides.
 - The extension modal (issue 3 point 8): more time, with a fresh reason, asked of approvers.
+- The account-flag modal: decided by the domain (`can_flag_accounts` now), refused on the
+  right field, or turned into what changed; an opt-out's revocations are delivered after.
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import approvals, requests
+from bot.domain import account_flags, approvals, requests
 from bot.domain.approvals import ClickResult, Decided, Refused
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, AlreadyOpen, Blocked
-from bot.slack import blocks
+from bot.slack import blocks, home_blocks
 from bot.slack.courier import Deliverer
 from bot.slack.ids import CallbackId
 from bot.slack.notifier import SlackMessenger
@@ -91,3 +93,13 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
             deliverer.deliver(result.targets)  # the session DM shows the new end; the feed too
             return
         SlackMessenger(ctx, client, deliverer).extension_asked(result)
+
+    @app.view(CallbackId.FLAG_ACCOUNT.value)
+    def flag_account(ack: Ack, body: dict[str, Any]) -> None:
+        form = home_blocks.flag_form_from_state(body["view"]["state"]["values"])
+        result = account_flags.change_flag_from_slack(ctx, body["user"]["id"], form)
+        if isinstance(result, account_flags.FlagRefused):
+            ack(response_action="errors", errors=home_blocks.flag_errors(result.message, result.field))
+            return
+        ack(response_action="update", view=home_blocks.flag_done_modal(home_blocks.flag_changed_text(result)))
+        deliverer.deliver(result.targets)  # an opt-out's revocations: the agents' DMs, the feed

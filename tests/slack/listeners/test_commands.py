@@ -75,3 +75,48 @@ def test_break_glass_is_offered_only_to_break_glass_roles(send, slack_client, ct
     assert box["element"]["action_id"] == ActionId.BREAK_GLASS_CHOICE.value
     assert f"at least {ctx.policy.break_glass.reason_min_length} characters" in box["hint"]["text"]
     assert problems(senior, surface="modal") == []
+
+
+# ---------------------------------------------------------------- help and unknown sub-commands
+
+
+def ephemeral_answer(response):
+    import json
+
+    body = json.loads(response.body)
+    assert body["response_type"] == "ephemeral"
+    return body
+
+
+@pytest.mark.parametrize(
+    ("user_id", "shown", "hidden"),
+    [
+        # support: may impersonate, nothing else
+        ("UAGENT1", ["/impersonate [account]"], ["revoke", "flag", "/impersonation-log", "Approve or deny"]),
+        # manager: impersonates and approves
+        ("UMANAGER1", ["/impersonate [account]", "Approve or deny"], ["revoke", "flag", "/impersonation-log"]),
+        # security: no impersonation; revokes, flags, reads the log
+        ("USECURITY1", ["revoke", "flag", "/impersonation-log"], ["/impersonate [account]", "Approve or deny"]),
+        # nobody: no role at all
+        ("UNOBODY1", ["no role in the impersonation policy"], ["/impersonate [account]", "revoke", "flag", "/impersonation-log"]),
+    ],
+)
+def test_help_answers_privately_with_the_usage_for_the_callers_powers(send, slack_client, user_id, shown, hidden):
+    body = ephemeral_answer(send(slash_command("help", user_id=user_id)))
+    text = " ".join(block["text"]["text"] for block in body["blocks"] if block["type"] == "section")
+    for line in shown:
+        assert line in text
+    for line in hidden:
+        assert line not in text
+    assert problems(body["blocks"], surface="message") == []
+    assert slack_client.calls_to("views.open") == []  # no modal: help is an answer
+
+
+def test_an_unknown_sub_command_names_itself_and_answers_with_the_usage(send, slack_client):
+    body = ephemeral_answer(send(slash_command("revok <!channel> now", user_id="UAGENT1")))
+    text = body["blocks"][0]["text"]["text"]
+    assert text.startswith("`revok` is not an `/impersonate` command.")
+    assert "/impersonate [account]" in text and "revoke" not in text.replace("revok`", "")
+    body = ephemeral_answer(send(slash_command("<!channel> please", user_id="UAGENT1")))
+    assert body["blocks"][0]["text"]["text"].startswith("`&lt;!channel&gt;` is not")  # the person's word, escaped
+    assert slack_client.calls_to("views.open") == []

@@ -14,7 +14,7 @@ import pytest
 from freezegun import freeze_time
 from slack_sdk import WebClient
 
-from bot.domain.log_query import PAGE_SIZE, parse_query
+from bot.domain.log_query import PAGE_SIZE, REFUSED_MESSAGE, parse_query
 from bot.slack import log_blocks
 from bot.slack.app import build_slack_app
 from bot.slack.ids import ActionId, BlockId
@@ -106,7 +106,7 @@ def test_a_viewer_gets_the_answer_in_the_acknowledgement(send, slack_client, ses
 def test_anyone_else_is_refused_privately_and_it_is_audited(send, session_factory, history):
     body = response_json(command(send, "account:acme agent:<@UAGENT2|bob>", user_id="UAGENT1"))
     assert body["response_type"] == "ephemeral"
-    assert body["text"] == "Only security and compliance roles can read the impersonation log. This attempt was recorded."
+    assert body["text"] == REFUSED_MESSAGE and "`/impersonate help` lists what you can do" in REFUSED_MESSAGE
     assert audit_events(session_factory, "log.viewed") == []
     (refused,) = audit_events(session_factory, "log.refused")
     assert refused.actor_slack_id == "UAGENT1" and json.loads(refused.details)["query"]["agent"] == "UAGENT2"

@@ -1,0 +1,201 @@
+"""Block Kit builders for what a person can do: the usage answer of `/impersonate help` (and
+of an unknown sub-command), the account-flag modal, and the App Home tab.
+
+Pure functions from domain views to Slack JSON, with the conventions of bot.slack.blocks:
+ids from bot.slack.ids, sizes from bot.slack.limits, user text escaped, buttons carrying ids
+only. What each person is shown follows their powers in the policy (bot.domain.policy.Powers);
+the buttons are conveniences, every click is decided again by the domain.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from bot.db.models import AccountFlag
+from bot.domain.account_flags import (
+    FLAG_REASON_MAX_LENGTH,
+    FLAG_REASON_MIN_LENGTH,
+    REFERENCE_MAX_LENGTH,
+    FlagChanged,
+    FlagField,
+    FlagForm,
+    FlagFormView,
+)
+from bot.domain.policy import Powers
+from bot.slack import limits
+from bot.slack.blocks import Block, Message, _context, _message, _option, _options, _plain, _section, _selected, _typed
+from bot.slack.ids import ActionId, BlockId, CallbackId
+from bot.slack.mrkdwn import escape, escape_truncated
+
+#: what a person with no role reads, wherever they are refused for lack of one
+NO_ROLE_LINE = "You hold no role in the impersonation policy. Ask your manager or security to add you to one."
+
+
+def usage_lines(powers: Powers | None) -> list[str]:
+    """One line per thing this person may do, from their powers (mrkdwn, ours only)."""
+    if powers is None:
+        return [NO_ROLE_LINE]
+    lines = []
+    if powers.can_impersonate:
+        lines.append("`/impersonate [account]` opens the request form (also the *Request impersonation* shortcut, "
+                     "from the shortcuts menu or on a ticket's message, which fills in the ticket)")
+    if powers.can_approve:
+        lines.append("Approve or deny requests from the DM each one sends you")
+    if powers.can_revoke:
+        lines.append("`/impersonate revoke <session id>` revokes a live session (also from the security channel)")
+    if powers.can_flag_accounts:
+        lines.append("`/impersonate flag <account>` sets or clears an account's opted-out, sensitive, regulated or flagged mark")
+    if powers.can_view_log:
+        lines.append("`/impersonation-log account:X [agent:@user] [since:90d]` shows who impersonated users of an account")
+    if not lines:
+        lines.append(NO_ROLE_LINE)
+    lines.append("`/impersonate help` shows this list")
+    return lines
+
+
+def usage_message(powers: Powers | None, *, unknown: str | None = None) -> Message:
+    """The answer to `/impersonate help`, or to a sub-command that does not exist (`unknown`:
+    the person's own word, escaped): what this person can do, and nothing they cannot."""
+    lines = usage_lines(powers)
+    opening = (
+        f"`{escape(unknown)}` is not an `/impersonate` command. What you can do:"
+        if unknown is not None
+        else "What you can do with Impersonation Bot:"
+    )
+    body = "\n".join(f"• {line}" for line in lines)
+    blocks: list[Block] = [_section(f"{opening}\n{body}")]
+    if powers is not None:
+        blocks.append(_context(escape(f"Your role: {powers.role}")))
+    return _message(f"{opening} " + "; ".join(lines), blocks)
+
+
+# ---------------------------------------------------------------------------- account flags
+
+#: the four flags as the modal offers them (DESIGN.md "Who uses it")
+FLAG_LABELS: dict[AccountFlag, str] = {
+    AccountFlag.OPTED_OUT: "Opted out: no impersonation at all",
+    AccountFlag.SENSITIVE: "Sensitive: approval needed",
+    AccountFlag.REGULATED: "Regulated: approval needed",
+    AccountFlag.FLAGGED: "Flagged: approval needed",
+}
+FLAG_ON, FLAG_OFF = "set", "clear"
+
+FLAG_FIELD_BLOCKS: dict[FlagField, BlockId] = {
+    FlagField.ACCOUNT: BlockId.FLAG_ACCOUNT,
+    FlagField.FLAG: BlockId.FLAG_WHICH,
+    FlagField.REFERENCE: BlockId.FLAG_REFERENCE,
+    FlagField.REASON: BlockId.FLAG_REASON,
+}
+
+
+def flag_modal(form: FlagFormView) -> dict[str, Any]:
+    """Set or clear one flag on one account, with the contract or ticket reference and the
+    reason the audit log keeps. Opened for an account (`/impersonate flag acme`) it starts on
+    that account and says which flags it carries now."""
+    account_select: dict[str, Any] = {
+        "type": "external_select",
+        "action_id": ActionId.FLAG_ACCOUNT_SELECT.value,
+        "placeholder": _plain("Search accounts by name or id", limits.PLACEHOLDER_MAX),
+        "min_query_length": 0,
+    }
+    blocks: list[Block] = []
+    if form.account is not None:
+        initial = _option(form.account[0], f"{form.account[1]} ({form.account[0]})")
+        if initial is not None:
+            account_select["initial_option"] = initial
+        now = ", ".join(sorted(form.current)) or "none"
+        blocks.append(_section(f"*{escape_truncated(form.account[1], 300)}* carries these flags now: {escape(now)}"))
+    flags = _options((flag.value, label) for flag, label in FLAG_LABELS.items())
+    values = _options([(FLAG_ON, "Set the flag"), (FLAG_OFF, "Clear the flag")])
+    blocks += [
+        {"type": "input", "block_id": BlockId.FLAG_ACCOUNT.value, "label": _plain("Account", limits.INPUT_LABEL_MAX), "element": account_select},
+        {
+            "type": "input",
+            "block_id": BlockId.FLAG_WHICH.value,
+            "label": _plain("Flag", limits.INPUT_LABEL_MAX),
+            "element": {"type": "static_select", "action_id": ActionId.FLAG_WHICH_SELECT.value, "options": flags,
+                        "placeholder": _plain("Which flag", limits.PLACEHOLDER_MAX)},
+        },
+        {
+            "type": "input",
+            "block_id": BlockId.FLAG_VALUE.value,
+            "label": _plain("Change", limits.INPUT_LABEL_MAX),
+            "hint": _plain("Setting opted-out ends every live session on the account at once.", limits.INPUT_HINT_MAX),
+            "element": {"type": "radio_buttons", "action_id": ActionId.FLAG_VALUE_CHOICE.value, "options": values, "initial_option": values[0]},
+        },
+        {
+            "type": "input",
+            "block_id": BlockId.FLAG_REFERENCE.value,
+            "label": _plain("Contract or ticket reference", limits.INPUT_LABEL_MAX),
+            "element": {
+                "type": "plain_text_input",
+                "action_id": ActionId.FLAG_REFERENCE_INPUT.value,
+                "max_length": min(REFERENCE_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
+                "placeholder": _plain("CONTRACT-2041 §7, or a link to the ticket", limits.PLACEHOLDER_MAX),
+            },
+        },
+        {
+            "type": "input",
+            "block_id": BlockId.FLAG_REASON.value,
+            "label": _plain("Reason", limits.INPUT_LABEL_MAX),
+            "hint": _plain("Kept in the audit log with your name and the reference.", limits.INPUT_HINT_MAX),
+            "element": {
+                "type": "plain_text_input",
+                "action_id": ActionId.FLAG_REASON_INPUT.value,
+                "multiline": True,
+                "min_length": FLAG_REASON_MIN_LENGTH,
+                "max_length": min(FLAG_REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
+            },
+        },
+    ]
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.FLAG_ACCOUNT.value,
+        "title": _plain("Account flags", limits.MODAL_TITLE_MAX),
+        "submit": _plain("Save", limits.MODAL_SUBMIT_MAX),
+        "close": _plain("Cancel", limits.MODAL_CLOSE_MAX),
+        "blocks": blocks[: limits.MODAL_BLOCKS_MAX],
+    }
+
+
+def flag_form_from_state(values: Mapping[str, Any]) -> FlagForm:
+    """The flag modal's answers, read as it lays them out; nothing here decides anything."""
+    value = _selected(values, BlockId.FLAG_VALUE, ActionId.FLAG_VALUE_CHOICE)
+    return FlagForm(
+        account=_selected(values, BlockId.FLAG_ACCOUNT, ActionId.FLAG_ACCOUNT_SELECT),
+        flag=_selected(values, BlockId.FLAG_WHICH, ActionId.FLAG_WHICH_SELECT),
+        on=True if value == FLAG_ON else False if value == FLAG_OFF else None,
+        reference=_typed(values, BlockId.FLAG_REFERENCE, ActionId.FLAG_REFERENCE_INPUT) or "",
+        reason=_typed(values, BlockId.FLAG_REASON, ActionId.FLAG_REASON_INPUT) or "",
+    )
+
+
+def flag_errors(message: str, field: FlagField | None) -> dict[str, str]:
+    """`response_action: errors` for a refused flag change: the message under its field."""
+    block = FLAG_FIELD_BLOCKS[field or FlagField.ACCOUNT]
+    return {block.value: escape_truncated(message, limits.FIELD_ERROR_MAX)}
+
+
+def flag_changed_text(changed: FlagChanged) -> str:
+    """What the person who changed a flag reads (mrkdwn, escaped)."""
+    account = f"*{escape_truncated(changed.account_name, 300)}* ({escape(changed.account)})"
+    if not changed.change.changed:
+        state = "was already set" if changed.on else "was not set"
+        return f"`{changed.flag.value}` {state} on {account}; nothing changed."
+    done = "set on" if changed.on else "cleared from"
+    text = f"`{changed.flag.value}` {done} {account}. Audited as account.flag_changed."
+    revoked = len(changed.change.revoked)
+    if revoked:
+        text += f" {revoked} live session{'s' if revoked != 1 else ''} on it ended at once; the agents and the security channel are told."
+    return text
+
+
+def flag_done_modal(text: str) -> dict[str, Any]:
+    """What the flag modal turns into after a change: what happened, nothing to submit."""
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.FLAG_ACCOUNT_DONE.value,
+        "title": _plain("Account flags", limits.MODAL_TITLE_MAX),
+        "close": _plain("Done", limits.MODAL_CLOSE_MAX),
+        "blocks": [_section(text)],
+    }

@@ -1,0 +1,50 @@
+"""bot/slack/home_blocks.py: the usage answer and the account-flag modal."""
+import pytest
+
+from bot.db.models import AccountFlag
+from bot.domain.account_flags import FlagChange, FlagChanged, FlagField, FlagForm, FlagFormView
+from bot.domain.policy import powers_of
+from bot.slack import home_blocks
+from bot.slack.ids import BlockId
+from tests.slack.block_rules import problems
+
+
+def test_usage_lists_only_what_the_powers_allow(policy, groups):
+    security = home_blocks.usage_lines(powers_of(policy, "USECURITY1", groups))
+    assert any("revoke" in line for line in security) and not any("[account]" in line for line in security)
+    assert home_blocks.usage_lines(None) == [home_blocks.NO_ROLE_LINE]
+
+
+def test_the_usage_message_escapes_the_unknown_word(policy, groups):
+    text, shown = home_blocks.usage_message(powers_of(policy, "UAGENT1", groups), unknown="<@U1>&")
+    assert "`&lt;@U1&gt;&amp;` is not" in shown[0]["text"]["text"] and "<@U1>" not in text
+    assert problems(shown, surface="message") == []
+
+
+@pytest.mark.parametrize("account", [None, ("acme", "ACME <Corp> & co")])
+def test_the_flag_modal_reads_back_what_it_lays_out(account):
+    view = home_blocks.flag_modal(FlagFormView(account, frozenset({"sensitive"})))
+    assert problems(view, surface="modal") == []
+    inputs = {b["block_id"]: b["element"] for b in view["blocks"] if b["type"] == "input"}
+    values = {
+        BlockId.FLAG_ACCOUNT.value: {inputs[BlockId.FLAG_ACCOUNT.value]["action_id"]: {"selected_option": {"value": "acme"}}},
+        BlockId.FLAG_WHICH.value: {inputs[BlockId.FLAG_WHICH.value]["action_id"]: {"selected_option": inputs[BlockId.FLAG_WHICH.value]["options"][0]}},
+        BlockId.FLAG_VALUE.value: {inputs[BlockId.FLAG_VALUE.value]["action_id"]: {"selected_option": inputs[BlockId.FLAG_VALUE.value]["options"][1]}},
+        BlockId.FLAG_REFERENCE.value: {inputs[BlockId.FLAG_REFERENCE.value]["action_id"]: {"value": "MSA-1"}},
+        BlockId.FLAG_REASON.value: {inputs[BlockId.FLAG_REASON.value]["action_id"]: {"value": "the reason"}},
+    }
+    assert home_blocks.flag_form_from_state(values) == FlagForm("acme", "opted_out", False, "MSA-1", "the reason")
+    if account is not None:
+        assert "ACME &lt;Corp&gt; &amp; co" in view["blocks"][0]["text"]["text"]
+
+
+def test_flag_errors_go_under_the_field():
+    assert home_blocks.flag_errors("why", FlagField.REASON) == {BlockId.FLAG_REASON.value: "why"}
+    assert home_blocks.flag_errors("<no>", None) == {BlockId.FLAG_ACCOUNT.value: "&lt;no&gt;"}
+
+
+def test_flag_changed_text_says_what_happened():
+    unchanged = FlagChanged("acme", "ACME", AccountFlag.SENSITIVE, True, FlagChange(False))
+    assert "nothing changed" in home_blocks.flag_changed_text(unchanged)
+    cleared = FlagChanged("acme", "ACME", AccountFlag.SENSITIVE, False, FlagChange(True))
+    assert home_blocks.flag_changed_text(cleared).startswith("`sensitive` cleared from *ACME* (acme)")
