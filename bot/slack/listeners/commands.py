@@ -1,8 +1,8 @@
 """`/impersonate …`, routed on what its text asks for (bot.slack.command_text):
 
-- `/impersonate [account]`: acknowledge, then open the request modal with the trigger_id
-  (issue 2 point 7). Slack allows 3 s for both the ack and the trigger_id.
-- `/impersonate revoke <session>`: security revokes a live session (issue 5 point 5).
+- `/impersonate [account]`: acknowledge, then open the request modal with the trigger_id.
+  Slack allows 3 s for both the ack and the trigger_id.
+- `/impersonate revoke <session>`: security revokes a live session.
 - `/impersonate flag <account>`: the account-flag modal, for roles with `can_flag_accounts`
   (anyone else is told so privately, and the attempt is audited).
 - `/impersonate help`, and a sub-command that does not exist: the usage for the caller's
@@ -56,7 +56,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack(response_type="ephemeral", text=text, blocks=shown)
 
     def revoke_by_command(ack: Ack, command: dict[str, Any], session_id: str) -> None:
-        """`/impersonate revoke <session>` (issue 5 point 5): answered privately to whoever ran
+        """`/impersonate revoke <session>`: answered privately to whoever ran
         it; the power is checked by the domain, and a refusal is audited there."""
         user = command["user_id"]
         result = revocation.revoke_session(ctx, session_id, actor_slack_id=user, source="command")
