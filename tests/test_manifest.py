@@ -17,6 +17,7 @@ import yaml
 from jsonschema import Draft7Validator, validators
 from slack_sdk import WebClient
 
+from bot.slack.ids import ShortcutId
 from tests.fakes import slack_api
 from tests.fakes.slack_api import METHODS, FakeSlack, manifest_bot_scopes
 
@@ -285,3 +286,11 @@ def test_sign_in_with_slack_is_declared_with_its_return_address(manifest):
     commands_host = urlsplit(manifest["features"]["slash_commands"][0]["url"]).netloc
     assert urlsplit(redirect).scheme == "https" and urlsplit(redirect).netloc == commands_host
     assert urlsplit(redirect).path == CALLBACK_PATH
+
+
+def test_the_shortcuts_are_declared_with_the_ids_the_app_routes_on(manifest):
+    shortcuts = {s["callback_id"]: s for s in manifest["features"]["shortcuts"]}
+    assert set(shortcuts) == {member.value for member in ShortcutId}
+    assert shortcuts[ShortcutId.REQUEST.value]["type"] == "global"
+    assert shortcuts[ShortcutId.REQUEST_FROM_MESSAGE.value]["type"] == "message"
+    assert "commands" in manifest["oauth_config"]["scopes"]["bot"]  # Slack: shortcuts need it

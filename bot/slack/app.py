@@ -125,8 +125,8 @@ def use_configured_client(client: WebClient) -> Callable[..., None]:
 
 def describe_request(body: dict[str, Any]) -> dict[str, str]:
     """What a log line may say about an incoming request: its kind and route (command,
-    callback_id, action_ids), who and which workspace. Never the verification token,
-    trigger_id, response_url, command text or view state."""
+    callback_id, action_ids, event type), who and which workspace. Never the verification
+    token, trigger_id, response_url, command text, view state or a shortcut's message."""
     kind = str(body.get("type") or ("slash_command" if "command" in body else "unknown"))[:64]
     route = ""
     if "command" in body:
@@ -137,7 +137,12 @@ def describe_request(body: dict[str, Any]) -> dict[str, str]:
         route = ",".join(str(a.get("action_id")) for a in body.get("actions") or [] if isinstance(a, dict))
     elif kind == "block_suggestion":
         route = str(body.get("action_id") or "")
-    user = body.get("user_id") or (body.get("user") or {}).get("id") or ""
+    elif kind in ("shortcut", "message_action"):
+        route = str(body.get("callback_id") or "")
+    event = body.get("event") if kind == "event_callback" and isinstance(body.get("event"), dict) else {}
+    if event:
+        route = str(event.get("type") or "")
+    user = body.get("user_id") or (body.get("user") or {}).get("id") or event.get("user") or ""
     team = body.get("team_id") or (body.get("team") or {}).get("id") or ""
     return {"kind": kind, "route": route[:255], "user": str(user)[:32], "team": str(team)[:32]}
 

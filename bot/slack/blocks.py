@@ -188,7 +188,12 @@ def scope_label(scope: str) -> str:
 
 
 def request_modal(
-    options: ModalOptions, *, initial_account: tuple[str, str] | None, previous_session_id: str | None = None
+    options: ModalOptions,
+    *,
+    initial_account: tuple[str, str] | None,
+    previous_session_id: str | None = None,
+    initial_ticket: str | None = None,
+    ticket_note: str | None = None,
 ) -> dict[str, Any]:
     """The `/impersonate` modal, limited to what this agent's role allows.
 
@@ -198,6 +203,10 @@ def request_modal(
     `previous_session_id`: the agent re-initiates after a session (issue 3 point 8); the id
     rides in `private_metadata` (ids only) and comes back with the submission, which links the
     new request to that session once the domain has checked the session is the agent's own.
+
+    `initial_ticket` / `ticket_note` (the message shortcut): the ticket field starts with the
+    ticket found in the message, and a line above the form says what was found (already
+    escaped: it is the message's text).
     """
     if options.role is None:
         return no_role_modal()
@@ -270,6 +279,7 @@ def request_modal(
                 "action_id": ActionId.TICKET_INPUT.value,
                 "max_length": min(TICKET_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
                 "placeholder": _plain("SUP-1234 or a link to the ticket", limits.PLACEHOLDER_MAX),
+                **({"initial_value": initial_ticket[:TICKET_MAX_LENGTH]} if initial_ticket else {}),
             },
         },
         {
@@ -301,6 +311,8 @@ def request_modal(
         "submit": _plain("Request", limits.MODAL_SUBMIT_MAX),
         "close": _plain("Cancel", limits.MODAL_CLOSE_MAX),
     }
+    if ticket_note:
+        blocks.insert(0, _context(ticket_note))
     previous = _id_or_none(previous_session_id)
     if previous is not None:
         blocks.insert(0, _section("A new request after your session: give a fresh reason for the time you still need."))

@@ -1,5 +1,8 @@
-"""What the text after `/impersonate` asks for, as a typed object (the listener routes on its
-type; nothing here decides anything).
+"""What people's text asks for, as typed objects (listeners route on their type; nothing here
+decides anything): the text after `/impersonate`, and the ticket a message is about (the
+message shortcut).
+
+The text after `/impersonate`:
 
 - `help` → Help; a first word that is no sub-command, followed by more words → Help naming
   that word (an unknown sub-command is answered with the usage, never guessed at);
@@ -10,7 +13,12 @@ type; nothing here decides anything).
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from bot.domain.policy import TICKET_MAX_LENGTH
 
 from bot.slack import limits
 from bot.slack.watch_blocks import revoke_command_target
@@ -65,3 +73,74 @@ def parse_impersonate(text: str) -> ImpersonateText:
     if len(words) > 1:
         return Help(unknown=words[0][:UNKNOWN_SHOWN_MAX])
     return Request(text)
+
+
+# ---------------------------------------------------------------------------- a ticket's message
+
+#: a ticket key as helpdesks and trackers write it: SUP-1234 (Jira, Linear), #48213 (Zendesk,
+#: Freshdesk: "Ticket #48213")
+TICKET_KEY = re.compile(r"\b([A-Z][A-Z0-9]{1,9}-[0-9]{1,9})\b|(?<![\w&])#([0-9]{2,12})\b")
+#: a link in a message's mrkdwn: Slack sends `<https://…|label>` or `<https://…>`; a bare URL
+#: in block text is taken too
+MESSAGE_LINK = re.compile(r"<(https?://[^|>\s]+)(?:\|[^>]*)?>|(?<![<|\w])(https?://[^\s<>|]+)")
+
+
+@dataclass(frozen=True)
+class TicketHint:
+    """What a message (a helpdesk integration's post) says about its ticket: its key and its
+    link, either possibly missing. Only a pre-fill for the form: the agent sees it and
+    submits it, and the domain checks the ticket like any other."""
+
+    reference: str | None = None
+    link: str | None = None
+
+    @property
+    def ticket(self) -> str | None:
+        """What the form's ticket field starts with: the link (it names the ticket and leads
+        to it), else the key; None when neither would pass as a ticket reference."""
+        for value in (self.link, self.reference):
+            if value and len(value) <= TICKET_MAX_LENGTH and " " not in value:
+                return value
+        return None
+
+
+def _message_texts(message: Mapping[str, Any]) -> list[str]:
+    """The message's text, then every text and URL in its blocks and attachments (helpdesk
+    integrations put the ticket in a section, a button or an attachment)."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("text", "url", "title_link", "title", "fallback", "pretext") and isinstance(value, str):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    text = message.get("text")
+    if isinstance(text, str):
+        found.append(text)
+    walk(message.get("blocks"))
+    walk(message.get("attachments"))
+    return found
+
+
+def ticket_in_message(message: Mapping[str, Any]) -> TicketHint:
+    """The first ticket key and the first link in a message (the link that mentions the key,
+    when one does)."""
+    reference: str | None = None
+    links: list[str] = []
+    for text in _message_texts(message):
+        if reference is None:
+            key = TICKET_KEY.search(text)
+            if key is not None:
+                reference = key.group(1) or f"#{key.group(2)}"
+        links += [one or bare for one, bare in MESSAGE_LINK.findall(text)]
+        if text.startswith(("http://", "https://")) and " " not in text:
+            links.append(text)  # a button's or an attachment's url field
+    plain_key = reference.lstrip("#") if reference else None
+    link = next((url for url in links if plain_key and plain_key in url), links[0] if links else None)
+    return TicketHint(reference, link.replace("&amp;", "&") if link else None)

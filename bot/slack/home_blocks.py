@@ -22,6 +22,7 @@ from bot.domain.account_flags import (
     FlagFormView,
 )
 from bot.domain.policy import Powers
+from bot.slack.command_text import TicketHint
 from bot.slack import limits
 from bot.slack.blocks import Block, Message, _context, _message, _option, _options, _plain, _section, _selected, _typed
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -67,6 +68,17 @@ def usage_message(powers: Powers | None, *, unknown: str | None = None) -> Messa
     if powers is not None:
         blocks.append(_context(escape(f"Your role: {powers.role}")))
     return _message(f"{opening} " + "; ".join(lines), blocks)
+
+
+def ticket_note(hint: TicketHint) -> str:
+    """The line above the request form opened from a message: what was found in it (the
+    message's own text, escaped; the link is shown as text, not made a link of ours)."""
+    found = [f"ticket `{escape(hint.reference)}`"] if hint.reference else []
+    if hint.link:
+        found.append(escape_truncated(hint.link, 300))
+    if not found:
+        return "No ticket found in that message: fill in the ticket yourself."
+    return "From the message: " + " · ".join(found)
 
 
 # ---------------------------------------------------------------------------- account flags

@@ -39,6 +39,16 @@ class CallbackId(str, enum.Enum):
     FLAG_ACCOUNT_DONE = "flag_account_done"
 
 
+class ShortcutId(str, enum.Enum):
+    """`callback_id` of the shortcuts declared in manifest.yaml (shortcut / message_action
+    payloads are routed on it)."""
+
+    #: the global shortcut: the request modal, as `/impersonate` opens it
+    REQUEST = "request_impersonation"
+    #: the message shortcut: the request modal with the message's ticket filled in
+    REQUEST_FROM_MESSAGE = "request_impersonation_from_message"
+
+
 class BlockId(str, enum.Enum):
     """`block_id` of blocks whose state or errors the app reads or writes."""
 

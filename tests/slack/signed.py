@@ -127,3 +127,39 @@ def block_action(action_id: str, value: str, *, block_id: str, user_id: str, cha
             ],
         }
     )
+
+
+def global_shortcut(callback_id: str, *, user_id: str = "UAGENT1") -> str:
+    """A global shortcut's payload (Slack "Shortcuts": type `shortcut`)."""
+    return interaction(
+        {
+            "type": "shortcut",
+            "token": "legacy-verification-token",
+            "action_ts": "1700000000.000100",
+            "team": {"id": "T1", "domain": "test"},
+            "user": {"id": user_id, "username": "agent", "team_id": "T1"},
+            "callback_id": callback_id,
+            "trigger_id": _trigger_id(),
+        }
+    )
+
+
+def message_shortcut(callback_id: str, message: dict[str, Any], *, user_id: str = "UAGENT1", channel: str = "CHELPDESK1") -> str:
+    """A message shortcut's payload, with the fields of
+    ../shared/slack-reference/payload-samples/interactive-components/MessageShortcutPayload.json."""
+    return interaction(
+        {
+            "type": "message_action",
+            "callback_id": callback_id,
+            "trigger_id": _trigger_id(),
+            "message_ts": message.get("ts", "1700000000.000200"),
+            "response_url": "https://hooks.slack.invalid/actions/T1/1/secret-response-url",
+            "message": {"type": "message", "ts": "1700000000.000200", **message},
+            "team": {"id": "T1", "domain": "test"},
+            "user": {"id": user_id, "name": "agent", "team_id": "T1"},
+            "channel": {"id": channel, "name": "helpdesk"},
+            "token": "legacy-verification-token",
+            "action_ts": "1700000000.000300",
+            "is_enterprise_install": False,
+        }
+    )

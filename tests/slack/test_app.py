@@ -123,3 +123,17 @@ def test_describe_request_keeps_only_routing_facts():
         }
     )
     assert facts == {"kind": "block_actions", "route": "end_session", "user": "UAGENT1", "team": "T1"}
+
+
+def test_describe_request_routes_shortcuts_on_their_callback_id_without_the_message():
+    facts = describe_request(
+        {
+            "type": "message_action",
+            "callback_id": "request_impersonation_from_message",
+            "trigger_id": "1.2.secret",
+            "message": {"text": "SUP-1 customer's private text"},
+            "user": {"id": "UAGENT1"},
+            "team": {"id": "T1"},
+        }
+    )
+    assert facts == {"kind": "message_action", "route": "request_impersonation_from_message", "user": "UAGENT1", "team": "T1"}

@@ -1,7 +1,7 @@
 """Reading the text after `/impersonate` (bot.slack.command_text)."""
 import pytest
 
-from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate
+from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate, ticket_in_message
 
 
 @pytest.mark.parametrize(
@@ -27,3 +27,22 @@ def test_parse_impersonate(text, parsed):
 
 def test_revoke_reads_the_session_id_as_the_revoke_command_did():
     assert parse_impersonate("revoke 0f0c8e8e-5b7e-4c55-9a43-8f0d3e1c2b11") == Revoke("0f0c8e8e-5b7e-4c55-9a43-8f0d3e1c2b11")
+
+
+@pytest.mark.parametrize(
+    ("message", "reference", "link", "ticket"),
+    [
+        ({"text": "New ticket <https://help.example.com/agent/tickets/48213|#48213>: cannot see invoices"},
+         "#48213", "https://help.example.com/agent/tickets/48213", "https://help.example.com/agent/tickets/48213"),
+        # the link that names the key wins over another; &amp; in a link is Slack's escaping
+        ({"text": "see <https://status.example.com|status>", "attachments": [{"title": "SUP-12", "title_link": "https://t.example.com/SUP-12?a=1&amp;b=2"}]},
+         "SUP-12", "https://t.example.com/SUP-12?a=1&b=2", "https://t.example.com/SUP-12?a=1&b=2"),
+        ({"text": "OPS-7 is on fire"}, "OPS-7", None, "OPS-7"),
+        ({"text": "nothing here, not even &#123;"}, None, None, None),
+        ({"text": "x", "blocks": [{"type": "actions", "elements": [{"type": "button", "url": "https://h.example.com/t/" + "9" * 300}]}]},
+         None, "https://h.example.com/t/" + "9" * 300, None),  # too long to be a ticket reference
+    ],
+)
+def test_ticket_in_message(message, reference, link, ticket):
+    hint = ticket_in_message(message)
+    assert (hint.reference, hint.link, hint.ticket) == (reference, link, ticket)

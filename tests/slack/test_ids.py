@@ -1,10 +1,10 @@
 import pytest
 
 from bot.slack import limits
-from bot.slack.ids import ActionId, BlockId, CallbackId, SlashCommand
+from bot.slack.ids import ActionId, BlockId, CallbackId, ShortcutId, SlashCommand
 
 
-@pytest.mark.parametrize("enum_type", [ActionId, BlockId, CallbackId])
+@pytest.mark.parametrize("enum_type", [ActionId, BlockId, CallbackId, ShortcutId])
 def test_ids_are_unique_and_within_slack_limits(enum_type):
     values = [member.value for member in enum_type]
     assert len(values) == len(set(values))
