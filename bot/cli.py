@@ -11,6 +11,7 @@
     audit export          one account's sessions (CSV, JSON, HTML/Markdown report) or the events
     digest --period P     the access review for a quarter (2026Q3) or the last N days (last-7d)
     api-keys create|revoke|list   the SaaS product's API keys (stored hashed; audited)
+    webhooks add|remove|list      notification webhooks (Standard Webhooks; audited)
     keys rotate           a new signing key; the JWKS publishes the old one until its tokens expire
     db grants             least-privilege grants for the app's PostgreSQL role
 
@@ -47,7 +48,7 @@ from bot.db import roles
 from bot.db.engine import make_engine, make_session_factory, reading, transaction
 from bot.db.migrate import upgrade_head
 from bot.db.models import AccountFlag
-from bot.domain import account_flags, audit, checkpoints, digests, directory, exports, log_query, product_api
+from bot.domain import account_flags, audit, checkpoints, digests, directory, exports, log_query, product_api, webhooks
 from bot.domain.audit import Actor
 from bot.domain.checkpoints import CheckpointError
 from bot.domain.clock import utcnow
@@ -195,6 +196,26 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key.set_defaults(run=run_api_keys_revoke)
     list_keys = _command(api_keys_sub, "list", "every key issued (never the key itself)")
     list_keys.set_defaults(run=run_api_keys_list)
+
+    hooks = _command(commands, "webhooks", "notification webhooks to products and customers' systems (docs/product-integration.md)")
+    hooks_sub = hooks.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION")
+    add_hook = _command(hooks_sub, "add", "subscribe an endpoint; its signing secret is shown once; audited")
+    add_hook.add_argument("--url", required=True, help="where events are POSTed: https (plain http only to localhost)")
+    add_hook.add_argument(
+        "--events", metavar="TYPES",
+        help="comma-separated: " + ", ".join(t.value for t in webhooks.EventType) + " (default: all)",
+    )
+    add_hook.add_argument("--account", metavar="ID", help="only this account's events (a customer's admin system); default: every account")
+    add_hook.add_argument("--description", default="", help="what the endpoint is, for `webhooks list`")
+    add_hook.add_argument("--by", required=True, metavar="WHO", help="who: a Slack user id or an e-mail address, for the audit log")
+    add_hook.set_defaults(run=run_webhooks_add)
+    remove_hook = _command(hooks_sub, "remove", "stop sending to an endpoint, pending deliveries included; audited")
+    remove_hook.add_argument("subscription_id", help="the id `webhooks list` shows (ep_…)")
+    remove_hook.add_argument("--by", required=True, metavar="WHO", help="who: a Slack user id or an e-mail address, for the audit log")
+    remove_hook.set_defaults(run=run_webhooks_remove)
+    list_hooks = _command(hooks_sub, "list", "the subscribed endpoints (never their secrets)")
+    list_hooks.add_argument("--all", action="store_true", help="removed ones too")
+    list_hooks.set_defaults(run=run_webhooks_list)
 
     keys_cmd = _command(commands, "keys", "the Ed25519 key that signs hand-off tokens and audit checkpoints")
     keys_sub = keys_cmd.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
@@ -572,6 +593,42 @@ def run_api_keys_list(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"{key.key_id}  {key.product}  created {key.created_at:%Y-%m-%d %H:%M}Z by {key.created_by}  {state}")
     if not keys:
         print("no API keys issued")
+    return EXIT_OK
+
+
+def run_webhooks_add(settings: Settings, args: argparse.Namespace) -> int:
+    actor = actor_from(args.by)
+    events = args.events.split(",") if args.events else None
+    with database(settings) as sessions:
+        try:
+            made = webhooks.subscribe(sessions, url=args.url, event_types=events, account=args.account, description=args.description, actor=actor)
+        except webhooks.WebhookConfigError as problem:
+            raise UsageProblem(str(problem)) from None
+    print(f"subscription {made.id} (audited as webhook.subscribed)")
+    print("its signing secret, shown once — give it to the endpoint's owner now:")
+    print(made.secret)
+    return EXIT_OK
+
+
+def run_webhooks_remove(settings: Settings, args: argparse.Namespace) -> int:
+    actor = actor_from(args.by)
+    with database(settings) as sessions:
+        removed = webhooks.remove(sessions, args.subscription_id, actor=actor)
+    if not removed:
+        return _fail(f"no live subscription with id {args.subscription_id!r} (already removed, or never made)", EXIT_USAGE)
+    print(f"{args.subscription_id}: removed (audited as webhook.removed)")
+    return EXIT_OK
+
+
+def run_webhooks_list(settings: Settings, args: argparse.Namespace) -> int:
+    with database(settings) as sessions:
+        found = webhooks.subscriptions(sessions, include_removed=args.all)
+    for hook in found:
+        state = f"removed {hook.removed_at:%Y-%m-%d %H:%M}Z" if hook.removed_at else "live"
+        scope = f"account {hook.account}" if hook.account else "every account"
+        print(f"{hook.id}  {hook.url}  {','.join(hook.event_types)}  {scope}  created {hook.created_at:%Y-%m-%d %H:%M}Z by {hook.created_by}  {state}  {hook.description}".rstrip())
+    if not found:
+        print("no webhook subscriptions")
     return EXIT_OK
 
 

@@ -224,6 +224,7 @@ def build_container(settings: Settings) -> Container:
     from bot.slack.people import SlackGroups, SlackPeople
     from bot.web.app import create_web_app
     from bot.web.background import AfterResponse, BackgroundDeliverer, BackgroundSessionNotifier
+    from bot.webhooks.sender import WebhookSender
 
     engine = make_engine(settings.database_url)
     try:
@@ -254,6 +255,7 @@ def build_container(settings: Settings) -> Container:
         # claim's lease (outbox.LEASE).
         courier_client = make_courier_client(settings)
         ctx.courier = SlackCourier(ctx, courier_client)
+        ctx.webhook_sender = WebhookSender(ctx)
         # What a change owes Slack is sent from one background thread per process, not the
         # request thread (bot/web/background.py): a redemption's DM edit, and every message a
         # listener's change owed (issue 3 point 12: the answer never waits for Slack).

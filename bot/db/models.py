@@ -470,3 +470,38 @@ class SigningKeyRecord(Base):
     retired_at: Mapped[datetime | None]
     #: the JWKS serves it until every token it signed has expired
     published_until: Mapped[datetime | None]
+
+
+class WebhookSubscription(Base):
+    """An endpoint that receives notification webhooks (bot/domain/webhooks.py), signed per
+    the Standard Webhooks spec with `secret` (`whsec_<base64>`; shown once when created)."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    #: `ep_…`; the recipient of its outbox rows
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(64))
+    #: comma-separated event types (bot.domain.webhooks.EventType values)
+    event_types: Mapped[str] = mapped_column(String(255))
+    #: only this account's events (an account's external id); None: every account
+    account: Mapped[str | None] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime]
+    created_by: Mapped[str] = mapped_column(String(255))
+    removed_at: Mapped[datetime | None]
+
+
+class WebhookEvent(Base):
+    """One event raised for at least one subscription: the body exactly as sent, so that every
+    retry sends the same bytes under the same `webhook-id` (this row's id)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_created_at", "created_at"),)
+
+    #: `msg_…`, the Standard Webhooks `webhook-id`
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    type: Mapped[str] = mapped_column(String(32))
+    account: Mapped[str | None] = mapped_column(String(128))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]

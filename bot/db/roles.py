@@ -33,6 +33,8 @@ APP_TABLES = (
     "alert_marks",
     "slack_deliveries",  # replayed Slack requests act once (bot/domain/deliveries.py)
     "signing_keys",  # the keys' public halves: the JWKS and checkpoint verification (bot/domain/keyring.py)
+    "webhook_subscriptions",  # notification webhooks' endpoints and secrets (bot/domain/webhooks.py)
+    "webhook_events",  # each event's body as sent, for retries under the same id
 )
 
 

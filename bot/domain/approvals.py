@@ -29,7 +29,7 @@ from bot.db.models import (
     MessageRef,
     RequestState,
 )
-from bot.domain import audit, outbox
+from bot.domain import audit, outbox, webhooks
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -575,6 +575,16 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
                 request_id=request.id,
                 details={"reason": reason},
             ),
+            now=now,
+        )
+        webhooks.request_denied(
+            db,
+            request_id=request.id,
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            agent=request.agent_email or request.agent_slack_id,
+            denied_by="approver",
+            cause=None,
             now=now,
         )
         messages, asked = _decision_audience(db, request.id)

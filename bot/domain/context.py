@@ -28,6 +28,9 @@ class DomainContext:
     #: sends the outbox's rows for the scheduler (bot.slack.courier.SlackCourier); None where
     #: no Slack is configured (then rows wait in the outbox)
     courier: Courier | None = None
+    #: sends the outbox's notification webhooks (bot.webhooks.sender.WebhookSender); None in a
+    #: process that does not send them (then they wait for one that does)
+    webhook_sender: Courier | None = None
     #: where signed audit checkpoints are appended (AUDIT_CHECKPOINT_FILE); None: Slack only
     checkpoint_file: Path | None = None
     #: how long operational rows are kept (RETENTION_OUTBOX_DAYS, RETENTION_LINK_DAYS)

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import Account, ImpersonationRequest, ImpersonationSession, Link, RequestState
-from bot.domain import anomalies, audit, outbox
+from bot.domain import anomalies, audit, outbox, webhooks
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -427,6 +427,20 @@ def _redeem(
                     **client.as_details(),
                 },
             ),
+            now=now,
+        )
+        webhooks.session_started(
+            db,
+            session_id=session.id,
+            request_id=request.id,
+            account=request.view.account,
+            customer_user=request.view.customer_user,
+            agent=request.agent_email or request.agent_slack_id,
+            scope=request.view.scope,
+            reason=request.view.reason,
+            ticket=request.view.ticket,
+            started_at=session.started_at,
+            expires_at=session.expires_at,
             now=now,
         )
         session = replace(session, request=replace(session.request, state=RequestState.ACTIVE.value))

@@ -18,7 +18,8 @@ whose sender died is taken again once its lease has passed. Completion is condit
 claim token.
 
 Outcomes: Slack's 429 is retried after its Retry-After; a server error or a broken connection
-with exponential backoff and jitter, up to MAX_ATTEMPTS; any other Slack error is permanent:
+with exponential backoff and jitter, up to MAX_ATTEMPTS (a webhook on its own, longer schedule,
+WEBHOOK_RETRY_DELAYS); any other Slack error is permanent:
 logged and audited as `notify.failed`, never dropped silently. The message's `ts` is kept
 (message_refs, or the request's agent_channel/agent_message_ts) so that later rows edit it.
 
@@ -117,6 +118,9 @@ class Kind(str, enum.Enum):
     DIGEST = "digest"
     #: a signed audit checkpoint (subject: the checkpoint's period key)
     CHECKPOINT = "checkpoint"
+    #: a notification webhook, not a Slack message (subject: the event id, recipient: the
+    #: subscription id; bot/domain/webhooks.py), sent by `DomainContext.webhook_sender`
+    WEBHOOK = "webhook"
 
 
 #: claimed before every other kind in a delivery run, whatever their age: what security must
@@ -128,6 +132,20 @@ URGENT_KINDS = frozenset({Kind.ALERT, Kind.BREAK_GLASS, Kind.NOTICE})
 def lease_for(kind: Kind) -> timedelta:
     """How long a claim of a row of this kind lasts (LEASE, DIGEST_LEASE)."""
     return DIGEST_LEASE if kind is Kind.DIGEST else LEASE
+
+
+#: a webhook's retries, after its first attempt: the schedule Standard Webhooks' reference
+#: implementation (Svix, "Retry schedule") uses — immediately, 5 s, 5 min, 30 min, 2 h, 5 h,
+#: 10 h, 10 h — so a receiver that is down for most of a day still gets every event. A Slack
+#: message is worth less a day late; a customer's record of who accessed their account is not.
+WEBHOOK_RETRY_DELAYS = (
+    timedelta(seconds=5), timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2),
+    timedelta(hours=5), timedelta(hours=10), timedelta(hours=10),
+)
+
+
+def max_attempts_for(kind: Kind) -> int:
+    return len(WEBHOOK_RETRY_DELAYS) + 1 if kind is Kind.WEBHOOK else MAX_ATTEMPTS
 
 
 #: kinds whose subject is a request id / a session id (for the audit event of a failure)
@@ -169,6 +187,13 @@ class Sent:
 
 
 @dataclass(frozen=True)
+class Delivered:
+    """Accepted by a receiver that is not Slack (a webhook's 2xx): no message to edit later."""
+
+    status: int
+
+
+@dataclass(frozen=True)
 class Skipped:
     """Nothing to say (e.g. the message would only repeat what is already shown)."""
 
@@ -197,7 +222,7 @@ class Permanent:
     error: str
 
 
-Outcome = Sent | Skipped | RetryAfter | Transient | Permanent
+Outcome = Sent | Delivered | Skipped | RetryAfter | Transient | Permanent
 
 
 class Courier(Protocol):
@@ -381,7 +406,7 @@ def _deliver_pass(
         if outcome is None:
             continue
         delivery, result = outcome
-        if isinstance(result, Sent):
+        if isinstance(result, (Sent, Delivered)):
             report.sent += 1
         elif isinstance(result, Skipped):
             report.skipped += 1
@@ -405,8 +430,11 @@ def _deliver_row(ctx: DomainContext, courier: Courier, row_id: int, clock: Calla
     delivery = _claim(ctx, row_id, clock())
     if delivery is None or isinstance(delivery, _Paced):
         return delivery
+    sender = ctx.webhook_sender if delivery.kind is Kind.WEBHOOK else courier
     try:
-        outcome = courier.deliver(delivery)
+        if sender is None:  # _candidates leaves webhook rows alone without a sender
+            raise RuntimeError("no webhook sender is configured")
+        outcome = sender.deliver(delivery)
     except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
         log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
         outcome = Transient(type(exc).__name__[:64])
@@ -428,6 +456,10 @@ def _candidates(ctx: DomainContext, now: datetime, limit: int, targets: list[str
     statement = select(OutboxMessage.id, OutboxMessage.target).where(_due(now)).order_by(urgent, OutboxMessage.id).limit(limit)
     if targets is not None:
         statement = statement.where(OutboxMessage.target.in_(targets))
+    if ctx.webhook_sender is None:
+        # a process that cannot send webhooks (a CLI command, a test without one) leaves
+        # them owed to one that can, rather than spending their attempts
+        statement = statement.where(OutboxMessage.kind != Kind.WEBHOOK.value)
     with reading(ctx.sessions) as db:
         rows = db.execute(statement).all()
     seen: set[str] = set()
@@ -526,7 +558,7 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | _Paced 
             return None
         kind = Kind(row.kind)
         recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
-        ref = _existing_ref(db, row, recipient)
+        ref = _existing_ref(db, row, recipient) if kind is not Kind.WEBHOOK else None
         # A new message in a channel waits for the channel's next posting slot (pacing).
         if ref is None and recipient is not None and row.recipient == SECURITY:
             opens = _take_posting_slot(db, recipient, now)
@@ -578,6 +610,16 @@ def backoff(attempts: int, *, rng: Callable[[float, float], float] = random.unif
     return full / 2 + full / 2 * rng(0.0, 1.0)
 
 
+def retry_delay(kind: Kind, attempts: int, *, rng: Callable[[float, float], float] = random.uniform) -> timedelta:
+    """The wait after a row's `attempts`-th transient failure: WEBHOOK_RETRY_DELAYS (each
+    stretched by up to a tenth at random, so that a receiver's recovery is not met by every
+    retry at once) for a webhook, `backoff` for a Slack message."""
+    if kind is Kind.WEBHOOK:
+        delay = WEBHOOK_RETRY_DELAYS[min(max(attempts, 1), len(WEBHOOK_RETRY_DELAYS)) - 1]
+        return delay + delay / 10 * rng(0.0, 1.0)
+    return backoff(attempts, rng=rng)
+
+
 def _complete(ctx: DomainContext, delivery: Delivery, outcome: Outcome, *, now: datetime) -> None:
     with ctx.sessions() as db, db.begin():
         mine = and_(OutboxMessage.id == delivery.id, OutboxMessage.claim_token == delivery.token, OutboxMessage.state == SENDING)
@@ -591,16 +633,21 @@ def _complete(ctx: DomainContext, delivery: Delivery, outcome: Outcome, *, now: 
         if isinstance(outcome, Sent):
             finish(state=SENT, finished_at=now, last_error=None)
             _record_ref(db, delivery, outcome, now)
+        elif isinstance(outcome, Delivered):
+            finish(state=SENT, finished_at=now, last_error=None)
         elif isinstance(outcome, Skipped):
             finish(state=SKIPPED, finished_at=now, last_error=outcome.reason[:64])
         elif isinstance(outcome, RetryAfter):
             # Being told to slow down is not a failure of this message: no attempt is spent.
             finish(state=PENDING, due_at=now + timedelta(seconds=max(outcome.seconds, 0.0)), attempts=max(delivery.attempts - 1, 0), last_error=outcome.error[:64])
             log.info("outbox %s (%s): rate limited by Slack; retrying in %.0f s", delivery.id, delivery.kind.value, outcome.seconds)
-        elif isinstance(outcome, Transient) and delivery.attempts < MAX_ATTEMPTS:
-            wait = backoff(delivery.attempts)
+        elif isinstance(outcome, Transient) and delivery.attempts < max_attempts_for(delivery.kind):
+            wait = retry_delay(delivery.kind, delivery.attempts)
             finish(state=PENDING, due_at=now + wait, last_error=outcome.error[:64])
-            log.warning("outbox %s (%s): %s; retry %d of %d in %.0f s", delivery.id, delivery.kind.value, outcome.error, delivery.attempts, MAX_ATTEMPTS, wait.total_seconds())
+            log.warning(
+                "outbox %s (%s): %s; retry %d of %d in %.0f s",
+                delivery.id, delivery.kind.value, outcome.error, delivery.attempts, max_attempts_for(delivery.kind), wait.total_seconds(),
+            )
         else:
             error = outcome.error if isinstance(outcome, (Transient, Permanent)) else "unknown"
             if finish(state=FAILED, finished_at=now, last_error=error[:64]):

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
-from bot.domain import anomalies, approvals, audit, directory, links, outbox
+from bot.domain import anomalies, approvals, audit, directory, links, outbox, webhooks
 from bot.domain.approvals import ApprovalAsk, open_request_approval
 from bot.domain.identity import requester_identity
 from bot.domain.audit import Actor, EventDraft
@@ -435,6 +435,17 @@ def _audit_blocked(
         ),
         now=now,
     )
+    if account_known and decision.cause in webhooks.POLICY_DENIALS and form.account and form.user:
+        webhooks.request_denied(
+            db,
+            request_id=None,
+            account=form.account,
+            customer_user=form.user,
+            agent=actor.email or actor.slack_id or "unknown",
+            denied_by="policy",
+            cause=decision.cause.value,
+            now=now,
+        )
 
 
 def _previous_session(db: Session, session_id: str | None, agent_slack_id: str) -> str | None:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import ImpersonationSession, RequestState
-from bot.domain import audit, outbox
+from bot.domain import audit, outbox, webhooks
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -103,8 +103,21 @@ def close_session(db: Session, session: ImpersonationSession, *, target: Request
     )
     session.ended_at, session.end_reason, session.ended_by = end_at, target.value, actor.slack_id
     # The agent's DM, any expiry warning and the security feed are edited through the outbox,
-    # committed with this change (issue 5 point 3).
+    # committed with this change; so is the notification to the account's subscribers.
     outbox.enqueue_session_over(db, request, session.id, revoked=target is RequestState.REVOKED, now=now)
+    webhooks.session_over(
+        db,
+        session_id=session.id,
+        request_id=request.id,
+        account=request.account.external_id,
+        customer_user=request.customer_user.external_id,
+        agent=request.agent_email or request.agent_slack_id,
+        end_reason=target.value,
+        ended_by=actor.email or actor.slack_id or actor.role,
+        started_at=session.started_at,
+        ended_at=end_at,
+        now=now,
+    )
 
 
 def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionView:

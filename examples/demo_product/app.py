@@ -280,6 +280,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         try:
             event = verifier.verify(request.headers, request.get_data())  # the raw body is what was signed
         except WebhookRefused as refused:
+            if refused.reason == "replayed":
+                # Authentic, and already handled: the bot retries under the same webhook-id
+                # when it did not see our answer. Acknowledge it, or it would keep retrying.
+                return "", 204
             log.warning("webhook refused: %s", refused.reason)
             return {"error": refused.reason}, 400
         data = event.get("data") if isinstance(event.get("data"), dict) else {}

@@ -1,0 +1,1 @@
+"""The outbox's HTTP face for notification webhooks (bot/domain/webhooks.py)."""
