@@ -24,7 +24,7 @@ import requests
 from werkzeug.serving import make_server
 
 from bot import wiring
-from bot.domain import product_api
+from bot.domain import product_api, webhooks
 from bot.domain.audit import Actor
 from examples.demo_product.app import create_app
 from tests.conftest import REPO_ROOT
@@ -91,7 +91,14 @@ def chromium_path() -> str:
 
 
 @pytest.fixture
-def world(db_url, tmp_path, session_factory):
+def status_cache_seconds() -> int:
+    """The demo product's status cache; a test parametrizes it to show what ends a session
+    sooner (the bot's webhook)."""
+    return STATUS_CACHE_SECONDS
+
+
+@pytest.fixture
+def world(db_url, tmp_path, session_factory, status_cache_seconds):
     load_directory(session_factory, tmp_path)
     bot_app, product_app = _Late(), _Late()
     bot_server, bot_url = _serve(bot_app, "127.0.0.1")
@@ -102,6 +109,8 @@ def world(db_url, tmp_path, session_factory):
         bot_app.app = container.web_app
         with session_factory() as db, db.begin():
             key = product_api.create_api_key(db, product="demo", actor=Actor(slack_id="USECURITY1", role="cli")).plaintext_key
+        # the demo product receives the bot's notification webhooks, as an operator would set it up
+        hook = webhooks.subscribe(session_factory, url=f"{product_url}/impersonation/webhooks", actor=Actor(slack_id="USECURITY1", role="cli"))
         demo = create_app(
             {
                 "BOT_URL": bot_url,
@@ -114,7 +123,8 @@ def world(db_url, tmp_path, session_factory):
                 "SPOOL_DIR": str(tmp_path / "spool"),
                 "SECRET_KEY": secrets.token_hex(16),
                 "KIT_SECRET": secrets.token_bytes(32),
-                "STATUS_CACHE_SECONDS": STATUS_CACHE_SECONDS,
+                "STATUS_CACHE_SECONDS": status_cache_seconds,
+                "WEBHOOK_SECRET": hook.secret,
             }
         )
         product_app.app = demo

@@ -4,7 +4,8 @@ the auto-POST into the demo product; the banner with the right account, agent, s
 which neither script nor CSS can get rid of; read-only refusing a write and read-write
 recording one in the audit log with the session id; a customer signed in at the same time
 untouched; a revocation from Slack ending the session within the kit's cache time; and "End
-session" ending another, the agent's Slack DM saying so. Screenshots go to docs/screenshots/."""
+session" ending another, the agent's Slack DM saying so; and the bot's signed webhook ending a
+session at once and showing the customer's admins a notice. Screenshots go to docs/screenshots/."""
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,11 @@ import json
 import re
 import time
 
+import pytest
 from sqlalchemy import select
 
 from bot.db.models import AuditEvent
+from bot.domain import outbox
 from bot.jobs import work
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from examples.demo_product.app import DEMO_PASSWORD
@@ -202,3 +205,39 @@ def test_an_impersonation_as_agent_and_customer_see_it(world, browser):
     message = world.fake.messages[(dm["channel"], dm["ts"])]
     assert "ended" in (message.text + json.dumps(message.blocks)).lower()
     world.fake.assert_no_violations()
+
+
+@pytest.mark.parametrize("status_cache_seconds", [600])
+def test_a_revocation_reaches_the_product_by_webhook_long_before_its_status_cache(world, browser):
+    """With the product trusting a session's status for 10 minutes, only the bot's signed
+    `session.revoked` webhook can end it at once; the customer's admins see each event as a
+    "support accessed your account" notice."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    agent = browser.new_context().new_page()
+    link, _dm = _ask_for_a_link(world, agent="UAGENT1")
+    _open_session(agent, link, world)
+    agent.goto(f"{world.product_url}/")
+    assert _banner_is_visible(agent)  # the status is now cached as live
+    (session_id,) = [e.session_id for e in _events(world, "session.redeemed")]
+
+    work.deliver_outbox(world.container.ctx)  # the scheduler's outbox job: session.started goes out
+    admin = browser.new_context().new_page()
+    admin.goto(f"{world.product_url}/login")
+    admin.fill("input[name=email]", "alice@acme.example")
+    admin.fill("input[name=password]", DEMO_PASSWORD)
+    admin.locator("form button[type=submit]").click()
+    admin.wait_for_url(f"{world.product_url}/")
+    admin.goto(f"{world.product_url}/support-access")
+    assert f"Support started a session in your account: agent1@corp.example — session {session_id}" in admin.locator("#notices").inner_text()
+
+    assert world.send(slash_command(f"revoke {session_id}", user_id="USECURITY1")).status_code == 200
+    work.deliver_outbox(world.container.ctx)  # session.revoked goes out
+    agent.goto(f"{world.product_url}/")
+    assert "Impersonation ended" in agent.content()  # at once: the cache had 10 minutes left
+    assert agent.locator(BANNER).count() == 0
+
+    admin.goto(f"{world.product_url}/support-access")
+    notices = admin.locator("#notices").inner_text()
+    assert f"Support's session in your account was revoked: agent1@corp.example — session {session_id}" in notices
+    admin.screenshot(path=str(SCREENSHOTS / "support-access.png"))
+    assert [r.state for r in outbox.rows(world.container.ctx, kinds=[outbox.Kind.WEBHOOK])] == ["sent", "sent"]

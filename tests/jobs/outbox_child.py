@@ -10,8 +10,12 @@ has happened so that the test can SIGKILL it at that moment.
         prints "committed", then waits to be killed before the listener would deliver it
     python -m tests.jobs.outbox_child hang-in-send DB_URL SLACK_URL KEY_FILE
         claims the due rows, prints "claimed" inside the first send, then waits to be killed
+    python -m tests.jobs.outbox_child hang-in-webhook DB_URL SLACK_URL KEY_FILE
+        a delivery run (Slack messages first, as they were owed first) whose webhook sender is
+        inside its POST (the test's endpoint holds it open) when the test kills it
     python -m tests.jobs.outbox_child deliver DB_URL SLACK_URL KEY_FILE [SECONDS_AHEAD]
-        a fresh scheduler's delivery run (optionally with the clock moved ahead), then exits
+        a fresh scheduler's delivery run, Slack messages and webhooks (optionally with the
+        clock moved ahead), then exits
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from bot.domain.context import DomainContext
 from bot.domain.keys import load_or_create_signing_key
 from bot.domain.policy import parse_policy
 from bot.slack.courier import SlackCourier
+from bot.webhooks.sender import WebhookSender
 from tests.conftest import TEST_POLICY
 
 BOT_TOKEN = "xoxb-fake-bot-token"
@@ -72,9 +77,13 @@ def main(argv: list[str]) -> int:
         wait_to_be_killed()
     elif step == "hang-in-send":
         outbox.deliver_due(ctx, HangingCourier())
+    elif step == "hang-in-webhook":
+        ctx.webhook_sender = WebhookSender(ctx)
+        outbox.deliver_due(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=slack_url)))
     elif step == "deliver":
         ahead = timedelta(seconds=float(rest[0])) if rest else timedelta(0)
         courier = SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=slack_url), clock=lambda: utcnow() + ahead)
+        ctx.webhook_sender = WebhookSender(ctx, clock=lambda: utcnow() + ahead)
         report = outbox.deliver_due(ctx, courier, now=utcnow() + ahead)
         print(f"sent {report.sent} skipped {report.skipped} failed {report.failed}", flush=True)
     else:
