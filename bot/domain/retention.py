@@ -1,7 +1,7 @@
 """Retention of operational rows (docs/operations.md "Retention").
 
 Some tables only serve the running system: the outbox's finished rows (kept for looking into
-a delivery problem), the one-time links (a link past its expiry can never redeem; its row only
+a delivery problem) and the webhook events they sent, the one-time links (a link past its expiry can never redeem; its row only
 lets the landing page say "expired" instead of "unknown"), and Slack's delivery keys (pruned
 by bot/domain/deliveries.py as soon as no replay can pass verification). They grow with every
 request, so a job deletes them once they are older than the configured retention.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, exists, select
 
-from bot.db.models import Link, OutboxMessage
+from bot.db.models import Link, OutboxMessage, WebhookEvent
 from bot.domain.clock import utcnow
 
 if TYPE_CHECKING:
@@ -36,7 +36,8 @@ BATCH = 5000
 
 @dataclass(frozen=True)
 class Retention:
-    #: finished outbox rows (sent, skipped, merged, failed), counted from when they finished
+    #: finished outbox rows (sent, skipped, merged, failed), counted from when they finished;
+    #: webhook events, counted from when they were raised, once none is still owed
     outbox: timedelta = timedelta(days=DEFAULT_OUTBOX_DAYS)
     #: one-time links, counted from their expiry
     links: timedelta = timedelta(days=DEFAULT_LINK_DAYS)
@@ -46,11 +47,12 @@ class Retention:
 class Pruned:
     outbox: int
     links: int
+    webhook_events: int = 0
 
 
 def prune(ctx: DomainContext, *, now: datetime | None = None) -> Pruned:
     # imported here: the outbox needs DomainContext, which holds a Retention
-    from bot.domain.outbox import FAILED, MERGED, SENT, SKIPPED
+    from bot.domain.outbox import FAILED, MERGED, PENDING, SENDING, SENT, SKIPPED, Kind
 
     now = now or utcnow()
     retention = ctx.retention
@@ -62,10 +64,16 @@ def prune(ctx: DomainContext, *, now: datetime | None = None) -> Pruned:
         OutboxMessage,
     )
     links = _delete_in_batches(ctx, select(Link.id).where(Link.expires_at < now - retention.links), Link)
-    if outbox or links:
+    still_owed = exists().where(
+        OutboxMessage.kind == Kind.WEBHOOK.value, OutboxMessage.subject_id == WebhookEvent.id, OutboxMessage.state.in_((PENDING, SENDING))
+    )
+    events = _delete_in_batches(
+        ctx, select(WebhookEvent.id).where(WebhookEvent.created_at < now - retention.outbox, ~still_owed), WebhookEvent
+    )
+    if outbox or links or events:
         # one line per run that changed something; an idle run says nothing (docs/cli.md "Logs")
-        log.info("retention: deleted %d finished outbox rows and %d expired links", outbox, links)
-    return Pruned(outbox, links)
+        log.info("retention: deleted %d finished outbox rows, %d expired links and %d webhook events", outbox, links, events)
+    return Pruned(outbox, links, events)
 
 
 def _delete_in_batches(ctx: DomainContext, ids, model) -> int:  # type: ignore[no-untyped-def]

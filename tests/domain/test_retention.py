@@ -8,10 +8,10 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select, update
 
-from bot.db.models import AuditEvent, Link, OutboxMessage
-from bot.domain import outbox, retention
+from bot.db.models import AuditEvent, Link, OutboxMessage, WebhookEvent
+from bot.domain import outbox, retention, webhooks
 from bot.domain import requests as domain_requests
-from bot.domain.audit import verify_chain
+from bot.domain.audit import Actor, verify_chain
 from bot.domain.clock import utcnow
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
@@ -50,7 +50,7 @@ def test_finished_outbox_rows_and_expired_links_go_after_their_retention_and_not
         assert retention.prune(ctx) == retention.Pruned(outbox=1, links=0)
     assert _count(session_factory, OutboxMessage, OutboxMessage.id == finished) == 0
     assert _count(session_factory, OutboxMessage, OutboxMessage.id == pending) == 1  # never a row still owed
-    assert "deleted 1 finished outbox rows and 0 expired links" in caplog.text
+    assert "deleted 1 finished outbox rows, 0 expired links and 0 webhook events" in caplog.text
 
     with freeze_time(link_expiry + timedelta(days=89)):
         assert retention.prune(ctx).links == 0
@@ -78,3 +78,26 @@ def test_a_large_backlog_is_deleted_in_batches(ctx, session_factory, monkeypatch
         db.execute(update(OutboxMessage).values(state=outbox.SKIPPED, finished_at=old))
     assert retention.prune(ctx).outbox == 8
     assert _count(session_factory, OutboxMessage) == 0
+
+
+def test_a_webhook_event_goes_after_the_outbox_retention_once_nobody_is_still_owed_it(ctx, session_factory):
+    ctx.retention = retention.Retention(outbox=timedelta(days=30), links=timedelta(days=90))
+    start = utcnow()
+    webhooks.subscribe(session_factory, url="https://hooks.example.com/a", actor=Actor(slack_id="UOPS1", role="cli"))
+    webhooks.subscribe(session_factory, url="https://hooks.example.com/b", actor=Actor(slack_id="UOPS1", role="cli"))
+    with session_factory() as db, db.begin():
+        event_id = webhooks.raise_event(db, webhooks.EventType.SESSION_STARTED, account="acme", data={}, now=start)
+    first, second = (r.id for r in outbox.rows(ctx))
+    with session_factory() as db, db.begin():
+        db.execute(update(OutboxMessage).where(OutboxMessage.id == first).values(state=outbox.SENT, finished_at=start))
+    with freeze_time(start + timedelta(days=31)):
+        # one subscription still waits for it (its endpoint is down): the body must stay
+        assert retention.prune(ctx).webhook_events == 0
+    assert _count(session_factory, WebhookEvent) == 1
+    with session_factory() as db, db.begin():
+        db.execute(update(OutboxMessage).where(OutboxMessage.id == second).values(state=outbox.FAILED, finished_at=start))
+    with freeze_time(start + timedelta(days=29)):
+        assert retention.prune(ctx).webhook_events == 0
+    with freeze_time(start + timedelta(days=31)):
+        assert retention.prune(ctx).webhook_events == 1
+    assert _count(session_factory, WebhookEvent, WebhookEvent.id == event_id) == 0
