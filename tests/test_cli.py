@@ -79,13 +79,18 @@ def row_counts(db_url: str) -> dict[str, int]:
         engine.dispose()
 
 
-def audit_events(db_url: str) -> list[AuditEvent]:
+def rows_of(db_url: str, model) -> list:
+    """Every row of `model`'s table, read in a fresh engine (the CLI under test made its own)."""
     engine = make_engine(db_url)
     try:
         with make_session_factory(engine)() as db:
-            return list(db.execute(select(AuditEvent).order_by(AuditEvent.seq)).scalars())
+            return list(db.execute(select(model)).scalars())
     finally:
         engine.dispose()
+
+
+def audit_events(db_url: str) -> list[AuditEvent]:
+    return sorted(rows_of(db_url, AuditEvent), key=lambda e: e.seq)
 
 
 def assert_one_line_error(err: str, *fragments: str) -> None:

@@ -3,22 +3,10 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
-
 from bot.db.base import Base
-from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import ApiKey, AuditEvent
 from bot.db.roles import APP_TABLES
-from tests.test_cli import on_db, run, workdir  # noqa: F401 - fixtures
-
-
-def _rows(db_url, model):
-    engine = make_engine(db_url)
-    try:
-        with make_session_factory(engine)() as db:
-            return db.execute(select(model)).scalars().all()
-    finally:
-        engine.dispose()
+from tests.test_cli import on_db, rows_of, run, workdir  # noqa: F401 - fixtures
 
 
 def test_create_list_revoke(on_db, capsys):
@@ -26,9 +14,9 @@ def test_create_list_revoke(on_db, capsys):
     assert code == 0, err
     plaintext = re.search(r"^(ibk_[0-9a-f]{16}_[A-Za-z0-9_-]{43})$", out, re.M).group(1)
     key_id = plaintext.split("_")[1]
-    (row,) = _rows(on_db, ApiKey)
+    (row,) = rows_of(on_db, ApiKey)
     assert plaintext not in str([getattr(row, c.key) for c in ApiKey.__table__.columns])
-    events = _rows(on_db, AuditEvent)
+    events = rows_of(on_db, AuditEvent)
     assert [e.type for e in events] == ["api_key.created"] and plaintext not in events[0].details
 
     code, out, _ = run(capsys, "api-keys", "list")
@@ -40,13 +28,13 @@ def test_create_list_revoke(on_db, capsys):
     assert code == 2 and "no live key" in err
     code, _, err = run(capsys, "api-keys", "revoke", "not-a-key", "--by", "UOPS1")
     assert code == 2 and "16 hexadecimal" in err
-    assert [e.type for e in _rows(on_db, AuditEvent)] == ["api_key.created", "api_key.revoked"]
+    assert [e.type for e in rows_of(on_db, AuditEvent)] == ["api_key.created", "api_key.revoked"]
 
 
 def test_create_refuses_a_bad_product_and_writes_nothing(on_db, capsys):
     code, _, err = run(capsys, "api-keys", "create", "--product", "Bad Name!", "--by", "UOPS1")
     assert code == 2 and "product must be" in err
-    assert _rows(on_db, ApiKey) == [] and _rows(on_db, AuditEvent) == []
+    assert rows_of(on_db, ApiKey) == [] and rows_of(on_db, AuditEvent) == []
 
 
 def test_grants_cover_every_application_table():

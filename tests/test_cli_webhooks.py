@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
-
-from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import AuditEvent, WebhookSubscription
-from tests.test_cli import on_db, run, workdir  # noqa: F401 - fixtures
-
-
-def _rows(db_url, model):
-    engine = make_engine(db_url)
-    try:
-        with make_session_factory(engine)() as db:
-            return db.execute(select(model)).scalars().all()
-    finally:
-        engine.dispose()
+from tests.test_cli import on_db, rows_of, run, workdir  # noqa: F401 - fixtures
 
 
 def test_add_list_remove(on_db, capsys):
@@ -41,7 +29,7 @@ def test_add_list_remove(on_db, capsys):
     assert "no webhook subscriptions" in out
     code, out, _ = run(capsys, "webhooks", "list", "--all")
     assert subscription in out and "removed" in out
-    events = _rows(on_db, AuditEvent)
+    events = rows_of(on_db, AuditEvent)
     assert [e.type for e in events] == ["webhook.subscribed", "webhook.removed"]
     assert all(secret not in e.details for e in events)
 
@@ -53,4 +41,4 @@ def test_a_bad_subscription_is_refused_and_writes_nothing(on_db, capsys):
     assert code == 2 and "session.peeked" in err
     code, _, err = run(capsys, "webhooks", "add", "--url", "https://acme.example/hooks", "--by", "nobody")
     assert code == 2
-    assert _rows(on_db, WebhookSubscription) == [] and _rows(on_db, AuditEvent) == []
+    assert rows_of(on_db, WebhookSubscription) == [] and rows_of(on_db, AuditEvent) == []
