@@ -41,7 +41,7 @@ from sqlalchemy.engine import make_url
 from bench.common import POSTGRES_URL
 from bot.db.engine import make_engine
 from bot.db.migrate import upgrade_head
-from bot.domain.audit import GENESIS_HASH, encode_stored
+from bot.domain.audit import CURRENT_ENCODING, GENESIS_HASH, encode_stored
 
 #: bump when the generated data changes shape
 VERSION = 1
@@ -64,7 +64,7 @@ _LEAD_US = 30 * 60 * _US
 
 EVENT_COLUMNS = (
     "seq", "occurred_at", "type", "actor_slack_id", "actor_email", "actor_role", "account",
-    "customer_user", "request_id", "session_id", "details", "prev_hash", "hash",
+    "customer_user", "request_id", "session_id", "details", "prev_hash", "hash", "encoding",
 )
 REQUEST_COLUMNS = (
     "id", "team_id", "agent_slack_id", "agent_email", "agent_tz", "agent_role", "account_id",
@@ -283,9 +283,9 @@ class PostgresSink(Sink):
             self._submit(self._copy_events, list(rows))
 
     def _copy_events(self, rows: list[tuple]) -> None:
-        # the hot table: times are column 1, the rest are strings, ints or NULL
+        # the hot table: times are column 1, the encoding (an int) last, the rest strings or NULL
         lines = [
-            "\t".join((str(r[0]), r[1] + "+00", *("\\N" if v is None else v for v in r[2:])))
+            "\t".join((str(r[0]), r[1] + "+00", *("\\N" if v is None else v for v in r[2:-1]), str(r[-1])))
             for r in rows
         ]
         with self.conn.cursor().copy(f"COPY audit_events ({','.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
@@ -368,10 +368,12 @@ def generate(scale: Scale, sinks: Sequence[Sink]) -> Generated:
                 encode_stored(
                     seq=seq, occurred_at=canonical, type=type_, actor_slack_id=slack_id, actor_email=email,
                     actor_role=role, account=account, customer_user=user, request_id=request_id,
-                    session_id=session_id, details=details, prev_hash=prev,
+                    session_id=session_id, details=details, prev_hash=prev, encoding=CURRENT_ENCODING,
                 )
             ).hexdigest()
-            events.append((seq, stored, type_, slack_id, email, role, account, user, request_id, session_id, details, prev, digest))
+            events.append(
+                (seq, stored, type_, slack_id, email, role, account, user, request_id, session_id, details, prev, digest, CURRENT_ENCODING.value)
+            )
             prev = digest
 
     def flush() -> None:

@@ -172,6 +172,7 @@ def _audit_chain(db: Session, request_rows: list[dict]) -> int:
             request_id=request["id"],
             session_id=None,
             details=audit.canonical_json({"state": request["state"], "ticket": request["ticket"]}),
+            encoding=audit.CURRENT_ENCODING,
             prev_hash=prev,
             hash="",
         )

@@ -114,12 +114,14 @@ def postgres_admin():
     engine.dispose()
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path, sqlite_template):
+def _database(request, tmp_path, sqlite_template: Path | None):
+    """A database of its own for one test: a copy of `sqlite_template` (an empty file when
+    None), or a fresh PostgreSQL schema, migrated to head unless `sqlite_template` is None."""
     backend = request.param
     if backend == "sqlite":
         path = tmp_path / "test.db"
-        shutil.copyfile(sqlite_template, path)
+        if sqlite_template is not None:
+            shutil.copyfile(sqlite_template, path)
         yield f"sqlite:///{path}"
     elif backend == "postgresql":
         admin = request.getfixturevalue("postgres_admin")
@@ -127,9 +129,10 @@ def db_url(request, tmp_path, sqlite_template):
         with admin.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA "{schema}"'))
         url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-        engine = make_engine(url, pool_size=1, max_overflow=0)
-        upgrade_head(engine)
-        engine.dispose()
+        if sqlite_template is not None:
+            engine = make_engine(url, pool_size=1, max_overflow=0)
+            upgrade_head(engine)
+            engine.dispose()
         try:
             yield url
         finally:
@@ -137,6 +140,17 @@ def db_url(request, tmp_path, sqlite_template):
                 conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     else:
         raise ValueError(f"unknown backend {backend!r} in TEST_DATABASES")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path, sqlite_template):
+    yield from _database(request, tmp_path, sqlite_template)
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request, tmp_path):
+    """A database with no tables at all, for tests that run the migrations themselves."""
+    yield from _database(request, tmp_path, None)
 
 
 @pytest.fixture

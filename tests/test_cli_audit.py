@@ -135,7 +135,7 @@ def forge_a_row(engine: Engine) -> None:
             seq=3, occurred_at=original.occurred_at, type="account.flag_changed", actor_slack_id="UNOBODY",
             actor_email=None, actor_role="cli", account="acme", customer_user=None, request_id=None, session_id=None,
             details=audit.canonical_json({"flag": "flagged", "note": "nothing to see", "value": False}),
-            prev_hash=original.prev_hash, hash="",
+            prev_hash=original.prev_hash, hash="", encoding=audit.CURRENT_ENCODING,
         )
         forged.hash = audit.hash_event_row(forged)
     with engine.begin() as conn:
@@ -302,26 +302,31 @@ def test_bad_export_options_exit_2_with_one_line(six_events, deployment, capsys,
     assert err.startswith("impersonation-bot: ") and fragment in err and err.count("\n") == 1
 
 
-def test_an_auditor_verifies_the_export_with_only_the_public_key(six_events, deployment, capsys, tmp_path):
-    """The standalone script in docs/audit.md, run as written, on a real export."""
-    checkpoint_now(capsys)
-    assert run(capsys, "audit", "export", "--format", "jsonl", "--output", str(tmp_path / "events.jsonl"))[0] == 0
-    checkpoint_now(capsys)
+def run_documented_verifier(tmp_path: Path, events: Path, checkpoint_line: str) -> subprocess.CompletedProcess:
+    """docs/audit.md's standalone script, as written, on `events` with one checkpoint and the
+    deployment's public key."""
     key = load_or_create_signing_key(tmp_path / "signing_key.pem", allow_create=False)
     (tmp_path / "public.pem").write_text(key.public_pem())
     docs = (REPO_ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
     section = docs[docs.index("## Verifying without this program"):]
     script = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     (tmp_path / "verify_audit.py").write_text(script)
+    checkpoints = tmp_path / "for_this_export.jsonl"
+    checkpoints.write_text(checkpoint_line + "\n")
+    return subprocess.run(
+        [sys.executable, str(tmp_path / "verify_audit.py"), str(events), str(checkpoints), str(tmp_path / "public.pem")],
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )
+
+
+def test_an_auditor_verifies_the_export_with_only_the_public_key(six_events, deployment, capsys, tmp_path):
+    """The standalone script in docs/audit.md, run as written, on a real export."""
+    checkpoint_now(capsys)
+    assert run(capsys, "audit", "export", "--format", "jsonl", "--output", str(tmp_path / "events.jsonl"))[0] == 0
+    checkpoint_now(capsys)
 
     def verify(events: Path) -> subprocess.CompletedProcess:
-        checkpoints = tmp_path / "for_this_export.jsonl"
-        lines = deployment.read_text().splitlines()
-        checkpoints.write_text(lines[0] + "\n")  # the checkpoint made before the export
-        return subprocess.run(
-            [sys.executable, str(tmp_path / "verify_audit.py"), str(events), str(checkpoints), str(tmp_path / "public.pem")],
-            capture_output=True, text=True, cwd=tmp_path, check=False,
-        )
+        return run_documented_verifier(tmp_path, events, deployment.read_text().splitlines()[0])  # the checkpoint made before the export
 
     result = verify(tmp_path / "events.jsonl")
     assert (result.returncode, result.stdout) == (0, "OK: 7 events; 1 signed checkpoint(s) match\n"), result.stderr
@@ -378,3 +383,36 @@ def test_keys_rotate_then_audit_verify_checks_checkpoints_under_both_keys_by_def
     assert code == 0 and "2 checkpoint(s) match" in out, out
     code, _, err = run(capsys, "keys", "rotate", "--by", "someone")
     assert code == 2 and "--by" in err
+
+
+def test_an_auditor_verifies_legacy_and_rfc_8785_events_alike(deployment, capsys, tmp_path, db_url):
+    """Events written before RFC 8785 (legacy encoding), then events written now, keys outside
+    the BMP in both: `audit verify` and the documented script accept the chain, and the
+    script refuses an event whose encoding was switched in the export."""
+    from datetime import datetime, timezone
+
+    from bot.domain.audit import Actor, EventDraft
+    from tests.fakes.legacy_audit import legacy_append
+
+    details = {"😀": "grin", "ｚ": "fullwidth z", "n": 1}
+    moment = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            for n in range(2):
+                legacy_append(conn, occurred_at=moment, type="action.recorded", details={**details, "n": n}, account="acme")
+        with make_session_factory(engine)() as db, db.begin():
+            audit.append(db, EventDraft(type="action.recorded", actor=Actor(slack_id="UAGENT1"), account="acme", details=details), now=moment)
+    finally:
+        engine.dispose()
+    assert run(capsys, "audit", "verify")[:2] == (0, "audit chain OK: 3 events\n")
+    checkpoint = checkpoint_now(capsys)
+    assert run(capsys, "audit", "export", "--format", "jsonl", "--output", str(tmp_path / "events.jsonl"))[0] == 0
+    result = run_documented_verifier(tmp_path, tmp_path / "events.jsonl", json.dumps(checkpoint))
+    assert (result.returncode, result.stdout) == (0, "OK: 4 events; 1 signed checkpoint(s) match\n"), result.stderr
+    # the RFC 8785 event presented as a legacy one: its hash no longer holds
+    lines = (tmp_path / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    assert '"encoding":2,' in lines[2]
+    (tmp_path / "downgraded.jsonl").write_text("\n".join([*lines[:2], lines[2].replace('"encoding":2,', ""), *lines[3:]]) + "\n")
+    result = run_documented_verifier(tmp_path, tmp_path / "downgraded.jsonl", json.dumps(checkpoint))
+    assert result.returncode == 1 and "BROKEN at seq 3" in result.stderr

@@ -10,6 +10,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
@@ -247,6 +248,11 @@ class AuditEvent(Base):
     details: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: the encoding the event was hashed in (bot.domain.audit.Encoding; migration 0012): 2,
+    #: RFC 8785, for every event written now. The server default 1 (the encoding before it)
+    #: labels the rows written before the column existed, and any row a release that predates
+    #: it still inserts during a rolling upgrade, as what they are.
+    encoding: Mapped[int] = mapped_column(SmallInteger, server_default=text("1"))
 
 
 class AuditHead(Base):

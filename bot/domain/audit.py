@@ -3,14 +3,27 @@
 Each event's hash is SHA-256 over its canonical encoding, which includes the previous
 event's hash, so changing, removing or reordering any row breaks every hash after it.
 
-Canonical encoding (documented for auditors in docs/audit.md): a JSON object with exactly the
-keys below, keys sorted, no insignificant white space (separators "," and ":"), UTF-8,
-non-ASCII characters written as themselves, times as RFC 3339 UTC with microseconds and a
-"Z". `details` is itself a JSON object (no floats: integers, strings, booleans, null, lists
-and objects only), so the encoding is also RFC 8785 (JCS) canonical.
+Canonical encoding (documented for auditors in docs/audit.md, "Canonical encoding"): one JSON
+object with exactly the keys of `encode_event`, UTF-8, times as RFC 3339 UTC with
+microseconds and a "Z", `details` a JSON object without floats. Each event records which
+encoding it was hashed in (`audit_events.encoding`, `Encoding`):
+
+- `Encoding.JCS` (every event written now): RFC 8785 (JSON Canonicalization Scheme), by the
+  `rfc8785` package, of the object with the member `"encoding":2` added.
+- `Encoding.LEGACY` (events written before): `json.dumps(sort_keys=True, separators=(",", ":"),
+  ensure_ascii=False)`, without an `encoding` member. It differs from RFC 8785 only for keys
+  outside the Basic Multilingual Plane (sorted by code point, where RFC 8785 §3.2.3 sorts by
+  UTF-16 code units) and integers beyond ±(2^53 − 1), which RFC 8785 cannot carry.
+
+The member `"encoding":2` is what makes the label safe to store beside the row: an object
+with it is never a legacy encoding (those have exactly ten other top-level keys) and one
+without it is never a JCS encoding here, so no bytes are the encoding of an event in both;
+flipping a row's label (say, to have it checked the other way) changes the bytes hashed and
+the stored hash no longer matches, as changing any other column would.
 """
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import multiprocessing
@@ -22,6 +35,7 @@ from datetime import datetime, timezone
 from json.encoder import encode_basestring
 from typing import Any
 
+import rfc8785
 from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
@@ -98,9 +112,38 @@ def format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class Encoding(enum.IntEnum):
+    """How an event was encoded for hashing, stored with it (`audit_events.encoding`)."""
+
+    #: keys sorted by code point (json.dumps sort_keys): the events written before RFC 8785
+    LEGACY = 1
+    #: RFC 8785, with the member "encoding":2 in the hashed object
+    JCS = 2
+
+
+#: the encoding new events are written in
+CURRENT_ENCODING = Encoding.JCS
+
+
 def canonical_json(value: Any) -> str:
+    """RFC 8785 (JCS) text of `value`: object keys sorted by their UTF-16 code units, no white
+    space, strings with only the quotation mark, the reverse solidus and U+0000–U+001F
+    escaped, everything else as itself. Floats are refused (their RFC 8785 form is the
+    ECMAScript shortest round trip, which we do not rely on), and rfc8785 refuses integers
+    beyond ±(2^53 − 1) and lone surrogates (ValueError)."""
     _reject_floats(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return rfc8785.dumps(value).decode("utf-8")
+
+
+def legacy_json(value: Any) -> str:
+    """The encoding of events written before RFC 8785 (Encoding.LEGACY): keys sorted by code
+    point. Kept to verify those events; nothing new is written in it."""
+    _reject_floats(value)
+    return _legacy_dumps(value)
+
+
+#: json.dumps with legacy_json's settings, built once
+_legacy_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _reject_floats(value: Any) -> None:
@@ -130,8 +173,10 @@ def encode_event(
     session_id: str | None,
     details: str,
     prev_hash: str,
+    encoding: int,
 ) -> bytes:
-    """The exact bytes that are hashed. `details` is the stored canonical JSON text."""
+    """The exact bytes that are hashed (the reference encoder). `details` is the stored JSON
+    text; `encoding` the event's Encoding (ValueError for any other value)."""
     document = {
         "seq": seq,
         "occurred_at": occurred_at,
@@ -144,7 +189,13 @@ def encode_event(
         "details": json.loads(details),
         "prev_hash": prev_hash,
     }
-    return canonical_json(document).encode("utf-8")
+    if encoding == Encoding.JCS:
+        document["encoding"] = int(Encoding.JCS)
+        _reject_floats(document)
+        return rfc8785.dumps(document)
+    if encoding == Encoding.LEGACY:
+        return legacy_json(document).encode("utf-8")
+    raise ValueError(f"unknown audit event encoding {encoding!r}")
 
 
 def hash_event_row(row: AuditEvent) -> str:
@@ -162,6 +213,7 @@ def hash_event_row(row: AuditEvent) -> str:
             session_id=row.session_id,
             details=row.details,
             prev_hash=row.prev_hash,
+            encoding=row.encoding,
         )
     ).hexdigest()
 
@@ -225,6 +277,7 @@ def _unchained(draft: EventDraft, now: datetime | None) -> AuditEvent:
         request_id=draft.request_id,
         session_id=draft.session_id,
         details=canonical_json(draft.details),  # refuses floats now, in the caller's hands
+        encoding=CURRENT_ENCODING,
         prev_hash=None,
         hash=None,
     )
@@ -252,6 +305,7 @@ def _write(db: Session, events: list[AuditEvent]) -> None:
             _stored_bytes(
                 seq, format_time(event.occurred_at), event.type, event.actor_slack_id, event.actor_email, event.actor_role,
                 event.account, event.customer_user, event.request_id, event.session_id, event.details, head_hash,
+                event.encoding,
             )
         ).hexdigest()
         event.seq, event.prev_hash, event.hash = seq, head_hash, digest
@@ -350,17 +404,15 @@ class ChainProblem:
 # dict, json.dumps) costs about 10 µs an event. The verifier instead streams plain columns,
 # builds the same bytes by concatenation (`encode_stored`) and accepts an event on that
 # path only when the bytes are provably the canonical encoding: `occurred_at` has exactly
-# format_time's shape and the stored `details` text is exactly canonical_json of what it
-# parses to. Any other event (a hash that does not match, odd text) is re-checked with the
-# reference encoder, so the verdict for every event is the reference's, and so is the first
+# format_time's shape and the stored `details` text is exactly the event's own encoding
+# (legacy_json or canonical_json) of what it parses to (is_canonical_details). Any other
+# event (a hash that does not match, odd text) is re-checked with the reference encoder, so the verdict for every event is the reference's, and so is the first
 # bad sequence number. Large chains are split into slices checked by worker processes; the
 # slices are joined by their boundary links, and any slice that is not clean is walked again
 # in order, so a broken chain is reported exactly as the sequential walk reports it.
 
 #: `occurred_at` as format_time writes it (4-digit years from 1000: strftime does not pad)
 _CANONICAL_TIME = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
-#: json.dumps with canonical_json's settings, built once
-_canonical_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 #: rows fetched per round trip while streaming the chain
 STREAM_BATCH = 10_000
 #: below this many events per worker, one process is quicker than starting more
@@ -385,38 +437,85 @@ def _parse_details(text: str) -> Any:
     return value
 
 
-def is_canonical_details(text: str) -> bool:
-    """Whether `text` is exactly canonical_json(json.loads(text)), floats refused: then
-    encode_stored(details=text) equals encode_event(details=text)."""
+_OUTSIDE_BMP = re.compile(r"[\U00010000-\U0010FFFF]")
+_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_SIXTEEN_DIGITS = "0" * 16
+
+
+def _encoders_may_differ(text: str) -> bool:
+    """Whether `text` holds what the two encoders can write differently (docs/audit.md): a
+    character outside the Basic Multilingual Plane (its UTF-16 code units sort below
+    U+E000–U+FFFF, its code point above them) or a run of 16 digits (|n| ≤ 10^15 − 1 <
+    2^53 − 1 is printed alike by both; longer may not be). Written for speed: the verifier
+    asks this of every batch (a regular expression for the digits costs ten times more)."""
+    if not text.isascii() and _OUTSIDE_BMP.search(text) is not None:
+        return True
+    return _SIXTEEN_DIGITS in text.translate(_DIGITS_TO_ZERO)
+
+
+def is_canonical_details(text: str, encoding: int = CURRENT_ENCODING) -> bool:
+    """Whether `text` is exactly the encoding `encoding` gives to json.loads(text), floats
+    refused: then encode_stored(details=text, encoding=encoding) equals encode_event(…).
+
+    For Encoding.JCS the C encoder's answer (legacy_json) stands unless _encoders_may_differ:
+    text that is its value's legacy text has keys and strings written as themselves, so all
+    its keys are then in the BMP, where code point order is UTF-16 code
+    unit order; its integers have at most 15 digits, which both print as plain decimal; and
+    both escape exactly the quotation mark, the reverse solidus and U+0000–U+001F, the same
+    way (the two-character forms for backspace, tab, line feed, form feed and carriage
+    return, else six-character escapes in lower-case hex). Other text is compared with
+    canonical_json itself."""
     try:
         value = _parse_details(text)
     except _NOT_A_VALUE:
         return False
-    return _canonical_dumps(value) == text
+    if encoding == Encoding.LEGACY or (encoding == Encoding.JCS and not _encoders_may_differ(text)):
+        return _legacy_dumps(value) == text
+    if encoding != Encoding.JCS:
+        return False
+    try:
+        return canonical_json(value) == text
+    except (ValueError, TypeError):  # an integer RFC 8785 cannot carry, a lone surrogate
+        return False
 
 
-def canonical_flags(texts: list[str]) -> list[bool]:
-    """is_canonical_details for each text, with one json.dumps call for the whole batch when
-    all are canonical (the common case). Each text is parsed on its own, so each parsed value
-    v_i came from exactly t_i; then "[" + ",".join(t_i) + "]" equal to dumps([v_i…]), which is
-    "[" + ",".join(dumps(v_i)) + "]", forces dumps(v_i) == t_i for every i: at the first i
-    where they differed, one would be a proper prefix of the other followed by ",", and no
-    complete JSON value is followed by "," inside another single JSON value, nor parses with
-    ",…" left over."""
+def canonical_flags(texts: list[str], encodings: list[int]) -> list[bool]:
+    """is_canonical_details for each (text, encoding), with one json.dumps call for the whole
+    batch when all are canonical (the common case). Each text is parsed on its own, so each
+    parsed value v_i came from exactly t_i; then "[" + ",".join(t_i) + "]" equal to
+    dumps([v_i…]), which is "[" + ",".join(dumps(v_i)) + "]", forces dumps(v_i) == t_i for
+    every i: at the first i where they differed, one would be a proper prefix of the other
+    followed by ",", and no complete JSON value is followed by "," inside another single JSON
+    value, nor parses with ",…" left over. A JCS text is then settled as in
+    is_canonical_details: on its own only where _encoders_may_differ."""
     try:
         values = [_parse_details(text) for text in texts]
     except _NOT_A_VALUE:
-        return [is_canonical_details(text) for text in texts]
-    if _canonical_dumps(values) == "[" + ",".join(texts) + "]":
-        return [True] * len(texts)
-    return [is_canonical_details(text) for text in texts]
+        return [is_canonical_details(text, encoding) for text, encoding in zip(texts, encodings)]
+    joined = "[" + ",".join(texts) + "]"
+    if _legacy_dumps(values) != joined:
+        return [is_canonical_details(text, encoding) for text, encoding in zip(texts, encodings)]
+    if not _encoders_may_differ(joined):
+        return [encoding in _KNOWN_ENCODINGS for encoding in encodings]
+    return [
+        encoding == Encoding.LEGACY
+        or (encoding == Encoding.JCS and (not _encoders_may_differ(text) or is_canonical_details(text, encoding)))
+        for text, encoding in zip(texts, encodings)
+    ]
 
 
-#: the canonical document with its keys in sorted order (encode_event's output, as a template)
-_STORED_TEMPLATE = (
+_KNOWN_ENCODINGS = frozenset(Encoding)
+
+#: the hashed object with its keys in sorted order, per encoding (encode_event's output, as a
+#: template); the JCS one has the member "encoding":2 between `details` and `occurred_at`
+_LEGACY_TEMPLATE = (
     '{"account":%s,"actor":{"email":%s,"role":%s,"slack_id":%s},"customer_user":%s,"details":%s,'
     '"occurred_at":%s,"prev_hash":%s,"request_id":%s,"seq":%d,"session_id":%s,"type":%s}'
 )
+_STORED_TEMPLATES = {
+    Encoding.LEGACY: _LEGACY_TEMPLATE,
+    Encoding.JCS: _LEGACY_TEMPLATE.replace('"details":%s,', f'"details":%s,"encoding":{int(Encoding.JCS)},'),
+}
 
 
 def _stored_bytes(
@@ -432,12 +531,13 @@ def _stored_bytes(
     session_id: str | None,
     details: str,
     prev_hash: str,
+    encoding: int,
 ) -> bytes:
     # Strings go through the json module's own C encoder (the characters json.dumps(...,
     # ensure_ascii=False) writes); one %-format instead of two dozen concatenations.
     enc = encode_basestring
     return (
-        _STORED_TEMPLATE
+        _STORED_TEMPLATES[encoding]  # KeyError for an encoding we do not know
         % (
             "null" if account is None else enc(account),
             "null" if actor_email is None else enc(actor_email),
@@ -455,10 +555,14 @@ def _stored_bytes(
     ).encode("utf-8")
 
 
-#: _STORED_TEMPLATE cut around the two fields that come from the chain head
-_BEFORE_PREV_TEMPLATE, _rest = _STORED_TEMPLATE.split('"prev_hash":%s')
-_BEFORE_SEQ_TEMPLATE, _AFTER_SEQ_TEMPLATE = _rest.split('"seq":%d')
-del _rest
+def _frame_templates(template: str) -> tuple[str, str, str]:
+    """`template` cut around the two fields that come from the chain head"""
+    before_prev, rest = template.split('"prev_hash":%s')
+    before_seq, after_seq = rest.split('"seq":%d')
+    return before_prev, before_seq, after_seq
+
+
+_FRAME_TEMPLATES = {encoding: _frame_templates(template) for encoding, template in _STORED_TEMPLATES.items()}
 
 
 def _hash_frame(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
@@ -467,7 +571,8 @@ def _hash_frame(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
     head the event is chained onto. A hash is written as its bare hex digits and a sequence
     number as decimal digits (neither needs escaping), so the database can finish it."""
     enc = encode_basestring
-    before = _BEFORE_PREV_TEMPLATE % (
+    before_template, between_template, after_template = _FRAME_TEMPLATES[event.encoding]
+    before = before_template % (
         "null" if event.account is None else enc(event.account),
         "null" if event.actor_email is None else enc(event.actor_email),
         "null" if event.actor_role is None else enc(event.actor_role),
@@ -476,8 +581,8 @@ def _hash_frame(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
         event.details,
         enc(format_time(event.occurred_at)),
     )
-    between = _BEFORE_SEQ_TEMPLATE % ("null" if event.request_id is None else enc(event.request_id),)
-    after = _AFTER_SEQ_TEMPLATE % (
+    between = between_template % ("null" if event.request_id is None else enc(event.request_id),)
+    after = after_template % (
         "null" if event.session_id is None else enc(event.session_id),
         enc(event.type),
     )
@@ -498,19 +603,21 @@ def encode_stored(
     session_id: str | None,
     details: str,
     prev_hash: str,
+    encoding: int,
 ) -> bytes:
     """encode_event's bytes, built by concatenation from the stored text. Equal to
-    encode_event(...) whenever `details` is canonical text (is_canonical_details), which is
-    how append stores it; used by the verifier and the benchmark's history generator."""
+    encode_event(...) whenever `details` is canonical text for `encoding`
+    (is_canonical_details), which is how append stores it; used by the verifier and the
+    benchmark's history generator."""
     return _stored_bytes(
         seq, occurred_at, type, actor_slack_id, actor_email, actor_role, account, customer_user,
-        request_id, session_id, details, prev_hash,
+        request_id, session_id, details, prev_hash, encoding,
     )
 
 
 def _batches(db: Session, after: int, upto: int | None, batch: int) -> Iterator[list[tuple[Any, ...]]]:
     """The events after `after` (up to `upto`) in seq order, in lists of up to `batch` plain
-    tuples: _stored_bytes's arguments, then the hash; `occurred_at` as text in format_time's
+    tuples: _stored_bytes's arguments (the encoding last), then the hash; `occurred_at` as text in format_time's
     shape. Read through the driver's own cursor (a server-side one on PostgreSQL, so memory
     stays flat over any length): SQLAlchemy's Row objects cost more than the hashing."""
     connection = db.connection()
@@ -524,7 +631,7 @@ def _batches(db: Session, after: int, upto: int | None, batch: int) -> Iterator[
     statement = select(
         AuditEvent.seq, occurred, AuditEvent.type, AuditEvent.actor_slack_id, AuditEvent.actor_email,
         AuditEvent.actor_role, AuditEvent.account, AuditEvent.customer_user, AuditEvent.request_id,
-        AuditEvent.session_id, AuditEvent.details, AuditEvent.prev_hash, AuditEvent.hash,
+        AuditEvent.session_id, AuditEvent.details, AuditEvent.prev_hash, AuditEvent.encoding, AuditEvent.hash,
     ).where(AuditEvent.seq > int(after))
     if upto is not None:
         statement = statement.where(AuditEvent.seq <= int(upto))
@@ -571,13 +678,13 @@ def _hash_ok(db: Session, row: tuple[Any, ...], details_canonical: bool) -> bool
     try:
         if (
             details_canonical
-            and hashlib.sha256(_stored_bytes(*row[:12])).hexdigest() == row[12]
+            and hashlib.sha256(_stored_bytes(*row[:13])).hexdigest() == row[13]
             and _time_is_canonical(row[1])
         ):
             return True
-    except TypeError:  # a NULL where the schema has NOT NULL: leave it to the reference
+    except (TypeError, KeyError):  # a NULL where the schema has NOT NULL, an unknown encoding
         pass
-    return _reference_hash_ok(db, row[0], row[12])
+    return _reference_hash_ok(db, row[0], row[13])
 
 
 @dataclass
@@ -592,9 +699,9 @@ class _Walk:
         """Check the events after `after` in order; (events checked, first problem) or None."""
         sha256, stored_bytes, time_ok = hashlib.sha256, _stored_bytes, _time_is_canonical
         for rows in _batches(db, after, upto, batch):
-            flags = canonical_flags([row[10] for row in rows])
+            flags = canonical_flags([row[10] for row in rows], [row[12] for row in rows])
             for row, canonical in zip(rows, flags):
-                seq, prev_hash, row_hash = row[0], row[11], row[12]
+                seq, prev_hash, row_hash = row[0], row[11], row[13]
                 if seq != self.expected_seq:
                     return self.checked, ChainProblem(self.expected_seq, f"sequence gap: expected {self.expected_seq}, found {seq}")
                 if prev_hash != self.expected_prev:
@@ -607,8 +714,8 @@ class _Walk:
                     return self.checked, ChainProblem(seq, "prev_hash does not match the previous event's hash")
                 # _hash_ok inlined: this runs once per event
                 try:
-                    fast = canonical and sha256(stored_bytes(*row[:12])).hexdigest() == row_hash and time_ok(row[1])
-                except TypeError:
+                    fast = canonical and sha256(stored_bytes(*row[:13])).hexdigest() == row_hash and time_ok(row[1])
+                except (TypeError, KeyError):
                     fast = False
                 if not fast and not _reference_hash_ok(db, seq, row_hash):
                     return self.checked, ChainProblem(seq, "hash does not match the event's contents")
@@ -638,19 +745,19 @@ def _check_slice(url: str, after: int, upto: int | None, batch: int) -> _SliceRe
             first_prev: str | None = None
             sha256, stored_bytes, time_ok = hashlib.sha256, _stored_bytes, _time_is_canonical
             for rows in _batches(db, after, upto, batch):
-                flags = canonical_flags([row[10] for row in rows])
+                flags = canonical_flags([row[10] for row in rows], [row[12] for row in rows])
                 for row, canonical in zip(rows, flags):
                     if first_prev is None:
                         first_prev = expected_prev = row[11]
                     if row[0] != expected_seq or row[11] != expected_prev:
                         return _SliceResult(False, count, first_prev, expected_seq - 1, None)
                     try:  # _hash_ok inlined, as in _Walk.run
-                        fast = canonical and sha256(stored_bytes(*row[:12])).hexdigest() == row[12] and time_ok(row[1])
-                    except TypeError:
+                        fast = canonical and sha256(stored_bytes(*row[:13])).hexdigest() == row[13] and time_ok(row[1])
+                    except (TypeError, KeyError):
                         fast = False
-                    if not fast and not _reference_hash_ok(db, row[0], row[12]):
+                    if not fast and not _reference_hash_ok(db, row[0], row[13]):
                         return _SliceResult(False, count, first_prev, expected_seq - 1, None)
-                    expected_prev = row[12]
+                    expected_prev = row[13]
                     expected_seq += 1
                     count += 1
             complete = count > 0 and (upto is None or expected_seq - 1 == upto)

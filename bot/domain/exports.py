@@ -259,9 +259,10 @@ def events_export(
 
 
 def event_line(row: Any) -> str:
-    """One event as exported: the canonical document that is hashed (bot.domain.audit.encode_event)
-    with its `hash` added, itself canonical JSON. Remove `hash`, re-encode, and SHA-256 of the
-    UTF-8 bytes is `hash` again."""
+    """One event as exported: the object that is hashed (bot.domain.audit.encode_event) with its
+    `hash` added, as RFC 8785 JSON. Remove `hash`, encode the rest as the event was (RFC 8785
+    when it has the member `"encoding":2`, else the legacy encoding), and SHA-256 of the bytes
+    is `hash` again."""
     document = json.loads(
         audit.encode_event(
             seq=row["seq"],
@@ -276,6 +277,7 @@ def event_line(row: Any) -> str:
             session_id=row["session_id"],
             details=row["details"],
             prev_hash=row["prev_hash"],
+            encoding=row["encoding"],
         )
     )
     document["hash"] = row["hash"]

@@ -171,28 +171,55 @@ optional_text = st.none() | st.text(max_size=40)
     fields=st.fixed_dictionaries(
         {name: optional_text for name in ("actor_slack_id", "actor_email", "actor_role", "account", "customer_user", "request_id", "session_id")}
     ),
-    details=st.dictionaries(st.text(max_size=10), st.none() | st.booleans() | st.integers() | st.text(max_size=20), max_size=4),
+    details=st.dictionaries(
+        st.text(max_size=10), st.none() | st.booleans() | st.integers(-(2**53 - 1), 2**53 - 1) | st.text(max_size=20), max_size=4
+    ),
+    encoding=st.sampled_from(audit.Encoding),
 )
-def test_the_frame_the_database_finishes_is_the_published_encoding(seq, prev_hash, type_, fields, details):
-    event = AuditEvent(occurred_at=OCCURRED, type=type_, details=canonical_json(details), **fields)
+def test_the_frame_the_database_finishes_is_the_published_encoding(seq, prev_hash, type_, fields, details, encoding):
+    stored = canonical_json(details) if encoding is audit.Encoding.JCS else audit.legacy_json(details)
+    event = AuditEvent(occurred_at=OCCURRED, type=type_, details=stored, encoding=encoding, **fields)
     before, between, after = audit._hash_frame(event)
     assert before + prev_hash.encode() + between + str(seq).encode() + after == encode_event(
-        seq=seq, occurred_at=audit.format_time(OCCURRED), type=type_, details=event.details, prev_hash=prev_hash, **fields
+        seq=seq, occurred_at=audit.format_time(OCCURRED), type=type_, details=event.details, prev_hash=prev_hash,
+        encoding=encoding, **fields
     )
 
-# The canonical encoding is a published format (docs/audit.md): auditors recompute hashes with
-# their own tools, so these bytes must never change silently.
-GOLDEN_BYTES = (
+# The canonical encodings are a published format (docs/audit.md): auditors recompute hashes
+# with their own tools, so these bytes must never change silently. The legacy encoding's, as
+# every event before RFC 8785 was hashed:
+LEGACY_GOLDEN_BYTES = (
     '{"account":"acme","actor":{"email":"revops@corp.example","role":"revops","slack_id":"UREVOPS1"},'
     '"customer_user":null,"details":{"flag":"sensitive","n":3,"note":"MSA §4.2 — “sensitive”","value":true},'
     '"occurred_at":"2026-01-02T03:04:05.000006Z",'
     '"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",'
     '"request_id":null,"seq":1,"session_id":null,"type":"account.flag_changed"}'
 ).encode("utf-8")
-GOLDEN_HASH = "1849fcadecf91509b80cf130e14418c063de075659d0fef4a50bb070d230007d"
+LEGACY_GOLDEN_HASH = "1849fcadecf91509b80cf130e14418c063de075659d0fef4a50bb070d230007d"
+# RFC 8785's, as events are hashed now: the same event with "encoding":2, and a key outside
+# the BMP ("😀", U+1F600, UTF-16 D83D DE00) sorting before "ｚ" (U+FF5A), which follows it
+# in code point order (the legacy encoding's).
+JCS_GOLDEN_BYTES = (
+    '{"account":"acme","actor":{"email":"revops@corp.example","role":"revops","slack_id":"UREVOPS1"},'
+    '"customer_user":null,"details":{"flag":"sensitive","n":3,"note":"MSA §4.2 — “sensitive”","value":true,'
+    '"😀":"grin","ｚ":"fullwidth z"},"encoding":2,"occurred_at":"2026-01-02T03:04:05.000006Z",'
+    '"prev_hash":"0000000000000000000000000000000000000000000000000000000000000000",'
+    '"request_id":null,"seq":1,"session_id":null,"type":"account.flag_changed"}'
+).encode("utf-8")
+JCS_GOLDEN_HASH = "1428e73162aeb767b6691fecdad671bce2b5720d55315a8d94200a3128d6e883"
 
 
-def test_canonical_encoding_is_stable():
+GOLDEN_DETAILS = {"value": True, "note": "MSA §4.2 — “sensitive”", "flag": "sensitive", "n": 3}
+
+
+@pytest.mark.parametrize(
+    "encoding, details, golden_bytes, golden_hash",
+    [
+        (audit.Encoding.LEGACY, GOLDEN_DETAILS, LEGACY_GOLDEN_BYTES, LEGACY_GOLDEN_HASH),
+        (audit.Encoding.JCS, {**GOLDEN_DETAILS, "ｚ": "fullwidth z", "😀": "grin"}, JCS_GOLDEN_BYTES, JCS_GOLDEN_HASH),
+    ],
+)
+def test_canonical_encodings_are_stable(encoding, details, golden_bytes, golden_hash):
     encoded = encode_event(
         seq=1,
         occurred_at=audit.format_time(OCCURRED),
@@ -204,11 +231,27 @@ def test_canonical_encoding_is_stable():
         customer_user=None,
         request_id=None,
         session_id=None,
-        details=canonical_json({"value": True, "note": "MSA §4.2 — “sensitive”", "flag": "sensitive", "n": 3}),
+        details=canonical_json(details) if encoding is audit.Encoding.JCS else audit.legacy_json(details),
         prev_hash=GENESIS_HASH,
+        encoding=encoding,
     )
-    assert encoded == GOLDEN_BYTES
-    assert hashlib.sha256(encoded).hexdigest() == GOLDEN_HASH
+    assert encoded == golden_bytes
+    assert hashlib.sha256(encoded).hexdigest() == golden_hash
+
+
+def test_the_legacy_encoding_sorts_a_name_outside_the_bmp_last():
+    details = {"ｚ": "fullwidth z", "😀": "grin"}
+    assert audit.legacy_json(details) == '{"ｚ":"fullwidth z","😀":"grin"}'
+    assert canonical_json(details) == '{"😀":"grin","ｚ":"fullwidth z"}'
+
+
+def test_an_unknown_encoding_is_refused():
+    with pytest.raises(ValueError, match="unknown audit event encoding"):
+        encode_event(
+            seq=1, occurred_at=audit.format_time(OCCURRED), type="t", actor_slack_id=None, actor_email=None,
+            actor_role=None, account=None, customer_user=None, request_id=None, session_id=None, details="{}",
+            prev_hash=GENESIS_HASH, encoding=3,
+        )
 
 
 def test_canonical_json_sorts_keys_and_has_no_white_space():

@@ -13,24 +13,34 @@ from sqlalchemy import text
 
 from bot.db.models import AuditEvent
 from bot.domain import audit
-from bot.domain.audit import Actor, EventDraft, canonical_json, encode_event, encode_stored, verify_chain
+from bot.domain.audit import Actor, Encoding, EventDraft, canonical_json, encode_event, encode_stored, verify_chain
 from tests.fakes.attacker import rewrite
 
 OCCURRED = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
 
-# JSON values as audit details may hold them: no floats (canonical_json refuses them)
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
+
+def json_values(limit: int):
+    """JSON values as audit details may hold them: no floats (both encoders refuse them), and
+    integers up to `limit` (RFC 8785 carries ±(2^53 − 1); the legacy encoding any)."""
+    return st.recursive(
+        st.none() | st.booleans() | st.integers(min_value=-limit, max_value=limit) | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+#: each encoding, with the encoder of its details text and the integers it carries
+ENCODERS = {Encoding.JCS: (canonical_json, 2**53 - 1), Encoding.LEGACY: (audit.legacy_json, 10**30)}
+details_in = st.sampled_from(Encoding).flatmap(
+    lambda encoding: st.tuples(st.just(encoding), st.dictionaries(st.text(max_size=8), json_values(ENCODERS[encoding][1]), max_size=5))
 )
 optional_text = st.none() | st.text(max_size=40)
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    details=st.dictionaries(st.text(max_size=8), json_values, max_size=5),
-    seq=st.integers(min_value=1, max_value=2**53),
+    encoded=details_in,
+    seq=st.integers(min_value=1, max_value=2**53 - 1),  # RFC 8785 carries no more (a chain counts from 1)
     type_=st.text(max_size=30),
     slack_id=optional_text,
     email=optional_text,
@@ -41,39 +51,43 @@ optional_text = st.none() | st.text(max_size=40)
     session_id=optional_text,
     prev_hash=st.text(max_size=64),
 )
-def test_the_fast_encoder_writes_the_reference_bytes(details, seq, type_, slack_id, email, role, account, user, request_id, session_id, prev_hash):
+def test_the_fast_encoder_writes_the_reference_bytes(encoded, seq, type_, slack_id, email, role, account, user, request_id, session_id, prev_hash):
+    encoding, details = encoded
     fields = dict(
         seq=seq, occurred_at=audit.format_time(OCCURRED), type=type_, actor_slack_id=slack_id, actor_email=email,
         actor_role=role, account=account, customer_user=user, request_id=request_id, session_id=session_id,
-        details=canonical_json(details), prev_hash=prev_hash,
+        details=ENCODERS[encoding][0](details), prev_hash=prev_hash, encoding=encoding,
     )
     assert encode_stored(**fields) == encode_event(**fields)
 
 
+@pytest.mark.parametrize("encoding", list(Encoding))
 @pytest.mark.parametrize(
     "details",
     [
         {},
         {"note": "Zoë’s “contract” §4 — 日本", "emoji": "🔒", "nul": "\u0000", "ctl": "\u001f\u007f", "quote": "\"\\/"},
-        {"nested": {"list": [1, "two", None, True, {"z": [], "a": {}}]}, "big": 10**20, "neg": -7},
+        {"nested": {"list": [1, "two", None, True, {"z": [], "a": {}}]}, "big": 2**53 - 1, "neg": -7},
         {"line\nbreak": "tab\tand\r", "": None, "html": "<!channel> & <@U123>"},
+        {"\U0001f512": "lock", "\uff5a": "fullwidth z", "z": "z"},
     ],
 )
-def test_tricky_details_are_canonical_and_encode_alike(details):
-    stored = canonical_json(details)
-    assert audit.is_canonical_details(stored)
+def test_tricky_details_are_canonical_and_encode_alike(details, encoding):
+    stored = ENCODERS[encoding][0](details)
+    assert audit.is_canonical_details(stored, encoding)
     fields = dict(
         seq=7, occurred_at=audit.format_time(OCCURRED), type="t", actor_slack_id=None, actor_email="é@x",
         actor_role=None, account="acme", customer_user=None, request_id=None, session_id=None,
-        details=stored, prev_hash=audit.GENESIS_HASH,
+        details=stored, prev_hash=audit.GENESIS_HASH, encoding=encoding,
     )
     assert encode_stored(**fields) == encode_event(**fields)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.text(max_size=8), json_values, max_size=5))
-def test_what_append_stores_is_canonical(details):
-    assert audit.is_canonical_details(canonical_json(details))
+@given(details_in)
+def test_what_append_stores_is_canonical(encoded):
+    encoding, details = encoded
+    assert audit.is_canonical_details(ENCODERS[encoding][0](details), encoding)
 
 
 @pytest.mark.parametrize(
@@ -93,18 +107,21 @@ def test_what_append_stores_is_canonical(details):
     ],
 )
 def test_non_canonical_details_are_recognised(stored):
-    assert not audit.is_canonical_details(stored)
+    assert not audit.is_canonical_details(stored, Encoding.JCS)
+    assert not audit.is_canonical_details(stored, Encoding.LEGACY)
 
 
 def test_batch_flags_match_one_by_one_even_when_texts_only_join_up():
     # '{"a":[{}' + "," + '{}]}' + "," + '{},{}' is '{"a":[{},{}]},{},{}': three canonical
     # values, as three texts none of which is a JSON value by itself.
     tricky = ['{"a":[{}', "{}]}", "{},{}"]
-    assert audit.canonical_flags(tricky) == [False, False, False]
+    assert audit.canonical_flags(tricky, [Encoding.JCS] * 3) == [False, False, False]
     mixed = ['{"a":1}', '{"a": 1}', "{}", '{"x":1.5}', '{"b":[1,2]}']
-    assert audit.canonical_flags(mixed) == [audit.is_canonical_details(t) for t in mixed] == [True, False, True, False, True]
+    encodings = [Encoding.JCS, Encoding.LEGACY] * 2 + [Encoding.JCS]
+    assert audit.canonical_flags(mixed, encodings) == [audit.is_canonical_details(t, e) for t, e in zip(mixed, encodings)]
+    assert audit.canonical_flags(mixed, encodings) == [True, False, True, False, True]
     fine = [canonical_json({"i": i, "s": "é"}) for i in range(50)]
-    assert audit.canonical_flags(fine) == [True] * 50
+    assert audit.canonical_flags(fine, [Encoding.JCS] * 50) == [True] * 50
 
 
 def append(session_factory, **details) -> AuditEvent:
@@ -144,6 +161,7 @@ def test_a_hash_over_non_canonical_bytes_is_refused(engine, session_factory):
             seq=row.seq, occurred_at=audit.format_time(row.occurred_at), type=row.type, actor_slack_id=row.actor_slack_id,
             actor_email=row.actor_email, actor_role=row.actor_role, account=row.account, customer_user=row.customer_user,
             request_id=row.request_id, session_id=row.session_id, details='{"n": 1}', prev_hash=row.prev_hash,
+            encoding=row.encoding,
         )
     forged = hashlib.sha256(document).hexdigest()
     rewrite(engine, "UPDATE audit_events SET details = :d, hash = :h WHERE seq = :s", d='{"n": 1}', h=forged, s=event.seq)
