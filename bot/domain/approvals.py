@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -26,6 +27,7 @@ from bot.db.models import (
     Extension,
     ImpersonationRequest,
     ImpersonationSession,
+    JobClaim,
     MessageRef,
     RequestState,
 )
@@ -36,12 +38,23 @@ from bot.domain.context import DomainContext
 from bot.domain.identity import Identity, identify, requester_identity
 from bot.domain.lifecycle import transition
 from bot.domain.links import issue_link
-from bot.domain.once import insert_once
-from bot.domain.policy import ExtensionOutcome, ExtensionRefusal, decide_extension_ask, powers_of
+from bot.domain.once import claim_once, claimed, insert_once
+from bot.domain.policy import (
+    ExtensionOutcome,
+    ExtensionRefusal,
+    approval_nudges,
+    decide_extension_ask,
+    escalation_group,
+    powers_of,
+)
 from bot.domain.views import IssuedLink, RequestView, SessionView
 
 DENY_REASON_MIN_LENGTH = 5
 DENY_REASON_MAX_LENGTH = 1000
+#: one reminder and one escalation per ask (its request or extension id), across schedulers
+#: (job_claims, bot/domain/once.py)
+REMIND_CLAIM = "approval.remind"
+ESCALATE_CLAIM = "approval.escalate"
 
 
 class Purpose(str, enum.Enum):
@@ -101,14 +114,20 @@ def eligible_approvers(ctx: DomainContext, *, account: str, team_id: str | None,
     designated approvers for the account (or else the team) when the policy names any, never
     the requester under any of their ids, nor anyone the directory could not identify just
     now (whether they are the requester under another id cannot be known)."""
+    gating = ctx.policy.gating
+    designated = gating.approvers_by_account.get(account) or (gating.approvers_by_team.get(team_id or "") or None)
+    return _approver_pool(ctx, designated, requester=requester)
+
+
+def _approver_pool(ctx: DomainContext, members: Sequence[str] | None, *, requester: Identity) -> list[str]:
+    """Holders of a `can_approve` role, narrowed to `members` (ids, @groups) when given, who
+    are identified just now and are not the requester."""
     holders: set[str] = set()
     for role in ctx.policy.roles.values():
         if role.can_approve:
             holders |= _expand(ctx, role.members)
-    gating = ctx.policy.gating
-    designated = gating.approvers_by_account.get(account) or (gating.approvers_by_team.get(team_id or "") or None)
-    if designated:
-        holders &= _expand(ctx, designated)
+    if members:
+        holders &= _expand(ctx, list(members))
     eligible = []
     for holder in sorted(holders):
         identity = identify(ctx.people, holder)
@@ -127,7 +146,30 @@ def _expand(ctx: DomainContext, members: list[str]) -> set[str]:
     return out
 
 
-def _refusal_cause(ctx: DomainContext, clicker: Identity, *, account: str, team_id: str | None, requester: Identity) -> str | None:
+def escalation_members(ctx: DomainContext, request: ImpersonationRequest) -> tuple[str, ...]:
+    """The group (ids, @groups) an unanswered ask about this request, or about more time on
+    its session, escalates to: the policy's group for its gates, else `escalate_to`."""
+    gating = ctx.policy.gating
+    gates = frozenset(g for g in request.gated_by.split(",") if g)
+    return escalation_group(gates=gates, escalate_to=gating.escalate_to, escalate_to_by_gate=gating.escalate_to_by_gate)
+
+
+def _escalated_to(db: Session, ctx: DomainContext, request: ImpersonationRequest, subject_id: str) -> tuple[str, ...]:
+    """The escalation group, once the ask was escalated to it (its approvers may decide too)."""
+    return escalation_members(ctx, request) if claimed(db, ESCALATE_CLAIM, subject_id) else ()
+
+
+def _refusal_cause(
+    ctx: DomainContext,
+    clicker: Identity,
+    *,
+    account: str,
+    team_id: str | None,
+    requester: Identity,
+    escalated_to: Sequence[str] = (),
+) -> str | None:
+    """Why this clicker may not decide, or None. The escalation group's approvers, once the
+    ask was escalated to them, face the same checks as the first group's."""
     if clicker.same_person(requester):
         return "self_approval"
     if not clicker.resolved:
@@ -136,7 +178,9 @@ def _refusal_cause(ctx: DomainContext, clicker: Identity, *, account: str, team_
     powers = powers_of(ctx.policy, clicker.slack_id, ctx.groups)
     if powers is None or not powers.can_approve:
         return "not_an_approver"
-    if clicker.slack_id not in eligible_approvers(ctx, account=account, team_id=team_id, requester=requester):
+    if clicker.slack_id not in eligible_approvers(ctx, account=account, team_id=team_id, requester=requester) and not (
+        escalated_to and clicker.slack_id in _approver_pool(ctx, escalated_to, requester=requester)
+    ):
         return "not_a_designated_approver"
     return None
 
@@ -162,6 +206,11 @@ class ApprovalAsk:
     approvers: tuple[str, ...]
     recent: tuple[PastSession, ...]
     extension: ExtensionView | None = None
+    #: when the approvers who had not answered were reminded
+    reminded_at: datetime | None = None
+    #: when the ask was escalated to the second approver group, and whom of it that asked
+    escalated_at: datetime | None = None
+    escalated_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,31 +315,67 @@ def ask_targets(ask: ApprovalAsk) -> list[str]:
     return targets
 
 
-def _asked(db: Session, subject_id: str, messages: tuple[MessageView, ...] | None = None) -> tuple[str, ...]:
-    """Every approver asked about a request or an extension, in the order asked: the `asked`
-    list its audit event recorded in the transaction that owed their DMs (approval.requested
-    / extension.requested, found through the indexed request id), and anyone whose DM was
-    recorded otherwise."""
-    request_id, event_type = subject_id, "approval.requested"
+@dataclass(frozen=True)
+class _AskHistory:
+    """Whom an ask reached, from its audit events: asked first, reminded, asked on escalation."""
+
+    asked: tuple[str, ...] = ()
+    reminded: tuple[str, ...] = ()
+    reminded_at: datetime | None = None
+    escalated: tuple[str, ...] = ()
+    escalated_at: datetime | None = None
+
+
+def _ask_history(db: Session, subject_id: str) -> _AskHistory:
+    """The `asked` lists of the events that owed approvers' DMs about a request or an
+    extension (approval.requested / extension.requested, then approval.escalated), and its
+    reminder (approval.reminded), in order, found through the indexed request id; an
+    extension's events are told apart by their extension_id."""
+    request_id, first_type, extension_id = subject_id, "approval.requested", None
     extension = db.get(Extension, subject_id) if db.get(ImpersonationRequest, subject_id) is None else None
     if extension is not None:
-        request_id, event_type = extension.session.request_id, "extension.requested"
+        request_id, first_type, extension_id = extension.session.request_id, "extension.requested", extension.id
     asked: list[str] = []
-    for details in db.execute(
-        select(audit.AuditEvent.details).where(audit.AuditEvent.request_id == request_id, audit.AuditEvent.type == event_type).order_by(audit.AuditEvent.seq)
-    ).scalars():
+    reminded: tuple[str, ...] = ()
+    escalated: tuple[str, ...] = ()
+    reminded_at = escalated_at = None
+    rows = db.execute(
+        select(audit.AuditEvent.type, audit.AuditEvent.details, audit.AuditEvent.occurred_at)
+        .where(audit.AuditEvent.request_id == request_id, audit.AuditEvent.type.in_((first_type, "approval.escalated", "approval.reminded")))
+        .order_by(audit.AuditEvent.seq)
+    )
+    for event_type, details, occurred_at in rows:
         facts = json.loads(details)
-        if extension is None or facts.get("extension_id") == extension.id:
-            asked.extend(str(a) for a in facts.get("asked") or ())
+        if facts.get("extension_id") != extension_id:
+            continue
+        if event_type == "approval.reminded":
+            reminded, reminded_at = tuple(str(a) for a in facts.get("reminded") or ()), occurred_at
+            continue
+        people = [str(a) for a in facts.get("asked") or ()]
+        asked.extend(people)
+        if event_type == "approval.escalated":
+            escalated, escalated_at = tuple(people), occurred_at
+    return _AskHistory(tuple(asked), reminded, reminded_at, escalated, escalated_at)
+
+
+def _asked(db: Session, subject_id: str, messages: tuple[MessageView, ...] | None = None) -> tuple[str, ...]:
+    """Every approver asked about a request or an extension, in the order asked (the first
+    group, then the escalation group: _ask_history), and anyone whose DM was recorded
+    otherwise."""
     recorded = (m.recipient for m in (messages if messages is not None else _messages(db, subject_id)))
-    return tuple(dict.fromkeys([*asked, *recorded]))
+    return tuple(dict.fromkeys([*_ask_history(db, subject_id).asked, *recorded]))
 
 
 def enqueue_approver_edits(db: Session, subject_id: str, *, now: datetime, asked: tuple[str, ...] | None = None) -> list[str]:
     """A decision edits every approver's DM through the outbox. A row is owed to everyone
     asked, not only to those whose DM is recorded: a DM still being sent when the decision
-    commits is followed by this row (rows of one target go out in order), which then edits it."""
-    return enqueue_asks(db, subject_id, asked if asked is not None else _asked(db, subject_id), now=now)
+    commits is followed by this row (rows of one target go out in order), which then edits it.
+    Reminders sent are edited too, so that none still says the ask waits."""
+    targets = enqueue_asks(db, subject_id, asked if asked is not None else _asked(db, subject_id), now=now)
+    if claimed(db, REMIND_CLAIM, subject_id):
+        reminded = _ask_history(db, subject_id).reminded
+        targets += [outbox.enqueue(db, outbox.Kind.REMINDER, subject_id, recipient=r, now=now) for r in reminded]
+    return targets
 
 
 def approver_targets(decided: Decided) -> list[str]:
@@ -411,8 +496,16 @@ def _extension_outcome(db: Session, extension: Extension) -> Decided:
 def _ask_now(db: Session, request: ImpersonationRequest, extension: Extension | None) -> ApprovalAsk:
     recent = recent_sessions(db, agent_slack_id=request.agent_slack_id, account_id=request.account_id)
     subject_id = extension.id if extension is not None else request.id
+    history = _ask_history(db, subject_id)
+    recorded = (m.recipient for m in _messages(db, subject_id))
     return ApprovalAsk(
-        RequestView.of(request), _asked(db, subject_id), tuple(recent), ExtensionView.of(extension) if extension is not None else None
+        RequestView.of(request),
+        tuple(dict.fromkeys([*history.asked, *recorded])),
+        tuple(recent),
+        ExtensionView.of(extension) if extension is not None else None,
+        reminded_at=history.reminded_at,
+        escalated_at=history.escalated_at,
+        escalated_to=history.escalated,
     )
 
 
@@ -646,7 +739,10 @@ def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime
 
 
 def _refuse_if_ineligible(db: Session, ctx: DomainContext, request: ImpersonationRequest, clicker: Identity, *, action: str, now: datetime) -> Refused | None:
-    cause = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(request))
+    cause = _refusal_cause(
+        ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(request),
+        escalated_to=_escalated_to(db, ctx, request, request.id),
+    )
     if cause is None:
         return None
     audit.append(
@@ -873,7 +969,10 @@ def decide_extension(
         live = _session_live(request, session, now)
         if now >= extension.pending_expires_at or not live:
             return finish("expired", "extension.expired", None, {"session_live": live}, None)
-        refusal = _refusal_cause(ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(request))
+        refusal = _refusal_cause(
+            ctx, clicker, account=request.account.external_id, team_id=request.team_id, requester=_requester(request),
+            escalated_to=_escalated_to(db, ctx, request, extension.id),
+        )
         if refusal:
             audit.append(db, EventDraft(type="extension.refused", actor=Actor(slack_id=clicker.slack_id, email=clicker.email), details={"cause": refusal, "extension_id": extension.id}, **base), now=now)
             return Refused(REFUSAL_MESSAGES[refusal])
@@ -972,3 +1071,144 @@ def pending_extension_for(ctx: DomainContext, session_id: str) -> ExtensionView 
 def messages_for(ctx: DomainContext, subject_id: str) -> tuple[MessageView, ...]:
     with reading(ctx.sessions) as db:
         return _messages(db, subject_id)
+
+
+# ---------------------------------------------------------------- reminders and escalation
+
+
+@dataclass(frozen=True)
+class Nudged:
+    """What one run owed an unanswered ask: reminders sent, the escalation group asked."""
+
+    subject_id: str
+    reminded: tuple[str, ...]
+    escalated: bool
+    asked: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+def nudge_approvers(ctx: DomainContext, subject_id: str, *, now: datetime | None = None) -> Nudged | None:
+    """The scheduler's reminder and escalation of a request or an extension still pending
+    (`policy.approval_nudges` decides what is due): past the reminder point, every approver
+    asked who has not answered gets a reminder, a new DM so that Slack notifies them
+    (chat.update does not), audited `approval.reminded`; past the escalation point, the
+    policy's escalation group is asked (their approver DMs), audited `approval.escalated`.
+    Either edits the agent's DM, which shows who was asked. Each happens once per ask
+    however many schedulers run: under the subject's row lock, a one-time claim (job_claims)
+    commits with the event and the outbox rows, or none of them does. None: nothing owed."""
+    now = now or utcnow()
+    with ctx.sessions() as db, db.begin():
+        request = _lock_request(db, subject_id)
+        extension = None
+        if request is None:
+            extension = _lock_extension(db, subject_id)
+            if extension is None or extension.state != "pending" or not _session_live(extension.session.request, extension.session, now):
+                return None
+            request = extension.session.request
+            asked_at, expires_at = extension.created_at, extension.pending_expires_at
+        elif request.state != RequestState.PENDING.value or request.pending_expires_at is None:
+            return None
+        else:
+            asked_at, expires_at = request.created_at, request.pending_expires_at
+        requester = _requester(request)
+        history = _ask_history(db, subject_id)
+        escalated = claimed(db, ESCALATE_CLAIM, subject_id)
+        group = escalation_members(ctx, request)
+        gating = ctx.policy.gating
+        answered = frozenset(db.execute(select(Approval.approver_slack_id).where(Approval.subject_id == subject_id)).scalars())
+        nudges = approval_nudges(
+            now=now,
+            asked_at=asked_at,
+            expires_at=expires_at,
+            asked=tuple(dict.fromkeys([*history.asked, *(m.recipient for m in _messages(db, subject_id))])),
+            answered=answered,
+            escalation_named=bool(group),
+            escalation=_approver_pool(ctx, group, requester=requester) if group and not escalated else (),
+            reminded=claimed(db, REMIND_CLAIM, subject_id),
+            escalated=escalated,
+            remind_after_percent=gating.remind_after_percent,
+            escalate_after_percent=gating.escalate_after_percent,
+            escalate_after_minutes=gating.escalate_after_minutes,
+        )
+        base = dict(
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            session_id=extension.session_id if extension is not None else None,
+        )
+        about = {"extension_id": extension.id} if extension is not None else {}
+        targets: list[str] = []
+        reminded: tuple[str, ...] = ()
+        if nudges.remind and claim_once(db, REMIND_CLAIM, subject_id, now=now):
+            reminded = nudges.remind
+            audit.append(
+                db,
+                EventDraft(
+                    type="approval.reminded",
+                    actor=Actor.system("clock"),
+                    details={**about, "reminded": list(reminded), "expires_at": audit.format_time(expires_at)},
+                    **base,
+                ),
+                now=now,
+            )
+            targets += [outbox.enqueue(db, outbox.Kind.REMINDER, subject_id, recipient=r, now=now) for r in reminded]
+        escalated_now = nudges.escalate and claim_once(db, ESCALATE_CLAIM, subject_id, now=now)
+        if escalated_now:
+            audit.append(
+                db,
+                EventDraft(
+                    type="approval.escalated",
+                    actor=Actor.system("clock"),
+                    details={**about, "asked": list(nudges.ask), "group": list(group), "expires_at": audit.format_time(expires_at)},
+                    **base,
+                ),
+                now=now,
+            )
+            targets += enqueue_asks(db, subject_id, nudges.ask, now=now)
+        if not reminded and not escalated_now:
+            return None
+        if extension is not None:
+            targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
+        else:
+            targets.append(outbox.enqueue_agent_request(db, request, now=now))
+        return Nudged(subject_id, reminded, escalated_now, nudges.ask if escalated_now else (), tuple(targets))
+
+
+def asks_to_nudge(ctx: DomainContext, *, now: datetime) -> list[str]:
+    """Requests and extensions still pending for which a reminder or an escalation may be
+    due at `now` (read without locks; nudge_approvers decides under its lock)."""
+    gating = ctx.policy.gating
+    with reading(ctx.sessions) as db:
+        pending = [
+            (row.id, row.created_at, row.pending_expires_at, row.gated_by)
+            for row in db.execute(
+                select(ImpersonationRequest.id, ImpersonationRequest.created_at, ImpersonationRequest.pending_expires_at, ImpersonationRequest.gated_by)
+                .where(ImpersonationRequest.state == RequestState.PENDING.value, ImpersonationRequest.pending_expires_at > now)
+            )
+        ]
+        pending += [
+            (row.id, row.created_at, row.pending_expires_at, row.gated_by)
+            for row in db.execute(
+                select(Extension.id, Extension.created_at, Extension.pending_expires_at, ImpersonationRequest.gated_by)
+                .join(ImpersonationSession, ImpersonationSession.id == Extension.session_id)
+                .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
+                .where(Extension.state == "pending", Extension.pending_expires_at > now)
+            )
+        ]
+        ids = [subject_id for subject_id, *_ in pending]
+        claims = select(JobClaim.job, JobClaim.key).where(JobClaim.job.in_((REMIND_CLAIM, ESCALATE_CLAIM)), JobClaim.key.in_(ids))
+        done = {(job, key) for job, key in db.execute(claims)} if ids else set()
+    due = []
+    for subject_id, asked_at, expires_at, gated_by in pending:
+        gates = frozenset(g for g in gated_by.split(",") if g)
+        named = bool(escalation_group(gates=gates, escalate_to=gating.escalate_to, escalate_to_by_gate=gating.escalate_to_by_gate))
+        # "could anything be owed": someone unanswered to remind, a group to escalate to
+        could = approval_nudges(
+            now=now, asked_at=asked_at, expires_at=expires_at, asked=("?",), answered=frozenset(), escalation_named=named, escalation=(),
+            reminded=(REMIND_CLAIM, subject_id) in done, escalated=(ESCALATE_CLAIM, subject_id) in done,
+            remind_after_percent=gating.remind_after_percent, escalate_after_percent=gating.escalate_after_percent,
+            escalate_after_minutes=gating.escalate_after_minutes,
+        )
+        if could.remind or could.escalate:
+            due.append(subject_id)
+    return due

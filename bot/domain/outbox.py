@@ -107,6 +107,9 @@ class Kind(str, enum.Enum):
     #: an approver's DM about a request or an extension (subject: its id; recipient: the
     #: approver's Slack id): the ask while it is pending, edited to the outcome once decided
     APPROVER = "approver"
+    #: a new DM that notifies an approver who has not answered an ask still pending past its
+    #: reminder point (subject: request or extension id); edited once the ask is decided
+    REMINDER = "reminder"
     #: the security channel's live message about one granted request and its session
     FEED = "feed"
     #: an alert (subject: alert id); alerts pending together are sent as one summary
@@ -149,7 +152,7 @@ def max_attempts_for(kind: Kind) -> int:
 
 
 #: kinds whose subject is a request id / a session id (for the audit event of a failure)
-REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.AGENT_REQUEST, Kind.FEED, Kind.APPROVER, Kind.BREAK_GLASS})
+REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.AGENT_REQUEST, Kind.FEED, Kind.APPROVER, Kind.REMINDER, Kind.BREAK_GLASS})
 SESSION_SUBJECTS = frozenset({Kind.WARNING, Kind.NOTICE})
 
 PENDING, SENDING, SENT, SKIPPED, MERGED, FAILED = "pending", "sending", "sent", "skipped", "merged", "failed"

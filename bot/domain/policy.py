@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
@@ -113,15 +115,38 @@ class GatingConfig(_Strict):
     approvers_by_account: dict[str, list[str]] = Field(default_factory=dict)
     #: designated approvers per Slack team (workspace) id
     approvers_by_team: dict[str, list[str]] = Field(default_factory=dict)
+    #: approvers who have not answered get a reminder (a new DM, which notifies) once this
+    #: percentage of the pending TTL has passed; 0 sends none
+    remind_after_percent: int = Field(default=50, ge=0, le=99)
+    #: a second approver group (ids / @groups, narrowed to can_approve holders) asked when
+    #: the first has not decided in time; empty: no escalation
+    escalate_to: list[str] = Field(default_factory=list)
+    #: per gate (a flag, or "role" for requires_approval): the escalation group for requests
+    #: gated by it, instead of escalate_to (several gates: their groups together)
+    escalate_to_by_gate: dict[Literal["sensitive", "regulated", "flagged", "role"], list[str]] = Field(default_factory=dict)
+    #: when the escalation group is asked: once this percentage of the pending TTL has passed …
+    escalate_after_percent: int = Field(default=75, ge=1, le=99)
+    #: … or, when set, this many minutes after the ask (never, if the TTL is shorter)
+    escalate_after_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
 
-    @field_validator("approvers_by_account", "approvers_by_team")
+    @field_validator("approvers_by_account", "approvers_by_team", "escalate_to_by_gate")
     @classmethod
     def _approver_members(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
         for members in mapping.values():
-            for member in members:
-                if not (SLACK_USER_ID.match(member) or GROUP_HANDLE.match(member)):
-                    raise ValueError(f"{member!r} is neither a Slack user id nor a @group handle")
+            _check_members(members)
         return mapping
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _escalation_members(cls, members: list[str]) -> list[str]:
+        return _check_members(members)
+
+
+def _check_members(members: list[str]) -> list[str]:
+    for member in members:
+        if not (SLACK_USER_ID.match(member) or GROUP_HANDLE.match(member)):
+            raise ValueError(f"{member!r} is neither a Slack user id nor a @group handle")
+    return members
 
 
 class BreakGlassConfig(_Strict):
@@ -648,3 +673,59 @@ def decide_extension_ask(
     if powers.can_self_extend and not past_cap:
         return ExtensionDecision(ExtensionOutcome.SELF_SERVE, new_total_minutes=new_total)
     return ExtensionDecision(ExtensionOutcome.NEEDS_APPROVAL, new_total_minutes=new_total, past_cap=past_cap)
+
+
+# ---------------------------------------------------------------- reminders and escalation
+
+
+@dataclass(frozen=True)
+class ApprovalNudges:
+    """What an unanswered ask owes at one moment: whom to remind, whether the escalation
+    group is asked now, and whom of it."""
+
+    remind: tuple[str, ...] = ()
+    escalate: bool = False
+    ask: tuple[str, ...] = ()
+
+
+def escalation_group(
+    *, gates: frozenset[str], escalate_to: Sequence[str], escalate_to_by_gate: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
+    """The members (ids, @groups) of the group an unanswered ask escalates to: the groups
+    named for its gates, together, or else `escalate_to`. Pure."""
+    by_gate = [member for gate in sorted(gates) for member in escalate_to_by_gate.get(gate, ())]
+    return tuple(dict.fromkeys(by_gate or escalate_to))
+
+
+def approval_nudges(
+    *,
+    now: datetime,
+    asked_at: datetime,
+    expires_at: datetime,
+    asked: Sequence[str],
+    answered: frozenset[str],
+    escalation_named: bool,
+    escalation: Sequence[str],
+    reminded: bool,
+    escalated: bool,
+    remind_after_percent: int,
+    escalate_after_percent: int,
+    escalate_after_minutes: int | None,
+) -> ApprovalNudges:
+    """Whom an ask still pending at `now` owes a word: once `remind_after_percent` of its TTL
+    has passed, a reminder to everyone asked who has not answered (once); once the
+    escalation point has passed (`escalate_after_minutes` after the ask when set, else
+    `escalate_after_percent` of the TTL), the escalation group's approvers not yet asked
+    (once, and only if the policy names a group: `escalation_named`; escalating to a group
+    none of whom may approve is still recorded). Nothing at or past the expiry: the ask is
+    expired instead. `escalation`: the group's eligible approvers. Pure."""
+    if now >= expires_at:
+        return ApprovalNudges()
+    ttl = expires_at - asked_at
+    remind: tuple[str, ...] = ()
+    if not reminded and remind_after_percent > 0 and now >= asked_at + ttl * remind_after_percent / 100:
+        remind = tuple(a for a in asked if a not in answered)
+    escalate_at = asked_at + (timedelta(minutes=escalate_after_minutes) if escalate_after_minutes else ttl * escalate_after_percent / 100)
+    if escalated or not escalation_named or now < escalate_at:
+        return ApprovalNudges(remind=remind)
+    return ApprovalNudges(remind=remind, escalate=True, ask=tuple(a for a in escalation if a not in asked))

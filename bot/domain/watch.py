@@ -137,6 +137,14 @@ def expire_pending_extensions(ctx: DomainContext, *, now: datetime | None = None
     return sum(1 for extension_id in due if approvals.expire_pending_extension(ctx, extension_id, now=now) is not None)
 
 
+def nudge_pending_approvals(ctx: DomainContext, *, now: datetime | None = None) -> int:
+    """Requests and extensions nobody has decided yet, past their reminder or escalation
+    point: unanswered approvers are reminded, the escalation group is asked
+    (approvals.nudge_approvers, each once per ask however many schedulers run)."""
+    now = now or utcnow()
+    return sum(1 for subject_id in approvals.asks_to_nudge(ctx, now=now) if approvals.nudge_approvers(ctx, subject_id, now=now) is not None)
+
+
 def lapse_links(ctx: DomainContext, *, now: datetime | None = None) -> int:
     """Grants whose link was never redeemed within its window become `lapsed` (audited
     `link.lapsed`); the agent's link DM is edited so it no longer offers a dead link, and the

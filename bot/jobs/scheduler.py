@@ -48,6 +48,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("outbox.deliver", work.deliver_outbox, IntervalTrigger(seconds=2)),
     ScheduledJob("requests.expire_pending", work.expire_pending_requests, IntervalTrigger(seconds=30)),
     ScheduledJob("extensions.expire_pending", work.expire_pending_extensions, IntervalTrigger(seconds=30)),
+    ScheduledJob("approvals.nudge", work.nudge_pending_approvals, IntervalTrigger(seconds=30)),
     ScheduledJob("links.lapse", work.lapse_links, IntervalTrigger(seconds=30)),
     ScheduledJob("sessions.expire", work.expire_sessions, IntervalTrigger(seconds=15)),
     ScheduledJob("sessions.warn", work.warn_expiring, IntervalTrigger(seconds=15)),

@@ -46,6 +46,10 @@ def expire_pending_extensions(ctx: DomainContext) -> None:
     watch.expire_pending_extensions(ctx)
 
 
+def nudge_pending_approvals(ctx: DomainContext) -> None:
+    watch.nudge_pending_approvals(ctx)
+
+
 def lapse_links(ctx: DomainContext) -> None:
     watch.lapse_links(ctx)
 
@@ -88,6 +92,7 @@ ALL = (
     lapse_links,
     expire_sessions,
     expire_pending_extensions,
+    nudge_pending_approvals,
     warn_expiring,
     sweep_anomalies,
     post_digests,

@@ -687,11 +687,13 @@ def pending_message(pending: Pending) -> Message:
     """The agent's DM when their request waits for approval: why, how many approvals, who
     was asked (issue 3 point 1), and a Cancel button whose value is the request id only."""
     request = pending.request
-    asked = pending.ask.approvers if pending.ask is not None else ()
+    asked = _first_asked(pending.ask) if pending.ask is not None else ()
     if asked:
         who = f"It was sent to {_mentions(asked)}; it needs {_approvals_needed(pending.approvals_required)}."
     else:
         who = "No one in the policy can approve it, so it will expire: ask an admin to check the policy's approvers."
+    if pending.ask is not None:
+        who += _nudged_text(pending.ask, request.agent_tz)
     blocks = [
         _header("Approval needed"),
         _section(
@@ -722,6 +724,26 @@ def pending_message(pending: Pending) -> Message:
     )
     text = f"Your request to impersonate {_fallback_subject(request)} needs approval."
     return _message(text, blocks)
+
+
+def _first_asked(ask: ApprovalAsk) -> tuple[str, ...]:
+    """The approvers asked first (before any escalation)."""
+    return tuple(a for a in ask.approvers if a not in ask.escalated_to)
+
+
+def _nudged_text(ask: ApprovalAsk, tz_name: str | None) -> str:
+    """" Reminded at HH:MM. Escalated to <@…> at HH:MM.": what the scheduler did about an
+    ask nobody answered, for the agent's DM (empty before it did anything)."""
+    text = ""
+    if ask.reminded_at is not None:
+        text += f" Approvers who had not answered were reminded at {escape(format_local_time(ask.reminded_at, tz_name))}."
+    if ask.escalated_at is not None:
+        at = escape(format_local_time(ask.escalated_at, tz_name))
+        if ask.escalated_to:
+            text += f" Still undecided at {at}, it was also sent to {_mentions(ask.escalated_to)}."
+        else:
+            text += f" Still undecided at {at}, it was escalated, but no one in the escalation group can approve it."
+    return text
 
 
 # ---------------------------------------------------------------------------- approvers
@@ -816,6 +838,19 @@ def approval_request_message(ask: ApprovalAsk, *, tz_name: str | None) -> Messag
     what = "more time on a session as" if extension is not None else "to impersonate"
     text = f"Approval needed: {mention(request.agent_slack_id)} asks {what} {_fallback_subject(request)}."
     return _message(text, blocks)
+
+
+def approval_reminder_message(ask: ApprovalAsk, *, tz_name: str | None) -> Message:
+    """A reminder to an approver who has not answered an ask still pending past its reminder
+    point: posted as a new DM, so that Slack notifies them (an edit would not). It is the ask
+    again — details and Approve / Deny buttons carrying the same id, re-checked on click like
+    the first DM's — under a headline saying it still waits and until when."""
+    text, shown = approval_request_message(ask, tz_name=tz_name)
+    expires = ask.extension.pending_expires_at if ask.extension is not None else ask.request.pending_expires_at
+    until = f" Without a decision by {escape(format_local_time(expires, tz_name))}, it expires." if expires is not None else ""
+    what = "more time" if ask.extension is not None else "impersonation"
+    blocks = [_header(f"Reminder: approval needed: {what}"), _section(f"This still waits for your decision.{until}"), *shown[1:]]
+    return f"Reminder: {text}", blocks
 
 
 _OUTCOME_HEADERS = {"approved": "Approved", "denied": "Denied", "expired": "Expired", "cancelled": "Cancelled"}
@@ -971,11 +1006,12 @@ def extension_pending_message(ask: ApprovalAsk) -> Message:
     extension = ask.extension
     if extension is None:
         raise ValueError("extension_pending_message needs the ask for an extension")
-    who = f"Waiting for {_mentions(ask.approvers)}." if ask.approvers else "No one in the policy can approve it."
+    first = _first_asked(ask)
+    who = f"Waiting for {_mentions(first)}." if first else "No one in the policy can approve it."
     return _session_active(
         extension.session,
         action=None,
-        notice=f"You asked for {duration_label(extension.minutes)} more. {who}",
+        notice=f"You asked for {duration_label(extension.minutes)} more. {who}{_nudged_text(ask, extension.session.request.agent_tz)}",
     )
 
 

@@ -85,6 +85,8 @@ class SlackCourier:
             return watch_blocks.revoked_notice_message(session)
         if kind is Kind.APPROVER:
             return self._approver(delivery)
+        if kind is Kind.REMINDER:
+            return self._reminder(delivery)
         if kind is Kind.BREAK_GLASS:
             request = requests.load_request(self._ctx, delivery.subject_id)
             return blocks.break_glass_alert(request) if request is not None and request.break_glass else None
@@ -110,6 +112,17 @@ class SlackCourier:
         if isinstance(state, approvals.ApprovalAsk):
             return blocks.approval_request_message(state, tz_name=tz_name)
         return blocks.approver_outcome_message(state, tz_name=tz_name)
+
+    def _reminder(self, delivery: Delivery) -> Message | None:
+        """A reminder while the ask is pending; once decided, a reminder already posted is
+        edited to the outcome (no stale buttons), and one not yet posted is not sent."""
+        state = approvals.approver_message_state(self._ctx, delivery.subject_id)
+        tz_name = self._ctx.people.person(delivery.recipient or "").tz
+        if isinstance(state, approvals.ApprovalAsk):
+            return blocks.approval_reminder_message(state, tz_name=tz_name)
+        if isinstance(state, approvals.Decided) and delivery.ref is not None:
+            return blocks.approver_outcome_message(state, tz_name=tz_name)
+        return None
 
     def _agent(self, request_id: str, now: datetime) -> Message | None:
         """The agent's DM about a granted request, as it should read now: the link while it

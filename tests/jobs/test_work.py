@@ -225,10 +225,12 @@ def test_an_ask_for_more_time_nobody_decided_is_expired_once(ctx, db_url, sessio
     updates = headers(fake_slack, "chat.update")
     asked_approvers = len(asked.ask.approvers)
     assert asked_approvers >= 1
-    # every approver's ask loses its buttons, once
+    # every approver's ask, and the reminder each got halfway through the TTL, loses its buttons
     for approver in asked.ask.approvers:
-        (dm,) = [m for m in fake_slack.messages.values() if m.channel == fake_slack.dm_channel(approver)]
-        assert not [b for b in dm.blocks if b["type"] == "actions"]
+        dms = [m for m in fake_slack.messages.values() if m.channel == fake_slack.dm_channel(approver)]
+        assert len(dms) == 2
+        for dm in dms:
+            assert not [b for b in dm.blocks if b["type"] == "actions"]
     # the agent's session DM no longer says it is waiting for approvers
     (agent_dm,) = [m for m in fake_slack.messages.values() if m.channel == fake_slack.dm_channel("USENIOR1") and m.blocks[0]["text"]["text"].startswith("Session active")]
     assert "waiting" not in json.dumps(agent_dm.blocks).lower()
