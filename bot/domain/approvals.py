@@ -362,8 +362,11 @@ def _asked(db: Session, subject_id: str, messages: tuple[MessageView, ...] | Non
     """Every approver asked about a request or an extension, in the order asked (the first
     group, then the escalation group: _ask_history), and anyone whose DM was recorded
     otherwise."""
-    recorded = (m.recipient for m in (messages if messages is not None else _messages(db, subject_id)))
-    return tuple(dict.fromkeys([*_ask_history(db, subject_id).asked, *recorded]))
+    return _everyone_asked(_ask_history(db, subject_id), messages if messages is not None else _messages(db, subject_id))
+
+
+def _everyone_asked(history: _AskHistory, messages: tuple[MessageView, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*history.asked, *(m.recipient for m in messages)]))
 
 
 def enqueue_approver_edits(db: Session, subject_id: str, *, now: datetime, asked: tuple[str, ...] | None = None) -> list[str]:
@@ -497,10 +500,9 @@ def _ask_now(db: Session, request: ImpersonationRequest, extension: Extension | 
     recent = recent_sessions(db, agent_slack_id=request.agent_slack_id, account_id=request.account_id)
     subject_id = extension.id if extension is not None else request.id
     history = _ask_history(db, subject_id)
-    recorded = (m.recipient for m in _messages(db, subject_id))
     return ApprovalAsk(
         RequestView.of(request),
-        tuple(dict.fromkeys([*history.asked, *recorded])),
+        _everyone_asked(history, _messages(db, subject_id)),
         tuple(recent),
         ExtensionView.of(extension) if extension is not None else None,
         reminded_at=history.reminded_at,
@@ -1120,7 +1122,7 @@ def nudge_approvers(ctx: DomainContext, subject_id: str, *, now: datetime | None
             now=now,
             asked_at=asked_at,
             expires_at=expires_at,
-            asked=tuple(dict.fromkeys([*history.asked, *(m.recipient for m in _messages(db, subject_id))])),
+            asked=_everyone_asked(history, _messages(db, subject_id)),
             answered=answered,
             escalation_named=bool(group),
             escalation=_approver_pool(ctx, group, requester=requester) if group and not escalated else (),
