@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -154,9 +154,10 @@ def escalation_members(ctx: DomainContext, request: ImpersonationRequest) -> tup
     return escalation_group(gates=gates, escalate_to=gating.escalate_to, escalate_to_by_gate=gating.escalate_to_by_gate)
 
 
-def _escalated_to(db: Session, ctx: DomainContext, request: ImpersonationRequest, subject_id: str) -> tuple[str, ...]:
-    """The escalation group, once the ask was escalated to it (its approvers may decide too)."""
-    return escalation_members(ctx, request) if claimed(db, ESCALATE_CLAIM, subject_id) else ()
+def _escalated_to(db: Session, ctx: DomainContext, request: ImpersonationRequest, subject_id: str) -> Callable[[], tuple[str, ...]]:
+    """The escalation group once the ask was escalated to it (its approvers may decide too),
+    else (); read only when asked (a designated approver's click needs no query for it)."""
+    return lambda: escalation_members(ctx, request) if claimed(db, ESCALATE_CLAIM, subject_id) else ()
 
 
 def _refusal_cause(
@@ -166,7 +167,7 @@ def _refusal_cause(
     account: str,
     team_id: str | None,
     requester: Identity,
-    escalated_to: Sequence[str] = (),
+    escalated_to: Callable[[], Sequence[str]] | None = None,
 ) -> str | None:
     """Why this clicker may not decide, or None. The escalation group's approvers, once the
     ask was escalated to them, face the same checks as the first group's."""
@@ -178,10 +179,10 @@ def _refusal_cause(
     powers = powers_of(ctx.policy, clicker.slack_id, ctx.groups)
     if powers is None or not powers.can_approve:
         return "not_an_approver"
-    if clicker.slack_id not in eligible_approvers(ctx, account=account, team_id=team_id, requester=requester) and not (
-        escalated_to and clicker.slack_id in _approver_pool(ctx, escalated_to, requester=requester)
-    ):
-        return "not_a_designated_approver"
+    if clicker.slack_id not in eligible_approvers(ctx, account=account, team_id=team_id, requester=requester):
+        group = escalated_to() if escalated_to is not None else ()
+        if not group or clicker.slack_id not in _approver_pool(ctx, group, requester=requester):
+            return "not_a_designated_approver"
     return None
 
 
@@ -369,16 +370,19 @@ def _everyone_asked(history: _AskHistory, messages: tuple[MessageView, ...]) -> 
     return tuple(dict.fromkeys([*history.asked, *(m.recipient for m in messages)]))
 
 
-def enqueue_approver_edits(db: Session, subject_id: str, *, now: datetime, asked: tuple[str, ...] | None = None) -> list[str]:
+def enqueue_approver_edits(
+    db: Session, subject_id: str, *, now: datetime, asked: tuple[str, ...] | None = None, reminded: tuple[str, ...] | None = None
+) -> list[str]:
     """A decision edits every approver's DM through the outbox. A row is owed to everyone
     asked, not only to those whose DM is recorded: a DM still being sent when the decision
     commits is followed by this row (rows of one target go out in order), which then edits it.
-    Reminders sent are edited too, so that none still says the ask waits."""
-    targets = enqueue_asks(db, subject_id, asked if asked is not None else _asked(db, subject_id), now=now)
-    if claimed(db, REMIND_CLAIM, subject_id):
-        reminded = _ask_history(db, subject_id).reminded
-        targets += [outbox.enqueue(db, outbox.Kind.REMINDER, subject_id, recipient=r, now=now) for r in reminded]
-    return targets
+    The reminders sent (`reminded`) are edited too, so that none still offers the ask."""
+    if asked is None or reminded is None:
+        _, everyone, were_reminded = _decision_audience(db, subject_id)
+        asked = everyone if asked is None else asked
+        reminded = were_reminded if reminded is None else reminded
+    targets = enqueue_asks(db, subject_id, asked, now=now)
+    return targets + [outbox.enqueue(db, outbox.Kind.REMINDER, subject_id, recipient=r, now=now) for r in reminded]
 
 
 def approver_targets(decided: Decided) -> list[str]:
@@ -400,11 +404,12 @@ def _messages(db: Session, subject_id: str) -> tuple[MessageView, ...]:
     return tuple(MessageView(r.recipient, r.channel, r.ts) for r in rows)
 
 
-def _decision_audience(db: Session, subject_id: str) -> tuple[tuple[MessageView, ...], tuple[str, ...]]:
-    """The approver DMs recorded about a subject and everyone asked about it, read once for a
-    decision's outbox rows and its Decided (each was read twice per decision before)."""
+def _decision_audience(db: Session, subject_id: str) -> tuple[tuple[MessageView, ...], tuple[str, ...], tuple[str, ...]]:
+    """The approver DMs recorded about a subject, everyone asked about it and everyone
+    reminded, read once for a decision's outbox rows and its Decided."""
     messages = _messages(db, subject_id)
-    return messages, _asked(db, subject_id, messages)
+    history = _ask_history(db, subject_id)
+    return messages, _everyone_asked(history, messages), history.reminded
 
 
 #: built once (statement construction and its cache key are costly on every click)
@@ -467,7 +472,7 @@ def outcome_of(db: Session, request: ImpersonationRequest) -> Decided:
             .order_by(Approval.id.desc())
             .limit(1)
         ).scalar_one_or_none()
-    messages, asked = _decision_audience(db, request.id)
+    messages, asked, _ = _decision_audience(db, request.id)
     return Decided(RequestView.of(request), facts.outcome, facts.by, facts.at, reason, messages, asked=asked)
 
 
@@ -532,11 +537,13 @@ def pending_extension_ask(db: Session, session_id: str) -> ApprovalAsk | None:
     return _ask_now(db, extension.session.request, extension) if extension is not None else None
 
 
-def enqueue_outcome(db: Session, request: ImpersonationRequest, *, now: datetime, asked: tuple[str, ...] | None = None) -> list[str]:
+def enqueue_outcome(
+    db: Session, request: ImpersonationRequest, *, now: datetime, asked: tuple[str, ...] | None = None, reminded: tuple[str, ...] | None = None
+) -> list[str]:
     """Outbox rows (issue 5) that edit every approver's DM and the agent's "approval needed"
     DM once a request is decided: expired, denied, cancelled or approved (an approval also
     owes the new link DM: approve_request)."""
-    targets = enqueue_approver_edits(db, request.id, now=now, asked=asked)
+    targets = enqueue_approver_edits(db, request.id, now=now, asked=asked, reminded=reminded)
     targets.append(outbox.enqueue_agent_request(db, request, now=now))
     return targets
 
@@ -575,8 +582,8 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
         ),
         now=now,
     )
-    messages, asked = _decision_audience(db, request.id)
-    targets = enqueue_outcome(db, request, now=now, asked=asked)
+    messages, asked, reminded = _decision_audience(db, request.id)
+    targets = enqueue_outcome(db, request, now=now, asked=asked, reminded=reminded)
     return Decided(RequestView.of(request), "expired", None, now, None, messages, asked=asked, targets=tuple(targets))
 
 
@@ -638,8 +645,8 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
         # approver's DM and the agent's "approval needed" DM are edited to "approved", and
         # the link follows in a new DM (so that the agent is notified), rendered at delivery
         # with the link derived again from the request's id (the rows hold no token).
-        messages, asked = _decision_audience(db, request.id)
-        edits = enqueue_outcome(db, request, now=now, asked=asked)
+        messages, asked, reminded = _decision_audience(db, request.id)
+        edits = enqueue_outcome(db, request, now=now, asked=asked, reminded=reminded)
         link_dm, feed = outbox.enqueue_granted(db, request, now=now)
         return Decided(
             RequestView.of(request), "approved", clicker.slack_id, now, None, messages,
@@ -682,8 +689,8 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
             cause=None,
             now=now,
         )
-        messages, asked = _decision_audience(db, request.id)
-        targets = enqueue_outcome(db, request, now=now, asked=asked)
+        messages, asked, reminded = _decision_audience(db, request.id)
+        targets = enqueue_outcome(db, request, now=now, asked=asked, reminded=reminded)
         return Decided(RequestView.of(request), "denied", clicker.slack_id, now, reason, messages, asked=asked, targets=tuple(targets))
 
 
@@ -723,8 +730,8 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             ),
             now=now,
         )
-        messages, asked = _decision_audience(db, request.id)
-        targets = enqueue_outcome(db, request, now=now, asked=asked)
+        messages, asked, reminded = _decision_audience(db, request.id)
+        targets = enqueue_outcome(db, request, now=now, asked=asked, reminded=reminded)
         return Decided(RequestView.of(request), "cancelled", clicker_slack_id, now, None, messages, asked=asked, targets=tuple(targets))
 
 
@@ -1018,8 +1025,8 @@ def _finish_extension(
     extension.state, extension.decided_at = state, now
     audit.append(db, EventDraft(type=event_type, actor=actor, details={"extension_id": extension.id, **details}, **base), now=now)
     db.flush()
-    messages, asked = _decision_audience(db, extension.id)
-    targets = enqueue_approver_edits(db, extension.id, now=now, asked=asked)
+    messages, asked, reminded = _decision_audience(db, extension.id)
+    targets = enqueue_approver_edits(db, extension.id, now=now, asked=asked, reminded=reminded)
     targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
     if state == "approved":
         # the security feed shows the new end (issue 5 point 2)
