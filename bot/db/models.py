@@ -162,8 +162,13 @@ class ImpersonationRequest(Base):
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
     #: a pending request not decided by then is expired (policy gating.pending_ttl_minutes)
     pending_expires_at: Mapped[datetime | None]
-    #: a re-initiated request points at the session it follows (issue 3 point 8)
+    #: a re-initiation points at the agent's last session with the same customer user, which
+    #: ended at most `reinitiation.window_minutes` before it (docs/policy.md "Re-initiation")
     previous_session_id: Mapped[str | None] = mapped_column(String(36))
+    #: 0 for a fresh request; N for the Nth re-initiation in a row (migration 0011)
+    reinitiation_ordinal: Mapped[int] = mapped_column(Integer, default=0)
+    #: when the previous session ended, as it stood when this request was made (0011)
+    previous_session_ended_at: Mapped[datetime | None]
     #: granted by break-glass, skipping approval (issue 3 point 9)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
 

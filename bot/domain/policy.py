@@ -166,6 +166,18 @@ def _product_name(value: str) -> str:
 ProductName = Annotated[str, AfterValidator(_product_name)]
 
 
+class ReinitiationConfig(_Strict):
+    """A request by an agent for the customer user of their last session with that user, made
+    soon after that session ended, is a re-initiation: a new request, with its own reason,
+    linked to that session and counted (docs/policy.md "Re-initiation")."""
+
+    #: how long after a session ended a new request for the same customer user is linked to it
+    window_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: from this re-initiation in a row on, the request needs approval even on an ungated
+    #: account; None: re-initiations need no approval of their own
+    require_approval_from: int | None = Field(default=None, ge=1, le=100)
+
+
 class ProductConfig(_Strict):
     """Which product a session is launched into (docs/product-api.md "Sessions belong to a
     product"): stored on the session at redemption; only that product's API keys may read it
@@ -313,6 +325,7 @@ class PolicyConfig(_Strict):
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
     break_glass: BreakGlassConfig = Field(default_factory=BreakGlassConfig)
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
+    reinitiation: ReinitiationConfig = Field(default_factory=ReinitiationConfig)
     product: ProductConfig = Field(default_factory=ProductConfig)
 
     @model_validator(mode="after")
@@ -496,6 +509,17 @@ BLOCK_FIELD: dict[BlockCause, Field_] = {
 }
 
 
+#: the gate a re-initiation past `reinitiation.require_approval_from` adds to `gated_by`
+REINITIATION_GATE = "reinitiation"
+
+
+def reinitiation_needs_approval(*, ordinal: int, require_approval_from: int | None) -> bool:
+    """Whether a request needs approval because of how many times in a row the agent came
+    back to the same customer user. `ordinal` is 0 for a request that is no re-initiation,
+    N for the Nth in a row; from `require_approval_from` on (None: never) it needs approval."""
+    return require_approval_from is not None and ordinal >= 1 and ordinal >= require_approval_from
+
+
 @dataclass(frozen=True)
 class Decision:
     outcome: Outcome
@@ -529,6 +553,8 @@ def decide(
     break_glass: bool = False,
     break_glass_reason_min_length: int = 60,
     requester_identified: bool = True,
+    reinitiation_ordinal: int = 0,
+    reinitiation_approval_from: int | None = None,
 ) -> Decision:
     """Decide one request. Pure: no I/O, no clock. `account_flags` is None for an unknown
     account. The order matters: an opted-out account refuses everyone (issue 2 point 8:
@@ -564,6 +590,8 @@ def decide(
     gated_by = frozenset(account_flags & gated_flags)
     if powers.requires_approval:
         gated_by |= {"role"}
+    if reinitiation_needs_approval(ordinal=reinitiation_ordinal, require_approval_from=reinitiation_approval_from):
+        gated_by |= {REINITIATION_GATE}
     if break_glass and gated_by:
         # Issue 3 point 9: only a break-glass role, only with a longer reason, never on an
         # opted-out account (refused above, before any role is considered).

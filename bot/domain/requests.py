@@ -23,6 +23,7 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.links import issue_link
+from bot.domain.sessions import SessionStatus, status_at
 from bot.domain.policy import (
     REASON_MAX_LENGTH,
     BlockCause,
@@ -33,7 +34,7 @@ from bot.domain.policy import (
     decide,
     powers_of,
 )
-from bot.domain.views import IssuedLink, RequestView
+from bot.domain.views import IssuedLink, RequestView, minutes_between
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ class RequestForm:
     scope: str
     #: skip approval on a gated account (break-glass roles only, issue 3 point 9)
     break_glass: bool = False
-    #: set when the agent re-initiates after a session ended (issue 3 point 8)
+    #: the session whose "Start a new request" button opened the modal: only says where the
+    #: request came from; whether it is a re-initiation, and of which session, the domain
+    #: finds itself (`_reinitiation`)
     previous_session_id: str | None = None
 
 
@@ -238,6 +241,11 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
     with ctx.sessions() as db, db.begin():
         account = directory.find_account(db, form.account) if form.account else None
         user = directory.find_user(db, account, form.user) if account is not None and form.user else None
+        again = (
+            _reinitiation(db, agent_slack_id=agent.slack_id, customer_user_id=user.id, now=now, window_minutes=ctx.policy.reinitiation.window_minutes)
+            if user is not None
+            else None
+        )
         decision = decide(
             powers=powers,
             account_flags=account.flag_names() if account is not None else None,
@@ -256,6 +264,8 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             break_glass=form.break_glass,
             break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
             requester_identified=person.resolved,
+            reinitiation_ordinal=again.ordinal if again is not None else 0,
+            reinitiation_approval_from=ctx.policy.reinitiation.require_approval_from,
         )
         if decision.outcome is Outcome.BLOCK:
             _audit_blocked(db, decision, actor, form, account_known=account is not None, now=now)
@@ -299,7 +309,9 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             updated_at=now,
             approvals_required=decision.approvals_required if pending else 0,
             pending_expires_at=now + timedelta(minutes=gating.pending_ttl_minutes) if pending else None,
-            previous_session_id=_previous_session(db, form.previous_session_id, agent.slack_id),
+            previous_session_id=again.previous_session_id if again is not None else None,
+            reinitiation_ordinal=again.ordinal if again is not None else 0,
+            previous_session_ended_at=again.previous_ended_at if again is not None else None,
             break_glass=bool(decision.bypassed),
         )
         db.add(request)
@@ -324,11 +336,14 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
                     "account_flags": sorted(account.flag_names()),
                     "gated_by": sorted(decision.gated_by),
                     "previous_session_id": request.previous_session_id,
+                    "reinitiation_ordinal": request.reinitiation_ordinal,
                 },
                 **event,
             ),
             now=now,
         )
+        if again is not None:
+            audit.append(db, EventDraft(type="request.reinitiated", details=again.details(now, ctx.policy.reinitiation.window_minutes, form), **event), now=now)
         if pending:
             requester = requester_identity(slack_id=agent.slack_id, email=person.email, enterprise_user_id=person.enterprise_user_id)
             # The agent's DM is owed first, so that it is sent ahead of the approvers' asks.
@@ -448,12 +463,101 @@ def _audit_blocked(
         )
 
 
-def _previous_session(db: Session, session_id: str | None, agent_slack_id: str) -> str | None:
-    """A re-initiated request links to the agent's own earlier session, or to nothing."""
-    if not session_id:
+@dataclass(frozen=True)
+class Reinitiation:
+    """A request's place in a chain of re-initiations: the session it follows, when that
+    ended, and how many re-initiations in a row it makes (1 after a fresh request's session)."""
+
+    previous_session_id: str
+    previous_ended_at: datetime
+    ordinal: int
+
+    def details(self, now: datetime, window_minutes: int, form: RequestForm) -> dict[str, object]:
+        """The `request.reinitiated` event's details. `via`: "button" when the modal was opened
+        from this very session's "Start a new request", else "command" (`/impersonate`)."""
+        return {
+            "previous_session_id": self.previous_session_id,
+            "ordinal": self.ordinal,
+            "previous_ended_at": audit.format_time(self.previous_ended_at),
+            "minutes_since_end": minutes_between(self.previous_ended_at, now),
+            "window_minutes": window_minutes,
+            "via": "button" if form.previous_session_id == self.previous_session_id else "command",
+        }
+
+
+def _reinitiation(db: Session, *, agent_slack_id: str, customer_user_id: int, now: datetime, window_minutes: int) -> Reinitiation | None:
+    """Whether a request by this agent for this customer user, made `now`, re-initiates the
+    agent's last session with that user: that session is over (ended, expired or revoked;
+    a session past its end that the scheduler has not tidied yet ended at its end) and
+    ended at most `window_minutes` ago. The chain's ordinal carries on from the request that
+    session came from; a request that led to no session (denied, cancelled, lapsed) does not
+    move it, since it gave no access. Where the agent came from (the button or the command)
+    does not matter: the same facts decide."""
+    r, s = ImpersonationRequest, ImpersonationSession
+    last = db.execute(
+        select(s.id, s.ended_at, s.expires_at, r.reinitiation_ordinal)
+        .join(r, r.id == s.request_id)
+        .where(s.agent_slack_id == agent_slack_id, r.customer_user_id == customer_user_id, s.started_at <= now)
+        .order_by(s.started_at.desc(), s.id.desc())
+        .limit(1)
+    ).one_or_none()
+    if last is None:
         return None
-    session = db.get(ImpersonationSession, session_id)
-    return session.id if session is not None and session.agent_slack_id == agent_slack_id else None
+    ended_at = last.ended_at if last.ended_at is not None else last.expires_at
+    if ended_at > now or now - ended_at > timedelta(minutes=window_minutes):
+        return None  # still live, or ended before the window
+    return Reinitiation(last.id, ended_at, (last.reinitiation_ordinal or 0) + 1)
+
+
+@dataclass(frozen=True)
+class NewRequestModal:
+    """What "Start a new request" on a session's DM opens: the request modal, pre-filled with
+    the account of the clicker's own session, carrying that session's id once it is over."""
+
+    options: ModalOptions
+    #: the clicker's own session's request (its account pre-fills the modal), or None
+    request: RequestView | None = None
+    #: the session the modal came from, when it is the clicker's own and over (ids only)
+    session_id: str | None = None
+
+
+def new_request_from_session(
+    ctx: DomainContext, session_id: str, *, agent_slack_id: str, now: datetime | None = None
+) -> NewRequestModal | AlreadyOpen:
+    """A click on "Start a new request" (the session-over DM, or the live one's). The button's
+    value names a session; it is reloaded and re-checked now: someone else's session (a forged
+    value) pre-fills nothing and is audited (`session.reinitiation_refused`); the clicker's own
+    session still open, while one open access is the rule, shows that access instead of a
+    modal whose submission would only be refused. Whatever the modal then carries, the
+    submission decides again whether the new request re-initiates a session
+    (`_reinitiation`)."""
+    now = now or utcnow()
+    options = modal_options(ctx, agent_slack_id)
+    with ctx.sessions() as db, db.begin():
+        session = db.get(ImpersonationSession, session_id) if session_id else None
+        if session is None:
+            return NewRequestModal(options)
+        if session.agent_slack_id != agent_slack_id:
+            audit.append(
+                db,
+                EventDraft(
+                    type="session.reinitiation_refused",
+                    actor=Actor(slack_id=agent_slack_id),
+                    account=session.request.account.external_id,
+                    request_id=session.request_id,
+                    session_id=session.id,
+                    details={"cause": "not_the_agent"},
+                ),
+                now=now,
+            )
+            return NewRequestModal(options)
+        request = RequestView.of(session.request)
+        if ctx.policy.requests.one_open_access:
+            open_access = _open_access(db, agent_slack_id, session.request.customer_user_id, now)
+            if open_access is not None:
+                return open_access
+        over = status_at(session, now) is not SessionStatus.LIVE
+        return NewRequestModal(options, request, session.id if over else None)
 
 
 def link_message_state(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Granted | RequestView | None:

@@ -9,6 +9,12 @@ from typing import Any
 from bot.db.models import ImpersonationRequest, ImpersonationSession
 
 
+def minutes_between(earlier: datetime, later: datetime) -> int:
+    """Whole minutes from `earlier` to `later`, rounded up (never below 0)."""
+    seconds = max(0.0, (later - earlier).total_seconds())
+    return -int(-seconds // 60)
+
+
 @dataclass(frozen=True)
 class RequestView:
     id: str
@@ -33,6 +39,18 @@ class RequestView:
     pending_expires_at: datetime | None = None
     previous_session_id: str | None = None
     break_glass: bool = False
+    #: 0 for a fresh request; N for the Nth re-initiation in a row (docs/policy.md)
+    reinitiation_ordinal: int = 0
+    #: when the session it re-initiates ended
+    previous_session_ended_at: datetime | None = None
+
+    @property
+    def minutes_after_previous(self) -> int | None:
+        """Whole minutes, rounded up, from the previous session's end to this request: a
+        re-initiation 40 seconds after the end came "within 1 min"; None for a fresh request."""
+        if not self.reinitiation_ordinal or self.previous_session_ended_at is None:
+            return None
+        return max(1, minutes_between(self.previous_session_ended_at, self.created_at))
 
     @classmethod
     def of(cls, request: ImpersonationRequest) -> RequestView:
@@ -83,6 +101,8 @@ class RequestView:
             pending_expires_at=request.pending_expires_at,
             previous_session_id=request.previous_session_id,
             break_glass=bool(request.break_glass),
+            reinitiation_ordinal=request.reinitiation_ordinal or 0,
+            previous_session_ended_at=request.previous_session_ended_at,
         )
 
 

@@ -35,8 +35,8 @@ from bot.domain.approvals import (
     PastSession,
     Refused,
 )
-from bot.domain.policy import REASON_MAX_LENGTH, TICKET_MAX_LENGTH, BlockCause, Field_
-from bot.domain.requests import BLOCK_MESSAGES, AlreadyOpen, Blocked, Granted, ModalOptions, Pending, RequestForm
+from bot.domain.policy import REASON_MAX_LENGTH, REINITIATION_GATE, TICKET_MAX_LENGTH, BlockCause, Field_
+from bot.domain.requests import BLOCK_MESSAGES, AlreadyOpen, Blocked, Granted, ModalOptions, NewRequestModal, Pending, RequestForm
 from bot.domain.views import RequestView, SessionView
 from bot.slack import limits
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -319,6 +319,19 @@ def request_modal(
         view["private_metadata"] = previous
     view["blocks"] = blocks[: limits.MODAL_BLOCKS_MAX]
     return view
+
+
+def new_request_view(start: NewRequestModal | AlreadyOpen, *, tz_name: str | None) -> dict[str, Any]:
+    """What "Start a new request" opens (bot.domain.requests.new_request_from_session): the
+    request modal, pre-filled with the session's account and carrying its id once it is
+    over, or the open access the agent still holds (`tz_name`: the clicker's time zone)."""
+    if isinstance(start, AlreadyOpen):
+        return already_open_modal(start, tz_name=tz_name)
+    return request_modal(
+        start.options,
+        initial_account=account_choice(start.request) if start.request is not None else None,
+        previous_session_id=start.session_id,
+    )
 
 
 def _break_glass_input(reason_min_length: int) -> Block:
@@ -673,13 +686,16 @@ def grant_message(granted: Granted, *, approved_by: str | None = None) -> Messag
     return _message(text, blocks)
 
 
-def _gate_reason(gated_by: frozenset[str]) -> str:
-    flags = sorted(f for f in gated_by if f != "role")
+def _gate_reason(request: RequestView) -> str:
+    gated_by = request.gated_by
+    flags = sorted(f for f in gated_by if f not in ("role", REINITIATION_GATE))
     parts = []
     if flags:
         parts.append("the account is " + " and ".join(escape(f) for f in flags))
     if "role" in gated_by:
         parts.append("your role requires approval")
+    if REINITIATION_GATE in gated_by:
+        parts.append(f"it is your re-initiation #{request.reinitiation_ordinal} in a row with this customer user")
     return " and ".join(parts) if parts else "the policy requires it"
 
 
@@ -698,7 +714,7 @@ def pending_message(pending: Pending) -> Message:
         _header("Approval needed"),
         _section(
             f"Your request to impersonate {_user_text(request)} needs approval because "
-            f"{_gate_reason(request.gated_by)}. {who} "
+            f"{_gate_reason(request)}. {who} "
             "You will get the one-time link here once it is approved."
         ),
         _request_fields(request, session_length=duration_label(request.duration_minutes)),
@@ -792,8 +808,25 @@ def _ask_summary(request: RequestView, extension: ExtensionView | None, *, tz_na
             f"{agent} {verb} for {duration_label(extension.minutes)} more on their live session as "
             f"{_user_text(request)} in {_account_text(request)}, which ends at {escape(ends)}."
         )
-    follow_up = " It follows an earlier session of theirs." if request.previous_session_id else ""
-    return f"{agent} {verb} to impersonate {_user_text(request)} in {_account_text(request)}.{follow_up}"
+    return f"{agent} {verb} to impersonate {_user_text(request)} in {_account_text(request)}.{_follow_up(request)}"
+
+
+def reinitiation_text(request: RequestView) -> str | None:
+    """"re-initiation #2 within 12 min": the request's place in a chain of re-initiations and
+    how soon after the previous session with this customer user ended it came; None for a
+    fresh request. Our own words and numbers only."""
+    minutes = request.minutes_after_previous
+    if not request.reinitiation_ordinal or minutes is None:
+        return None
+    return f"re-initiation #{request.reinitiation_ordinal} within {minutes} min"
+
+
+def _follow_up(request: RequestView) -> str:
+    reinitiation = reinitiation_text(request)
+    if reinitiation is not None:
+        return f" *{escape(reinitiation.capitalize())}* of their previous session with this user ending."
+    # linked before re-initiations were numbered
+    return " It follows an earlier session of theirs." if request.previous_session_id else ""
 
 
 def _ask_reasons(request: RequestView, extension: ExtensionView | None) -> list[Block]:
@@ -1073,7 +1106,12 @@ _OVER_WORDS = {
 
 
 def session_over_message(session: SessionView) -> Message:
-    """The DM once the session is over: ended by the agent, expired, or revoked. No buttons."""
+    """The DM once the session is over: ended by the agent, expired, or revoked. An ended or
+    expired session offers **Start a new request** (its value: the session id only; the click
+    is re-checked by the domain): the agent asks again, with a fresh reason, and within the
+    policy's window the new request is linked to this session as a re-initiation. A revoked
+    session offers nothing: security took the access away (`/impersonate` still works, and is
+    linked the same way)."""
     request = session.request
     kind = session.end_reason if session.end_reason in _OVER_WORDS else session.state
     # A session still marked active but passed here is over by the clock: it expired.
@@ -1089,6 +1127,14 @@ def session_over_message(session: SessionView) -> Message:
         _section(f"Your session as {_user_text(request)} {verb}{who} at {escape(when)}."),
         _request_fields(request, session_length=duration_label(request.duration_minutes)),
     ]
+    if kind != RequestState.REVOKED.value:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.SESSION_ACTIONS.value,
+                "elements": [_button(ActionId.START_NEW_REQUEST, "Start a new request", session.id)],
+            }
+        )
     text = f"Your session as {_fallback_subject(request)} {verb} at {escape(when)}."
     return _message(text, blocks)
 

@@ -169,6 +169,29 @@ def test_the_report_counts_the_period_in_sql(ctx, week):
     assert (concentrated.account, concentrated.agent, concentrated.percent) == ("acme", "UAGENT1", 100)
 
 
+def test_reinitiations_are_counted_from_the_button_and_from_the_command_alike(ctx, session_factory, tmp_path):
+    """A request soon after the agent's session with the same user ended is a re-initiation
+    whether the agent clicked "Start a new request" or typed /impersonate; later, it is not."""
+    load_directory(session_factory, tmp_path)
+    agent = AgentIdentity("UAGENT1")
+    with freeze_time(MONDAY + timedelta(hours=1)) as clock:
+        first = redeem(ctx, requests.submit_request(ctx, agent, form("acme", "u-bob")))
+        sessions.end_session(ctx, first, actor_slack_id="UAGENT1")
+        clock.tick(timedelta(minutes=3))
+        by_command = redeem(ctx, requests.submit_request(ctx, agent, form("acme", "u-bob")))
+        sessions.end_session(ctx, by_command, actor_slack_id="UAGENT1")
+        clock.tick(timedelta(minutes=3))
+        by_button = redeem(ctx, requests.submit_request(ctx, agent, form("acme", "u-bob", previous=by_command)))
+        sessions.end_session(ctx, by_button, actor_slack_id="UAGENT1")
+        clock.tick(timedelta(hours=2))
+        redeem(ctx, requests.submit_request(ctx, agent, form("acme", "u-bob")))  # past the window: a fresh request
+    report = report_for(ctx)
+    assert (report.requests, report.reinitiations) == (4, 2)
+    with session_factory() as db:
+        vias = [json.loads(d)["via"] for d in db.execute(select(AuditEvent.details).where(AuditEvent.type == "request.reinitiated").order_by(AuditEvent.seq)).scalars()]
+    assert vias == ["command", "button"]
+
+
 def test_the_median_of_an_odd_number_of_decisions_is_the_middle_one(ctx, week):
     with freeze_time(MONDAY + timedelta(hours=2)) as clock:
         late = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("globex", "u-carol"))

@@ -33,6 +33,7 @@ from bot.domain.policy import (
     parse_policy,
     powers_of,
     recheck_at_redemption,
+    reinitiation_needs_approval,
 )
 from tests.conftest import REPO_ROOT, TEST_POLICY
 from tests.fakes.groups import StaticGroups
@@ -266,6 +267,33 @@ TRUTH_TABLE = [
         Outcome.GRANT,
         bypassed=frozenset({"sensitive"}),
     ),
+    # re-initiation: the Nth request in a row after a session with the same customer user
+    grant("a re-initiation needs no approval when the policy asks none", reinitiation_ordinal=5),
+    grant("a re-initiation before the policy's Nth is granted", reinitiation_ordinal=1, reinitiation_approval_from=2),
+    pending("the Nth re-initiation needs approval on an ungated account", {"reinitiation"}, 1, reinitiation_ordinal=2, reinitiation_approval_from=2),
+    pending("so does every later one", {"reinitiation"}, 1, reinitiation_ordinal=7, reinitiation_approval_from=2),
+    grant("a fresh request is no re-initiation, even from the first", reinitiation_ordinal=0, reinitiation_approval_from=1),
+    pending(
+        "the re-initiation gate adds to the account's flags",
+        {"reinitiation", "regulated"},
+        2,
+        account_flags=frozenset({"regulated"}),
+        reinitiation_ordinal=1,
+        reinitiation_approval_from=1,
+    ),
+    block(
+        "a re-initiation is refused like any request (a fresh reason is still required)",
+        BlockCause.REASON_TOO_SHORT,
+        reason="again",
+        reinitiation_ordinal=3,
+        reinitiation_approval_from=1,
+    ),
+    Row(
+        "break-glass skips the re-initiation gate too, and records it",
+        dict(powers=SENIOR_ALL_POWERS, break_glass=True, reason=BREAK_GLASS_REASON, reinitiation_ordinal=1, reinitiation_approval_from=1),
+        Outcome.GRANT,
+        bypassed=frozenset({"reinitiation"}),
+    ),
 ]
 
 
@@ -279,6 +307,24 @@ def test_decide(row: Row):
         approvals_required=row.approvals,
         bypassed=row.bypassed,
     )
+
+
+@pytest.mark.parametrize(
+    ("ordinal", "require_from", "needs"),
+    [
+        (0, None, False),
+        (0, 1, False),  # a fresh request is never a re-initiation
+        (1, None, False),
+        (9, None, False),  # no key: re-initiations need no approval of their own
+        (1, 1, True),
+        (1, 2, False),
+        (2, 2, True),
+        (3, 2, True),
+        (2, 3, False),
+    ],
+)
+def test_reinitiation_needs_approval(ordinal, require_from, needs):
+    assert reinitiation_needs_approval(ordinal=ordinal, require_approval_from=require_from) is needs
 
 
 def test_truth_table_covers_every_cause_and_outcome():
@@ -528,11 +574,22 @@ def with_section(section: str) -> str:
         ("[notifications]\nexpiry_warning_minutes = 0", "notifications.expiry_warning_minutes", "greater than or equal to 1"),
         ("[notifications]\nexpiry_warning_minutes = 121", "notifications.expiry_warning_minutes", "less than or equal to 120"),
         ("[notifications]\nwarn_me = true", "notifications.warn_me", "unknown key"),
+        ("[reinitiation]\nwindow_minutes = 0", "reinitiation.window_minutes", "greater than or equal to 1"),
+        ("[reinitiation]\nwindow_minutes = 1441", "reinitiation.window_minutes", "less than or equal to 1440"),
+        ("[reinitiation]\nrequire_approval_from = 0", "reinitiation.require_approval_from", "greater than or equal to 1"),
+        ('[reinitiation]\nrequire_approval_from = "3"', "reinitiation.require_approval_from", "integer"),
     ],
 )
 def test_new_sections_are_validated_naming_the_key(section, key, says):
     message = load_error(with_section(section))
     assert key in message and says in message
+
+
+def test_reinitiation_defaults_to_a_half_hour_window_and_no_approval_of_its_own():
+    policy = parse_policy(TEST_POLICY)
+    assert (policy.reinitiation.window_minutes, policy.reinitiation.require_approval_from) == (30, None)
+    policy = parse_policy(with_section("[reinitiation]\nwindow_minutes = 45\nrequire_approval_from = 2"))
+    assert (policy.reinitiation.window_minutes, policy.reinitiation.require_approval_from) == (45, 2)
 
 
 @pytest.mark.parametrize(

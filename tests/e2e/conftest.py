@@ -83,11 +83,11 @@ def link_in(blocks: list[dict[str, Any]]) -> str:
     return found[0]
 
 
-def bot_settings(fake: FakeSlack, db_url: str, tmp_path, *, public_base_url: str, product_launch_url: str):
-    """The bot's settings against the fake Slack: the test database, TEST_POLICY written to
-    tmp_path, a signing key generated there."""
+def bot_settings(fake: FakeSlack, db_url: str, tmp_path, *, public_base_url: str, product_launch_url: str, policy_text: str = TEST_POLICY):
+    """The bot's settings against the fake Slack: the test database, the policy (TEST_POLICY
+    unless told) written to tmp_path, a signing key generated there."""
     policy = tmp_path / "policy.toml"
-    policy.write_text(TEST_POLICY)
+    policy.write_text(policy_text)
     return load_settings(
         {
             "SLACK_BOT_TOKEN": fake.bot_token,
@@ -103,11 +103,23 @@ def bot_settings(fake: FakeSlack, db_url: str, tmp_path, *, public_base_url: str
 
 
 @pytest.fixture
-def running_bot(db_url, tmp_path, session_factory):
+def bot_policy() -> str:
+    """The policy file the running bot reads; a test module overrides this fixture to run the
+    bot under another policy."""
+    return TEST_POLICY
+
+
+@pytest.fixture
+def running_bot(db_url, tmp_path, session_factory, bot_policy):
     load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"], "initech": ["regulated"], "umbrella": ["opted_out"]})
     with FakeSlack(users=PEOPLE, channels=["CSECURITY1"]) as fake:
         settings = bot_settings(
-            fake, db_url, tmp_path, public_base_url="http://bot.test", product_launch_url="http://product.test/impersonation/launch"
+            fake,
+            db_url,
+            tmp_path,
+            public_base_url="http://bot.test",
+            product_launch_url="http://product.test/impersonation/launch",
+            policy_text=bot_policy,
         )
         container = wiring.build_container(settings)
         server = make_server("127.0.0.1", 0, container.web_app, threaded=True)

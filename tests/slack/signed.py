@@ -109,7 +109,9 @@ def block_suggestion(action_id: str, value: str, *, values: dict[str, Any] | Non
     )
 
 
-def block_action(action_id: str, value: str, *, block_id: str, user_id: str, channel: str = "DAGENT1", message_ts: str = "1700000000.000001") -> str:
+def block_action(
+    action_id: str, value: str, *, block_id: str, user_id: str, channel: str = "DAGENT1", message_ts: str = "1700000000.000001", trigger_id: str | None = None
+) -> str:
     return interaction(
         {
             "type": "block_actions",
@@ -117,7 +119,7 @@ def block_action(action_id: str, value: str, *, block_id: str, user_id: str, cha
             "team": {"id": "T1", "domain": "test"},
             "api_app_id": "A1",
             "token": "legacy-verification-token",
-            "trigger_id": _trigger_id(),
+            "trigger_id": trigger_id or _trigger_id(),
             "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
             "channel": {"id": channel, "name": "directmessage"},
             "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},

@@ -25,7 +25,7 @@ from bot.domain.approvals import (
     Refused,
 )
 from bot.domain.policy import BLOCK_FIELD, REASON_MAX_LENGTH, TICKET_MAX_LENGTH, BlockCause, Field_
-from bot.domain.requests import BLOCK_MESSAGES, Blocked, Granted, ModalOptions, Pending
+from bot.domain.requests import BLOCK_MESSAGES, AlreadyOpen, Blocked, Granted, ModalOptions, NewRequestModal, Pending
 from bot.domain.views import IssuedLink, RequestView, SessionView
 from bot.slack import blocks, limits
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -320,10 +320,18 @@ def test_session_active_message_buttons_carry_only_the_session_id(can_request_ex
         ({}, "Session expired at 15:30 CET"),  # still marked active, but over by the clock
     ],
 )
-def test_session_over_message_wording_and_no_buttons(changes, headline):
+def test_session_over_message_wording_and_its_one_button(changes, headline):
     text, message_blocks = blocks.session_over_message(session_view(request_view(), **changes))
     assert message_blocks[0]["text"]["text"] == headline
-    assert not [obj for _, obj in walk(message_blocks) if obj.get("type") in ("button", "actions")]
+    if changes.get("end_reason") == "revoked":
+        # security took the access away: nothing invites the agent straight back
+        assert not [obj for _, obj in walk(message_blocks) if obj.get("type") in ("button", "actions")]
+    else:
+        # ended or expired: ask again (a re-initiation); the value is the session id only
+        (again,) = buttons_of(message_blocks)
+        assert (again["action_id"], again["value"]) == (ActionId.START_NEW_REQUEST.value, SESSION_ID)
+        assert [b["block_id"] for b in message_blocks if b["type"] == "actions"] == [BlockId.SESSION_ACTIONS.value]
+    assert problems(message_blocks, surface="message") == []
     if changes.get("end_reason") == "ended":
         assert "ended by you" in "\n".join(all_texts(message_blocks))
     if changes.get("end_reason") == "revoked":
@@ -828,3 +836,60 @@ def test_carried_id_accepts_only_our_ids():
 
 def test_account_choice_matches_the_typeahead_label():
     assert blocks.account_choice(request_view()) == ("acme", "ACME Corp (acme)")
+
+
+# ---------------------------------------------------------------------------- re-initiation
+
+
+def reinitiation(ordinal: int, *, after: timedelta, **changes) -> RequestView:
+    """A request made `after` the end of the agent's previous session with the user."""
+    return regulated_request(
+        previous_session_id=SESSION_ID, reinitiation_ordinal=ordinal, previous_session_ended_at=STARTED - after, **changes
+    )
+
+
+def test_the_approvers_are_told_which_reinitiation_it_is_and_how_soon():
+    request = reinitiation(2, after=timedelta(minutes=11, seconds=40))
+    _, message_blocks = blocks.approval_request_message(ask(request), tz_name=None)
+    assert problems(message_blocks, surface="message") == []
+    summary = message_blocks[1]["text"]["text"]
+    assert summary.endswith(" *Re-initiation #2 within 12 min* of their previous session with this user ending.")
+    assert "It follows an earlier session" not in rendered_text(message_blocks)
+    # and the decided DM keeps saying it
+    _, decided_blocks = blocks.approver_outcome_message(decided(request, "approved"), tz_name=None)
+    assert "*Re-initiation #2 within 12 min*" in rendered_text(decided_blocks)
+
+
+@pytest.mark.parametrize(
+    ("request_", "says"),
+    [
+        (request_view(), None),
+        (replace(request_view(), previous_session_id=SESSION_ID), None),  # linked before re-initiations were numbered
+        (replace(request_view(), reinitiation_ordinal=1, previous_session_ended_at=STARTED), "re-initiation #1 within 1 min"),
+        (replace(request_view(), reinitiation_ordinal=4, previous_session_ended_at=STARTED - timedelta(minutes=30)), "re-initiation #4 within 30 min"),
+    ],
+)
+def test_reinitiation_text(request_, says):
+    assert blocks.reinitiation_text(request_) == says
+
+
+def test_the_agent_is_told_the_reinitiation_is_why_it_waits():
+    request = reinitiation(3, after=timedelta(minutes=4), state="pending", account_flags=frozenset(), gated_by=frozenset({"reinitiation"}))
+    _, message_blocks = blocks.pending_message(pending(request, 1, ("UMANAGER1",)))
+    rendered = "\n".join(all_texts(message_blocks))
+    assert "needs approval because it is your re-initiation #3 in a row with this customer user." in rendered
+    assert "the account is" not in rendered
+
+
+def test_start_a_new_request_opens_the_modal_or_the_open_access():
+    over = NewRequestModal(modal_options(), request_view(), SESSION_ID)
+    view = blocks.new_request_view(over, tz_name=None)
+    assert view["callback_id"] == CallbackId.IMPERSONATE_REQUEST.value and view["private_metadata"] == SESSION_ID
+    account = next(b for b in view["blocks"] if b.get("block_id") == BlockId.ACCOUNT.value)["element"]
+    assert account["initial_option"]["value"] == "acme"
+    plain = blocks.new_request_view(NewRequestModal(modal_options()), tz_name=None)
+    assert "private_metadata" not in plain and "initial_option" not in plain["blocks"][0]["element"]
+    live = AlreadyOpen(request_view(state="active"), SESSION_ID, STARTED + timedelta(minutes=30))
+    assert blocks.new_request_view(live, tz_name=None)["callback_id"] == CallbackId.IMPERSONATE_ALREADY_OPEN.value
+    for shown in (view, plain):
+        assert problems(shown, surface="modal") == []

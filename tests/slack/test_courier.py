@@ -121,10 +121,13 @@ def test_the_agents_dm_shows_the_state_at_delivery(ctx, courier, granted, fake_s
         session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
         sessions.end_session(ctx, session.id, actor_slack_id="USENIOR1")
         outbox.deliver_due(ctx, courier)
-    # redeemed and ended before any delivery: one DM, already showing the end, no buttons
+    # redeemed and ended before any delivery: one DM, already showing the end; its one
+    # button asks again (a re-initiation), never End or more time
     (dm,) = fake_slack.messages_in(fake_slack.dm_channel("USENIOR1"))
     assert dm.blocks[0]["text"]["text"].startswith("Session ended at ") and not dm.history
-    assert not [b for b in dm.blocks if b["type"] == "actions"]
+    assert [(e["action_id"], e["value"]) for b in dm.blocks if b["type"] == "actions" for e in b["elements"]] == [
+        ("start_new_request", session.id)
+    ]
     (feed,) = fake_slack.messages_in("CSECURITY1")
     assert feed.blocks[0]["text"]["text"] == "Impersonation ended"
     fake_slack.assert_no_violations()

@@ -64,7 +64,8 @@ def test_a_session_already_over_is_shown_as_over(ctx, slack_client, redeemed):
     SlackSessionNotifier(ctx, slack_client).session_started(session.id)
     (update,) = slack_client.calls_to("chat.update")
     assert update["blocks"][0]["text"]["text"].startswith("Session ended at ")
-    assert not [obj for _, obj in walk(update["blocks"]) if obj.get("type") == "button"]
+    # no End button on a session already over: only asking again
+    assert [obj["action_id"] for _, obj in walk(update["blocks"]) if obj.get("type") == "button"] == ["start_new_request"]
 
 
 def test_slack_failures_are_logged_and_never_raised(ctx, slack_client, redeemed, caplog):

@@ -5,7 +5,8 @@
 - **Approve** / **Deny** on an approver's DM (issue 3 points 1-4): approve is decided at
   once; deny first asks for a reason in a modal (bot.slack.listeners.views).
 - **Cancel request** on the agent's pending DM (issue 3 point 7).
-- **Request more time** / **Start a new request** on the live session's DM (issue 3 point 8).
+- **Request more time** / **Start a new request** on the live session's DM (issue 3 point 8);
+  **Start a new request** on the session-over DM too (a re-initiation, docs/policy.md).
 - **Revoke session** on an alert or the security feed (issue 5 point 5).
 
 A click that decides edits every message about the request once, through the outbox, after
@@ -131,17 +132,10 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
 
     @app.action(ActionId.START_NEW_REQUEST.value)
     def start_new_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
-        """Re-initiation (issue 3 point 8): the request modal, pre-filled with the account of
-        the clicker's own session and carrying that session's id. Someone else's session id
-        (a forged value) pre-fills nothing; the domain links the new request to a session
-        only if it is the agent's own."""
+        """Re-initiation: the request modal, pre-filled with the account of the clicker's own
+        session (the value: its id), or the open access they still hold. The session is
+        reloaded and re-checked by the domain; the submission decides the link."""
         ack()
         clicker = body["user"]["id"]
-        check = sessions.check_session(ctx, blocks.carried_id(action.get("value")))
-        own = check.session if check.session is not None and check.session.request.agent_slack_id == clicker else None
-        view = blocks.request_modal(
-            requests.modal_options(ctx, clicker),
-            initial_account=blocks.account_choice(own.request) if own is not None else None,
-            previous_session_id=own.id if own is not None else None,
-        )
-        client.views_open(trigger_id=body["trigger_id"], view=view)
+        start = requests.new_request_from_session(ctx, blocks.carried_id(action.get("value")), agent_slack_id=clicker)
+        client.views_open(trigger_id=body["trigger_id"], view=blocks.new_request_view(start, tz_name=ctx.people.person(clicker).tz))

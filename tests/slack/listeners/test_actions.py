@@ -58,7 +58,9 @@ def test_the_agent_ends_their_session_and_the_message_is_edited(send, slack_clie
     (update,) = slack_client.calls_to("chat.update")
     assert (update["channel"], update["ts"]) == ("DAGENT1", "1700000000.000001")
     assert update["blocks"][0]["text"]["text"].startswith("Session ended at ")
-    assert "actions" not in [b["type"] for b in update["blocks"]]
+    # End and its other buttons are gone; what is left is asking again
+    (again,) = [e for b in update["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert (again["action_id"], again["value"]) == (ActionId.START_NEW_REQUEST.value, live_session.id)
     assert sessions.check_session(ctx, live_session.id).status is sessions.SessionStatus.ENDED
     (event,) = audit_events(session_factory, "session.ended")
     assert event.actor_slack_id == "UAGENT1" and event.session_id == live_session.id
@@ -346,8 +348,9 @@ def test_an_extension_denied_through_the_modal(send, slack_client, ctx, session_
     assert len(audit_events(session_factory, "extension.denied")) == 1
 
 
-def test_start_a_new_request_prefills_the_account_and_carries_the_session(send, slack_client, ctx, gated):
+def test_start_a_new_request_after_the_session_prefills_the_account_and_carries_the_session(send, slack_client, ctx, gated):
     session = start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts="1700000000.000900")
+    sessions.end_session(ctx, session.id, actor_slack_id="UAGENT1")
     click(send, ActionId.START_NEW_REQUEST, session.id, user_id="UAGENT1")
     (opened,) = slack_client.calls_to("views.open")
     view = opened["view"]
@@ -358,14 +361,31 @@ def test_start_a_new_request_prefills_the_account_and_carries_the_session(send, 
     assert problems(view, surface="modal") == []
 
 
-def test_start_a_new_request_from_someone_elses_session_prefills_nothing(send, slack_client, ctx, gated):
+def test_start_a_new_request_while_the_session_is_live_shows_it_instead(send, slack_client, ctx, gated):
+    """One open access per customer user: the modal's submission could only be refused, so
+    the click shows the live session with its End button at once."""
+    session = start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts="1700000000.000900")
+    click(send, ActionId.START_NEW_REQUEST, session.id, user_id="UAGENT1")
+    (opened,) = slack_client.calls_to("views.open")
+    view = opened["view"]
+    assert view["callback_id"] == CallbackId.IMPERSONATE_ALREADY_OPEN.value and "private_metadata" not in view
+    (end,) = [e for b in view["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert (end["action_id"], end["value"]) == (ActionId.END_SESSION.value, session.id)
+    assert problems(view, surface="modal") == []
+
+
+def test_start_a_new_request_from_someone_elses_session_prefills_nothing_and_is_audited(send, slack_client, ctx, gated, session_factory):
     session = start_live_session(ctx, agent="UAGENT1", channel="DAGENT1", ts="1700000000.000900")
     for forged in (session.id, "not-an-id"):
         click(send, ActionId.START_NEW_REQUEST, forged, user_id="USENIOR1")
     for opened in slack_client.calls_to("views.open"):
         view = opened["view"]
+        assert view["callback_id"] == CallbackId.IMPERSONATE_REQUEST.value
         assert "private_metadata" not in view
         assert "initial_option" not in next(b for b in view["blocks"] if b.get("block_id") == BlockId.ACCOUNT.value)["element"]
+    (refused,) = audit_events(session_factory, "session.reinitiation_refused")
+    assert (refused.actor_slack_id, refused.session_id) == ("USENIOR1", session.id)
+    assert json.loads(refused.details) == {"cause": "not_the_agent"}
 
 
 def test_concurrent_clicks_decide_once_and_edit_each_message_once(send, slack_client, ctx, session_factory, ask):
