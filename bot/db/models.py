@@ -165,9 +165,9 @@ class ImpersonationRequest(Base):
     #: a re-initiation points at the agent's last session with the same customer user, which
     #: ended at most `reinitiation.window_minutes` before it (docs/policy.md "Re-initiation")
     previous_session_id: Mapped[str | None] = mapped_column(String(36))
-    #: 0 for a fresh request; N for the Nth re-initiation in a row (migration 0011)
+    #: 0 for a fresh request; N for the Nth re-initiation in a row (migration 0013)
     reinitiation_ordinal: Mapped[int] = mapped_column(Integer, default=0)
-    #: when the previous session ended, as it stood when this request was made (0011)
+    #: when the previous session ended, as it stood when this request was made (0013)
     previous_session_ended_at: Mapped[datetime | None]
     #: granted by break-glass, skipping approval (issue 3 point 9)
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)

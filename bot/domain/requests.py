@@ -23,7 +23,7 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.links import issue_link
-from bot.domain.sessions import SessionStatus, status_at
+from bot.domain.sessions import SessionStatus, audit_not_the_agent, status_at
 from bot.domain.policy import (
     REASON_MAX_LENGTH,
     BlockCause,
@@ -486,27 +486,31 @@ class Reinitiation:
 
 
 def _reinitiation(db: Session, *, agent_slack_id: str, customer_user_id: int, now: datetime, window_minutes: int) -> Reinitiation | None:
-    """Whether a request by this agent for this customer user, made `now`, re-initiates the
-    agent's last session with that user: that session is over (ended, expired or revoked;
-    a session past its end that the scheduler has not tidied yet ended at its end) and
-    ended at most `window_minutes` ago. The chain's ordinal carries on from the request that
-    session came from; a request that led to no session (denied, cancelled, lapsed) does not
-    move it, since it gave no access. Where the agent came from (the button or the command)
-    does not matter: the same facts decide."""
+    """Whether a request by this agent for this customer user, made `now`, re-initiates one of
+    the agent's sessions with that user: none of them is still live, and the one that ended
+    last (ended, expired or revoked; a session past its end that the scheduler has not tidied
+    yet ended at its end) ended at most `window_minutes` ago. The chain's ordinal carries on
+    from the request that session came from; a request that led to no session (denied,
+    cancelled, lapsed) does not move it, since it gave no access. Where the agent came from
+    (the button or the command) does not matter: the same facts decide."""
     r, s = ImpersonationRequest, ImpersonationSession
-    last = db.execute(
+    since = now - timedelta(minutes=window_minutes)
+    # only the sessions that matter: live ones, and those that ended within the window
+    recent = db.execute(
         select(s.id, s.ended_at, s.expires_at, r.reinitiation_ordinal)
         .join(r, r.id == s.request_id)
-        .where(s.agent_slack_id == agent_slack_id, r.customer_user_id == customer_user_id, s.started_at <= now)
-        .order_by(s.started_at.desc(), s.id.desc())
-        .limit(1)
-    ).one_or_none()
-    if last is None:
-        return None
-    ended_at = last.ended_at if last.ended_at is not None else last.expires_at
-    if ended_at > now or now - ended_at > timedelta(minutes=window_minutes):
-        return None  # still live, or ended before the window
-    return Reinitiation(last.id, ended_at, (last.reinitiation_ordinal or 0) + 1)
+        .where(
+            s.agent_slack_id == agent_slack_id,
+            r.customer_user_id == customer_user_id,
+            s.started_at <= now,
+            or_(s.ended_at >= since, s.ended_at.is_(None) & (s.expires_at >= since)),
+        )
+    ).all()
+    ended = [(row.ended_at if row.ended_at is not None else row.expires_at, row.reinitiation_ordinal or 0, row.id) for row in recent]
+    if not ended or any(end > now for end, _, _ in ended):
+        return None  # nothing ended in the window, or one is still live: not after a session
+    end, ordinal, session_id = max(ended)
+    return Reinitiation(session_id, end, ordinal + 1)
 
 
 @dataclass(frozen=True)
@@ -538,18 +542,7 @@ def new_request_from_session(
         if session is None:
             return NewRequestModal(options)
         if session.agent_slack_id != agent_slack_id:
-            audit.append(
-                db,
-                EventDraft(
-                    type="session.reinitiation_refused",
-                    actor=Actor(slack_id=agent_slack_id),
-                    account=session.request.account.external_id,
-                    request_id=session.request_id,
-                    session_id=session.id,
-                    details={"cause": "not_the_agent"},
-                ),
-                now=now,
-            )
+            audit_not_the_agent(db, session, event_type="session.reinitiation_refused", actor_slack_id=agent_slack_id, now=now)
             return NewRequestModal(options)
         request = RequestView.of(session.request)
         if ctx.policy.requests.one_open_access:

@@ -120,6 +120,23 @@ def close_session(db: Session, session: ImpersonationSession, *, target: Request
     )
 
 
+def audit_not_the_agent(db: Session, session: ImpersonationSession, *, event_type: str, actor_slack_id: str, now: datetime) -> None:
+    """Someone clicked a button of a session that is not theirs (a forged value: the buttons
+    are in the agent's own DM): refused, and recorded with the cause `not_the_agent`."""
+    audit.append(
+        db,
+        EventDraft(
+            type=event_type,
+            actor=Actor(slack_id=actor_slack_id),
+            account=session.request.account.external_id,
+            request_id=session.request_id,
+            session_id=session.id,
+            details={"cause": "not_the_agent"},
+        ),
+        now=now,
+    )
+
+
 def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionView:
     """The agent ends their own live session. Re-checked at click time: only the session's
     agent may end it here (security revokes instead, issue 5), and only while it is live.
@@ -130,18 +147,7 @@ def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now
         if session is None:
             raise EndRefused("That session does not exist.")
         if session.agent_slack_id != actor_slack_id:
-            audit.append(
-                db,
-                EventDraft(
-                    type="session.end_refused",
-                    actor=Actor(slack_id=actor_slack_id),
-                    account=session.request.account.external_id,
-                    request_id=session.request_id,
-                    session_id=session.id,
-                    details={"cause": "not_the_agent"},
-                ),
-                now=now,
-            )
+            audit_not_the_agent(db, session, event_type="session.end_refused", actor_slack_id=actor_slack_id, now=now)
             # Commit before raising: leaving db.begin() by an exception would roll back the
             # audit event, and the refused attempt must stay in the log (issue 2 point 15).
             db.commit()

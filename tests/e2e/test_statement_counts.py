@@ -27,7 +27,7 @@ from tests.slack.signed import block_action, slash_command, view_submission
 #: chain's head in one statement where SQLite needs three)
 EXPECTED = {
     "slash command ack": {"sqlite": 4, "postgresql": 2},
-    "grant (modal submitted)": {"sqlite": 29, "postgresql": 23},
+    "grant (modal submitted)": {"sqlite": 30, "postgresql": 24},
     "landing page": {"sqlite": 3, "postgresql": 2},
     "redemption": {"sqlite": 15, "postgresql": 10},
     "approve click (deciding)": {"sqlite": 20, "postgresql": 15},

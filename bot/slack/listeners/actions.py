@@ -5,8 +5,8 @@
 - **Approve** / **Deny** on an approver's DM (issue 3 points 1-4): approve is decided at
   once; deny first asks for a reason in a modal (bot.slack.listeners.views).
 - **Cancel request** on the agent's pending DM (issue 3 point 7).
-- **Request more time** / **Start a new request** on the live session's DM (issue 3 point 8);
-  **Start a new request** on the session-over DM too (a re-initiation, docs/policy.md).
+- **Request more time** / **Start a new request** on the live session's DM, and **Start a new
+  request** on the DM of a session that ended or expired (a re-initiation: docs/policy.md).
 - **Revoke session** on an alert or the security feed (issue 5 point 5).
 
 A click that decides edits every message about the request once, through the outbox, after

@@ -1,8 +1,8 @@
 """Re-initiation: the ordinal of a request in a chain of re-initiations, and when the session
 it follows ended.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-04
 
 Reviewed by hand. Two new request columns, nothing else touched. `reinitiation_ordinal` gets a
@@ -19,8 +19,8 @@ from alembic import op
 
 from bot.db.base import UTCDateTime
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
