@@ -126,6 +126,18 @@ def _session(ctx, agent="UAGENT1", form=None):
     return links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
 
 
+def _ended(ctx, clock, *, then: timedelta):
+    """A session of UAGENT1's on acme/u-bob, ended by them at once; the clock then moves on."""
+    session = _session(ctx)
+    sessions.end_session(ctx, session.id, actor_slack_id="UAGENT1")
+    clock.tick(then)
+    return session
+
+
+def _with_reinitiation(ctx, **changes) -> None:
+    ctx.policy = ctx.policy.model_copy(update={"reinitiation": ctx.policy.reinitiation.model_copy(update=changes)})
+
+
 def _stored(ctx, request_id):
     with ctx.sessions() as db:
         request = db.get(ImpersonationRequest, request_id)
@@ -166,9 +178,7 @@ def test_a_request_within_the_window_after_the_session_ended_is_a_linked_reiniti
 
 def test_the_button_and_the_command_link_alike_the_audit_says_which(ctx, directory):
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=1))
+        first = _ended(ctx, clock, then=timedelta(minutes=1))
         again = requests.submit_request(ctx, AgentIdentity("UAGENT1"), replace(_form(), previous_session_id=first.id))
     assert _stored(ctx, again.request.id).previous_session_id == first.id
     assert [e["via"] for e in _reinitiated(ctx, again.request.id)] == ["button"]
@@ -177,9 +187,7 @@ def test_the_button_and_the_command_link_alike_the_audit_says_which(ctx, directo
 @pytest.mark.parametrize(("after", "linked"), [(timedelta(minutes=30), True), (timedelta(minutes=30, seconds=1), False)])
 def test_the_window_is_counted_from_the_end_of_the_session(ctx, directory, after, linked):
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(after)
+        first = _ended(ctx, clock, then=after)
         # even from the session's own button: outside the window it is a fresh request
         again = requests.submit_request(ctx, AgentIdentity("UAGENT1"), replace(_form(), previous_session_id=first.id))
     stored = _stored(ctx, again.request.id)
@@ -188,11 +196,9 @@ def test_the_window_is_counted_from_the_end_of_the_session(ctx, directory, after
 
 
 def test_the_window_comes_from_the_policy(ctx, directory):
-    ctx.policy = ctx.policy.model_copy(update={"reinitiation": ctx.policy.reinitiation.model_copy(update={"window_minutes": 90})})
+    _with_reinitiation(ctx, window_minutes=90)
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=80))
+        first = _ended(ctx, clock, then=timedelta(minutes=80))
         again = requests.submit_request(ctx, AgentIdentity("UAGENT1"), _form())
     assert _stored(ctx, again.request.id).previous_session_id == first.id
     assert _reinitiated(ctx, again.request.id)[0]["window_minutes"] == 90
@@ -233,9 +239,7 @@ def test_a_request_that_gave_no_session_does_not_move_the_chain(ctx, directory):
     """A re-initiation whose link lapsed unopened gave no access: the next request still
     follows the same session, and is still #1."""
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=1))
+        first = _ended(ctx, clock, then=timedelta(minutes=1))
         unopened = requests.submit_request(ctx, AgentIdentity("UAGENT1"), _form())
         clock.tick(timedelta(minutes=ctx.policy.links.redeem_window_minutes, seconds=1))
         again = requests.submit_request(ctx, AgentIdentity("UAGENT1"), _form())
@@ -245,9 +249,7 @@ def test_a_request_that_gave_no_session_does_not_move_the_chain(ctx, directory):
 
 def test_only_the_same_agent_and_customer_user_link(ctx, directory):
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=1))
+        first = _ended(ctx, clock, then=timedelta(minutes=1))
         other_agent = requests.submit_request(ctx, AgentIdentity("USENIOR1"), _form())
         other_user = requests.submit_request(ctx, AgentIdentity("UAGENT1"), _form("initech", "u-dave"))
         # someone else's session id carried in the modal links nothing either
@@ -262,9 +264,7 @@ def test_a_request_while_the_last_session_is_still_live_is_no_reinitiation(ctx, 
     it follows nothing (the earlier session, ended in the window, is not the last one)."""
     ctx.policy = ctx.policy.model_copy(update={"requests": ctx.policy.requests.model_copy(update={"one_open_access": False})})
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=1))
+        first = _ended(ctx, clock, then=timedelta(minutes=1))
         _session(ctx)  # live
         clock.tick(timedelta(minutes=1))
         beside = requests.submit_request(ctx, AgentIdentity("UAGENT1"), _form())
@@ -272,11 +272,9 @@ def test_a_request_while_the_last_session_is_still_live_is_no_reinitiation(ctx, 
 
 
 def test_from_the_nth_reinitiation_the_policy_asks_for_approval(ctx, directory):
-    ctx.policy = ctx.policy.model_copy(update={"reinitiation": ctx.policy.reinitiation.model_copy(update={"require_approval_from": 2})})
+    _with_reinitiation(ctx, require_approval_from=2)
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=2))
+        first = _ended(ctx, clock, then=timedelta(minutes=2))
         second = _session(ctx)  # #1: granted at once on the ungated account
         sessions.end_session(ctx, second.id, actor_slack_id="UAGENT1")
         clock.tick(timedelta(minutes=2))
@@ -290,9 +288,7 @@ def test_from_the_nth_reinitiation_the_policy_asks_for_approval(ctx, directory):
 def test_a_refused_reinitiation_stores_nothing(ctx, directory):
     """A fresh reason is still required: a re-initiation is decided like any request."""
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=1))
+        first = _ended(ctx, clock, then=timedelta(minutes=1))
         refused = requests.submit_request(ctx, AgentIdentity("UAGENT1"), replace(_form(), reason="same", previous_session_id=first.id))
     assert isinstance(refused, requests.Blocked) and refused.cause.value == "reason_too_short"
     assert _count(ctx, ImpersonationRequest) == 1 and _count(ctx, AuditEvent, AuditEvent.type == "request.reinitiated") == 0
@@ -319,9 +315,7 @@ def test_the_button_of_a_live_session_shows_the_open_access(ctx, directory):
 
 def test_the_button_of_someone_elses_session_carries_nothing_and_is_audited(ctx, directory):
     with freeze_time(T0) as clock:
-        first = _session(ctx)
-        sessions.end_session(ctx, first.id, actor_slack_id="UAGENT1")
-        clock.tick(timedelta(minutes=1))
+        first = _ended(ctx, clock, then=timedelta(minutes=1))
         start = requests.new_request_from_session(ctx, first.id, agent_slack_id="USENIOR1")
         unknown = requests.new_request_from_session(ctx, "", agent_slack_id="USENIOR1")
     assert start == unknown == requests.NewRequestModal(requests.modal_options(ctx, "USENIOR1"))
