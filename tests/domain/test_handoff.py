@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import jwt
 import pytest
+from freezegun import freeze_time
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bot.domain.handoff import ALGORITHM, REQUIRED_CLAIMS, TOKEN_TYPE, HandoffClaims, HandoffRefused, mint_handoff, verify_handoff
@@ -18,6 +19,15 @@ from bot.domain.keys import SigningKey
 ISSUER = "https://bot.example.com"
 AUDIENCE = "https://product.example.com/impersonation/launch"
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@pytest.fixture(autouse=True)
+def _clock_at_now():
+    """Every token here is minted relative to NOW, read when the module was imported: the
+    clock is frozen there, or a test reached minutes later (a long suite) finds a token
+    meant to be "not yet valid" already valid."""
+    with freeze_time(NOW):
+        yield
 
 
 def b64url(data: bytes) -> str:
