@@ -121,9 +121,10 @@ class GatingConfig(_Strict):
     #: a second approver group (ids / @groups, narrowed to can_approve holders) asked when
     #: the first has not decided in time; empty: no escalation
     escalate_to: list[str] = Field(default_factory=list)
-    #: per gate (a flag, or "role" for requires_approval): the escalation group for requests
-    #: gated by it, instead of escalate_to (several gates: their groups together)
-    escalate_to_by_gate: dict[Literal["sensitive", "regulated", "flagged", "role"], list[str]] = Field(default_factory=dict)
+    #: per gate (a flag, "role" for requires_approval, "reinitiation" for a re-initiation
+    #: past reinitiation.require_approval_from): the escalation group for requests gated by
+    #: it, instead of escalate_to (several gates: their groups together)
+    escalate_to_by_gate: dict[Literal["sensitive", "regulated", "flagged", "role", "reinitiation"], list[str]] = Field(default_factory=dict)
     #: when the escalation group is asked: once this percentage of the pending TTL has passed …
     escalate_after_percent: int = Field(default=75, ge=1, le=99)
     #: … or, when set, this many minutes after the ask (never, if the TTL is shorter)

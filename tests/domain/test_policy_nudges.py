@@ -82,11 +82,12 @@ def test_approval_nudges(row: Row):
         (frozenset({"regulated"}), ("@compliance",)),
         (frozenset({"regulated", "role"}), ("@compliance", "UTRAINER1")),
         (frozenset({"flagged"}), ("@leads",)),
+        (frozenset({"reinitiation"}), ("@reviewers",)),
         (frozenset(), ("@leads",)),
     ],
 )
 def test_escalation_group_is_the_gates_group_or_else_the_default(gates, expected):
-    by_gate = {"regulated": ["@compliance"], "role": ["UTRAINER1", "@compliance"]}
+    by_gate = {"regulated": ["@compliance"], "role": ["UTRAINER1", "@compliance"], "reinitiation": ["@reviewers"]}
     assert escalation_group(gates=gates, escalate_to=["@leads"], escalate_to_by_gate=by_gate) == expected
 
 
@@ -104,8 +105,8 @@ def test_the_defaults_remind_at_half_and_escalate_nowhere():
 
 
 def test_escalation_keys_are_read():
-    gating = _gating('escalate_to = ["@leads"]\nescalate_to_by_gate = { regulated = ["UCOMPLIANCE1"] }\nescalate_after_minutes = 20')
-    assert gating.escalate_to == ["@leads"] and gating.escalate_to_by_gate == {"regulated": ["UCOMPLIANCE1"]}
+    gating = _gating('escalate_to = ["@leads"]\nescalate_to_by_gate = { regulated = ["UCOMPLIANCE1"], reinitiation = ["@reviewers"] }\nescalate_after_minutes = 20')
+    assert gating.escalate_to == ["@leads"] and gating.escalate_to_by_gate == {"regulated": ["UCOMPLIANCE1"], "reinitiation": ["@reviewers"]}
     assert gating.escalate_after_minutes == 20
 
 
