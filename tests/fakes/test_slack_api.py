@@ -1,6 +1,6 @@
 """Tests of the fake Slack Web API itself (tests/fakes/slack_api.py), over real HTTP with
 slack_sdk's WebClient, and the cross-check of its method table against Slack's reference data
-(../shared/slack-reference, when present) — issue 2 point 21."""
+(../shared/slack-reference, when present)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,8 @@ import yaml
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.local import reference
+from bot.local.reference import MethodNotInReference, SlackReference
 from bot.slack import limits
 from tests.fakes.slack_api import (
     APP_LEVEL_SCOPES,
@@ -637,31 +639,14 @@ KNOWN_UNDOCUMENTED = {
 
 
 def _reference(reference_dir: Path, method: str) -> tuple[dict, dict]:
-    group = method.split(".")[0]
-    methods_file = reference_dir / "slack-api-ref" / "methods" / group / f"{method}.json"
-    docs_file = reference_dir / "slack-api-ref" / "docs.slack.dev" / "methods" / f"{method}.json"
-    assert methods_file.is_file(), f"{method} is not a Slack Web API method (no {methods_file})"
-    assert docs_file.is_file(), f"no {docs_file}"
-    return json.loads(methods_file.read_text()), json.loads(docs_file.read_text())
-
-
-def _example_errors(examples) -> set[str]:
-    texts = examples if isinstance(examples, list) else [e.get("example") for e in (examples or {}).values()]
-    found = set()
-    for text in texts:
-        try:
-            body = json.loads(text) if isinstance(text, str) else text
-        except ValueError:
-            continue
-        if isinstance(body, dict) and body.get("ok") is False:
-            found.add(body["error"])
-    return found
+    try:
+        return SlackReference(reference_dir).method(method)
+    except MethodNotInReference:
+        pytest.fail(f"{method} is not a Slack Web API method in {reference_dir}")
 
 
 def _documented_errors(reference_dir: Path, method: str) -> set[str]:
-    ref, docs = _reference(reference_dir, method)
-    return (set(ref.get("errors", {})) | set(docs.get("errors", {}))
-            | _example_errors(ref.get("response", {}).get("examples", [])) | _example_errors(docs.get("examples")))
+    return SlackReference(reference_dir).documented_errors(method)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -708,19 +693,31 @@ def test_known_undocumented_errors_are_still_undocumented_and_real(reference_dir
 
 
 def test_generic_errors_are_documented_by_slack(reference_dir):
-    methods = reference_dir / "slack-api-ref" / "methods"
-    common = set(json.loads((methods / "_errors" / "common.json").read_text())["errors"])
+    common = SlackReference(reference_dir).common_errors()
     # invalid_auth is Slack's answer to a bad token on every method; the reference documents it
     # with auth.test, the method that exists to check a token
     assert GENERIC_ERRORS <= common | _documented_errors(reference_dir, "auth.test")
 
 
 def test_optional_scopes_are_real_bot_scopes(reference_dir):
-    docs = reference_dir / "slack-api-ref" / "docs.slack.dev" / "methods"
-    known = set()
-    for path in docs.glob("*.json"):
-        method = json.loads(path.read_text())
-        if isinstance(method, dict) and isinstance(method.get("scope"), dict):
-            known |= set(method["scope"].get("bot", []))
+    known = SlackReference(reference_dir).bot_scopes_anywhere()
     for spec in METHODS.values():
         assert set(spec.optional_scopes) <= known
+
+
+def test_an_argument_the_reference_does_not_document_is_a_violation(reference_dir):
+    """Slack ignores an argument it does not know; the app's intent would be lost unseen."""
+    with FakeSlack(reference=SlackReference(reference_dir), users=[AGENT], channels=["C1"]) as fake:
+        client = WebClient(token=fake.bot_token, base_url=fake.url)
+        client.chat_postMessage(channel="C1", text="hi", unfurl_links=False)
+        assert fake.violations == []
+        client.chat_postMessage(channel="C1", text="hi", colour="red")
+        assert [(v.method, v.error) for v in fake.violations] == [("chat.postMessage", "undocumented_argument")]
+        assert "colour" in fake.violations[0].detail
+
+
+def test_without_the_reference_its_checks_are_left_out(tmp_path):
+    assert reference.find(tmp_path / "absent") is None
+    with FakeSlack(reference=None, users=[AGENT], channels=["C1"]) as fake:
+        WebClient(token=fake.bot_token, base_url=fake.url).chat_postMessage(channel="C1", text="hi", colour="red")
+        fake.assert_no_violations()

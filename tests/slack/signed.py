@@ -1,9 +1,7 @@
-"""Requests to the Bolt app signed exactly as Slack signs them (Slack "Verifying requests
-from Slack"): `v0=` + hex HMAC-SHA256(signing secret, "v0:{timestamp}:{raw body}")."""
+"""Requests to the Bolt app signed exactly as Slack signs them, with the signing the local
+workspace uses too (bot/local/signing.py)."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import time
@@ -12,8 +10,10 @@ from urllib.parse import urlencode
 
 from slack_bolt.request import BoltRequest
 
+from bot.local import signing
+from bot.local.signing import FORM
+
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
-FORM = "application/x-www-form-urlencoded"
 
 #: Slack gives every interaction its own trigger_id (and every click its own action_ts), so two
 #: clicks never share a body or a signature; a body sent twice is a replay.
@@ -25,8 +25,7 @@ def _trigger_id() -> str:
 
 
 def signature(body: str, timestamp: str, secret: str = SIGNING_SECRET) -> str:
-    base = f"v0:{timestamp}:{body}".encode()
-    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return signing.signature(body, timestamp, secret)
 
 
 def signed(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None, sign_body: str | None = None) -> BoltRequest:
