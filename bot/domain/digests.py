@@ -149,15 +149,17 @@ def _owed_periods(db: Session, policy: PolicyConfig, latest: Period) -> list[Per
     return [period for period in reversed(chain) if not claimed(db, JOB, period.key)]
 
 
-def run_due(ctx: DomainContext, *, now: datetime | None = None) -> list[str]:
+def run_due(ctx: DomainContext, *, now: datetime | None = None, as_of: datetime | None = None) -> list[str]:
     """Owe the security channel each weekly (and quarterly) review once per period across
-    every scheduler, catching up what fell due while no scheduler ran (issue 5 point 1); the
-    outbox builds and posts it (bot/slack/digest_post.py)."""
+    every scheduler, catching up what fell due while no scheduler ran; the outbox builds and
+    posts it (bot/slack/digest_post.py). `as_of`: the moment whose due periods are owed, when
+    it is not `now` — the local workspace owes the week to the next weekly slot at once (a
+    visitor sees the review of what they just did); the rows are due at `now`."""
     now = now or utcnow()
     if not ctx.policy.alerts.security_channel:
         return []
     queued = []
-    for latest in due_periods(ctx.policy, now):
+    for latest in due_periods(ctx.policy, as_of or now):
         with reading(ctx.sessions) as db:
             owed = _owed_periods(db, ctx.policy, latest)
         for period in owed:

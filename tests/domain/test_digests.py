@@ -98,6 +98,13 @@ def test_a_scheduler_back_after_downtime_owes_every_review_it_missed_once_oldest
     assert [k for k in owed if not k.startswith("week-")] == ["2030Q1", "2030Q2"]
 
 
+def test_the_reviews_due_at_a_later_moment_can_be_owed_now(ctx):
+    before = MONDAY - timedelta(days=2)
+    assert digests.run_due(ctx, now=before, as_of=MONDAY) == ["week-2030-01-07", "2029Q4"]
+    assert {r.due_at.replace(tzinfo=UTC) for r in outbox.rows(ctx, kinds=[outbox.Kind.DIGEST])} == {before}
+    assert digests.run_due(ctx, now=MONDAY) == []  # owed once, however early
+
+
 def test_a_new_install_owes_only_the_latest_reviews(ctx):
     assert digests.run_due(ctx, now=MONDAY + timedelta(days=70)) == ["week-2030-03-18", "2029Q4"]
 
