@@ -1,6 +1,7 @@
 """`impersonation-bot …`: the one command-line entry point (DESIGN.md "Outside interfaces").
 
-    serve                 web server and scheduler in one process (one machine)
+    serve                 web server and scheduler in one process (one machine); without Slack
+                          credentials, local mode: a local workspace plays Slack (bot/local)
     web                   web server only (production: several, behind a load balancer)
     scheduler             scheduler only (production: the Procfile's `clock`)
     migrate               Alembic `upgrade head`
@@ -56,6 +57,7 @@ from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
 from bot.domain.exports import ExportFormat
 from bot.domain.policy import load_policy
+from bot.local import run as local_mode
 from bot.wiring import (
     STARTUP_ERRORS,
     Container,
@@ -262,11 +264,20 @@ def prepare_metrics_dir() -> None:
 
 def run_serve(settings: Settings, _args: argparse.Namespace) -> int:
     prepare_metrics_dir()
+    local = None
+    if local_mode.wants_local_mode():
+        # No Slack credentials: the same bot against the local workspace (bot/local/run.py)
+        local = local_mode.start(settings, migrate=migrate_if_sqlite)
+        settings = local.settings
     migrate_if_sqlite(settings)
     configure_logging(settings)
     # Built before gunicorn starts, so every configuration problem stops us with one line;
     # this container lives in gunicorn's master and serves only the scheduler.
     master = build_container(settings)
+    if local is not None:
+        local.attach(master.ctx)
+        print(f"local mode (no Slack credentials): open {local.workspace_url} — the bot with a local "
+              f"workspace and the demo product, nothing leaves this machine", file=sys.stderr, flush=True)
     GunicornServer(settings, master=master, socket_mode=settings.socket_mode).run()
     return EXIT_OK
 

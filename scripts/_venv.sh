@@ -16,10 +16,9 @@ stamp=".venv/.installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ clients/python/pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
-  if [ "$extras" = test ]; then
-    # The product-side kit is its own distribution (clients/python); its tests, the demo
-    # product's and the kit benchmark's run in this venv.
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "./clients/python[test]"
-  fi
+  # The product-side kit is its own distribution (clients/python): the demo product that
+  # `serve`'s local mode runs uses it, and its tests, the demo product's and the kit
+  # benchmark's run in this venv.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "./clients/python${extras:+[$extras]}"
   touch "$stamp"
 fi

@@ -255,12 +255,21 @@ def test_audit_verify_names_the_first_tampered_event(on_db, imported, capsys):
 # --- serve, web and scheduler -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["serve", "web", "scheduler"])
+@pytest.mark.parametrize("command", ["web", "scheduler"])
 def test_without_slack_credentials_each_process_stops_with_one_message(workdir, monkeypatch, capsys, command):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'bot.db'}")
     code, out, err = run(capsys, command)
     assert code == 2 and out == ""
     assert_one_line_error(err, "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "manifest.yaml")
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_serve_without_slack_credentials_outside_dev_refuses_local_mode(workdir, monkeypatch, capsys, environment):
+    monkeypatch.setenv("IMPERSONATION_ENV", environment)
+    code, out, err = run(capsys, "serve")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "local mode", "IMPERSONATION_ENV=dev", "SLACK_BOT_TOKEN")
+    assert not (workdir / ".local-workspace").exists()
 
 
 @pytest.mark.parametrize("command", ["serve", "web", "scheduler"])
@@ -332,19 +341,22 @@ def _subprocess_env(**values: str) -> dict[str, str]:
     return env
 
 
-def test_serve_without_slack_credentials_exits_2_with_one_clear_message(tmp_path):
+def test_serve_with_half_the_slack_credentials_exits_2_with_one_clear_message(tmp_path):
+    """Without any credential `serve` runs local mode (docs/local-workspace.md); a half
+    configured Slack app is told what is missing instead."""
     database = tmp_path / "impersonation.db"
     result = subprocess.run(
         [str(CONSOLE_SCRIPT), "serve"],
         cwd=tmp_path,
-        env=_subprocess_env(DATABASE_URL=f"sqlite:///{database}"),
+        env=_subprocess_env(DATABASE_URL=f"sqlite:///{database}", SLACK_BOT_TOKEN="xoxb-1"),
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 2
     assert result.stdout == ""
-    assert_one_line_error(result.stderr, "SLACK_BOT_TOKEN", "manifest.yaml")
+    assert_one_line_error(result.stderr, "SLACK_SIGNING_SECRET", "manifest.yaml")
+    assert not (tmp_path / ".local-workspace").exists()
     # `serve` migrated the SQLite database first (docs/cli.md), so the next command just works
     assert row_counts(f"sqlite:///{database}")["audit_head"] == 1
 
