@@ -38,8 +38,9 @@ PERSONAS = (
     Persona("U0RAYREVOPS", "Ray RevOps", "RevOps: account flags", "ray@support.example"),
 )
 
-#: the demo product's accounts and users (examples/demo_product/app.py), and who serves which
-RECORDS = [
+#: the demo product's accounts and users (examples/demo_product/app.py), in the directory's
+#: import format (docs/directory-import.md); the test suite's directory is these too
+CUSTOMERS = [
     {"kind": "account", "account": "acme", "name": "ACME Corp"},
     {"kind": "account", "account": "globex", "name": "Globex"},
     {"kind": "account", "account": "initech", "name": "Initech"},
@@ -49,6 +50,10 @@ RECORDS = [
     {"kind": "user", "account": "globex", "user": "u-carol", "email": "carol@globex.example", "name": "Carol"},
     {"kind": "user", "account": "initech", "user": "u-dave", "email": "dave@initech.example", "name": "Dave"},
     {"kind": "user", "account": "umbrella", "user": "u-eve", "email": "eve@umbrella.example", "name": "Eve"},
+]
+#: who serves which account
+RECORDS = [
+    *CUSTOMERS,
     {"kind": "assignment", "account": "acme", "agent": "U0ANAAGENT"},
     {"kind": "assignment", "account": "globex", "agent": "U0ANAAGENT"},
     {"kind": "assignment", "account": "initech", "agent": "U0ANAAGENT"},

@@ -1,4 +1,4 @@
-"""A small directory used by many tests, loaded through the real importer."""
+"""A small directory used by many tests (the demo product's customers), loaded through the real importer."""
 from __future__ import annotations
 
 import json
@@ -6,17 +6,10 @@ from pathlib import Path
 
 from bot.domain import directory
 from bot.domain.audit import Actor
+from bot.local import demo
 
 RECORDS = [
-    {"kind": "account", "account": "acme", "name": "ACME Corp"},
-    {"kind": "account", "account": "globex", "name": "Globex"},
-    {"kind": "account", "account": "initech", "name": "Initech"},
-    {"kind": "account", "account": "umbrella", "name": "Umbrella"},
-    {"kind": "user", "account": "acme", "user": "u-alice", "email": "alice@acme.example", "name": "Alice Admin", "protected": True},
-    {"kind": "user", "account": "acme", "user": "u-bob", "email": "bob@acme.example", "name": "Bob Builder"},
-    {"kind": "user", "account": "globex", "user": "u-carol", "email": "carol@globex.example", "name": "Carol"},
-    {"kind": "user", "account": "initech", "user": "u-dave", "email": "dave@initech.example", "name": "Dave"},
-    {"kind": "user", "account": "umbrella", "user": "u-eve", "email": "eve@umbrella.example", "name": "Eve"},
+    *demo.CUSTOMERS,
     {"kind": "assignment", "account": "acme", "agent": "UAGENT1"},
     {"kind": "assignment", "account": "globex", "agent": "UAGENT1"},
     {"kind": "assignment", "account": "initech", "agent": "UAGENT1"},
