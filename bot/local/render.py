@@ -25,9 +25,11 @@ _ITALIC = re.compile(r"(?<![\w_])_(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")
 _STRIKE = re.compile(r"(?<![\w~])~(?=\S)([^~\n]+?)(?<=\S)~(?![\w~])")
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 _SHORTCODE = re.compile(r":([a-z0-9_+-]+):")
-#: the emoji shortcodes the bot's messages use (bot/slack); others stay as typed
-EMOJI = {"large_green_circle": "🟢", "red_circle": "🔴", "white_circle": "⚪", "warning": "⚠️",
-         "white_check_mark": "✅", "x": "❌"}
+#: the emoji shortcodes the bot's messages use (bot/slack), as symbols every font has; others
+#: stay as typed
+EMOJI = {"large_green_circle": '<span class="emoji green">●</span>', "red_circle": '<span class="emoji red">●</span>',
+         "white_circle": '<span class="emoji">○</span>', "warning": '<span class="emoji amber">⚠</span>',
+         "white_check_mark": '<span class="emoji green">✔</span>', "x": '<span class="emoji red">✖</span>'}
 
 
 def _unescape_slack(text: str) -> str:

@@ -13,9 +13,12 @@ their cookies stay apart as a real bot's and product's would.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -45,6 +48,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_PRODUCT = "demo"
 #: liveness only: how long start-up waits for the demo product to listen
 DEMO_START_SECONDS = 30
+#: prctl(2): the signal a child gets when its parent dies
+PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -137,10 +142,13 @@ def start(settings: Settings, *, migrate) -> LocalMode:
         bot_events_url=f"http://127.0.0.1:{settings.port}/slack/events",
         channels={demo.SECURITY_CHANNEL: demo.SECURITY_CHANNEL_NAME},
     )
-    server = make_server("127.0.0.1", settings.port + 1, workspace, threaded=True)
+    try:
+        server = make_server("127.0.0.1", settings.port + 1, workspace, threaded=True)
+    except OSError as exc:
+        raise ConfigError(f"local mode serves its workspace on port {settings.port + 1} (PORT+1): {exc.strerror}; "
+                          "set PORT to a port with the two after it free") from None
     workspace_url = f"http://localhost:{server.server_port}"
     workspace.bind(workspace_url)
-    threading.Thread(target=server.serve_forever, name="local-workspace", daemon=True).start()
 
     for name in _LEFT_OUT:
         os.environ.pop(name, None)
@@ -155,7 +163,9 @@ def start(settings: Settings, *, migrate) -> LocalMode:
         api_key = _fresh_demo_key(sessions)
     finally:
         engine.dispose()
+    # before any thread of ours runs: the child is forked with a pre-exec step
     product = _start_demo_product(local, api_key)
+    threading.Thread(target=server.serve_forever, name="local-workspace", daemon=True).start()
     mode = LocalMode(local, workspace, workspace_url, local.product_launch_url.rsplit("/impersonation", 1)[0],
                      server, product, os.getpid())
     atexit.register(mode.stop)
@@ -172,6 +182,14 @@ def _fresh_demo_key(sessions) -> str:
         return product_api.create_api_key(db, product=DEMO_PRODUCT, actor=actor).plaintext_key
 
 
+def _stop_with_parent() -> None:
+    """In the demo product's process before it runs: on Linux it gets SIGTERM when `serve`
+    dies, even killed outright (when the exit handlers that stop it never run)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _start_demo_product(settings: Settings, api_key: str) -> subprocess.Popen:
     if not (REPO_ROOT / "examples" / "demo_product").is_dir():
         raise ConfigError("local mode needs the demo product (examples/demo_product) of a clone of the repository")
@@ -185,7 +203,8 @@ def _start_demo_product(settings: Settings, api_key: str) -> subprocess.Popen:
         "DEMO_DB": str((STATE_DIR / "demo_product.db").resolve()),
         "DEMO_SPOOL_DIR": str((STATE_DIR / "demo_product_spool").resolve()),
     }
-    product = subprocess.Popen([sys.executable, "-m", "examples.demo_product"], cwd=REPO_ROOT, env=env)  # noqa: S603
+    product = subprocess.Popen([sys.executable, "-m", "examples.demo_product"], cwd=REPO_ROOT, env=env,  # noqa: S603
+                               preexec_fn=_stop_with_parent)
     deadline = time.monotonic() + DEMO_START_SECONDS
     while time.monotonic() < deadline:
         if product.poll() is not None:

@@ -7,72 +7,17 @@ from the alert, looks the session up with /impersonation-log and posts a digest.
 of the workspace go to docs/screenshots/."""
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
-import requests
 
 from tests.browser.conftest import SCREENSHOTS
 from tests.e2e.conftest import wait_for
+from tests.local.conftest import local_serve  # noqa: F401 — the fixture
 
 #: liveness only: how long a step may take before the test gives up on it
 STEP_MS = 30_000
 #: an approved session's alert comes with the scheduler's anomaly sweep (each minute in the demo policy)
 SWEEP_MS = 150_000
 AGENT, MANAGER, SECURITY = "U0ANAAGENT", "U0MIAMANAGER", "U0SAMSECURITY"
-
-
-def _three_free_ports() -> int:
-    """A base port with the two after it free too (the bot, the workspace, the demo product)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base > 65000:
-            continue
-        try:
-            for port in (base, base + 1, base + 2):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no three free ports in a row")
-
-
-@pytest.fixture
-def local_serve(tmp_path, chromium_path):
-    port = _three_free_ports()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DATABASE_URL", "IMPERSONATION_"))}
-    env.update(PORT=str(port), WEB_CONCURRENCY="2", IMPERSONATION_ENV="dev")
-    command = [str(Path(sys.executable).with_name("impersonation-bot")), "serve"]
-    log = (tmp_path / "serve.log").open("w")
-    serve = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    workspace = f"http://localhost:{port + 1}"
-
-    def up() -> bool:
-        try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok and requests.get(workspace, timeout=2).ok
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_for(lambda: up() or serve.poll() is not None, timeout=60)
-        assert serve.poll() is None, (tmp_path / "serve.log").read_text()
-        yield workspace, tmp_path / "serve.log"
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-        log.close()
 
 
 def _as(page, workspace: str, persona: str, channel: str | None = None) -> None:
@@ -93,8 +38,7 @@ def _pick(page, block_id: str, query: str, option: str) -> None:
 
 
 def test_the_first_command_shows_the_whole_flow_in_a_local_workspace(local_serve, browser):
-    workspace, serve_log = local_serve
-    assert f"local mode (no Slack credentials): open {workspace}" in serve_log.read_text()
+    workspace = local_serve.workspace
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1200, "height": 800})
     page = context.new_page()

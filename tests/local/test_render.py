@@ -24,7 +24,7 @@ def names(slack_id: str) -> str:
          '<a href="https://example.com/a?b=1&amp;c=2" target="_blank" rel="noopener noreferrer">the ticket</a>'),
         ("<!date^1700000000^{date_short}|Nov 14>", "Nov 14"),
         ("line one\n&gt; quoted", "line one<br><blockquote>quoted</blockquote>"),
-        (":warning: careful", "⚠️ careful"),
+        (":warning: careful :unknown:", '<span class="emoji amber">⚠</span> careful :unknown:'),
         ("snake_case_name and 2*3*4", "snake_case_name and 2*3*4"),
     ],
 )
