@@ -158,3 +158,26 @@ def test_calls_slack_would_refuse_are_shown(local):
     with pytest.raises(SlackApiError):
         WebClient(token=workspace.standin.bot_token, base_url=workspace.standin.url).api_call("chat.postMessage", json={"channel": "C1"})
     assert any("chat.postMessage" in p for p in _dm(workspace, ANA)["problems"])
+
+
+def test_a_click_on_someone_elses_message_is_refused(local):
+    workspace, _container, _url = local
+    posted = WebClient(token=workspace.standin.bot_token, base_url=workspace.standin.url).chat_postMessage(
+        channel=ANA.slack_id, text="for Ana", blocks=[{"type": "actions", "block_id": "b", "elements": [
+            {"type": "button", "action_id": ActionId.END_SESSION.value, "value": "s1", "text": {"type": "plain_text", "text": "End"}}]}])
+    before = len(workspace.standin.calls)
+    answer = workspace.click(MIA, {"channel": posted["channel"], "ts": posted["ts"], "action_id": ActionId.END_SESSION.value,
+                                   "block_id": "b", "value": "s1"})
+    assert answer == {"ok": False, "error": "that message is in someone else's conversation"}
+    assert len(workspace.standin.calls) == before  # nothing was sent to the bot
+    shown = f'data-ts="{posted["ts"]}"'
+    assert shown not in _dm(workspace, MIA)["messages"] and shown in _dm(workspace, ANA)["messages"]
+
+
+def test_the_page_runs_only_its_own_script(local):
+    workspace, _container, _url = local
+    page = workspace.app.test_client().get(f"/?as={SAM.slack_id}")
+    assert page.status_code == 200 and "Sam Security" in page.text
+    policy = page.headers["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "<script src=" in page.text and "<script>" not in page.text  # no inline script
