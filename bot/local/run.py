@@ -34,7 +34,7 @@ from werkzeug.serving import make_server
 from bot.config import ConfigError, Settings, load_settings
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import ApiKey
-from bot.domain import digests, product_api
+from bot.domain import digests, product_api, webhooks
 from bot.domain.audit import Actor
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 STATE_DIR = Path(".local-workspace")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_PRODUCT = "demo"
+DEMO_WEBHOOK_DESCRIPTION = "the local workspace's demo product"
 #: liveness only: how long start-up waits for the demo product to listen
 DEMO_START_SECONDS = 30
 #: prctl(2): the signal a child gets when its parent dies
@@ -161,13 +162,13 @@ def start(settings: Settings, *, migrate) -> LocalMode:
         sessions = make_session_factory(engine)
         demo.load_once(sessions)
         api_key = _fresh_demo_key(sessions)
+        webhook_secret = _fresh_demo_webhook(sessions, _product_base(local))
     finally:
         engine.dispose()
     # before any thread of ours runs: the child is forked with a pre-exec step
-    product = _start_demo_product(local, api_key)
+    product = _start_demo_product(local, api_key, webhook_secret)
     threading.Thread(target=server.serve_forever, name="local-workspace", daemon=True).start()
-    mode = LocalMode(local, workspace, workspace_url, local.product_launch_url.rsplit("/impersonation", 1)[0],
-                     server, product, os.getpid())
+    mode = LocalMode(local, workspace, workspace_url, _product_base(local), server, product, os.getpid())
     atexit.register(mode.stop)
     return mode
 
@@ -182,6 +183,22 @@ def _fresh_demo_key(sessions) -> str:
         return product_api.create_api_key(db, product=DEMO_PRODUCT, actor=actor).plaintext_key
 
 
+def _product_base(settings: Settings) -> str:
+    return (settings.product_launch_url or "").rsplit("/impersonation", 1)[0]
+
+
+def _fresh_demo_webhook(sessions, product_url: str) -> str:
+    """The bot's notification webhooks to the demo product (a revoked session ends there at
+    once; customers see "support accessed your account"): subscribed afresh each start, as an
+    operator would with `webhooks add`, the previous start's subscription removed."""
+    actor = Actor.system("local-workspace")
+    for old in webhooks.subscriptions(sessions):
+        if old.description == DEMO_WEBHOOK_DESCRIPTION:
+            webhooks.remove(sessions, old.id, actor=actor)
+    return webhooks.subscribe(sessions, url=f"{product_url}/impersonation/webhooks", description=DEMO_WEBHOOK_DESCRIPTION,
+                              actor=actor).secret
+
+
 def _stop_with_parent() -> None:
     """In the demo product's process before it runs: on Linux it gets SIGTERM when `serve`
     dies, even killed outright (when the exit handlers that stop it never run)."""
@@ -190,13 +207,14 @@ def _stop_with_parent() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _start_demo_product(settings: Settings, api_key: str) -> subprocess.Popen:
+def _start_demo_product(settings: Settings, api_key: str, webhook_secret: str) -> subprocess.Popen:
     if not (REPO_ROOT / "examples" / "demo_product").is_dir():
         raise ConfigError("local mode needs the demo product (examples/demo_product) of a clone of the repository")
     port = settings.port + 2
     env = {
         **os.environ,
         "DEMO_API_KEY": api_key,
+        "DEMO_WEBHOOK_SECRET": webhook_secret,
         "DEMO_PORT": str(port),
         "DEMO_BOT_URL": settings.public_base_url,
         "DEMO_PUBLIC_URL": f"http://127.0.0.1:{port}",

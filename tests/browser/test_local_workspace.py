@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from examples.demo_product.app import DEMO_PASSWORD
 from tests.browser.conftest import SCREENSHOTS
 from tests.e2e.conftest import wait_for
 from tests.local.conftest import local_serve  # noqa: F401 — the fixture
@@ -98,6 +99,21 @@ def test_the_first_command_shows_the_whole_flow_in_a_local_workspace(local_serve
         return "Impersonation ended" in product.content() or product.locator("impersonation-kit-banner").count() == 0
 
     wait_for(ended, timeout=40)
+
+    # ...and Carol, the customer, reads on her Support access page what support did (the bot's webhooks)
+    origin = re.match(r"https?://[^/]+", product.url).group(0)
+    customer = browser.new_context().new_page()
+    customer.goto(f"{origin}/login")
+    customer.fill("input[name=email]", "carol@globex.example")
+    customer.fill("input[name=password]", DEMO_PASSWORD)
+    customer.locator("form button[type=submit]").click()
+    customer.wait_for_load_state()
+
+    def notified() -> bool:
+        customer.goto(f"{origin}/support-access")
+        return "was revoked" in customer.content()
+
+    wait_for(notified, timeout=40)
 
     # 5. /impersonation-log globex answers Sam alone, with the revoked session.
     _command(page, "/impersonation-log account:globex")
