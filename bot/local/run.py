@@ -167,6 +167,7 @@ def start(settings: Settings, *, migrate) -> LocalMode:
         engine.dispose()
     # before any thread of ours runs: the child is forked with a pre-exec step
     product = _start_demo_product(local, api_key, webhook_secret)
+    workspace.keep_in(STATE_DIR / "workspace.json")
     threading.Thread(target=server.serve_forever, name="local-workspace", daemon=True).start()
     mode = LocalMode(local, workspace, workspace_url, _product_base(local), server, product, os.getpid())
     atexit.register(mode.stop)

@@ -33,6 +33,8 @@ cross-checks it against the reference when that folder is present.
 """
 from __future__ import annotations
 
+import base64
+import dataclasses
 import itertools
 import json
 import secrets
@@ -855,6 +857,32 @@ class SlackStandIn:
             top = self.views[pushed_onto] if pushed_onto else None
             return self._store_view(view, user=user, root_view_id=top["root_view_id"] if top else None,
                                     previous_view_id=top["id"] if top else None)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a workspace shows, as JSON-able data: messages (with their edits), ephemeral
+        messages and uploaded files. Modals, triggers and calls are not kept."""
+        with self._lock:
+            return {
+                "messages": [dataclasses.asdict(m) for m in self.messages.values()],
+                "ephemeral": [dataclasses.asdict(m) for m in self.ephemeral_messages],
+                "files": [{**dataclasses.asdict(f), "content": base64.b64encode(f.content).decode() if f.content is not None else None}
+                          for f in self.files.values()],
+                "counter": next(self._counter),
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Back to a snapshot's messages and files, so that the app's later edits of them (it
+        keeps their ts) find them; new ids continue after the snapshot's."""
+        with self._lock:
+            for data in snapshot.get("messages", []):
+                message = Message(**data)
+                self.messages[(message.channel, message.ts)] = message
+            self.ephemeral_messages.extend(Message(**data) for data in snapshot.get("ephemeral", []))
+            for data in snapshot.get("files", []):
+                content = data.pop("content")
+                self.files[data["id"]] = StandInFile(**data, content=base64.b64decode(content) if content is not None else None)
+            self._counter = itertools.count(int(snapshot.get("counter", 1)))
+            self.version += 1
 
     def assert_no_violations(self) -> None:
         assert self.violations == [], "Slack contract violations:\n" + "\n".join(

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -87,6 +89,29 @@ class Workspace:
         #: messages and modals, rendered outside any request too (autoescaped, as Flask's are)
         self.templates = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True)
         self.app = self._flask()
+
+    # ------------------------------------------------------------------ kept across restarts
+    def keep_in(self, path: Path, *, every_seconds: float = 1.0) -> None:
+        """Restore the messages saved at `path` and save them there whenever they change (the
+        bot's database outlives a restart, and it edits the messages it posted by their ts)."""
+        if path.is_file():
+            self.standin.restore(json.loads(path.read_text(encoding="utf-8")))
+        saved = [self.standin.version]
+
+        def save_when_changed() -> None:
+            while True:
+                time.sleep(every_seconds)
+                if self.standin.version != saved[0]:
+                    saved[0] = self.standin.version
+                    self.save(path)
+
+        threading.Thread(target=save_when_changed, name="local-workspace-save", daemon=True).start()
+
+    def save(self, path: Path) -> None:
+        data = json.dumps(self.standin.snapshot())
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(data, encoding="utf-8")
+        os.replace(temporary, path)
 
     # ------------------------------------------------------------------ serving
     def bind(self, base_url: str) -> None:

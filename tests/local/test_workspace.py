@@ -181,3 +181,27 @@ def test_the_page_runs_only_its_own_script(local):
     policy = page.headers["Content-Security-Policy"]
     assert "default-src 'self'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "<script src=" in page.text and "<script>" not in page.text  # no inline script
+
+
+def test_messages_outlive_a_restart_so_the_bots_later_edits_find_them(local, tmp_path):
+    workspace, _container, _url = local
+    client = WebClient(token=workspace.standin.bot_token, base_url=workspace.standin.url)
+    posted = client.chat_postMessage(channel=demo.SECURITY_CHANNEL, text="feed one")
+    client.files_upload_v2(content="a,b\n", filename="review.csv", title="Review", channel=demo.SECURITY_CHANNEL,
+                           thread_ts=posted["ts"])
+    saved = tmp_path / "workspace.json"
+    workspace.save(saved)
+
+    again = SlackStandIn(users=list(workspace.standin.users.values()), channels=[demo.SECURITY_CHANNEL])
+    restarted = _workspace(again, "http://127.0.0.1:9")
+    with again:
+        restarted.bind(again.base_url)
+        restarted.keep_in(saved)
+        shown = restarted.state(SAM, demo.SECURITY_CHANNEL)["messages"]
+        assert "feed one" in shown and "review.csv" in shown
+        client = WebClient(token=again.bot_token, base_url=again.url)
+        client.chat_update(channel=posted["channel"], ts=posted["ts"], text="feed, ended")
+        newer = client.chat_postMessage(channel=demo.SECURITY_CHANNEL, text="next")
+        assert newer["ts"] > posted["ts"]
+        again.assert_no_violations()
+        assert "(edited)" in restarted.state(SAM, demo.SECURITY_CHANNEL)["messages"]
