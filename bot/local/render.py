@@ -93,7 +93,7 @@ def text_object(obj: Any, names: Names) -> Markup:
     return Markup("<br>").join(escape(line) for line in str(obj.get("text", "")).split("\n"))
 
 
-def _plain(obj: Any) -> str:
+def plain(obj: Any) -> str:
     return str(obj.get("text", "")) if isinstance(obj, dict) else ""
 
 
@@ -105,9 +105,9 @@ def _data(**attrs: Any) -> Markup:
     )
 
 
-def _option(option: Mapping[str, Any]) -> dict[str, Any]:
+def option_value(option: Mapping[str, Any]) -> dict[str, Any]:
     """An option as the page's script hands it back to the bot (text and value only)."""
-    return {"text": {"type": "plain_text", "text": _plain(option.get("text"))}, "value": option.get("value", "")}
+    return {"text": {"type": "plain_text", "text": plain(option.get("text"))}, "value": option.get("value", "")}
 
 
 def element(el: Any, block_id: str, names: Names, *, in_input: bool = False) -> Markup:
@@ -118,24 +118,24 @@ def element(el: Any, block_id: str, names: Names, *, in_input: bool = False) -> 
     if kind == "button":
         style = el.get("style") or "default"
         confirm = el.get("confirm")
-        confirm_text = f"{_plain(confirm.get('title'))}\n\n{_plain(confirm.get('text'))}" if isinstance(confirm, dict) else None
+        confirm_text = f"{plain(confirm.get('title'))}\n\n{plain(confirm.get('text'))}" if isinstance(confirm, dict) else None
         url = safe_url(str(el.get("url", ""))) if el.get("url") else None
         extra = _data(value=el.get("value"), confirm=confirm_text, url=url)
         if url:
             return Markup('<a class="bk-button bk-{}" href="{}" target="_blank" rel="noopener noreferrer" {} {}>{}</a>').format(
-                style, url, ids, extra, _plain(el.get("text")))
+                style, url, ids, extra, plain(el.get("text")))
         return Markup('<button type="button" class="bk-button bk-{}" {} {}>{}</button>').format(
-            style, ids, extra, _plain(el.get("text")))
+            style, ids, extra, plain(el.get("text")))
     if kind in ("static_select", "overflow"):
         options = list(el.get("options") or [])
         for group in el.get("option_groups") or []:
             options += group.get("options") or []
         initial = (el.get("initial_option") or {}).get("value")
-        placeholder = _plain(el.get("placeholder")) or ("…" if kind == "overflow" else "Select an option")
+        placeholder = plain(el.get("placeholder")) or ("…" if kind == "overflow" else "Select an option")
         items = [Markup('<option value="">{}</option>').format(placeholder)] + [
             Markup('<option value="{}" {} {}>{}</option>').format(
                 o.get("value", ""), Markup("selected") if o.get("value") == initial else "",
-                _data(option=_option(o)), _plain(o.get("text")))
+                _data(option=option_value(o)), plain(o.get("text")))
             for o in options
         ]
         return Markup('<select class="bk-input bk-select" {}>{}</select>').format(ids, Markup("").join(items))
@@ -144,8 +144,8 @@ def element(el: Any, block_id: str, names: Names, *, in_input: bool = False) -> 
         return Markup(
             '<span class="bk-input bk-external" {} {}><input type="search" class="bk-external-query" autocomplete="off" '
             'placeholder="{}" value="{}"><span class="bk-external-options" role="listbox"></span></span>'
-        ).format(ids, _data(min_query_length=el.get("min_query_length"), option=_option(initial) if initial else None),
-                 _plain(el.get("placeholder")) or "Type to search", _plain(initial.get("text")) if initial else "")
+        ).format(ids, _data(min_query_length=el.get("min_query_length"), option=option_value(initial) if initial else None),
+                 plain(el.get("placeholder")) or "Type to search", plain(initial.get("text")) if initial else "")
     if kind in ("radio_buttons", "checkboxes"):
         chosen = {o.get("value") for o in el.get("initial_options") or []} | {(el.get("initial_option") or {}).get("value")}
         box = "radio" if kind == "radio_buttons" else "checkbox"
@@ -153,14 +153,14 @@ def element(el: Any, block_id: str, names: Names, *, in_input: bool = False) -> 
         items = [
             Markup('<label class="bk-choice"><input type="{}" name="{}" value="{}" {} {}> {}{}</label>').format(
                 box, name, o.get("value", ""), Markup("checked") if o.get("value") in chosen else "",
-                _data(option=_option(o)), text_object(o.get("text"), names),
-                Markup('<small>{}</small>').format(_plain(o.get("description"))) if o.get("description") else "")
+                _data(option=option_value(o)), text_object(o.get("text"), names),
+                Markup('<small>{}</small>').format(plain(o.get("description"))) if o.get("description") else "")
             for o in el.get("options") or []
         ]
         return Markup('<div class="bk-input bk-choices" {}>{}</div>').format(ids, Markup("").join(items))
     if kind in ("plain_text_input", "email_text_input", "url_text_input", "number_input"):
         attrs = _data(min_length=el.get("min_length"), max_length=el.get("max_length"))
-        placeholder, initial = _plain(el.get("placeholder")), el.get("initial_value") or ""
+        placeholder, initial = plain(el.get("placeholder")), el.get("initial_value") or ""
         if el.get("multiline"):
             return Markup('<textarea class="bk-input bk-text" rows="3" {} {} placeholder="{}">{}</textarea>').format(
                 ids, attrs, placeholder, initial)
@@ -179,7 +179,7 @@ def block(b: Any, names: Names, *, errors: Mapping[str, str] | None = None) -> M
         return Markup("")
     kind, block_id = b.get("type"), str(b.get("block_id", ""))
     if kind == "header":
-        return Markup('<h3 class="bk-header">{}</h3>').format(_plain(b.get("text")))
+        return Markup('<h3 class="bk-header">{}</h3>').format(plain(b.get("text")))
     if kind == "divider":
         return Markup('<hr class="bk-divider">')
     if kind == "section":
@@ -205,9 +205,9 @@ def block(b: Any, names: Names, *, errors: Mapping[str, str] | None = None) -> M
             '<div class="bk-input-block" {}><label class="bk-label">{}{}</label>{}{}<div class="bk-error" role="alert">{}</div></div>'
         ).format(
             _data(block_id=block_id, dispatch=True if b.get("dispatch_action") else None),
-            _plain(b.get("label")), Markup(' <small>(optional)</small>') if b.get("optional") else "",
+            plain(b.get("label")), Markup(' <small>(optional)</small>') if b.get("optional") else "",
             element(b.get("element"), block_id, names, in_input=True),
-            Markup('<div class="bk-hint">{}</div>').format(_plain(b.get("hint"))) if b.get("hint") else "",
+            Markup('<div class="bk-hint">{}</div>').format(plain(b.get("hint"))) if b.get("hint") else "",
             error or "")
     if kind == "image":
         return Markup('<div class="bk-image">[{}]</div>').format(b.get("alt_text", "image"))

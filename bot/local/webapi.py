@@ -693,6 +693,8 @@ class SlackStandIn:
         reference: SlackReference | None = None,
     ) -> None:
         self._lock = threading.RLock()
+        #: held while the stand-in changes its state; readers of it (the local workspace) take it too
+        self.lock = self._lock
         self.bot_token = bot_token
         self.scopes: frozenset[str] = frozenset(scopes) if scopes is not None else manifest_bot_scopes()
         self.app_token = app_token
@@ -839,7 +841,7 @@ class SlackStandIn:
         """An ephemeral message that reached the user another way than chat.postEphemeral
         (a command's or a click's HTTP answer, a response URL): the local workspace shows it."""
         with self._lock:
-            message = Message(channel, self._new_ts(), text, blocks, dict(args), ephemeral_user=user)
+            message = Message(channel, self.new_ts(), text, blocks, dict(args), ephemeral_user=user)
             self.ephemeral_messages.append(message)
             self.version += 1
             return message
@@ -1077,7 +1079,8 @@ class SlackStandIn:
         return trigger
 
     # method handlers (called with the lock held) ------------------------------------------------
-    def _new_ts(self) -> str:
+    def new_ts(self) -> str:
+        """A fresh message ts, as Slack gives each message in a channel."""
         return f"1700000000.{next(self._counter):06d}"
 
     def _store_view(self, view: dict[str, Any], *, view_id: str | None = None, root_view_id: str | None = None,
@@ -1163,7 +1166,7 @@ class SlackStandIn:
 
     def _m_chat_postMessage(self, args, now):
         channel = self._resolve_channel(args["channel"])
-        ts = self._new_ts()
+        ts = self.new_ts()
         message = Message(channel, ts, self._message_text("chat.postMessage", args), args.get("blocks"), dict(args))
         self.messages[(channel, ts)] = message
         return {"ok": True, "channel": channel, "ts": ts, "message": self._message_body(message)}
@@ -1187,7 +1190,7 @@ class SlackStandIn:
         channel = self._resolve_channel(args["channel"])
         if args["user"] not in self.users:
             raise SlackError("user_not_in_channel", violation=False, detail=f"no user {args['user']}")
-        ts = self._new_ts()
+        ts = self.new_ts()
         self.ephemeral_messages.append(Message(channel, ts, self._message_text("chat.postEphemeral", args),
                                                args.get("blocks"), dict(args), ephemeral_user=args["user"]))
         return {"ok": True, "message_ts": ts}

@@ -219,7 +219,7 @@ class Workspace:
         dm = self.standin.dm_channel(persona.slack_id)
         if channel != dm and channel not in self.channels:
             channel = dm
-        with self.standin._lock:
+        with self.standin.lock:
             messages = sorted(
                 [m for (ch, _), m in self.standin.messages.items() if ch == channel]
                 + [m for m in self.standin.ephemeral_messages if m.channel == channel and m.ephemeral_user == persona.slack_id],
@@ -251,7 +251,7 @@ class Workspace:
 
     def _modal(self, persona: Persona) -> dict[str, Any] | None:
         """The top of the persona's newest open view stack, or None."""
-        with self.standin._lock:
+        with self.standin.lock:
             open_views = [
                 (seq, view_id) for view_id, (owner, seq) in self.standin.view_owners.items()
                 if owner == persona.slack_id and view_id not in self.closed_views and view_id in self.standin.views
@@ -261,8 +261,8 @@ class Workspace:
             view = dict(self.standin.views[max(open_views)[1]])
         errors = self.view_errors.get(view["id"], {})
         html = self.templates.get_template("modal.html").render(view=view, body=render.blocks(view.get("blocks"), self.name),
-                               title=render._plain(view.get("title")), submit=render._plain(view.get("submit")),
-                               close=render._plain(view.get("close")) or "Cancel")
+                               title=render.plain(view.get("title")), submit=render.plain(view.get("submit")),
+                               close=render.plain(view.get("close")) or "Cancel")
         return {"id": view["id"], "hash": view["hash"], "html": html, "errors": errors}
 
     # ------------------------------------------------------------------ what the visitor does
@@ -305,19 +305,19 @@ class Workspace:
         def posted(body: dict[str, Any]) -> None:
             target = self._find(original) if original else None
             if target is not None and body.get("delete_original"):
-                with self.standin._lock:
+                with self.standin.lock:
                     self._remove(target)
                     self.standin.version += 1
                 return
             if target is not None and body.get("replace_original"):
-                with self.standin._lock:
+                with self.standin.lock:
                     target.history.append({"text": target.text, "blocks": target.blocks, "args": target.args})
                     target.text, target.blocks = body.get("text"), body.get("blocks")
                     self.standin.version += 1
                 return
             if body.get("response_type") == "in_channel":
-                with self.standin._lock:
-                    ts = self.standin._new_ts()
+                with self.standin.lock:
+                    ts = self.standin.new_ts()
                     self.standin.messages[(channel, ts)] = Message(channel, ts, body.get("text"), body.get("blocks"),
                                                                    {"source": "response_url"})
                     self.standin.version += 1
@@ -328,7 +328,7 @@ class Workspace:
         return self.response_urls.issue(on_post=posted)
 
     def _find(self, where: tuple[str, str]) -> Message | None:
-        with self.standin._lock:
+        with self.standin.lock:
             found = self.standin.messages.get(where)
             if found is None:
                 found = next((m for m in self.standin.ephemeral_messages if (m.channel, m.ts) == where), None)
@@ -370,7 +370,7 @@ class Workspace:
     def click(self, persona: Persona, data: dict[str, Any]) -> dict[str, Any]:
         """A button pressed or a menu chosen, in a message or in a modal: block_actions."""
         action: dict[str, Any] = {"type": data.get("type") or "button", "action_id": data.get("action_id"),
-                                  "block_id": data.get("block_id"), "action_ts": self.standin._new_ts()}
+                                  "block_id": data.get("block_id"), "action_ts": self.standin.new_ts()}
         if data.get("value") is not None:
             action["value"] = data["value"]
         if data.get("selected_option") is not None:
@@ -404,7 +404,7 @@ class Workspace:
         return self._answered(lambda: self._interaction(payload), persona, channel)
 
     def _view_for(self, persona: Persona, view_id: str, values: dict[str, Any]) -> dict[str, Any]:
-        with self.standin._lock:
+        with self.standin.lock:
             view = self.standin.views.get(view_id)
             owner = self.standin.view_owners.get(view_id, (None, 0))[0]
             if view is None or owner != persona.slack_id:
@@ -434,12 +434,12 @@ class Workspace:
                 self._close_stack(view_id)
             else:
                 self.closed_views.add(view_id)
-        with self.standin._lock:
+        with self.standin.lock:
             self.standin.version += 1
         return {"ok": True, "errors": self.view_errors.get(view_id, {})}
 
     def _close_stack(self, view_id: str) -> None:
-        with self.standin._lock:
+        with self.standin.lock:
             root = self.standin.views[view_id]["root_view_id"]
             self.closed_views |= {vid for vid, v in self.standin.views.items() if v["root_view_id"] == root}
 
@@ -469,7 +469,7 @@ class Workspace:
         options = list(answer.get("options") or [])
         for group in answer.get("option_groups") or []:
             options += group.get("options") or []
-        return {"ok": True, "options": [render._option(o) for o in options]}
+        return {"ok": True, "options": [render.option_value(o) for o in options]}
 
 
 def _safe_filename(name: str) -> str:
