@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import signal
+import sys
 
+import pytest
 import requests
 
 from tests.e2e.conftest import wait_for
@@ -19,6 +21,7 @@ def test_serve_says_in_one_line_where_to_go_and_serves_the_three_parts(local_ser
     assert requests.get(f"http://127.0.0.1:{local_serve.port}/.well-known/jwks.json", timeout=10).json()["keys"]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's (prctl)")
 def test_the_demo_product_stops_with_serve_even_when_serve_is_killed(local_serve):
     assert listening(f"{local_serve.product}/login")
     local_serve.process.send_signal(signal.SIGKILL)
