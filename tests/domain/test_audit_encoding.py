@@ -201,11 +201,10 @@ def test_a_downgrade_with_recomputed_hash_is_still_a_rewrite(engine, session_fac
     # Someone relabels a JCS event as legacy and recomputes its hash that way: the event
     # verifies alone, but the next one was chained to the original (and a signed checkpoint
     # vouches for the original head).
-    checkpoint_key = signing_key
     for n in range(3):
         append(session_factory, **{**AWKWARD, "n": n})
     with session_factory() as db:
-        signed = checkpoints.make_checkpoint(db, checkpoint_key, now=OCCURRED)
+        signed = checkpoints.make_checkpoint(db, signing_key, now=OCCURRED)
         row = db.get(AuditEvent, 2)
         row.encoding = Encoding.LEGACY
         row.details = audit.legacy_json(json.loads(row.details))
@@ -215,7 +214,7 @@ def test_a_downgrade_with_recomputed_hash_is_still_a_rewrite(engine, session_fac
     with session_factory() as db:
         checked, problem = verify_chain(db)
         assert problem.seq == 2 and "replaced or forged" in problem.reason
-        keys = {checkpoint_key.kid: checkpoint_key.public_key}
+        keys = {signing_key.kid: signing_key.public_key}
         assert checkpoints.verify_log(db, [signed], keys).ok is False
 
 
