@@ -102,6 +102,7 @@ def test_interactivity_and_options_load_url(manifest):
 def test_every_url_is_https_on_one_placeholder_host(manifest):
     urls = [c["url"] for c in manifest["features"]["slash_commands"]]
     urls += [manifest["settings"]["interactivity"][k] for k in ("request_url", "message_menu_options_url")]
+    urls.append(manifest["settings"]["event_subscriptions"]["request_url"])
     assert {urlsplit(u).scheme for u in urls} == {"https"}
     assert {urlsplit(u).netloc for u in urls} == {"impersonation.example.com"}
     assert "replace the host" in MANIFEST.read_text(encoding="utf-8")  # the comment says what to change
@@ -125,6 +126,7 @@ def test_the_socket_mode_manifest_is_this_one_without_request_urls(manifest):
         del command["url"]
     for key in ("request_url", "message_menu_options_url"):
         del expected["settings"]["interactivity"][key]
+    del expected["settings"]["event_subscriptions"]["request_url"]
     expected["settings"]["socket_mode_enabled"] = True
     assert socket_mode == expected
     assert "SLACK_APP_TOKEN" in SOCKET_MODE_MANIFEST.read_text(encoding="utf-8")  # the comment says what to set
@@ -294,3 +296,10 @@ def test_the_shortcuts_are_declared_with_the_ids_the_app_routes_on(manifest):
     assert shortcuts[ShortcutId.REQUEST.value]["type"] == "global"
     assert shortcuts[ShortcutId.REQUEST_FROM_MESSAGE.value]["type"] == "message"
     assert "commands" in manifest["oauth_config"]["scopes"]["bot"]  # Slack: shortcuts need it
+
+
+def test_the_home_tab_and_its_event_are_declared(manifest):
+    assert manifest["features"]["app_home"]["home_tab_enabled"] is True
+    events = manifest["settings"]["event_subscriptions"]
+    assert events["bot_events"] == ["app_home_opened"]  # the one event the app listens to
+    assert urlsplit(events["request_url"]).path == EVENTS_PATH

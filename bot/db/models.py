@@ -516,3 +516,17 @@ class WebhookEvent(Base):
     account: Mapped[str | None] = mapped_column(String(128))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+class HomeTab(Base):
+    """Someone who opened the app's Home tab: their Home is published again through the
+    outbox when something it shows changes (bot/domain/home.py). `sees_security`: their Home
+    shows what security sees (live sessions across accounts, alerts, the last checkpoint), so
+    a change the security channel is told of changes it too; set from their powers each time
+    they open it."""
+
+    __tablename__ = "home_tabs"
+
+    slack_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    opened_at: Mapped[datetime]
+    sees_security: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -35,6 +35,7 @@ APP_TABLES = (
     "signing_keys",  # the keys' public halves: the JWKS and checkpoint verification (bot/domain/keyring.py)
     "webhook_subscriptions",  # notification webhooks' endpoints and secrets (bot/domain/webhooks.py)
     "webhook_events",  # each event's body as sent, for retries under the same id
+    "home_tabs",  # who opened the Home tab, to publish it again when it changes (bot/domain/home.py)
 )
 
 

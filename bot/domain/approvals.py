@@ -631,6 +631,7 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
                 EventDraft(type="approval.recorded", actor=actor, details={"approvals": len(approvers), "required": request.approvals_required}, **base),
                 now=now,
             )
+            outbox.enqueue_home(db, clicker.slack_id, now=now)  # it leaves the approver's queue
             return Counted(request.id, len(approvers), request.approvals_required)
         transition(
             db,
@@ -991,6 +992,7 @@ def decide_extension(
             return finish("denied", "extension.denied", clicker.slack_id, {"reason": reason}, reason)
         approvers = _approvers_so_far(db, extension.id)
         if len(approvers) < extension.approvals_required:
+            outbox.enqueue_home(db, clicker.slack_id, now=now)  # it leaves the approver's queue
             return Counted(extension.id, len(approvers), extension.approvals_required)
         # The ask was decided (and trimmed to the ceiling) when it was made; the ceiling holds
         # again here, should the session have been extended meanwhile.
@@ -1221,3 +1223,26 @@ def asks_to_nudge(ctx: DomainContext, *, now: datetime) -> list[str]:
         if could.remind or could.escalate:
             due.append(subject_id)
     return due
+
+
+def waiting_for(db: Session, approver_slack_id: str, *, now: datetime, limit: int) -> list[ApprovalAsk]:
+    """The requests and extensions waiting for this approver, oldest first: pending, not past
+    their time, asked of them (as their DMs were), and not yet voted on by them. What the
+    Approve / Deny buttons then do is decided again at the click, as on the DMs."""
+    voted = set(db.execute(select(Approval.subject_id).where(Approval.approver_slack_id == approver_slack_id)).scalars())
+    asks: list[ApprovalAsk] = []
+    pending = db.execute(
+        select(ImpersonationRequest)
+        .where(ImpersonationRequest.state == RequestState.PENDING.value, ImpersonationRequest.pending_expires_at > now)
+        .order_by(ImpersonationRequest.created_at)
+    ).unique().scalars()
+    for request in pending:
+        if request.id not in voted and approver_slack_id in _asked(db, request.id):
+            asks.append(_ask_now(db, request, None))
+    extensions = db.execute(
+        select(Extension).where(Extension.state == "pending", Extension.pending_expires_at > now).order_by(Extension.created_at)
+    ).unique().scalars()
+    for extension in extensions:
+        if extension.id not in voted and approver_slack_id in _asked(db, extension.id):
+            asks.append(_ask_now(db, extension.session.request, extension))
+    return asks[:limit]

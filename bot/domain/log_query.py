@@ -359,7 +359,7 @@ LookupResult = LogPage | LogRefused | QueryError | UnknownAccount
 
 REFUSED_MESSAGE = (
     "Only security and compliance roles can read the impersonation log. This attempt was recorded. "
-    "Ask them for what you need; `/impersonate help` lists what you can do."
+    "Ask them for what you need; your own requests are on your Home tab, and `/impersonate help` lists what you can do."
 )
 EXPIRED_TOKEN = QueryError("that page no longer makes sense; run the command again")
 
@@ -393,7 +393,17 @@ def authorise(ctx: DomainContext, viewer_slack_id: str, *, attempt: dict[str, An
 def look_up(ctx: DomainContext, viewer_slack_id: str, text: str, *, now: datetime | None = None) -> LookupResult:
     """The slash command: authorise, parse, then read the first page (audited)."""
     now = now or utcnow()
-    parsed = parse_query(text, now=now)
+    return _first_page(ctx, viewer_slack_id, parse_query(text, now=now), text=text, now=now)
+
+
+def look_up_account(ctx: DomainContext, viewer_slack_id: str, account: str, *, now: datetime | None = None) -> LookupResult:
+    """The Home tab's account search: the answer `/impersonation-log account:<account>` gives,
+    with the same checks."""
+    now = now or utcnow()
+    return _first_page(ctx, viewer_slack_id, query_from_options(account=account, now=now), text=f"account:{account}", now=now)
+
+
+def _first_page(ctx: DomainContext, viewer_slack_id: str, parsed: LogQuery | QueryError, *, text: str, now: datetime) -> LookupResult:
     attempt = {"query": parsed.details()} if isinstance(parsed, LogQuery) else {"text": text[:REFUSED_TEXT_MAX]}
     account = parsed.account if isinstance(parsed, LogQuery) else None
     viewer = authorise(ctx, viewer_slack_id, attempt=attempt, account=account, now=now)

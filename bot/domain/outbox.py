@@ -47,11 +47,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import and_, bindparam, case, exists, insert, or_, select, update
+from sqlalchemy import Insert, Integer, Select, String, and_, bindparam, case, exists, insert, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
+from bot.db.base import UTCDateTime
 from bot.db.engine import reading
-from bot.db.models import ChannelPace, ImpersonationRequest, MessageRef, OutboxMessage
+from bot.db.models import ChannelPace, HomeTab, ImpersonationRequest, MessageRef, OutboxMessage
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
@@ -124,12 +125,21 @@ class Kind(str, enum.Enum):
     #: a notification webhook, not a Slack message (subject: the event id, recipient: the
     #: subscription id; bot/domain/webhooks.py), sent by `DomainContext.webhook_sender`
     WEBHOOK = "webhook"
+    #: a person's App Home tab, published again (subject and recipient: their Slack id),
+    #: owed whenever a row that changes what it shows is (HOME_SOURCES); at most one
+    #: publish per person per PACE_SECONDS, later rows merging into the next
+    HOME = "home"
 
 
 #: claimed before every other kind in a delivery run, whatever their age: what security must
 #: act on (an alert, break-glass) and the revoked agent's notice. Older rows of the same message
 #: still go first (a target's rows are delivered in order).
 URGENT_KINDS = frozenset({Kind.ALERT, Kind.BREAK_GLASS, Kind.NOTICE})
+
+
+#: rows that change what a Home shows, and so owe one: a DM's recipient's own Home, or, for
+#: the security channel's, every Home showing security's view (bot/domain/home.py)
+HOME_SOURCES = frozenset({Kind.AGENT, Kind.AGENT_REQUEST, Kind.APPROVER, Kind.FEED, Kind.ALERT, Kind.BREAK_GLASS, Kind.CHECKPOINT})
 
 
 def lease_for(kind: Kind) -> timedelta:
@@ -257,19 +267,52 @@ def target_of(kind: Kind, subject_id: str, recipient: str) -> str:
 
 #: built once: statement construction is costly on hot paths
 _INSERT_ROW = insert(OutboxMessage.__table__)
+_COLUMNS = ["kind", "subject_id", "recipient", "target", "state", "created_at", "due_at", "attempts"]
+
+
+def _homes_of(who) -> Select:
+    """One Home row per person with a Home tab that `who` selects (bound to the statement's
+    `created_at` / `due_at`): nobody's Home is published unasked."""
+    home = literal(Kind.HOME.value, String)
+    return select(
+        home, HomeTab.slack_id, HomeTab.slack_id, home + literal(":", String) + HomeTab.slack_id + literal(":", String) + HomeTab.slack_id,
+        literal(PENDING, String), bindparam("created_at", type_=UTCDateTime()), bindparam("due_at", type_=UTCDateTime()), literal(0, Integer),
+    ).where(who)
+
+
+def _row_and_homes(who) -> Insert:
+    """The row, and the Home rows it owes, in one INSERT … SELECT … UNION ALL (a state change's
+    hot path runs no extra statement for the Homes)."""
+    row = select(
+        bindparam("kind", type_=String), bindparam("subject_id", type_=String), bindparam("recipient", type_=String),
+        bindparam("target", type_=String), bindparam("state", type_=String), bindparam("created_at", type_=UTCDateTime()),
+        bindparam("due_at", type_=UTCDateTime()), bindparam("attempts", type_=Integer),
+    )
+    return insert(OutboxMessage.__table__).from_select(_COLUMNS, union_all(row, _homes_of(who)))
+
+
+#: a row for someone's DM owes their Home; a row for the security channel every Home showing
+#: security's view (HomeTab.sees_security)
+_INSERT_ROW_AND_PERSONS_HOME = _row_and_homes(HomeTab.slack_id == bindparam("recipient", type_=String))
+_INSERT_ROW_AND_SECURITY_HOMES = _row_and_homes(HomeTab.sees_security.is_(True))
+_INSERT_HOME = insert(OutboxMessage.__table__).from_select(_COLUMNS, _homes_of(HomeTab.slack_id == bindparam("person", type_=String)))
 
 
 def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURITY, now: datetime | None = None) -> str:
     """Owe one message, inside the caller's transaction (so it commits with the state change
-    it reports, or not at all). Returns the row's target, for an immediate delivery."""
+    it reports, or not at all), with the Home publishes it owes (HOME_SOURCES). Returns the
+    row's target, for an immediate delivery."""
     now = now or utcnow()
     target = target_of(kind, subject_id, recipient)
     # A Core INSERT in the session's transaction, not an ORM object: every state change owes
     # one to five of these, and the unit of work's bookkeeping for an object nobody reads
     # again cost more than the insert itself. (The table has no foreign keys, so it does not
     # matter that this runs before the session flushes the change's own ORM objects.)
+    statement = _INSERT_ROW
+    if kind in HOME_SOURCES:
+        statement = _INSERT_ROW_AND_SECURITY_HOMES if recipient == SECURITY else _INSERT_ROW_AND_PERSONS_HOME
     db.execute(
-        _INSERT_ROW,
+        statement,
         {
             "kind": kind.value,
             "subject_id": subject_id,
@@ -282,6 +325,13 @@ def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURI
         },
     )
     return target
+
+
+def enqueue_home(db: Session, slack_id: str, *, now: datetime) -> str:
+    """Owe one person's Home a publish (a change only they see, such as their own vote), if
+    they have one; returns its target."""
+    db.execute(_INSERT_HOME, {"person": slack_id, "created_at": now, "due_at": now})
+    return target_of(Kind.HOME, slack_id, slack_id)
 
 
 def enqueue_granted(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
@@ -561,10 +611,12 @@ def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | _Paced 
             return None
         kind = Kind(row.kind)
         recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
-        ref = _existing_ref(db, row, recipient) if kind is not Kind.WEBHOOK else None
-        # A new message in a channel waits for the channel's next posting slot (pacing).
-        if ref is None and recipient is not None and row.recipient == SECURITY:
-            opens = _take_posting_slot(db, recipient, now)
+        ref = _existing_ref(db, row, recipient) if kind not in (Kind.WEBHOOK, Kind.HOME) else None
+        # A new message in a channel waits for the channel's next posting slot (pacing), and
+        # a Home for its person's next slot.
+        slot = f"home:{row.subject_id}" if kind is Kind.HOME else recipient if ref is None and row.recipient == SECURITY else None
+        if slot is not None and recipient is not None:
+            opens = _take_posting_slot(db, slot, now)
             if opens is not None:
                 db.rollback()
                 return _Paced(opens)

@@ -29,8 +29,8 @@ from bot.domain.sessions import SessionStatus, close_session, status_at
 from bot.domain.views import SessionView
 
 #: where a revocation came from, recorded in its audit event ("account_opted_out": the account
-#: opted out of impersonation while the session was live)
-SOURCES = ("alert", "feed", "command", "account_opted_out")
+#: opted out of impersonation while the session was live; "home": security's Home tab)
+SOURCES = ("alert", "feed", "command", "account_opted_out", "home")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class RevokeRefused:
 
 REFUSALS = {
     "not_permitted": "You do not hold a role that can revoke sessions. Ask in the security channel; `/impersonate help` lists what you can do.",
-    "unknown_session": "There is no session with that id. The security channel's feed shows the live sessions and their ids.",
+    "unknown_session": "There is no session with that id. The security channel's feed and your Home tab show the live sessions.",
     "not_live": "This session is already over; there is nothing to revoke.",
     "unknown_alert": "There is no alert with that id.",
     "none_live": "None of this alert's sessions is live any more; there is nothing to revoke.",

@@ -151,6 +151,16 @@ METHODS: dict[str, MethodSpec] = {
             errors=frozenset({"invalid_arguments", "not_found", "hash_conflict", "view_too_large"}),
         ),
         MethodSpec(
+            # the Home tab: no trigger needed, no scope (docs.slack.dev "no_scope_required");
+            # a view that fails validation gets invalid_arguments (in the reference's examples)
+            "views.publish",
+            scope=None,
+            required={"user_id": "invalid_arguments", "view": "invalid_arguments"},
+            json_args=frozenset({"view"}),
+            accepts_json_body=True,
+            errors=frozenset({"invalid_arguments", "view_too_large", "hash_conflict"}),
+        ),
+        MethodSpec(
             "chat.postMessage",
             scope="chat:write",
             required={"channel": "channel_not_found"},
@@ -634,14 +644,17 @@ class _BlockKitChecker:
             self.max_len(block.get("alt_text"), f"{pointer}/alt_text", IMAGE_ALT_TEXT_MAX)
         return False
 
-    def view(self, view: Any) -> None:
+    def view(self, view: Any, *, surface: str = "modal") -> None:
+        """`surface`: "modal" (views.open/push/update) or "home" (views.publish: a Home tab,
+        no title or buttons of its own, at most limits.HOME_BLOCKS_MAX blocks)."""
         pointer = "/view"
         if not isinstance(view, dict):
             self.error(pointer, "must be a view object")
             return
-        if view.get("type") != "modal":  # views.open/push/update show modals; home is views.publish
-            self.error(f"{pointer}/type", "must be modal")
-        has_input = self.blocks(view.get("blocks"), f"{pointer}/blocks", max_blocks=limits.MODAL_BLOCKS_MAX)
+        if view.get("type") != surface:
+            self.error(f"{pointer}/type", f"must be {surface}")
+        max_blocks = limits.HOME_BLOCKS_MAX if surface == "home" else limits.MODAL_BLOCKS_MAX
+        has_input = self.blocks(view.get("blocks"), f"{pointer}/blocks", max_blocks=max_blocks)
         if view.get("type") == "modal":
             self.text(view.get("title"), f"{pointer}/title", limits.MODAL_TITLE_MAX, plain_only=True)
             if "submit" in view:
@@ -656,11 +669,12 @@ class _BlockKitChecker:
         self.max_len(view.get("external_id"), f"{pointer}/external_id", limits.CALLBACK_ID_MAX)
 
 
-def block_kit_errors(*, blocks: Any = None, view: Any = None) -> list[str]:
-    """Slack-style error messages for a message's `blocks` or a `view` (empty when valid)."""
+def block_kit_errors(*, blocks: Any = None, view: Any = None, surface: str = "modal") -> list[str]:
+    """Slack-style error messages for a message's `blocks` or a `view` (empty when valid);
+    `surface`: the kind of view expected ("modal", or "home" for views.publish)."""
     checker = _BlockKitChecker()
     if view is not None:
-        checker.view(view)
+        checker.view(view, surface=surface)
     if blocks is not None:
         checker.blocks(blocks, "/blocks", max_blocks=limits.MESSAGE_BLOCKS_MAX)
     return checker.messages
@@ -719,6 +733,8 @@ class SlackStandIn:
         self.messages: dict[tuple[str, str], Message] = {}
         self.ephemeral_messages: list[Message] = []
         self.views: dict[str, dict[str, Any]] = {}
+        #: each user's published Home tab (views.publish), by user id
+        self.home_views: dict[str, dict[str, Any]] = {}
         self.view_owners: dict[str, tuple[str | None, int]] = {}
         self.files: dict[str, StandInFile] = {}
         self.uploads: list[tuple[str, bytes]] = []
@@ -1061,7 +1077,7 @@ class SlackStandIn:
             view = args["view"]
             if len(json.dumps(view).encode()) > VIEW_JSON_BYTES_MAX:
                 raise SlackError("view_too_large", violation=True, detail="view JSON over 250 kB")
-            messages = block_kit_errors(view=view)
+            messages = block_kit_errors(view=view, surface="home" if spec.name == "views.publish" else "modal")
             if messages:
                 raise SlackError("invalid_arguments", violation=True, detail="; ".join(messages), messages=messages)
 
@@ -1122,6 +1138,16 @@ class SlackStandIn:
             raise SlackError("push_limit_reached", violation=True, detail=f"a view stack holds {VIEW_STACK_MAX} views")
         return {"ok": True, "view": self._store_view(args["view"], root_view_id=root, previous_view_id=top["id"],
                                                      user=trigger.user or self.view_owners[top["id"]][0])}
+
+    def _m_views_publish(self, args, now):
+        """The user's Home tab, replaced whole (kept in `home_views` by user id)."""
+        user = args["user_id"]
+        current = self.home_views.get(user)
+        if args.get("hash") and current is not None and args["hash"] != current["hash"]:
+            raise SlackError("hash_conflict", violation=False, detail="the Home changed since that hash")
+        stored = self._store_view(args["view"], view_id=current["id"] if current else None)
+        self.home_views[user] = stored
+        return {"ok": True, "view": stored}
 
     def _m_views_update(self, args, now):
         if args.get("view_id"):

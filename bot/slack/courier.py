@@ -13,12 +13,12 @@ from typing import Protocol
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import anomalies, approvals, checkpoint_job, outbox, requests, watch
+from bot.domain import anomalies, approvals, checkpoint_job, home, outbox, requests, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
-from bot.domain.outbox import Delivery, Kind, Outcome, Sent, Skipped, Transient
+from bot.domain.outbox import Delivered, Delivery, Kind, Outcome, Sent, Skipped, Transient
 from bot.domain.views import RequestView
-from bot.slack import blocks, watch_blocks
+from bot.slack import blocks, home_blocks, watch_blocks
 from bot.slack.blocks import Message
 from bot.slack.digest_post import post_digest
 from bot.slack.errors import classify
@@ -44,6 +44,8 @@ class SlackCourier:
             return Skipped("no_security_channel")
         if delivery.kind is Kind.DIGEST:
             return post_digest(self._ctx, self._client, delivery, now=self._clock())
+        if delivery.kind is Kind.HOME:
+            return self._publish_home(delivery)
         message = self.render(delivery)
         if message is None:
             return Skipped("nothing_to_show")
@@ -61,6 +63,20 @@ class SlackCourier:
         except OSError as error:  # connection refused, reset, timed out
             log.warning("outbox %s: cannot reach Slack: %s", delivery.id, type(error).__name__)
             return Transient(type(error).__name__[:64])
+
+    def _publish_home(self, delivery: Delivery) -> Outcome:
+        """A person's Home tab, rendered from their powers and the state now, published whole
+        (views.publish replaces it; there is no message to edit later)."""
+        person = delivery.subject_id
+        view = home_blocks.home_tab(home.home_view(self._ctx, person, now=self._clock()))
+        try:
+            self._client.views_publish(user_id=person, view=view)
+        except SlackApiError as error:
+            return classify(error)
+        except OSError as error:
+            log.warning("outbox %s: cannot reach Slack: %s", delivery.id, type(error).__name__)
+            return Transient(type(error).__name__[:64])
+        return Delivered(200)
 
     # ------------------------------------------------------------------ rendering
 

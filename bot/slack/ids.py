@@ -37,6 +37,8 @@ class CallbackId(str, enum.Enum):
     FLAG_ACCOUNT = "flag_account"
     #: what the flag modal turns into once a change is made (nothing to submit)
     FLAG_ACCOUNT_DONE = "flag_account_done"
+    #: the answer to a click in the Home tab, which has no channel to answer in (nothing to submit)
+    HOME_NOTICE = "home_notice"
 
 
 class ShortcutId(str, enum.Enum):
@@ -85,6 +87,11 @@ class BlockId(str, enum.Enum):
     ALERT_ACTIONS = "alert_actions"
     #: Previous / Next and the Export buttons under an /impersonation-log answer
     LOG_ACTIONS = "log_actions"
+    #: the Home tab's tools (Request impersonation, Change account flags) and its account
+    #: search for log readers; the per-item buttons' blocks have no id (a view's block ids
+    #: must be unique, and those blocks repeat)
+    HOME_TOOLS = "home_tools"
+    HOME_LOG_SEARCH = "home_log_search"
 
 
 class ActionId(str, enum.Enum):
@@ -123,6 +130,10 @@ class ActionId(str, enum.Enum):
     LOG_NEXT_PAGE = "log_next_page"
     LOG_EXPORT_CSV = "log_export_csv"
     LOG_EXPORT_JSON = "log_export_json"
+    #: the Home tab: open the request modal / the flag modal; pick an account to look up
+    HOME_REQUEST = "home_request"
+    HOME_FLAG = "home_flag"
+    HOME_LOG_ACCOUNT_SELECT = "home_log_account_select"
     # inputs of the account-flag modal; its account typeahead offers accounts only to roles
     # with can_flag_accounts
     FLAG_ACCOUNT_SELECT = "flag_account_select"

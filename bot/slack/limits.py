@@ -12,6 +12,7 @@ from __future__ import annotations
 MESSAGE_BLOCKS_MAX = 50
 #: blocks in one modal or Home tab view
 MODAL_BLOCKS_MAX = 100
+HOME_BLOCKS_MAX = 100
 #: modal `title`, `submit` and `close` texts
 MODAL_TITLE_MAX = 24
 MODAL_SUBMIT_MAX = 24

@@ -31,7 +31,7 @@ from bot.domain import approvals, sessions
 from bot.domain.approvals import ClickResult, Decided, ExtensionAsked
 from bot.domain.context import DomainContext
 from bot.domain.requests import Granted, Pending
-from bot.slack import blocks
+from bot.slack import blocks, home_blocks
 from bot.slack.courier import Deliverer, InlineDeliverer, deliver_now
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,22 @@ class SlackMessenger:
 
     # ------------------------------------------------------------------ clicks and decisions
 
-    def answer_click(self, result: ClickResult, *, clicker: str, channel: str | None, extension: bool = False) -> None:
+    def answer_click(
+        self, result: ClickResult, *, clicker: str, channel: str | None, extension: bool = False, trigger_id: str | None = None
+    ) -> None:
         """A decision edits every message about it (through the outbox); any other result is
-        told to the clicker alone (an ephemeral message in the channel they clicked in) and
-        edits nothing."""
+        told to the clicker alone (an ephemeral message in the channel they clicked in, or,
+        for a click in the Home tab, a small modal opened with its `trigger_id`) and edits
+        nothing."""
         if isinstance(result, Decided):
             self.decided(result)
             return
         text = blocks.click_answer_text(result, tz_name=self._tz(clicker), extension=extension)
         if channel:
             self._safely("click answer", lambda: self._client.chat_postEphemeral(channel=channel, user=clicker, text=text))
+        elif trigger_id:
+            view = home_blocks.home_notice_modal(text)
+            self._safely("click answer", lambda: self._client.views_open(trigger_id=trigger_id, view=view))
 
     def decided(self, decided: Decided) -> None:
         """Exactly one decision per subject (issue 3 points 4 and 6), and its messages owed in

@@ -238,6 +238,8 @@ MISSING_ARGUMENTS = [
     ("views.push", {"view": modal()}, "invalid_arguments"),
     ("views.update", {"view_id": "V1"}, "invalid_arguments"),
     ("views.update", {"view": modal()}, "not_found"),
+    ("views.publish", {"user_id": "UAGENT1"}, "invalid_arguments"),
+    ("views.publish", {"view": {"type": "home", "blocks": []}}, "invalid_arguments"),
     ("chat.postMessage", {"text": "hi"}, "channel_not_found"),
     ("chat.postMessage", {"channel": "UAGENT1"}, "no_text"),
     ("chat.update", {"ts": "1.2", "text": "hi"}, "channel_not_found"),
@@ -721,3 +723,37 @@ def test_without_the_reference_its_checks_are_left_out(tmp_path):
     with FakeSlack(reference=None, users=[AGENT], channels=["C1"]) as fake:
         WebClient(token=fake.bot_token, base_url=fake.url).chat_postMessage(channel="C1", text="hi", colour="red")
         fake.assert_no_violations()
+
+
+# --- the Home tab (views.publish) ------------------------------------------------------------------------
+
+
+def home(blocks=None, **extra):
+    return {"type": "home", "blocks": blocks if blocks is not None else [section("Hello")], **extra}
+
+
+def test_views_publish_replaces_the_users_home_and_needs_no_trigger(fake, client):
+    first = client.views_publish(user_id="UAGENT1", view=home())["view"]
+    second = client.views_publish(user_id="UAGENT1", view=home([section("Again")]))["view"]
+    assert first["id"] == second["id"] and fake.home_views["UAGENT1"]["blocks"] == [section("Again")]
+    assert fake.violations == []
+
+
+@pytest.mark.parametrize(
+    ("view", "pointer"),
+    [
+        (home([section("x")] * (limits.HOME_BLOCKS_MAX + 1)), "/view/blocks"),
+        (modal(), "/view/type"),  # a modal is no Home tab
+        (home([{"type": "section", "text": {"type": "mrkdwn", "text": "x" * (limits.SECTION_TEXT_MAX + 1)}}]), "/view/blocks/0"),
+    ],
+)
+def test_a_home_over_slack_limits_is_refused(fake, client, view, pointer):
+    answer = slack_error(lambda: client.views_publish(user_id="UAGENT1", view=view)).response
+    assert answer["error"] == "invalid_arguments"
+    assert any(f"[json-pointer:{pointer}" in m for m in answer["response_metadata"]["messages"])
+    assert fake.violations[0].error == "invalid_arguments" and fake.home_views == {}
+
+
+def test_a_home_view_is_refused_by_views_open(fake, client):
+    answer = slack_error(lambda: client.views_open(trigger_id=fake.issue_trigger_id(), view=home())).response
+    assert answer["error"] == "invalid_arguments"

@@ -36,6 +36,7 @@ class RecordingWebClient(WebClient):
         self._ts = itertools.count(1)
         self.answer("auth.test", {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "T1", "team": "Test"})
         self.answer("views.open", {"ok": True, "view": {"id": "V1"}})
+        self.answer("views.publish", {"ok": True, "view": {"id": "VHOME1"}})
         self.answer("chat.postMessage", lambda args: {"ok": True, "channel": _dm_channel(args["channel"]), "ts": self._next_ts()})
         self.answer("chat.update", lambda args: {"ok": True, "channel": args["channel"], "ts": args["ts"]})
         self.answer("chat.postEphemeral", lambda args: {"ok": True, "message_ts": self._next_ts()})

@@ -164,3 +164,44 @@ def message_shortcut(callback_id: str, message: dict[str, Any], *, user_id: str 
             "is_enterprise_install": False,
         }
     )
+
+
+_events = itertools.count(1)
+
+
+def app_home_opened(user_id: str, *, tab: str = "home") -> str:
+    """The Events API's `app_home_opened` (JSON, not form-encoded), with its own event_id."""
+    event: dict[str, Any] = {"type": "app_home_opened", "user": user_id, "channel": "DHOME1", "tab": tab, "event_ts": "1700000000.000400"}
+    return json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{next(_events):08d}",
+            "event_time": 1700000000,
+        }
+    )
+
+
+def home_action(action_id: str, value: str | None = None, *, user_id: str, selected: str | None = None, block_id: str = "b1") -> str:
+    """A click in the Home tab: a block_actions from a view, which has no channel or message."""
+    action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": "button", "action_ts": "1700000000.000500"}
+    if value is not None:
+        action["value"] = value
+    if selected is not None:
+        action.update(type="external_select", selected_option={"text": {"type": "plain_text", "text": selected}, "value": selected})
+    return interaction(
+        {
+            "type": "block_actions",
+            "user": {"id": user_id, "username": "someone", "name": "someone", "team_id": "T1"},
+            "team": {"id": "T1", "domain": "test"},
+            "api_app_id": "A1",
+            "token": "legacy-verification-token",
+            "trigger_id": _trigger_id(),
+            "container": {"type": "view", "view_id": "VHOME1"},
+            "view": {"id": "VHOME1", "type": "home", "blocks": [], "state": {"values": {}}},
+            "actions": [action],
+        }
+    )

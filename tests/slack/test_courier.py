@@ -312,3 +312,53 @@ def test_an_extensions_outcome_reaches_the_session_dm_through_the_outbox(ctx, ap
     assert dm.blocks[0]["text"]["text"].startswith("Session active until")
     assert "was denied by" in json.dumps(dm.blocks) and "open a new request" in json.dumps(dm.blocks)
     approvers_slack.assert_no_violations()
+
+
+# ---------------------------------------------------------------- the Home tab (views.publish)
+
+
+def home_text(fake_slack, user) -> str:
+    view = fake_slack.home_views[user]
+    return json.dumps(view["blocks"])
+
+
+def test_every_home_is_current_after_each_state_change(ctx, courier, fake_slack, session_factory, tmp_path):
+    from bot.domain import home
+
+    load_directory(session_factory, tmp_path, flags={"initech": ["sensitive"]})
+    clock = [T0]
+
+    def step(change=None):
+        """One state change, then the outbox's delivery run a few seconds later (past every
+        person's one-publish-a-second slot)."""
+        clock[0] += timedelta(seconds=2)
+        with freeze_time(clock[0]):
+            result = change() if change is not None else None
+            outbox.deliver_due(ctx, courier, now=clock[0])
+        return result
+
+    for person in ("USENIOR1", "UMANAGER1", "USECURITY1"):
+        step(lambda person=person: home.opened(ctx, person))
+    assert "No live session" in home_text(fake_slack, "USENIOR1") and "Nothing is waiting for you" in home_text(fake_slack, "UMANAGER1")
+
+    form = RequestForm(account="initech", user="u-dave", reason="customer ticket about billing", ticket="SUP-1", duration_minutes=30, scope="read_only")
+    pending = step(lambda: requests.submit_request(ctx, AgentIdentity("USENIOR1"), form))
+    request_id = pending.request.id
+    assert "waiting for approval" in home_text(fake_slack, "USENIOR1") and request_id in home_text(fake_slack, "USENIOR1")  # Cancel
+    assert request_id in home_text(fake_slack, "UMANAGER1")  # Approve / Deny in the queue
+    assert request_id not in home_text(fake_slack, "USECURITY1")
+
+    decided = step(lambda: approvals.approve_request(ctx, request_id, clicker_slack_id="UMANAGER1"))
+    assert "Nothing is waiting for you" in home_text(fake_slack, "UMANAGER1")
+    assert "granted (link not opened yet)" in home_text(fake_slack, "USENIOR1")
+
+    live = step(lambda: links.redeem(ctx, decided.link.url.rsplit("/", 1)[1]).session)
+    assert live.id in home_text(fake_slack, "USENIOR1")  # End session / Ask for more time carry its id
+    assert live.id in home_text(fake_slack, "USECURITY1") and "Live sessions across accounts (1)" in home_text(fake_slack, "USECURITY1")
+
+    step(lambda: sessions.end_session(ctx, live.id, actor_slack_id="USENIOR1"))
+    assert live.id not in home_text(fake_slack, "USENIOR1") and "No live session" in home_text(fake_slack, "USENIOR1")
+    assert "Live sessions across accounts (0)" in home_text(fake_slack, "USECURITY1")
+    assert "*ended*" in home_text(fake_slack, "USENIOR1")
+    fake_slack.assert_no_violations()
+    assert [c.args["user_id"] for c in fake_slack.calls_to("views.publish")].count("UMANAGER1") < len(fake_slack.calls_to("views.publish"))

@@ -7,7 +7,7 @@ from slack_bolt import App
 
 from bot.domain.context import DomainContext
 from bot.slack.courier import Deliverer
-from bot.slack.listeners import actions, commands, log, options, shortcuts, views
+from bot.slack.listeners import actions, commands, home, log, options, shortcuts, views
 
 
 def register_listeners(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
@@ -19,3 +19,4 @@ def register_listeners(app: App, ctx: DomainContext, deliverer: Deliverer) -> No
     actions.register(app, ctx, deliverer)
     log.register(app, ctx)
     shortcuts.register(app, ctx)
+    home.register(app, ctx, deliverer)

@@ -22,7 +22,7 @@ from slack_sdk import WebClient
 
 from bot.domain import approvals, outbox, requests, revocation, sessions
 from bot.domain.context import DomainContext
-from bot.slack import blocks, watch_blocks
+from bot.slack import blocks, home_blocks, watch_blocks
 from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape
@@ -32,6 +32,17 @@ from bot.slack.notifier import SlackMessenger
 def _clicked_in(body: dict[str, Any]) -> tuple[str | None, str | None]:
     container = body.get("container") or {}
     return container.get("channel_id"), container.get("message_ts")
+
+
+def _in_a_view(body: dict[str, Any]) -> bool:
+    """Clicked in a view (the Home tab) rather than in a message."""
+    return (body.get("container") or {}).get("type") == "view"
+
+
+def _trigger(body: dict[str, Any]) -> str | None:
+    """The click's trigger_id when it came from a view (the Home tab), which has no channel to
+    answer in: the answer opens as a small modal instead."""
+    return body.get("trigger_id") if _in_a_view(body) else None
 
 
 def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
@@ -63,13 +74,16 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         clicker = body["user"]["id"]
         channel, _ts = _clicked_in(body)
-        source = "feed" if (action.get("block_id") == BlockId.FEED_ACTIONS.value) else "alert"
+        source = "feed" if (action.get("block_id") == BlockId.FEED_ACTIONS.value) else "home" if _in_a_view(body) else "alert"
         result = revocation.revoke_session(ctx, blocks.carried_id(action.get("value")), actor_slack_id=clicker, source=source)
         if isinstance(result, revocation.Revoked):
             deliverer.deliver(result.targets)
         if channel:
             text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
             client.chat_postEphemeral(channel=channel, user=clicker, text=text)
+        elif isinstance(result, revocation.RevokeRefused) and _trigger(body):
+            text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
+            client.views_open(trigger_id=_trigger(body), view=home_blocks.home_notice_modal(text))
 
     @app.action(ActionId.REVOKE_ALERT_SESSIONS.value)
     def revoke_alert_sessions(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -90,14 +104,14 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.approve_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
-        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
+        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
 
     @app.action(ActionId.APPROVE_EXTENSION.value)
     def approve_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.decide_extension(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
-        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True)
+        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True, trigger_id=_trigger(body))
 
     @app.action(ActionId.DENY_REQUEST.value)
     def deny_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -116,7 +130,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.cancel_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
-        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0])
+        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
 
     @app.action(ActionId.REQUEST_EXTENSION.value)
     def request_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
