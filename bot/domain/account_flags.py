@@ -5,7 +5,8 @@ flagged), the one way every face does it (the CLI, and Slack for roles with
 An opt-out is absolute (DESIGN.md "Who uses it"): when it is set, every session live on the
 account is revoked in the same transaction as the flag — audited (`session.revoked`, source
 `account_opted_out`), the agent and the security feed told through the outbox, and the
-product API answering "revoked" from the commit on. Links granted earlier but not yet
+product API answering "revoked" from the commit on — and the security channel is told of the
+opt-out itself (an `account_opted_out` alert: who, why, how many sessions it ended). Links granted earlier but not yet
 redeemed are refused at redemption (bot/domain/links.py re-checks the account's flags).
 """
 from __future__ import annotations
@@ -19,13 +20,16 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import AccountFlag
-from bot.domain import audit, directory, revocation
+from bot.domain import anomalies, audit, directory, revocation
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
 from bot.domain.policy import REASON_MAX_LENGTH, TICKET_MAX_LENGTH, TICKET_PATTERN, powers_of
 from bot.domain.views import SessionView
+
+#: how much of the change's note the security channel's alert repeats (the audit event keeps it whole)
+NOTE_SHOWN = 300
 
 __all__ = ["DirectoryError", "FlagChange", "FlagChanged", "FlagForm", "FlagRefused", "change_flag", "change_flag_from_slack", "flag_form"]
 
@@ -61,6 +65,15 @@ def change_flag(
         account = directory.find_account(db, account_external_id)
         assert account is not None  # set_flag found it in this transaction
         revoked = revocation.revoke_live_sessions_on_account(db, account.id, actor=actor, source="account_opted_out", now=now)
+        # The security channel is told of the opt-out itself (with who, why and what it ended),
+        # whether or not a session was live: an alert, owed through the outbox with the change.
+        told = anomalies.Finding(
+            anomalies.Rule.ACCOUNT_OPTED_OUT,
+            subject=account_external_id,
+            facts={"by": actor.slack_id or actor.email or actor.role or "?", "note": note.strip()[:NOTE_SHOWN], "revoked": len(revoked)},
+            account=account_external_id,
+        )
+        anomalies.raise_alert(db, told, window=anomalies.EVERY_TIME, now=now)
         return FlagChange(True, tuple(r.session for r in revoked), tuple(t for r in revoked for t in r.targets))
 
 

@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 DAY = timedelta(hours=24)
 #: per-request rules alert once per request: a window longer than any request lives
 ONCE = timedelta(days=366)
+#: raised at every occurrence (an account opting out is told each time it happens)
+EVERY_TIME = timedelta(0)
 
 
 class Rule(str, enum.Enum):
@@ -66,12 +68,17 @@ class Rule(str, enum.Enum):
     CONCENTRATION = "concentration"
     #: someone other than the agent signed in with Slack to use the agent's link
     LINK_IDENTITY_MISMATCH = "link_identity_mismatch"
+    #: not an anomaly but a notice security must see: an account opted out of impersonation
+    #: by contract (raised by bot/domain/account_flags.py, each time it is set)
+    ACCOUNT_OPTED_OUT = "account_opted_out"
 
 
 def window_of(rule: Rule, config: AlertsConfig) -> timedelta:
     """How long an alert about one subject silences the same rule for that subject."""
     if rule is Rule.CONCENTRATION:
         return timedelta(days=config.concentration_days)
+    if rule is Rule.ACCOUNT_OPTED_OUT:
+        return EVERY_TIME
     if rule in (Rule.OFF_HOURS, Rule.FLAGGED_ACCOUNT, Rule.LINK_REPLAY, Rule.LINK_IDENTITY_MISMATCH):
         return ONCE
     return DAY

@@ -216,9 +216,11 @@ def flag_changed_text(changed: FlagChanged) -> str:
         return f"`{changed.flag.value}` {state} on {account}; nothing changed."
     done = "set on" if changed.on else "cleared from"
     text = f"`{changed.flag.value}` {done} {account}. Audited as account.flag_changed."
+    if changed.on and changed.flag is AccountFlag.OPTED_OUT:
+        text += " The security channel is told."
     revoked = len(changed.change.revoked)
     if revoked:
-        text += f" {revoked} live session{'s' if revoked != 1 else ''} on it ended at once; the agents and the security channel are told."
+        text += f" {revoked} live session{'s' if revoked != 1 else ''} on it ended at once; their agents are told."
     return text
 
 

@@ -267,6 +267,13 @@ def alert_line(view: AlertView) -> str:
             f"{facts.get('percent')} % of {_account(view)}'s {facts.get('sessions')} sessions in the last "
             f"{facts.get('days')} days were by one agent, {_who(view.agent)}."
         )
+    if rule is Rule.ACCOUNT_OPTED_OUT:
+        revoked = int(facts.get("revoked") or 0)
+        ended = f"{revoked} live session{'s' if revoked != 1 else ''} on it ended at once" if revoked else "no session was live on it"
+        return (
+            f"{_account(view)} opted out of impersonation by contract, set by {_who(facts.get('by'))} "
+            f"({escape_truncated(str(facts.get('note') or ''), 300)}). Every request on it is refused from now on; {ended}."
+        )
     return escape(rule.value)
 
 
@@ -280,6 +287,7 @@ _RULE_TITLES = {
     Rule.OPTED_OUT_ATTEMPT: "Attempt on an opted-out account",
     Rule.LINK_IDENTITY_MISMATCH: "One-time link used by someone else",
     Rule.CONCENTRATION: "Sessions concentrated on one agent",
+    Rule.ACCOUNT_OPTED_OUT: "Account opted out of impersonation",
 }
 
 

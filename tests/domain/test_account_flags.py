@@ -189,3 +189,22 @@ def test_the_flag_form_shows_the_named_account_and_its_flags_now(ctx, directory)
     assert form == account_flags.FlagFormView(("acme", form.account[1]), frozenset({"sensitive"}))
     assert account_flags.flag_form(ctx, "USECURITY1", "no-such") == account_flags.FlagFormView(None)
     assert account_flags.may_flag(ctx, "USECURITY1") and not account_flags.may_flag(ctx, "UAGENT1")
+
+
+def test_the_security_channel_is_told_of_every_opt_out_even_with_nothing_live(ctx, directory):
+    from bot.domain import anomalies
+
+    _opt_out(ctx)  # nothing live on acme
+    account_flags.change_flag(ctx.sessions, account_external_id="acme", flag=AccountFlag.OPTED_OUT, on=False, actor=REVOPS, note="amended")
+    live = _live(ctx)
+    change = _opt_out(ctx)  # again, now with a live session
+    assert [s.id for s in change.revoked] == [live.id]
+    alerts = [json.loads(e.details) for e in _events(ctx, "alert.raised")]
+    told = [a for a in alerts if a["rule"] == anomalies.Rule.ACCOUNT_OPTED_OUT.value]
+    assert [(a["subject"], a["by"], a["revoked"]) for a in told] == [("acme", "UREVOPS1", 0), ("acme", "UREVOPS1", 1)]
+    assert told[0]["note"] == "MSA §4.2: no vendor access"
+    owed = [r for r in outbox.rows(ctx, kinds=[outbox.Kind.ALERT])]
+    assert len(owed) >= 2  # each told through the outbox
+    # clearing it, or setting another flag, tells nobody
+    account_flags.change_flag(ctx.sessions, account_external_id="globex", flag=AccountFlag.SENSITIVE, on=True, actor=REVOPS, note="MSA")
+    assert len([a for a in (json.loads(e.details) for e in _events(ctx, "alert.raised")) if a["rule"] == "account_opted_out"]) == 2

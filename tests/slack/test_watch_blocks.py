@@ -163,3 +163,17 @@ def test_the_checkpoint_and_digest_messages():
     blocks = check(watch_blocks.digest_message(report))
     assert blocks[0]["text"]["text"] == "Access review: 2029Q4"
     assert "100 % of" in json.dumps(blocks)
+
+
+def test_an_opt_out_alert_says_who_why_and_what_it_ended():
+    from datetime import datetime, timezone
+
+    from bot.domain.anomalies import AlertView, Rule
+    from bot.slack.watch_blocks import alert_line, rule_title
+
+    view = AlertView("a1", Rule.ACCOUNT_OPTED_OUT, "acme", datetime(2030, 1, 7, tzinfo=timezone.utc), "acme", "ACME <Corp>", None, None, None,
+                     {"by": "UREVOPS1", "note": "MSA-1: <!channel> no access", "revoked": 2})
+    line = alert_line(view)
+    assert line.startswith("ACME &lt;Corp&gt; (acme) opted out of impersonation by contract, set by <@UREVOPS1>")
+    assert "&lt;!channel&gt;" in line and "2 live sessions on it ended at once" in line
+    assert rule_title(Rule.ACCOUNT_OPTED_OUT) == "Account opted out of impersonation"

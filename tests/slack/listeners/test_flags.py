@@ -64,6 +64,7 @@ def test_an_opt_out_from_the_modal_ends_live_sessions_and_tells_the_agent_and_th
     body = response_json(response)
     assert body["response_action"] == "update" and body["view"]["callback_id"] == CallbackId.FLAG_ACCOUNT_DONE.value
     assert "1 live session on it ended at once" in body["view"]["blocks"][0]["text"]["text"]
+    assert "The security channel is told." in body["view"]["blocks"][0]["text"]["text"]
     assert problems(body["view"], surface="modal") == []
     assert sessions.check_session(ctx, live.id).status is SessionStatus.REVOKED
     (event,) = audit_events(session_factory, "account.flag_changed")
