@@ -40,18 +40,24 @@ log = logging.getLogger(__name__)
 
 #: What the agent reads on the refused field. Plain text: the Slack face escapes it.
 BLOCK_MESSAGES: dict[BlockCause, str] = {
-    BlockCause.UNKNOWN_ACCOUNT: "No account with that id in the directory.",
-    BlockCause.OPTED_OUT: "This account has opted out of impersonation by contract. No one can impersonate its users.",
+    BlockCause.UNKNOWN_ACCOUNT: "No account with that id in the directory. Search the Account menu by name or id.",
+    BlockCause.OPTED_OUT: (
+        "This account has opted out of impersonation by contract. No one can impersonate its users: "
+        "help the customer another way (a screen share), or ask RevOps if the contract has changed."
+    ),
     BlockCause.NO_ROLE: "You have no impersonation role. Ask your manager to add you to the policy; `/impersonate help` lists what you can do.",
-    BlockCause.NOT_ASSIGNED: "This account is not assigned to you, and your role only covers assigned accounts.",
-    BlockCause.UNKNOWN_USER: "No such user in this account.",
-    BlockCause.PROTECTED_USER: "This user is an owner or admin of the account and cannot be impersonated.",
+    BlockCause.NOT_ASSIGNED: (
+        "This account is not assigned to you, and your role only covers assigned accounts. "
+        "Ask your manager to assign it to you, or hand the ticket to someone it is assigned to."
+    ),
+    BlockCause.UNKNOWN_USER: "No such user in this account. Pick one from the Customer user menu.",
+    BlockCause.PROTECTED_USER: "This user is an owner or admin of the account and cannot be impersonated. Pick another user of the account to reproduce the problem.",
     BlockCause.REASON_TOO_SHORT: "Give a longer reason (at least {min} characters).",
     BlockCause.REASON_TOO_LONG: f"Keep the reason under {REASON_MAX_LENGTH} characters.",
     BlockCause.TICKET_REQUIRED: "A ticket reference is required.",
     BlockCause.TICKET_INVALID: "A ticket reference is an id or URL without spaces, at most 200 characters.",
-    BlockCause.DURATION_OVER_CAP: "Your role allows sessions of at most {max} minutes.",
-    BlockCause.SCOPE_NOT_ALLOWED: "Your role allows read-only sessions only.",
+    BlockCause.DURATION_OVER_CAP: "Your role allows sessions of at most {max} minutes. Pick a shorter length.",
+    BlockCause.SCOPE_NOT_ALLOWED: "Your role allows read-only sessions only. Choose Read-only, or ask a colleague whose role allows read and write.",
     BlockCause.BREAK_GLASS_NOT_ALLOWED: "Your role cannot break glass on gated accounts. Leave it unticked to ask for approval.",
     BlockCause.BREAK_GLASS_REASON_TOO_SHORT: "Break-glass needs a fuller reason (at least {break_glass_min} characters).",
     BlockCause.IDENTITY_UNAVAILABLE: (

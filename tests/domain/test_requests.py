@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from bot.db.models import AuditEvent, ImpersonationRequest
 from bot.domain import links, requests, sessions
+from bot.domain.policy import BlockCause
 from bot.domain.clock import utcnow
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
@@ -320,3 +321,22 @@ def test_the_button_of_someone_elses_session_carries_nothing_and_is_audited(ctx,
         unknown = requests.new_request_from_session(ctx, "", agent_slack_id="USENIOR1")
     assert start == unknown == requests.NewRequestModal(requests.modal_options(ctx, "USENIOR1"))
     assert _count(ctx, AuditEvent, AuditEvent.type == "session.reinitiation_refused", AuditEvent.actor_slack_id == "USENIOR1") == 1
+
+
+@pytest.mark.parametrize(
+    ("cause", "instead"),
+    [
+        (BlockCause.UNKNOWN_ACCOUNT, "Search the Account menu"),
+        (BlockCause.OPTED_OUT, "ask RevOps"),
+        (BlockCause.NO_ROLE, "`/impersonate help` lists what you can do"),
+        (BlockCause.NOT_ASSIGNED, "Ask your manager to assign it to you"),
+        (BlockCause.UNKNOWN_USER, "Pick one from the Customer user menu"),
+        (BlockCause.PROTECTED_USER, "Pick another user"),
+        (BlockCause.DURATION_OVER_CAP, "Pick a shorter length"),
+        (BlockCause.SCOPE_NOT_ALLOWED, "Choose Read-only"),
+        (BlockCause.BREAK_GLASS_NOT_ALLOWED, "Leave it unticked to ask for approval"),
+        (BlockCause.IDENTITY_UNAVAILABLE, "try again in a minute"),
+    ],
+)
+def test_a_refusal_names_what_the_agent_can_do_instead(cause, instead):
+    assert instead in requests.BLOCK_MESSAGES[cause]
