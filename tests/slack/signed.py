@@ -108,9 +108,8 @@ def block_suggestion(action_id: str, value: str, *, values: dict[str, Any] | Non
     )
 
 
-def block_action(
-    action_id: str, value: str, *, block_id: str, user_id: str, channel: str = "DAGENT1", message_ts: str = "1700000000.000001", trigger_id: str | None = None
-) -> str:
+def _block_actions(action: dict[str, Any], *, user_id: str, where: dict[str, Any], trigger_id: str | None = None) -> str:
+    """A block_actions payload: one action, clicked by `user_id` `where` (a message or a view)."""
     return interaction(
         {
             "type": "block_actions",
@@ -119,15 +118,23 @@ def block_action(
             "api_app_id": "A1",
             "token": "legacy-verification-token",
             "trigger_id": trigger_id or _trigger_id(),
-            "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-            "channel": {"id": channel, "name": "directmessage"},
-            "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
-            "response_url": "https://hooks.slack.invalid/actions/T1/1/secret-response-url",
-            "actions": [
-                {"type": "button", "action_id": action_id, "block_id": block_id, "value": value, "action_ts": f"1700000001.{next(_interactions)}"}
-            ],
+            **where,
+            "actions": [action],
         }
     )
+
+
+def block_action(
+    action_id: str, value: str, *, block_id: str, user_id: str, channel: str = "DAGENT1", message_ts: str = "1700000000.000001", trigger_id: str | None = None
+) -> str:
+    action = {"type": "button", "action_id": action_id, "block_id": block_id, "value": value, "action_ts": f"1700000001.{next(_interactions)}"}
+    where = {
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "channel": {"id": channel, "name": "directmessage"},
+        "message": {"type": "message", "ts": message_ts, "text": "", "blocks": []},
+        "response_url": "https://hooks.slack.invalid/actions/T1/1/secret-response-url",
+    }
+    return _block_actions(action, user_id=user_id, where=where, trigger_id=trigger_id)
 
 
 def global_shortcut(callback_id: str, *, user_id: str = "UAGENT1") -> str:
@@ -187,21 +194,10 @@ def app_home_opened(user_id: str, *, tab: str = "home") -> str:
 
 def home_action(action_id: str, value: str | None = None, *, user_id: str, selected: str | None = None, block_id: str = "b1") -> str:
     """A click in the Home tab: a block_actions from a view, which has no channel or message."""
-    action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": "button", "action_ts": "1700000000.000500"}
+    action: dict[str, Any] = {"action_id": action_id, "block_id": block_id, "type": "button", "action_ts": f"1700000001.{next(_interactions)}"}
     if value is not None:
         action["value"] = value
     if selected is not None:
         action.update(type="external_select", selected_option={"text": {"type": "plain_text", "text": selected}, "value": selected})
-    return interaction(
-        {
-            "type": "block_actions",
-            "user": {"id": user_id, "username": "someone", "name": "someone", "team_id": "T1"},
-            "team": {"id": "T1", "domain": "test"},
-            "api_app_id": "A1",
-            "token": "legacy-verification-token",
-            "trigger_id": _trigger_id(),
-            "container": {"type": "view", "view_id": "VHOME1"},
-            "view": {"id": "VHOME1", "type": "home", "blocks": [], "state": {"values": {}}},
-            "actions": [action],
-        }
-    )
+    where = {"container": {"type": "view", "view_id": "VHOME1"}, "view": {"id": "VHOME1", "type": "home", "blocks": [], "state": {"values": {}}}}
+    return _block_actions(action, user_id=user_id, where=where)
