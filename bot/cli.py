@@ -15,6 +15,7 @@
     webhooks add|remove|list      notification webhooks (Standard Webhooks; audited)
     keys rotate           a new signing key; the JWKS publishes the old one until its tokens expire
     db grants             least-privilege grants for the app's PostgreSQL role
+    privacy erase         erase one customer user's personal data (role can_erase_personal_data); audited
 
 Exit codes: 0 success; 1 the audit chain is broken or the database failed; 2 bad
 configuration or input. Errors are one line on stderr, never a traceback. `serve` and `web`
@@ -49,14 +50,14 @@ from bot.db import roles
 from bot.db.engine import make_engine, make_session_factory, reading, transaction
 from bot.db.migrate import upgrade_head
 from bot.db.models import AccountFlag
-from bot.domain import account_flags, audit, checkpoints, digests, directory, exports, log_query, product_api, webhooks
+from bot.domain import account_flags, audit, checkpoints, digests, directory, exports, log_query, personal, privacy, product_api, webhooks
 from bot.domain.audit import Actor
 from bot.domain.checkpoints import CheckpointError
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
 from bot.domain.exports import ExportFormat
-from bot.domain.policy import load_policy
+from bot.domain.policy import NoGroups, load_policy
 from bot.local import run as local_mode
 from bot.wiring import (
     STARTUP_ERRORS,
@@ -247,6 +248,20 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically) instead of to stdout")
     digest.add_argument("--by", metavar="WHO", help="who asks (Slack user id or e-mail), for the audit log")
     digest.set_defaults(run=run_digest)
+
+    privacy_cmd = _command(commands, "privacy", "personal data held about customer users (docs/privacy.md)")
+    privacy_sub = privacy_cmd.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
+    erase = _command(
+        privacy_sub, "erase",
+        "erase one customer user's personal data (their id and reasons in the audit log, their name and e-mail); audited",
+    )
+    erase.add_argument("--account", required=True, metavar="ACCOUNT", help="the customer user's account id, as in the directory")
+    erase.add_argument("--customer-user", required=True, metavar="USER", help="the customer user's id in the product, as in the directory")
+    erase.add_argument(
+        "--as", required=True, dest="as_slack_id", metavar="SLACK_ID",
+        help="who erases: a Slack user id whose role has can_erase_personal_data in the policy",
+    )
+    erase.set_defaults(run=run_privacy_erase)
     return parser
 
 
@@ -477,11 +492,16 @@ def run_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
 
             public_keys = {**keyring.public_keys(db), **public_keys}
         result = checkpoints.verify_log(db, found, public_keys, workers=os.cpu_count() or 1)
+        # values the events refer to by a keyed hash (docs/privacy.md): each must still match it
+        altered = personal.altered(db)
     if result.problem is None:
         line = f"audit chain OK: {result.events} events"
         if result.newest_checkpoint is not None:
             line += f"; {result.checkpoints} checkpoint(s) match (newest at seq {result.newest_checkpoint.seq})"
         print(line)
+        if altered:
+            print(f"personal values ALTERED: {len(altered)} no longer match the references the events hold (first {altered[0]})")
+            return EXIT_FAILURE
         return EXIT_OK
     line = f"audit chain BROKEN at seq {result.problem.seq}: {result.problem.reason}"
     if isinstance(result.problem, audit.ChainProblem):
@@ -713,6 +733,35 @@ def run_digest(settings: Settings, args: argparse.Namespace) -> int:
         written = write_atomically(args.output, iter([text]))
         print(f"{args.output}: {written} bytes ({args.format}); generating it is recorded in the audit log")
     return EXIT_OK if report.chain is None or report.chain.ok else EXIT_FAILURE
+
+
+def run_privacy_erase(settings: Settings, args: argparse.Namespace) -> int:
+    """The CLI has no identity of its own: `--as` names who erases, and the policy (with its
+    Slack user groups when SLACK_BOT_TOKEN is set) decides whether they may."""
+    if not directory.SLACK_USER_ID.match(args.as_slack_id):
+        return _fail(f"--as {args.as_slack_id!r}: give a Slack user id (U…/W…)", EXIT_USAGE)
+    policy = load_policy(settings.policy_path)
+    signing_key = load_signing_key(settings)
+    groups = NoGroups()
+    if settings.slack_bot_token:
+        from bot.slack.people import SlackGroups
+        from bot.wiring import make_slack_client
+
+        groups = SlackGroups(make_slack_client(settings))  # type: ignore[assignment]
+    with database(settings) as sessions:
+        ctx = DomainContext(
+            sessions=sessions, policy=policy, signing_key=signing_key, public_base_url=settings.public_base_url,
+            product_launch_url=settings.product_launch_url, groups=groups,
+        )
+        result = privacy.erase_customer_user(ctx, account=args.account, customer_user=args.customer_user, by_slack_id=args.as_slack_id)
+    if isinstance(result, privacy.EraseRefused):
+        return _fail(f"refused: {result.message} (audited as privacy.erase_refused)", EXIT_USAGE)
+    held = "their name and e-mail in the directory, " if result.in_directory else ""
+    print(
+        f"erased: {held}{result.values} personal value(s) of the audit log and the reasons of {result.requests} request(s); "
+        f"audited as privacy.erased, subject {result.subject}"
+    )
+    return EXIT_OK
 
 
 def _moment(value: str | None, *, now: datetime, end_of_day: bool, option: str) -> datetime | None:

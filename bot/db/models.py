@@ -105,6 +105,10 @@ class CustomerUser(Base):
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    #: when `privacy erase` removed this person's personal data (bot/domain/privacy.py): the
+    #: row stays, because the requests about them point at it, but holds no clear value
+    #: (migration 0015)
+    erased_at: Mapped[datetime | None]
 
     account: Mapped[Account] = relationship()
 
@@ -147,6 +151,9 @@ class ImpersonationRequest(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     customer_user_id: Mapped[int] = mapped_column(ForeignKey("customer_users.id"))
     reason: Mapped[str] = mapped_column(Text)
+    #: the lawful-basis / justification code chosen from the policy's `[privacy]
+    #: justifications` (docs/privacy.md); None when the policy listed none, or before 0015
+    justification: Mapped[str | None] = mapped_column(String(64))
     ticket: Mapped[str | None] = mapped_column(String(128))
     duration_minutes: Mapped[int] = mapped_column(Integer)
     scope: Mapped[str] = mapped_column(String(16))
@@ -530,3 +537,27 @@ class HomeTab(Base):
     slack_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     opened_at: Mapped[datetime]
     sees_security: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class PersonalValue(Base):
+    """One personal value an audit event refers to (bot/domain/personal.py, docs/privacy.md).
+
+    The event holds `ref` in place of the value: "pd:" and the HMAC-SHA256 of the value under
+    this row's own random `key`, so the chain's hash commits to the value while the value
+    itself lives here, erasable. Erasing a person deletes their rows; without the key the
+    reference says nothing about the value, and the chain still verifies (migration 0015)."""
+
+    __tablename__ = "personal_values"
+    __table_args__ = (
+        Index("ix_personal_values_subject", "account", "customer_user"),
+        Index("ix_personal_values_created", "created_at"),
+    )
+
+    ref: Mapped[str] = mapped_column(String(67), primary_key=True)
+    #: the data subject: the customer user (account id and the product's user id)
+    account: Mapped[str | None] = mapped_column(String(128))
+    customer_user: Mapped[str] = mapped_column(String(128))
+    #: 32 random bytes, hex: the HMAC key of this value alone
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]

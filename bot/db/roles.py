@@ -36,6 +36,7 @@ APP_TABLES = (
     "webhook_subscriptions",  # notification webhooks' endpoints and secrets (bot/domain/webhooks.py)
     "webhook_events",  # each event's body as sent, for retries under the same id
     "home_tabs",  # who opened the Home tab, to publish it again when it changes (bot/domain/home.py)
+    "personal_values",  # the erasable personal values audit events refer to (bot/domain/personal.py)
 )
 
 

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import make_engine, make_session_factory, reading
 from bot.db.models import AuditEvent, AuditHead
+from bot.domain import personal
 from bot.domain.clock import utcnow
 
 GENESIS_HASH = "0" * 64
@@ -239,8 +240,9 @@ def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> Au
     Nothing reads an event back in the transaction that recorded it (the checks a change
     makes read earlier transactions' events); `append_now` writes at once for any that must.
     The event's contents are checked here, not at commit: a float in `details` fails the call.
+    Personal values are stored apart and the event holds references to them (`personal.seal`).
     """
-    event = _unchained(draft, now)
+    event = _unchained(_sealed(db, draft, now), now)
     db.connection()  # begin the transaction now if the caller has not: the event belongs to it
     root = db.get_transaction()
     pending = db.info.get(_PENDING)
@@ -256,9 +258,14 @@ def append_now(db: Session, draft: EventDraft, *, now: datetime | None = None) -
     caller that needs the event's sequence number inside the transaction. It takes the chain
     head from here to the commit."""
     _write_pending(db)
-    event = _unchained(draft, now)
+    event = _unchained(_sealed(db, draft, now), now)
     _write(db, [event])
     return event
+
+
+def _sealed(db: Session, draft: EventDraft, now: datetime | None) -> EventDraft:
+    """The draft with its personal values replaced by erasable references (docs/privacy.md)."""
+    return personal.seal(db, draft, now=now or utcnow())
 
 
 def _unchained(draft: EventDraft, now: datetime | None) -> AuditEvent:

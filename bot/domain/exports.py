@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db.models import AuditEvent, AuditHead
-from bot.domain import audit, directory
+from bot.domain import audit, directory, personal
 from bot.domain.audit import Actor, EventDraft, canonical_json
 from bot.domain.checkpoints import Checkpoint, LogVerification
 from bot.domain.clock import utcnow
@@ -248,21 +248,26 @@ def events_export(
                 statement = statement.where(AuditEvent.occurred_at < until)
             with sessions() as db:
                 rows = db.execute(statement.order_by(AuditEvent.seq).limit(EVENT_BATCH)).all()
+                values = personal.resolve(
+                    db, (ref for row in rows for ref in personal.refs_in(row.customer_user, json.loads(row.details)))
+                )
             if not rows:
                 return
             for row in rows:
-                yield event_line(row._mapping) + "\n"
+                yield event_line(row._mapping, values) + "\n"
             after = rows[-1].seq
 
     scope = account or "all"
     return ExportFile(f"audit-events_{scope}_{now:%Y%m%dT%H%M%SZ}.jsonl", MEDIA_TYPES[ExportFormat.JSONL], f"Audit events ({scope})", _buffered(lines()))
 
 
-def event_line(row: Any) -> str:
+def event_line(row: Any, values: dict[str, str] | None = None) -> str:
     """One event as exported: the object that is hashed (bot.domain.audit.encode_event) with its
     `hash` added, as RFC 8785 JSON. Remove `hash`, encode the rest as the event was (RFC 8785
     when it has the member `"encoding":2`, else the legacy encoding), and SHA-256 of the bytes
-    is `hash` again."""
+    is `hash` again. An event holding references to personal values also gets `personal`, each
+    reference's value (personal.ERASED once erased) from `values` (personal.resolve): remove
+    it too before hashing (docs/audit.md, docs/privacy.md)."""
     document = json.loads(
         audit.encode_event(
             seq=row["seq"],
@@ -280,6 +285,9 @@ def event_line(row: Any) -> str:
             encoding=row["encoding"],
         )
     )
+    refs = personal.refs_in(document["customer_user"], document["details"])
+    if refs:
+        document["personal"] = {ref: (values or {}).get(ref, personal.ERASED) for ref in refs}
     document["hash"] = row["hash"]
     return canonical_json(document)
 
@@ -340,7 +348,7 @@ def _buffered(pieces: Iterable[str]) -> Iterator[bytes]:
 
 CSV_COLUMNS = (
     "session_id", "started_at", "ended_at", "outcome", "agent_slack_id", "agent_email",
-    "customer_user", "customer_user_name", "customer_user_email", "reason", "ticket", "scope",
+    "customer_user", "customer_user_name", "customer_user_email", "reason", "justification", "ticket", "scope",
     "granted_by", "approvers", "write_actions",
 )
 #: OWASP "CSV Injection": cells that a spreadsheet would read as a formula
@@ -368,7 +376,7 @@ def _csv(report: _Report, entries: Iterable[SessionEntry]) -> Iterator[str]:
         yield row(
             (
                 e.session_id, _time(e.started_at), _time(e.ended_at), e.outcome, e.agent_slack_id, e.agent_email,
-                e.customer_user, e.customer_user_name, e.customer_user_email, e.reason, e.ticket, e.scope,
+                e.customer_user, e.customer_user_name, e.customer_user_email, e.reason, e.justification, e.ticket, e.scope,
                 e.granted_by, "; ".join(a.name for a in e.approvers), e.write_actions,
             )
         )
@@ -384,6 +392,7 @@ def entry_dict(e: SessionEntry) -> dict[str, Any]:
         "agent": {"slack_id": e.agent_slack_id, "email": e.agent_email, "role": e.agent_role},
         "customer_user": {"id": e.customer_user, "name": e.customer_user_name, "email": e.customer_user_email},
         "reason": e.reason,
+        "justification": e.justification,
         "ticket": e.ticket,
         "scope": e.scope,
         "started_at": _time(e.started_at),

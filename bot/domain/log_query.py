@@ -40,7 +40,7 @@ from bot.db.models import (
     ImpersonationSession,
     RequestState,
 )
-from bot.domain import audit, directory
+from bot.domain import audit, directory, personal
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -296,6 +296,8 @@ class SessionEntry:
     break_glass: bool
     #: `action.recorded` events the product reported for this session
     write_actions: int
+    #: the justification code chosen with the request (None before the policy listed any)
+    justification: str | None = None
 
     @property
     def granted_by(self) -> str:
@@ -604,6 +606,7 @@ def _sessions(account_id: int, query: LogQuery, *, limit: int, offset: int = 0, 
             ImpersonationRequest.agent_email,
             ImpersonationRequest.agent_role,
             ImpersonationRequest.reason,
+            ImpersonationRequest.justification,
             ImpersonationRequest.ticket,
             ImpersonationRequest.scope,
             ImpersonationRequest.approvals_required,
@@ -611,6 +614,7 @@ def _sessions(account_id: int, query: LogQuery, *, limit: int, offset: int = 0, 
             CustomerUser.external_id.label("customer_user"),
             CustomerUser.name.label("customer_user_name"),
             CustomerUser.email.label("customer_user_email"),
+            CustomerUser.erased_at.label("customer_user_erased_at"),
         )
         .join(ImpersonationRequest, ImpersonationRequest.id == ImpersonationSession.request_id)
         .join(CustomerUser, CustomerUser.id == ImpersonationRequest.customer_user_id)
@@ -649,10 +653,12 @@ def _entries(db: Session, rows: Sequence[Any], *, now: datetime) -> Iterator[Ses
             agent_slack_id=row.agent_slack_id,
             agent_email=row.agent_email,
             agent_role=row.agent_role,
-            customer_user=row.customer_user,
+            # an erased person's row keeps a stand-in id; name, e-mail and reasons hold ERASED
+            customer_user=personal.ERASED if row.customer_user_erased_at else row.customer_user,
             customer_user_name=row.customer_user_name,
             customer_user_email=row.customer_user_email,
             reason=row.reason,
+            justification=row.justification,
             ticket=row.ticket,
             scope=row.scope,
             started_at=row.started_at,

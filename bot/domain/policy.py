@@ -65,6 +65,8 @@ class RoleConfig(_Strict):
     can_self_extend: bool = False
     can_break_glass: bool = False
     requires_approval: bool = False
+    #: may erase a customer user's personal data (`privacy erase`, docs/privacy.md)
+    can_erase_personal_data: bool = False
 
     @field_validator("members")
     @classmethod
@@ -302,6 +304,35 @@ class DigestsConfig(_Strict):
         return value
 
 
+#: a justification code as the policy names it and the request stores it
+JUSTIFICATION_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: a justification's label is a select option's text in the modal (Slack: at most 75 characters)
+JUSTIFICATION_LABEL_MAX_LENGTH = 75
+#: a select offers at most 100 options (Slack, "Select menu element")
+JUSTIFICATIONS_MAX = 100
+
+
+class PrivacyConfig(_Strict):
+    """Personal data (docs/privacy.md): how long a customer user's personal values are kept,
+    and the lawful-basis / justification codes an agent chooses from beside the reason."""
+
+    #: days after which the scheduler erases the personal values of requests and audit events
+    #: (a customer user's id and the reasons about them); 0 keeps them until erased
+    personal_data_retention_days: int = Field(default=0, ge=0, le=36500)
+    #: code → label shown in the /impersonate modal; empty: no justification is asked
+    justifications: dict[str, str] = Field(default_factory=dict, max_length=JUSTIFICATIONS_MAX)
+
+    @field_validator("justifications")
+    @classmethod
+    def _codes_and_labels(cls, mapping: dict[str, str]) -> dict[str, str]:
+        for code, label in mapping.items():
+            if not JUSTIFICATION_CODE.match(code):
+                raise ValueError(f"justification code {code!r} must be lower-case letters, digits and _ (at most 64)")
+            if not label.strip() or len(label) > JUSTIFICATION_LABEL_MAX_LENGTH:
+                raise ValueError(f"the label of {code!r} must be 1–{JUSTIFICATION_LABEL_MAX_LENGTH} characters")
+        return mapping
+
+
 ROLE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 
@@ -328,6 +359,7 @@ class PolicyConfig(_Strict):
     extensions: ExtensionsConfig = Field(default_factory=ExtensionsConfig)
     reinitiation: ReinitiationConfig = Field(default_factory=ReinitiationConfig)
     product: ProductConfig = Field(default_factory=ProductConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
     @model_validator(mode="after")
     def _someone_can_approve_when_gating(self) -> PolicyConfig:
@@ -425,6 +457,7 @@ class Powers:
     requires_approval: bool
     #: extend within max_minutes without an approval (extensions past it always need one)
     can_self_extend: bool = False
+    can_erase_personal_data: bool = False
 
 
 def powers_of(policy: PolicyConfig, user_id: str, groups: GroupDirectory) -> Powers | None:
@@ -452,6 +485,7 @@ def powers_of(policy: PolicyConfig, user_id: str, groups: GroupDirectory) -> Pow
         can_self_extend=any(r.can_self_extend for r in roles),
         can_break_glass=any(r.can_break_glass for r in roles),
         requires_approval=any(r.requires_approval for r in roles),
+        can_erase_personal_data=any(r.can_erase_personal_data for r in roles),
     )
 
 
@@ -477,6 +511,7 @@ class BlockCause(str, enum.Enum):
     BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
     BREAK_GLASS_REASON_TOO_SHORT = "break_glass_reason_too_short"
     IDENTITY_UNAVAILABLE = "identity_unavailable"
+    JUSTIFICATION_REQUIRED = "justification_required"
 
 
 class Field_(str, enum.Enum):
@@ -489,6 +524,7 @@ class Field_(str, enum.Enum):
     DURATION = "duration"
     SCOPE = "scope"
     BREAK_GLASS = "break_glass"
+    JUSTIFICATION = "justification"
 
 
 BLOCK_FIELD: dict[BlockCause, Field_] = {
@@ -507,6 +543,7 @@ BLOCK_FIELD: dict[BlockCause, Field_] = {
     BlockCause.BREAK_GLASS_NOT_ALLOWED: Field_.BREAK_GLASS,
     BlockCause.BREAK_GLASS_REASON_TOO_SHORT: Field_.REASON,
     BlockCause.IDENTITY_UNAVAILABLE: Field_.ACCOUNT,
+    BlockCause.JUSTIFICATION_REQUIRED: Field_.JUSTIFICATION,
 }
 
 
@@ -556,6 +593,8 @@ def decide(
     requester_identified: bool = True,
     reinitiation_ordinal: int = 0,
     reinitiation_approval_from: int | None = None,
+    justification: str | None = None,
+    justification_codes: frozenset[str] = frozenset(),
 ) -> Decision:
     """Decide one request. Pure: no I/O, no clock. `account_flags` is None for an unknown
     account. The order matters: an opted-out account refuses everyone (issue 2 point 8:
@@ -580,6 +619,9 @@ def decide(
         return block(BlockCause.REASON_TOO_SHORT)
     if len(reason) > REASON_MAX_LENGTH:
         return block(BlockCause.REASON_TOO_LONG)
+    if justification_codes and justification not in justification_codes:
+        # one of the configured codes, none other (a forged submission's value is refused)
+        return block(BlockCause.JUSTIFICATION_REQUIRED)
     if ticket and ticket.strip() and not TICKET_PATTERN.match(ticket.strip()):
         return block(BlockCause.TICKET_INVALID)
     if ticket_required and not (ticket and ticket.strip()):
@@ -610,6 +652,11 @@ def decide(
         needed = max([approvals_required, *(by_flag.get(f, 0) for f in gated_by)])
         return Decision(Outcome.NEEDS_APPROVAL, gated_by=gated_by, approvals_required=needed)
     return Decision(Outcome.GRANT)
+
+
+def may_erase_personal_data(*, powers: Powers | None) -> bool:
+    """Whether someone may erase a customer user's personal data (docs/privacy.md)."""
+    return powers is not None and powers.can_erase_personal_data
 
 
 class RedeemRefusal(str, enum.Enum):

@@ -60,6 +60,7 @@ BLOCK_MESSAGES: dict[BlockCause, str] = {
     BlockCause.SCOPE_NOT_ALLOWED: "Your role allows read-only sessions only. Choose Read-only, or ask a colleague whose role allows read and write.",
     BlockCause.BREAK_GLASS_NOT_ALLOWED: "Your role cannot break glass on gated accounts. Leave it unticked to ask for approval.",
     BlockCause.BREAK_GLASS_REASON_TOO_SHORT: "Break-glass needs a fuller reason (at least {break_glass_min} characters).",
+    BlockCause.JUSTIFICATION_REQUIRED: "Choose the justification for this access from the list.",
     BlockCause.IDENTITY_UNAVAILABLE: (
         "Slack could not confirm who you are just now, and this account needs an approval. "
         "Nothing was requested: try again in a minute."
@@ -89,6 +90,8 @@ class RequestForm:
     #: request came from; whether it is a re-initiation, and of which session, the domain
     #: finds itself (`_reinitiation`)
     previous_session_id: str | None = None
+    #: the justification code chosen (policy `[privacy] justifications`), beside the reason
+    justification: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class ModalOptions:
     ticket_required: bool
     can_break_glass: bool = False
     break_glass_reason_min_length: int = 0
+    #: (code, label) of each justification the policy lists; empty: none is asked
+    justifications: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ def modal_options(ctx: DomainContext, agent_slack_id: str) -> ModalOptions:
         ticket_required=rules.ticket_required,
         can_break_glass=bool(powers and powers.can_break_glass),
         break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
+        justifications=tuple(ctx.policy.privacy.justifications.items()),
     )
 
 
@@ -272,6 +278,8 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             requester_identified=person.resolved,
             reinitiation_ordinal=again.ordinal if again is not None else 0,
             reinitiation_approval_from=ctx.policy.reinitiation.require_approval_from,
+            justification=form.justification,
+            justification_codes=frozenset(ctx.policy.privacy.justifications),
         )
         if decision.outcome is Outcome.BLOCK:
             _audit_blocked(db, decision, actor, form, account_known=account is not None, now=now)
@@ -306,6 +314,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             account_id=account.id,
             customer_user_id=user.id,
             reason=form.reason.strip(),
+            justification=form.justification,
             ticket=(form.ticket or "").strip() or None,
             duration_minutes=form.duration_minutes or 0,
             scope=form.scope,
@@ -335,6 +344,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
                 type="request.created",
                 details={
                     "reason": request.reason,
+                    "justification": request.justification,
                     "ticket": request.ticket,
                     "duration_minutes": request.duration_minutes,
                     "scope": request.scope,
@@ -438,6 +448,7 @@ def _audit_blocked(
     details: dict[str, object] = {
         "cause": decision.cause.value if decision.cause else None,
         "user": (form.user or "")[:128] or None,
+        "justification": (form.justification or "")[:64] or None,
         "duration_minutes": form.duration_minutes,
         "scope": form.scope[:32],
         "ticket": (form.ticket or "")[:200] or None,

@@ -49,6 +49,7 @@ _REQUEST = (
         _R.break_glass,
         _R.reinitiation_ordinal,
         _R.previous_session_ended_at,
+        _R.justification,
         _R.updated_at,
         # the account's flags in the same round trip: string_agg on PostgreSQL, group_concat
         # on SQLite (SQLAlchemy's aggregate_strings); flag names never contain a comma

@@ -43,6 +43,8 @@ class RequestView:
     reinitiation_ordinal: int = 0
     #: when the session it re-initiates ended
     previous_session_ended_at: datetime | None = None
+    #: the justification code chosen from the policy's list (None before there was one)
+    justification: str | None = None
 
     @property
     def minutes_after_previous(self) -> int | None:
@@ -103,6 +105,7 @@ class RequestView:
             break_glass=bool(request.break_glass),
             reinitiation_ordinal=request.reinitiation_ordinal or 0,
             previous_session_ended_at=request.previous_session_ended_at,
+            justification=request.justification,
         )
 
 

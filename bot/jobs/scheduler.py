@@ -57,6 +57,7 @@ JOBS: tuple[ScheduledJob, ...] = (
     ScheduledJob("audit.checkpoint", work.make_checkpoint, IntervalTrigger(minutes=5)),
     ScheduledJob("slack.prune_deliveries", work.prune_slack_deliveries, IntervalTrigger(minutes=1)),
     ScheduledJob("retention.prune", work.prune_operational_rows, IntervalTrigger(hours=1)),
+    ScheduledJob("privacy.retention", work.erase_expired_personal_data, IntervalTrigger(hours=1)),
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from bot.domain import anomalies, checkpoint_job, deliveries, digests, outbox, retention, watch
+from bot.domain import anomalies, checkpoint_job, deliveries, digests, outbox, privacy, retention, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.once import claim_once
@@ -77,6 +77,10 @@ def prune_operational_rows(ctx: DomainContext) -> None:
     retention.prune(ctx)
 
 
+def erase_expired_personal_data(ctx: DomainContext) -> None:
+    privacy.erase_expired(ctx)
+
+
 def post_digests(ctx: DomainContext) -> None:
     digests.run_due(ctx)
 
@@ -99,5 +103,6 @@ ALL = (
     make_checkpoint,
     prune_slack_deliveries,
     prune_operational_rows,
+    erase_expired_personal_data,
     deliver_outbox,
 )

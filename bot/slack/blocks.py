@@ -68,6 +68,7 @@ FIELD_BLOCKS: dict[Field_, BlockId] = {
     Field_.DURATION: BlockId.DURATION,
     Field_.SCOPE: BlockId.SCOPE,
     Field_.BREAK_GLASS: BlockId.BREAK_GLASS,
+    Field_.JUSTIFICATION: BlockId.JUSTIFICATION,
 }
 
 #: the value of the one option of the break-glass checkbox
@@ -80,6 +81,8 @@ _ID_BUDGET = 200
 _EMAIL_BUDGET = 400
 _TICKET_BUDGET = 600
 _REASON_BUDGET = limits.SECTION_TEXT_MAX - 100
+#: a justification code (policy.JUSTIFICATION_CODE: at most 64 characters), inside the 100 the reason leaves
+_CODE_BUDGET = 64
 _FALLBACK_NAME_BUDGET = 200
 _PAST_REASON_BUDGET = 200
 #: mentions listed in one message ("asked: <@U1>, <@U2> and 3 others"); a mention is never cut
@@ -269,6 +272,7 @@ def request_modal(
                 "placeholder": _plain("What are you going to do, and why?", limits.PLACEHOLDER_MAX),
             },
         },
+        *_justification_input(options.justifications),
         {
             "type": "input",
             "block_id": BlockId.TICKET.value,
@@ -332,6 +336,29 @@ def new_request_view(start: NewRequestModal | AlreadyOpen, *, tz_name: str | Non
         initial_account=account_choice(start.request) if start.request is not None else None,
         previous_session_id=start.session_id,
     )
+
+
+def _justification_input(justifications: tuple[tuple[str, str], ...]) -> list[Block]:
+    """The justification code, beside the free-text reason: required (not optional) whenever
+    the policy lists codes, and absent when it lists none. Choosing one is a convenience; the
+    domain refuses any value that is not one of the policy's codes."""
+    options = _options(justifications)
+    if not options:
+        return []
+    return [
+        {
+            "type": "input",
+            "block_id": BlockId.JUSTIFICATION.value,
+            "label": _plain("Justification", limits.INPUT_LABEL_MAX),
+            "hint": _plain("Why this access is lawful: recorded with the request and shown to approvers.", limits.INPUT_HINT_MAX),
+            "element": {
+                "type": "static_select",
+                "action_id": ActionId.JUSTIFICATION_SELECT.value,
+                "placeholder": _plain("Choose one", limits.PLACEHOLDER_MAX),
+                "options": options,
+            },
+        }
+    ]
 
 
 def _break_glass_input(reason_min_length: int) -> Block:
@@ -448,6 +475,7 @@ def request_form_from_state(values: Mapping[str, Any], *, private_metadata: str 
         scope=_selected(values, BlockId.SCOPE, ActionId.SCOPE_CHOICE) or SessionScope.READ_ONLY.value,
         break_glass=BREAK_GLASS_VALUE in _checked(values, BlockId.BREAK_GLASS, ActionId.BREAK_GLASS_CHOICE),
         previous_session_id=_id_or_none(private_metadata),
+        justification=_selected(values, BlockId.JUSTIFICATION, ActionId.JUSTIFICATION_SELECT),
     )
 
 
@@ -624,7 +652,8 @@ def _request_fields(request: RequestView, *, session_length: str) -> Block:
 
 
 def _reason_section(request: RequestView) -> Block:
-    return _section(f"*Reason*\n{escape_truncated(request.reason, _REASON_BUDGET)}")
+    justification = f" · justification: {escape_truncated(request.justification, _CODE_BUDGET)}" if request.justification else ""
+    return _section(f"*Reason*{justification}\n{escape_truncated(request.reason, _REASON_BUDGET)}")
 
 
 def _fallback_subject(request: RequestView) -> str:

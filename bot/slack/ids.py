@@ -63,6 +63,8 @@ class BlockId(str, enum.Enum):
     SCOPE = "scope"
     #: the "break glass" checkbox, shown only to break-glass roles (issue 3 point 9)
     BREAK_GLASS = "break_glass"
+    #: the justification (lawful basis) code, when the policy lists them (docs/privacy.md)
+    JUSTIFICATION = "justification"
     # the deny and extension modals
     DENY_REASON = "deny_reason"
     EXTENSION_MINUTES = "extension_minutes"
@@ -104,6 +106,7 @@ class ActionId(str, enum.Enum):
     DURATION_SELECT = "duration_select"
     SCOPE_CHOICE = "scope_choice"
     BREAK_GLASS_CHOICE = "break_glass_choice"
+    JUSTIFICATION_SELECT = "justification_select"
     END_SESSION = "end_session"
     #: on the live session's message: ask for more time, or start a new request
     REQUEST_EXTENSION = "request_extension"

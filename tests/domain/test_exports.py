@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event
 
-from bot.domain import exports
+from bot.domain import exports, personal
 from bot.domain.audit import Actor
 from bot.domain.checkpoints import ChainProblem, LogVerification, make_checkpoint
 from bot.domain.exports import ChainStatement, ExportFormat, access_export, csv_cell, events_export, markdown_text, slack_export
@@ -219,6 +219,10 @@ def test_each_exported_event_rehashes_to_its_hash_and_the_lines_form_the_chain(c
     for number, line in enumerate(lines, start=1):
         document = json.loads(line)
         claimed = document.pop("hash")
+        shown = document.pop("personal", {})
+        # every reference the event holds is given with its value (none is erased here)
+        assert set(shown) == {v for v in (document["customer_user"], *document["details"].values()) if personal.is_ref(v)}
+        assert personal.ERASED not in shown.values()
         encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         assert hashlib.sha256(encoded).hexdigest() == claimed
         assert (document["seq"], document["prev_hash"]) == (number, previous)

@@ -30,6 +30,7 @@ from bot.domain.policy import (
     decide,
     decide_extension_ask,
     load_policy,
+    may_erase_personal_data,
     parse_policy,
     powers_of,
     recheck_at_redemption,
@@ -119,6 +120,8 @@ def pending(id: str, gated_by: set[str], approvals: int, **changes: Any) -> Row:
     return Row(id, changes, Outcome.NEEDS_APPROVAL, gated_by=frozenset(gated_by), approvals=approvals)
 
 
+CODES = frozenset({"contract", "incident"})
+
 TRUTH_TABLE = [
     grant("valid request is granted"),
     # unknown account
@@ -167,6 +170,14 @@ TRUTH_TABLE = [
     block("empty reason", BlockCause.REASON_TOO_SHORT, reason=""),
     grant("reason exactly the maximum length", reason="x" * REASON_MAX_LENGTH),
     block("reason one over the maximum", BlockCause.REASON_TOO_LONG, reason="x" * (REASON_MAX_LENGTH + 1)),
+    # justification: one of the policy's codes when it lists any, and then required
+    grant("no justification asked when the policy lists none", justification=None),
+    grant("a listed justification", justification="contract", justification_codes=CODES),
+    block("justification missing when the policy lists codes", BlockCause.JUSTIFICATION_REQUIRED, justification=None, justification_codes=CODES),
+    block("justification empty", BlockCause.JUSTIFICATION_REQUIRED, justification="", justification_codes=CODES),
+    block("a code the policy does not list (a forged submission)", BlockCause.JUSTIFICATION_REQUIRED, justification="because", justification_codes=CODES),
+    block("a code's label is not its code", BlockCause.JUSTIFICATION_REQUIRED, justification="Contract", justification_codes=CODES),
+    block("justification checked after the reason", BlockCause.REASON_TOO_SHORT, reason="", justification=None, justification_codes=CODES),
     # ticket
     block("ticket required and missing", BlockCause.TICKET_REQUIRED, ticket=None),
     block("ticket required and blank", BlockCause.TICKET_REQUIRED, ticket="   "),
@@ -325,6 +336,43 @@ def test_decide(row: Row):
 )
 def test_reinitiation_needs_approval(ordinal, require_from, needs):
     assert reinitiation_needs_approval(ordinal=ordinal, require_approval_from=require_from) is needs
+
+
+@pytest.mark.parametrize(
+    ("roles", "allowed"),
+    [
+        (None, False),
+        ({"can_erase_personal_data": False}, False),
+        ({"can_erase_personal_data": True}, True),
+        ({"can_view_log": True, "can_revoke": True, "can_flag_accounts": True}, False),
+    ],
+)
+def test_may_erase_personal_data(roles, allowed):
+    powers = None if roles is None else replace(SUPPORT, **roles)
+    assert may_erase_personal_data(powers=powers) is allowed
+
+
+def test_the_erasing_power_comes_from_a_role_and_is_held_by_no_role_by_default():
+    policy = parse_policy(
+        'gating.flags = []\n[roles.dpo]\nmembers = ["UDPO1"]\nmax_minutes = 15\ncan_impersonate = false\ncan_erase_personal_data = true\n'
+        '[roles.support]\nmembers = ["UDPO1", "UAGENT1"]\nmax_minutes = 15\n'
+    )
+    assert powers_of(policy, "UDPO1", NoGroups()).can_erase_personal_data
+    assert not powers_of(policy, "UAGENT1", NoGroups()).can_erase_personal_data
+
+
+@pytest.mark.parametrize(
+    ("section", "says"),
+    [
+        ('[privacy]\njustifications = { "Contract" = "x" }', "justification code"),
+        ('[privacy]\njustifications = { contract = "" }', "label"),
+        ('[privacy]\njustifications = { contract = "' + "x" * 76 + '" }', "label"),
+        ("[privacy]\npersonal_data_retention_days = -1", "personal_data_retention_days"),
+    ],
+)
+def test_privacy_section_is_checked(section, says):
+    with pytest.raises(PolicyError, match=says):
+        parse_policy('gating.flags = []\n[roles.support]\nmembers = ["UAGENT1"]\nmax_minutes = 15\n' + section + "\n")
 
 
 def test_truth_table_covers_every_cause_and_outcome():

@@ -31,6 +31,7 @@ from bot.domain.product_api import (
 from bot.domain.refusals import SUMMARY_EVENT, RefusalAuditor, RefusalThrottle
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
+from tests.personal_values import revealed
 
 T0 = datetime(2030, 3, 4, 10, 0, tzinfo=timezone.utc)
 CLI = Actor(slack_id="USECURITY1", email="sec@corp.example", role="cli")
@@ -333,7 +334,7 @@ def test_an_action_is_recorded_in_the_session_as_its_agent(ctx, session_factory,
     event = events(session_factory)[-1]
     assert (event.seq, event.type, event.session_id) == (result.seq, "action.recorded", live_session.id)
     assert (event.actor_slack_id, event.actor_email, event.actor_role) == ("UAGENT1", "agent1@corp.example", "support")
-    assert (event.account, event.customer_user, event.request_id) == ("acme", "u-bob", live_session.request.id)
+    assert (event.account, revealed(session_factory, event)[0], event.request_id) == ("acme", "u-bob", live_session.request.id)
     assert json.loads(event.details) == {
         "product": "acme-web",
         "key_id": "0123456789abcdef",

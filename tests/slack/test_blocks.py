@@ -406,9 +406,12 @@ def test_no_role_gets_an_informational_view_without_submit():
     View(**view).validate_json()
 
 
+JUSTIFICATIONS = (("contract", "Support the customer asked for"), ("incident", "Incident affecting the customer"))
+
+
 @pytest.mark.parametrize("can_break_glass", [False, True])
 def test_field_errors_land_on_a_block_the_modal_has(can_break_glass):
-    view = blocks.request_modal(modal_options(can_break_glass=can_break_glass), initial_account=None)
+    view = blocks.request_modal(modal_options(can_break_glass=can_break_glass, justifications=JUSTIFICATIONS), initial_account=None)
     block_ids = set(inputs(view))
     for cause, field in BLOCK_FIELD.items():
         blocked = Blocked(cause, field, BLOCK_MESSAGES.get(cause, "Refused."))
@@ -448,6 +451,36 @@ def state(account="acme", user="u-bob", reason="A reason long enough", ticket="S
         BlockId.DURATION.value: {ActionId.DURATION_SELECT.value: selected(duration)},
         BlockId.SCOPE.value: {ActionId.SCOPE_CHOICE.value: selected(scope)},
     }
+
+
+def test_the_justification_is_a_required_select_of_the_policy_codes_beside_the_reason():
+    view = blocks.request_modal(modal_options(justifications=JUSTIFICATIONS), initial_account=None)
+    assert problems(view, surface="modal") == []
+    fields = inputs(view)
+    assert list(fields)[2:4] == [BlockId.REASON.value, BlockId.JUSTIFICATION.value]
+    justification = fields[BlockId.JUSTIFICATION.value]
+    assert "optional" not in justification  # required: Slack will not submit the modal without it
+    element = justification["element"]
+    assert (element["type"], element["action_id"]) == ("static_select", ActionId.JUSTIFICATION_SELECT.value)
+    assert [(o["value"], o["text"]["text"]) for o in element["options"]] == list(JUSTIFICATIONS)
+    assert "initial_option" not in element  # the agent chooses; nothing is chosen for them
+    View(**view).validate_json()
+    # a policy listing no codes asks for none
+    assert BlockId.JUSTIFICATION.value not in inputs(blocks.request_modal(modal_options(), initial_account=None))
+
+
+def test_request_form_from_state_reads_the_chosen_justification():
+    values = state()
+    values[BlockId.JUSTIFICATION.value] = {
+        ActionId.JUSTIFICATION_SELECT.value: {"type": "static_select", "selected_option": {"text": {"type": "plain_text", "text": "x"}, "value": "incident"}}
+    }
+    assert blocks.request_form_from_state(values).justification == "incident"
+    assert blocks.request_form_from_state(state()).justification is None
+
+
+def test_approvers_see_the_justification_beside_the_reason():
+    _, message_blocks = blocks.approval_request_message(ask(regulated_request(justification="incident")), tz_name=None)
+    assert "*Reason* · justification: incident\nCustomer reports the invoice page is blank" in rendered_text(message_blocks)
 
 
 def test_request_form_from_state_reads_ids_and_minutes():

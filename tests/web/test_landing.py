@@ -27,6 +27,7 @@ from bot.web.app import create_web_app
 from bot.web.security import LinkCsrf
 from tests.web.conftest import audit_events, csrf_proof, parse_page, state_snapshot
 from tests.conftest import allow_many_open_accesses
+from tests.personal_values import revealed
 
 SLACK_UNFURLER = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)"
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"
@@ -229,7 +230,7 @@ def test_post_failing_csrf_is_refused_audited_and_redeems_nothing(client, token,
     assert state_snapshot(session_factory) == before_state
     (event,) = audit_events(session_factory)[before_audit:]
     assert event.type == "link.csrf_refused"
-    assert event.account == "acme" and event.customer_user == "u-bob"
+    assert event.account == "acme" and revealed(session_factory, event)[0] == "u-bob"
     assert f'"cause":"{cause}"' in event.details
     assert f'"token_hash_prefix":"{hash_token(token)[:12]}"' in event.details
     assert token not in event.details

@@ -19,6 +19,7 @@ from bot.domain.product_api import MAX_ACTION_BYTES
 from bot.domain.refusals import SUMMARY_EVENT, RefusalThrottle
 from bot.web.app import REFUSALS_EXTENSION
 from tests.web.conftest import audit_events
+from tests.personal_values import revealed
 
 T0 = datetime(2030, 5, 6, 9, 0, tzinfo=timezone.utc)
 SECOND = timedelta(seconds=1)
@@ -223,7 +224,7 @@ def test_an_action_is_recorded_with_the_session_as_its_impersonation_context(cli
     body = response.get_json()
     event = audit_events(session_factory)[-1]
     assert body == {"seq": event.seq, "session_id": sid, "recorded_at": format_time(T0 + timedelta(minutes=3))}
-    assert (event.type, event.session_id, event.account, event.customer_user) == ("action.recorded", sid, "acme", "u-bob")
+    assert (event.type, event.session_id, event.account, revealed(session_factory, event)[0]) == ("action.recorded", sid, "acme", "u-bob")
     assert (event.actor_slack_id, event.actor_email, event.actor_role) == ("UAGENT1", "agent1@corp.example", "support")
     details = json.loads(event.details)
     assert (details["product"], details["action"], details["target"], details["details"]) == ("acme-web", "invoice.update", "invoice/42", {"cents": 1250})
