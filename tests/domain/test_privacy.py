@@ -270,3 +270,19 @@ def test_a_typed_user_id_with_no_account_is_erased_with_the_person(dpo, ended, s
     assert revealed(session_factory, event)[1]["user"] == "u-bob"
     privacy.erase_customer_user(dpo, account="acme", customer_user="u-bob", by_slack_id=DPO, now=NOW)
     assert revealed(session_factory, event)[1]["user"] == ERASED
+
+
+def test_the_impersonation_log_answer_shows_erased_after_erasure(dpo, ended):
+    from bot.domain import log_query
+    from bot.slack.log_blocks import log_answer
+
+    def answer() -> str:
+        page = log_query.look_up(dpo, "USECURITY1", "account:acme", now=NOW)
+        assert isinstance(page, log_query.LogPage)
+        return json.dumps(log_answer(page)[1])
+
+    assert "Bob Builder" in answer()
+    privacy.erase_customer_user(dpo, account="acme", customer_user="u-bob", by_slack_id=DPO, now=NOW)
+    shown = answer()
+    assert "Bob Builder" not in shown and "bob@acme.example" not in shown and "for u-bob" not in shown
+    assert ERASED in shown
