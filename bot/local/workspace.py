@@ -45,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 #: how long the workspace waits for the bot's answer (Slack waits 3 s; the bot acks well before)
 BOT_TIMEOUT_SECONDS = 10
 COMMANDS = tuple(command.value for command in SlashCommand)
+#: the channel list's entry for the persona's App Home tab
+HOME = "HOME"
 
 
 class BotUnreachable(Exception):
@@ -192,6 +194,11 @@ class Workspace:
             data = request.get_json(force=True)
             return jsonify(self.options(self._persona(data.get("as")), data))
 
+        @app.post("/home")
+        def home():
+            data = request.get_json(force=True)
+            return jsonify(self.open_home(self._persona(data.get("as"))))
+
         @app.post("/digest")
         def digest():
             if self.on_digest is None:
@@ -211,13 +218,15 @@ class Workspace:
 
     # ------------------------------------------------------------------ what the page shows
     def channel_name(self, persona: Persona, channel: str) -> str:
+        if channel == HOME:
+            return "impersonation-bot — Home"
         if channel in self.channels:
             return "#" + self.channels[channel]
         return "impersonation-bot (direct message)"
 
     def state(self, persona: Persona, channel: str) -> dict[str, Any]:
         dm = self.standin.dm_channel(persona.slack_id)
-        if channel != dm and channel not in self.channels:
+        if channel not in (dm, HOME) and channel not in self.channels:
             channel = dm
         with self.standin.lock:
             messages = sorted(
@@ -229,7 +238,10 @@ class Workspace:
             counts = {ch: sum(1 for (c, _) in self.standin.messages if c == ch) for ch in [dm, *self.channels]}
             violations = list(self.standin.violations)
         html = Markup("").join(self._message_html(m, persona, files) for m in messages)
-        channels = [{"id": dm, "name": "impersonation-bot", "kind": "dm", "count": counts[dm]}] + [
+        if channel == HOME:
+            html = self._home_html(persona)
+        channels = [{"id": HOME, "name": "Home", "kind": "home", "count": 0},
+                    {"id": dm, "name": "impersonation-bot", "kind": "dm", "count": counts[dm]}] + [
             {"id": cid, "name": name, "kind": "channel", "count": counts[cid]} for cid, name in self.channels.items()]
         return {
             "channel": channel,
@@ -248,6 +260,15 @@ class Workspace:
             message=message, body=render.message_body(message.text, message.blocks, self.name),
             edited=bool(message.history), files=attached, thread=message.args.get("thread_ts"),
         ))
+
+    def _home_html(self, persona: Persona) -> Markup:
+        """The persona's App Home tab as the bot last published it (views.publish)."""
+        with self.standin.lock:
+            view = self.standin.home_views.get(persona.slack_id)
+            view = dict(view) if view else None
+        if view is None:
+            return Markup('<p class="empty">The bot has not published a Home for you yet.</p>')
+        return Markup('<div class="home-view" data-view-id="{}">{}</div>').format(view["id"], render.blocks(view.get("blocks"), self.name))
 
     def _modal(self, persona: Persona) -> dict[str, Any] | None:
         """The top of the persona's newest open view stack, or None."""
@@ -276,10 +297,12 @@ class Workspace:
     def _channel_name(self, channel: str) -> str:
         return self.channels.get(channel, "directmessage")
 
-    def _send(self, body: str) -> BotAnswer:
+    def _send(self, body: str, *, content_type: str | None = None) -> BotAnswer:
         """POST a body to the bot's request URL, signed as Slack signs it."""
-        req = urllib.request.Request(self.bot_events_url, data=body.encode(), method="POST",
-                                     headers=signed_headers(body, self.signing_secret))
+        headers = signed_headers(body, self.signing_secret)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        req = urllib.request.Request(self.bot_events_url, data=body.encode(), method="POST", headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=BOT_TIMEOUT_SECONDS) as answer:  # noqa: S310 — the bot's own URL
                 return BotAnswer(answer.status, answer.read().decode("utf-8", "replace"))
@@ -290,6 +313,18 @@ class Workspace:
 
     def _interaction(self, payload: dict[str, Any]) -> BotAnswer:
         return self._send(urlencode({"payload": json.dumps(payload)}))
+
+    def open_home(self, persona: Persona) -> dict[str, Any]:
+        """The persona opens the bot's Home tab: the Events API's app_home_opened, a JSON body
+        signed like every request; the bot answers by publishing the Home (views.publish)."""
+        body = json.dumps({
+            "token": "local-workspace", "team_id": self.standin.team_id, "api_app_id": self.standin.app_id,
+            "type": "event_callback", "event_id": "Ev" + self.standin.new_ts().replace(".", ""),
+            "event_time": int(time.time()),
+            "event": {"type": "app_home_opened", "user": persona.slack_id, "tab": "home",
+                      "channel": self.standin.dm_channel(persona.slack_id), "event_ts": self.standin.new_ts()},
+        })
+        return self._answered(lambda: self._send(body, content_type="application/json"), persona, None)
 
     def _reply_from(self, answer: BotAnswer, persona: Persona, channel: str) -> None:
         """A command's or a click's HTTP answer carrying a message: an ephemeral reply."""
@@ -407,7 +442,8 @@ class Workspace:
         with self.standin.lock:
             view = self.standin.views.get(view_id)
             owner = self.standin.view_owners.get(view_id, (None, 0))[0]
-            if view is None or owner != persona.slack_id:
+            home = self.standin.home_views.get(persona.slack_id)
+            if view is None or (owner != persona.slack_id and (home is None or home["id"] != view_id)):
                 abort(404, "no such view for this persona")
             return {**view, "state": {"values": values}}
 

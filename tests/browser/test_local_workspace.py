@@ -3,7 +3,8 @@ local mode (the real bot under gunicorn with its scheduler, the local workspace,
 product) and a visitor walks the main job as the demo's personas — an agent asks for access
 to a sensitive account, a manager approves it, the agent follows the link into the demo
 product and sees the banner, security watches the feed and the alert in #security, revokes
-from the alert, looks the session up with /impersonation-log and posts a digest. Screenshots
+from the alert, looks the session up with /impersonation-log, posts a digest and opens the
+bot's Home tab. Screenshots
 of the workspace go to docs/screenshots/."""
 from __future__ import annotations
 
@@ -125,6 +126,10 @@ def test_the_first_command_shows_the_whole_flow_in_a_local_workspace(local_serve
     page.locator("#digest-button").click()
     page.locator(".msg", has_text="review").first.wait_for(timeout=STEP_MS)
     page.locator(".file a", has_text="CSV").first.wait_for(timeout=STEP_MS)
+
+    # 7. Sam's Home tab: opening it sends app_home_opened; the bot publishes what Sam watches
+    page.locator("#channels a", has_text="Home").click()
+    page.locator(".home-view").wait_for(timeout=STEP_MS)
 
     # the bot broke none of Slack's rules on the way
     assert page.locator("#problems").is_hidden(), page.locator("#problems").inner_text()

@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from werkzeug.exceptions import NotFound
 from werkzeug.serving import make_server
 
 from bot import wiring
 from bot.config import load_settings
 from bot.local import demo, reference
 from bot.local.webapi import SlackStandIn, StandInUser
-from bot.local.workspace import Workspace
+from bot.local.workspace import HOME, Workspace
 from bot.slack.ids import ActionId
 from tests.e2e.conftest import wait_for
 from tests.slack.listeners.flow import request_state
@@ -205,3 +206,18 @@ def test_messages_outlive_a_restart_so_the_bots_later_edits_find_them(local, tmp
         assert newer["ts"] > posted["ts"]
         again.assert_no_violations()
         assert "(edited)" in restarted.state(SAM, demo.SECURITY_CHANNEL)["messages"]
+
+
+def test_opening_the_home_tab_sends_app_home_opened_and_shows_what_the_bot_publishes(local):
+    workspace, container, _url = local
+    assert workspace.state(SAM, HOME)["messages"].startswith('<p class="empty">')
+    assert workspace.open_home(SAM) == {"ok": True, "answer": {}}
+    assert container.wait_for_deliveries(timeout=30)
+    home = wait_for(lambda: SAM.slack_id in workspace.standin.home_views and workspace.state(SAM, HOME), timeout=10)
+    view_id = workspace.standin.home_views[SAM.slack_id]["id"]
+    assert f'<div class="home-view" data-view-id="{view_id}">' in home["messages"]
+    assert home["channel_name"].endswith("Home") and home["modal"] is None and home["problems"] == []
+    # the Home is the persona's own: someone else sees theirs, and cannot act in Sam's
+    assert 'class="home-view"' not in workspace.state(ANA, HOME)["messages"]
+    with pytest.raises(NotFound):
+        workspace.click(ANA, {"view_id": view_id, "action_id": "x", "block_id": "b"})

@@ -43,8 +43,8 @@
   }
 
   function where(el) {
-    const modal = el.closest(".modal");
-    if (modal) return { view_id: modal.dataset.viewId, values: stateOf(modal) };
+    const view = el.closest(".modal, .home-view");
+    if (view) return { view_id: view.dataset.viewId, values: stateOf(view) };
     const msg = el.closest(".msg");
     return { channel: msg.dataset.channel, ts: msg.dataset.ts };
   }
@@ -58,7 +58,7 @@
       const li = document.createElement("li");
       const a = document.createElement("a");
       a.href = "#";
-      a.textContent = (c.kind === "dm" ? "✉ " : "# ") + c.name + (c.count ? " (" + c.count + ")" : "");
+      a.textContent = ({ dm: "✉ ", home: "⌂ " }[c.kind] || "# ") + c.name + (c.count ? " (" + c.count + ")" : "");
       a.dataset.channel = c.id;
       if (c.id === current) a.className = "current";
       li.append(a);
@@ -113,7 +113,8 @@
         box.dataset.option = JSON.stringify(o);
         box.querySelector(".bk-external-query").value = o.text.text;
         list.replaceChildren();
-        if (box.closest(".bk-input-block[data-dispatch]")) act(box, { type: "external_select", selected_option: o });
+        const input = box.closest(".bk-input-block");
+        if (!input || input.hasAttribute("data-dispatch")) act(box, { type: "external_select", selected_option: o });
       });
       return b;
     }));
@@ -130,7 +131,7 @@
       event.preventDefault();
       channel = link.dataset.channel;
       history.replaceState(null, "", "?" + new URLSearchParams({ as: persona, channel }));
-      refresh();
+      if (channel === "HOME") call("/home", {}); else refresh();
       return;
     }
     if (target.closest("[data-close]")) {
@@ -187,6 +188,6 @@
 
   $("digest-button").addEventListener("click", () => call("/digest", {}));
 
-  refresh();
+  if (channel === "HOME") call("/home", {}); else refresh();
   setInterval(refresh, 1000);
 })();
