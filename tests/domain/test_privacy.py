@@ -258,6 +258,9 @@ def test_the_chosen_justification_is_stored_audited_and_exported(ctx, ended, ses
     links.redeem(ctx, result.link.url.rsplit("/", 1)[1], now=NOW - timedelta(minutes=59))
     rows = list(csv.DictReader(io.StringIO(_export(ctx, ExportFormat.CSV, account="globex"))))
     assert [r["justification"] for r in rows] == ["incident", ""]  # newest first; the older one had none
+    assert json.loads(_export(ctx, ExportFormat.JSON, account="globex"))["sessions"][0]["justification"] == "incident"
+    assert "Justification: incident" in _export(ctx, ExportFormat.HTML, account="globex")
+    assert "justification: incident" in _export(ctx, ExportFormat.MARKDOWN, account="globex")
 
 
 def test_a_typed_user_id_with_no_account_is_erased_with_the_person(dpo, ended, session_factory):
