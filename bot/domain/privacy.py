@@ -36,7 +36,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.models import Approval, CustomerUser, Extension, ImpersonationRequest, ImpersonationSession, RequestState
-from bot.domain import audit, directory, personal
+from bot.domain import audit, directory, personal, webhooks
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
@@ -103,13 +103,17 @@ def erase_customer_user(
                 )
         values = personal.erase_subject(db, account=account, customer_user=customer_user)
         requests = _erase_copies(db, user, now) if user is not None else 0
+        notifications = webhooks.erase_customer_user(db, account=account, customer_user=customer_user, erased=ERASED)
         audit.append(
             db,
             EventDraft(
                 type="privacy.erased",
                 actor=actor,
                 account=account,
-                details={"subject": subject, "key_id": ctx.signing_key.kid, "values": values, "requests": requests, "in_directory": user is not None},
+                details={
+                    "subject": subject, "key_id": ctx.signing_key.kid, "values": values, "requests": requests,
+                    "notifications": notifications, "in_directory": user is not None,
+                },
             ),
             now=now,
         )
@@ -164,6 +168,8 @@ def _erase_linked_reasons(db: Session, request_ids) -> None:  # type: ignore[no-
 class Expired:
     values: int
     requests: int
+    #: webhook event bodies whose reasons were erased
+    notifications: int = 0
 
 
 def erase_expired(ctx: DomainContext, *, now: datetime | None = None) -> Expired:
@@ -200,16 +206,21 @@ def erase_expired(ctx: DomainContext, *, now: datetime | None = None) -> Expired
         requests += len(ids)
         if len(ids) < BATCH:
             break
-    if values or requests:
+    with ctx.sessions() as db, db.begin():
+        notifications = webhooks.erase_reasons_before(db, cutoff, erased=ERASED)
+    if values or requests or notifications:
         with ctx.sessions() as db, db.begin():
             audit.append(
                 db,
                 EventDraft(
                     type="privacy.retention_applied",
                     actor=Actor.system("scheduler"),
-                    details={"before": audit.format_time(cutoff), "days": days, "values": values, "requests": requests},
+                    details={
+                        "before": audit.format_time(cutoff), "days": days, "values": values, "requests": requests,
+                        "notifications": notifications,
+                    },
                 ),
                 now=now,
             )
         log.info("retention: erased %d personal values and the reasons of %d requests older than %d days", values, requests, days)
-    return Expired(values, requests)
+    return Expired(values, requests, notifications)

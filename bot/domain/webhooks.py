@@ -244,16 +244,15 @@ def raise_event(db: Session, event_type: EventType, *, account: str | None, data
         return None
     event_id = "msg_" + secrets.token_hex(13)
     # The Standard Webhooks envelope: type, timestamp (RFC 3339), data.
-    body = json.dumps(
-        {"type": event_type.value, "timestamp": audit.format_time(now), "data": data},
-        ensure_ascii=False,
-        separators=(",", ":"),
-        sort_keys=True,
-    )
+    body = _encoded({"type": event_type.value, "timestamp": audit.format_time(now), "data": data})
     db.execute(_INSERT_EVENT, {"id": event_id, "type": event_type.value, "account": account, "body": body, "created_at": now})
     for subscription_id in wanted:
         outbox.enqueue(db, outbox.Kind.WEBHOOK, event_id, recipient=subscription_id, now=now)
     return event_id
+
+
+def _encoded(document: dict[str, object]) -> str:
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def _time(value: datetime | None) -> str | None:
@@ -358,6 +357,45 @@ def request_denied(
         },
         now=now,
     )
+
+
+# ---------------------------------------------------------------------------- erasure
+
+
+#: what an event's data says about the customer user, erased with their personal data
+_PERSONAL_FIELDS = ("customer_user", "reason", "ticket")
+
+
+def erase_customer_user(db: Session, *, account: str, customer_user: str, erased: str) -> int:
+    """Write `erased` over the customer user's id, and the reasons and tickets about them, in
+    the stored bodies of the account's webhook events (a delivery still owed then sends the
+    erased body). Returns how many bodies changed."""
+    changed = 0
+    for event_id, body in db.execute(select(WebhookEvent.id, WebhookEvent.body).where(WebhookEvent.account == account)).all():
+        document = json.loads(body)
+        data = document.get("data") or {}
+        if data.get("customer_user") != customer_user:
+            continue
+        data.update({name: erased for name in _PERSONAL_FIELDS if data.get(name) is not None})
+        db.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(body=_encoded(document)).execution_options(synchronize_session=False))
+        changed += 1
+    return changed
+
+
+def erase_reasons_before(db: Session, cutoff: datetime, *, erased: str) -> int:
+    """Write `erased` over the reasons and tickets in bodies of events raised before `cutoff`
+    (the personal-data retention). Returns how many bodies changed."""
+    changed = 0
+    for event_id, body in db.execute(select(WebhookEvent.id, WebhookEvent.body).where(WebhookEvent.created_at < cutoff)).all():
+        document = json.loads(body)
+        data = document.get("data") or {}
+        fields = [name for name in ("reason", "ticket") if data.get(name) not in (None, erased)]
+        if not fields:
+            continue
+        data.update({name: erased for name in fields})
+        db.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(body=_encoded(document)).execution_options(synchronize_session=False))
+        changed += 1
+    return changed
 
 
 # ---------------------------------------------------------------------------- delivering

@@ -13,8 +13,8 @@ import pytest
 from freezegun import freeze_time
 from sqlalchemy import func, select, update
 
-from bot.db.models import AuditEvent, CustomerUser, ImpersonationRequest, PersonalValue
-from bot.domain import personal, privacy, requests, sessions
+from bot.db.models import AuditEvent, CustomerUser, ImpersonationRequest, PersonalValue, WebhookEvent
+from bot.domain import personal, privacy, requests, sessions, webhooks
 from bot.domain.audit import Actor, verify_chain
 from bot.domain.exports import ExportFormat, access_export, events_export
 from bot.domain.log_query import parse_query
@@ -289,3 +289,37 @@ def test_the_impersonation_log_answer_shows_erased_after_erasure(dpo, ended):
     shown = answer()
     assert "Bob Builder" not in shown and "bob@acme.example" not in shown and "for u-bob" not in shown
     assert ERASED in shown
+
+
+def _notify(ctx, user: str, *, at) -> None:
+    with ctx.sessions() as db, db.begin():
+        webhooks.raise_event(
+            db, webhooks.EventType.SESSION_STARTED, account="acme",
+            data={"session_id": f"s-{user}", "account": "acme", "customer_user": user, "reason": f"{REASON} for {user}", "ticket": "SUP-1"},
+            now=at,
+        )
+
+
+def _bodies(session_factory) -> dict[str, dict]:
+    with session_factory() as db:
+        return {json.loads(b)["data"]["session_id"]: json.loads(b)["data"] for b in db.execute(select(WebhookEvent.body)).scalars()}
+
+
+def test_erasure_and_retention_reach_the_notification_webhooks_still_stored(dpo, ended, session_factory):
+    webhooks.subscribe(session_factory, url="https://hooks.example.com/x", actor=CLI)
+    _notify(dpo, "u-bob", at=NOW - timedelta(days=1))
+    _notify(dpo, "u-alice", at=NOW)
+    privacy.erase_customer_user(dpo, account="acme", customer_user="u-bob", by_slack_id=DPO, now=NOW)
+    bodies = _bodies(session_factory)
+    assert {k: bodies["s-u-bob"][k] for k in ("customer_user", "reason", "ticket", "account")} == {
+        "customer_user": ERASED, "reason": ERASED, "ticket": ERASED, "account": "acme",
+    }
+    assert bodies["s-u-alice"]["reason"] == f"{REASON} for u-alice"
+    (event,) = audit_events(session_factory, "privacy.erased")
+    assert json.loads(event.details)["notifications"] == 1
+
+    _with_retention(dpo, 30)
+    with freeze_time(NOW + timedelta(days=30, minutes=1)):
+        assert privacy.erase_expired(dpo).notifications == 1
+    bodies = _bodies(session_factory)
+    assert (bodies["s-u-alice"]["reason"], bodies["s-u-alice"]["ticket"], bodies["s-u-alice"]["customer_user"]) == (ERASED, ERASED, "u-alice")
