@@ -707,7 +707,7 @@ def run_db_grants(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_digest(settings: Settings, args: argparse.Namespace) -> int:
-    """`digest --period 2026Q3|last-7d`: the same review the scheduler posts (issue 5 point 7),
+    """`digest --period 2026Q3|last-7d`: the same review the scheduler posts,
     the chain verified with this deployment's checkpoints; generating it is audited."""
     now = utcnow()
     try:

@@ -47,7 +47,7 @@ class Settings:
     public_base_url: str
     product_launch_url: str | None
     signing_key_file: Path
-    #: where signed audit checkpoints are appended (issue 4); unset = only in Slack
+    #: where signed audit checkpoints are appended; unset = only in Slack
     checkpoint_file: Path | None
     #: "dev" generates a signing key when none exists; anything else refuses to.
     environment: str

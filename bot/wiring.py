@@ -230,7 +230,7 @@ def build_container(settings: Settings) -> Container:
     try:
         require_current_schema(engine)
         session_factory = make_session_factory(engine)
-        # Issue 4 point 8: a policy that differs from the one last recorded is audited before
+        # A policy that differs from the one last recorded is audited before
         # anything runs under it (once, however many processes start together).
         record_policy_change(session_factory, policy, source=str(settings.policy_path))
         # the JWKS of every process, and `audit verify`, know every key that signs
@@ -249,7 +249,7 @@ def build_container(settings: Settings) -> Container:
                 outbox=timedelta(days=settings.retention_outbox_days), links=timedelta(days=settings.retention_link_days)
             ),
         )
-        # Outbox deliveries (issue 5), by the scheduler and by each process's background
+        # Outbox deliveries, by the scheduler and by each process's background
         # thread: a client that does not sleep through 429s itself, so a rate limit goes back
         # to the outbox (Retry-After) instead of holding the thread — and no call outlasts the
         # claim's lease (outbox.LEASE).
@@ -258,7 +258,7 @@ def build_container(settings: Settings) -> Container:
         ctx.webhook_sender = WebhookSender(ctx)
         # What a change owes Slack is sent from one background thread per process, not the
         # request thread (bot/web/background.py): a redemption's DM edit, and every message a
-        # listener's change owed (issue 3 point 12: the answer never waits for Slack).
+        # listener's change owed (the answer never waits for Slack).
         after_response = AfterResponse()
         notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, courier_client), after_response)
         deliverer = BackgroundDeliverer(ctx, courier_client, after_response)

@@ -2,7 +2,7 @@
 
 TEST_DATABASES (default "sqlite,postgresql") picks the backends; TEST_POSTGRES_URL (default
 the local server at 127.0.0.1:5432, database `test`) says where PostgreSQL is. A backend that
-is asked for but unreachable FAILS the tests rather than skipping them (issue 2 point 2).
+is asked for but unreachable FAILS the tests rather than skipping them.
 Each test gets a fresh database built with Alembic `upgrade head`: a copied SQLite file, or
 its own PostgreSQL schema that is dropped afterwards (the audit table refuses DELETE, so
 nothing is cleaned row by row).

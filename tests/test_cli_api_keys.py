@@ -1,4 +1,4 @@
-"""`impersonation-bot api-keys …` and `db grants` (issue 4 points 2 and 7)."""
+"""`impersonation-bot api-keys …` and `db grants`."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,4 @@
-"""`impersonation-bot audit checkpoint | verify | export` (issue 4 points 3, 4 and 6), run
+"""`impersonation-bot audit checkpoint | verify | export`, run
 in-process through `main()` on both databases, with an attacker who switches the audit
 table's triggers off (tests/fakes/attacker.py) to rewrite history."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`impersonation-bot digest --period …` (issue 5 point 7): the scheduler's review on demand,
+"""`impersonation-bot digest --period …`: the scheduler's review on demand,
 in-process through `main()` on both databases."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""manifest.yaml (issue 2 point 23): valid against Slack's manifest schema v1, declares both
+"""manifest.yaml: valid against Slack's manifest schema v1, declares both
 slash commands, interactivity and the options-load URL, and grants a bot scope for every Web API
 method the code calls — and no scope that nothing needs."""
 from __future__ import annotations

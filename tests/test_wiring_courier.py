@@ -1,4 +1,4 @@
-"""Start-up wiring for issue 5: the scheduler's context carries a Slack courier whose client
+"""Start-up wiring for the outbox: the scheduler's context carries a Slack courier whose client
 leaves rate limits and server errors to the outbox, and the checkpoint file setting."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Start-up audits the policy in force (issue 4 point 8): bot.wiring.build_container, which
+"""Start-up audits the policy in force: bot.wiring.build_container, which
 `serve`, every `web` worker and `scheduler` go through, records `policy.changed` when the
 policy file differs from the one last recorded, and only then."""
 from __future__ import annotations

@@ -101,7 +101,7 @@ class CustomerUser(Base):
     external_id: Mapped[str] = mapped_column(String(128))
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(255))
-    #: owners and admins of the customer's org: never impersonated (issue 2, point 8)
+    #: owners and admins of the customer's org: never impersonated
     protected: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
@@ -165,7 +165,7 @@ class ImpersonationRequest(Base):
     #: the agent's DM about this request, edited in place as it changes state
     agent_channel: Mapped[str | None] = mapped_column(String(32))
     agent_message_ts: Mapped[str | None] = mapped_column(String(32))
-    #: distinct approvals needed (0 when not gated); issue 3
+    #: distinct approvals needed (0 when not gated)
     approvals_required: Mapped[int] = mapped_column(Integer, default=0)
     #: a pending request not decided by then is expired (policy gating.pending_ttl_minutes)
     pending_expires_at: Mapped[datetime | None]
@@ -176,7 +176,7 @@ class ImpersonationRequest(Base):
     reinitiation_ordinal: Mapped[int] = mapped_column(Integer, default=0)
     #: when the previous session ended, as it stood when this request was made (0013)
     previous_session_ended_at: Mapped[datetime | None]
-    #: granted by break-glass, skipping approval (issue 3 point 9)
+    #: granted by break-glass, skipping approval
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
 
     account: Mapped[Account] = relationship(lazy="joined")
@@ -287,7 +287,7 @@ class ApprovalDecision(str, enum.Enum):
 class Approval(Base):
     """One approver's decision on a request or an extension. The unique key on the approver's
     canonical identity makes a double click, or the same person from two devices or under a
-    second Enterprise Grid id, count once (issue 3 point 2)."""
+    second Enterprise Grid id, count once."""
 
     __tablename__ = "approvals"
     __table_args__ = (
@@ -367,7 +367,7 @@ class ApiKey(Base):
 
 
 class OutboxMessage(Base):
-    """A Slack message owed because of a state change (issue 5 point 3), written in the same
+    """A Slack message owed because of a state change, written in the same
     transaction as the change and sent by the delivery job (bot/domain/outbox.py). It names
     what to say by ids only — never a token or a link — and is rendered from the state at
     delivery time. `target` groups the rows that concern one Slack message; they are
@@ -423,7 +423,7 @@ class JobClaim(Base):
 
 
 class Alert(Base):
-    """An anomaly posted to the security channel (issue 5 point 4); audited as alert.raised."""
+    """An anomaly posted to the security channel; audited as alert.raised."""
 
     __tablename__ = "alerts"
     __table_args__ = (Index("ix_alerts_raised_at", "raised_at"),)
@@ -452,7 +452,7 @@ class AlertMark(Base):
     last_raised_at: Mapped[datetime]
 
 
-# Issue 5: digests and anomaly sweeps read requests and sessions by time range
+# Digests and anomaly sweeps read requests and sessions by time range
 # (migrations/versions/0004_watching_sessions.py).
 Index("ix_requests_created_at", ImpersonationRequest.created_at)
 Index("ix_sessions_started_at", ImpersonationSession.started_at)

@@ -1,4 +1,4 @@
-"""Least-privilege PostgreSQL roles (issue 4 point 2).
+"""Least-privilege PostgreSQL roles.
 
 The schema is owned by one role (it runs `migrate`); the app runs as another that may only
 INSERT and SELECT on the audit table — no UPDATE, DELETE or TRUNCATE privilege, and as a
@@ -24,8 +24,8 @@ APP_TABLES = (
     "approvals",
     "extensions",
     "message_refs",
-    "api_keys",  # issue 4: the product API authenticates with these
-    # issue 5: the Slack outbox, channel pacing, job claims and alerts
+    "api_keys",  # the product API authenticates with these
+    # the Slack outbox, channel pacing, job claims and alerts
     "outbox",
     "channel_pace",
     "job_claims",

@@ -1,4 +1,4 @@
-"""Anomaly rules and alerts (issue 5 point 4).
+"""Anomaly rules and alerts.
 
 Each rule is a pure function from facts (the result of a few aggregate queries) and the
 policy's thresholds to findings, so the rules are tested with a table

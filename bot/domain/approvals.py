@@ -1,4 +1,4 @@
-"""Approvals (issue 3): gated requests and session extensions decided by approvers, exactly once.
+"""Approvals: gated requests and session extensions decided by approvers, exactly once.
 
 Every click reloads the subject under a row lock (SELECT … FOR UPDATE on PostgreSQL; SQLite
 transactions hold the write lock from BEGIN IMMEDIATE) and re-checks, at click time: the clicker
@@ -292,7 +292,7 @@ def open_request_approval(db: Session, ctx: DomainContext, request: Impersonatio
         ),
         now=now,
     )
-    # The approvers' DMs are owed in this same transaction (issue 5 point 3): a crash after
+    # The approvers' DMs are owed in this same transaction: a crash after
     # the commit still delivers them; a rollback owes none.
     enqueue_asks(db, request.id, approvers, now=now)
     recent = recent_sessions(db, agent_slack_id=request.agent_slack_id, account_id=request.account_id)
@@ -462,7 +462,7 @@ _EVENT_OUTCOMES = {
 
 def outcome_of(db: Session, request: ImpersonationRequest) -> Decided:
     """How a request left `pending`, rebuilt from the audit log and the votes, for messages
-    rendered from the current state (the outbox, issue 5)."""
+    rendered from the current state (the outbox)."""
     facts = _final_facts(db, request)
     reason = None
     if facts.outcome == "denied":
@@ -518,7 +518,7 @@ def _ask_now(db: Session, request: ImpersonationRequest, extension: Extension | 
 
 def approver_message_state(ctx: DomainContext, subject_id: str) -> ApprovalAsk | Decided | None:
     """What an approver's DM about a request or an extension should show now (the outbox
-    renders it at delivery, issue 5): the ask while pending, else how it was decided."""
+    renders it at delivery): the ask while pending, else how it was decided."""
     with reading(ctx.sessions) as db:
         request = db.get(ImpersonationRequest, subject_id)
         if request is not None:
@@ -540,7 +540,7 @@ def pending_extension_ask(db: Session, session_id: str) -> ApprovalAsk | None:
 def enqueue_outcome(
     db: Session, request: ImpersonationRequest, *, now: datetime, asked: tuple[str, ...] | None = None, reminded: tuple[str, ...] | None = None
 ) -> list[str]:
-    """Outbox rows (issue 5) that edit every approver's DM and the agent's "approval needed"
+    """Outbox rows that edit every approver's DM and the agent's "approval needed"
     DM once a request is decided: expired, denied, cancelled or approved (an approval also
     owes the new link DM: approve_request)."""
     targets = enqueue_approver_edits(db, request.id, now=now, asked=asked, reminded=reminded)
@@ -642,7 +642,7 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
             now=now,
         )
         link = issue_link(db, ctx, request, now=now)
-        # Everything the approval says goes through the outbox (issue 5 point 3): every
+        # Everything the approval says goes through the outbox: every
         # approver's DM and the agent's "approval needed" DM are edited to "approved", and
         # the link follows in a new DM (so that the agent is notified), rendered at delivery
         # with the link derived again from the request's id (the rows hold no token).
@@ -696,7 +696,7 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
 
 
 def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, now: datetime | None = None) -> ClickResult:
-    """The agent withdraws their own pending request (issue 3 point 7)."""
+    """The agent withdraws their own pending request."""
     now = now or utcnow()
     with ctx.sessions() as db, db.begin():
         request = _lock_request(db, request_id)
@@ -737,7 +737,7 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
 
 
 def expire_pending_request(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Decided | None:
-    """Expire one pending request past its TTL (the scheduler's notice, issue 5); idempotent."""
+    """Expire one pending request past its TTL (the scheduler's notice); idempotent."""
     now = now or utcnow()
     with ctx.sessions() as db, db.begin():
         request = _lock_request(db, request_id)
@@ -929,7 +929,7 @@ def request_extension(
             ),
             now=now,
         )
-        # Owed with the extension (issue 5 point 3): every approver's DM, and the agent's
+        # Owed with the extension: every approver's DM, and the agent's
         # session DM, which shows that more time is waiting for them.
         enqueue_asks(db, extension.id, approvers, now=now)
         outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now)
@@ -1031,7 +1031,7 @@ def _finish_extension(
     targets = enqueue_approver_edits(db, extension.id, now=now, asked=asked, reminded=reminded)
     targets.append(outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now))
     if state == "approved":
-        # the security feed shows the new end (issue 5 point 2)
+        # the security feed shows the new end
         targets.append(outbox.enqueue(db, outbox.Kind.FEED, request.id, now=now))
     return Decided(
         RequestView.of(request), state, actor.slack_id, now, reason_text, messages,
@@ -1041,7 +1041,7 @@ def _finish_extension(
 
 
 def expire_pending_extension(ctx: DomainContext, extension_id: str, *, now: datetime | None = None) -> Decided | None:
-    """The scheduler's notice for an ask for more time nobody decided (issue 5 point 1, as
+    """The scheduler's notice for an ask for more time nobody decided (as
     for requests): once past its TTL, or once its session is no longer live, it is expired —
     audited `extension.expired` by the clock, every approver's DM and the agent's session DM
     edited through the outbox. Idempotent: an extension no longer pending is left alone."""

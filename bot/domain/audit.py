@@ -232,7 +232,7 @@ def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> Au
     the transaction recorded. Appenders queue on the chain head — `SELECT … FOR UPDATE` of
     the `audit_head` row on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers —
     so the time the head is held bounds how many changes a second the whole app commits
-    (issue 4 point 9, bench/http_bench.py). Written last, it is held only for the inserts and
+    (bench/http_bench.py). Written last, it is held only for the inserts and
     the commit itself, never while the rest of the change (loading rows, rendering, signing)
     runs. The returned event's `seq`, `prev_hash` and `hash` are filled in at that moment;
     a caller that needs them before the commit uses `append_now`.
@@ -406,8 +406,8 @@ class ChainProblem:
 
 # ------------------------------------------------------------------------------ verifying
 #
-# `audit verify` must keep up with a log of tens of millions of events (issue 4 point 9:
-# ≥ 200,000 events/s). The reference path above (an ORM row, json.loads of the details, a
+# `audit verify` must keep up with a log of tens of millions of events (at
+# least 200,000 events/s, docs/benchmarks.md). The reference path above (an ORM row, json.loads of the details, a
 # dict, json.dumps) costs about 10 µs an event. The verifier instead streams plain columns,
 # builds the same bytes by concatenation (`encode_stored`) and accepts an event on that
 # path only when the bytes are provably the canonical encoding: `occurred_at` has exactly

@@ -1,4 +1,4 @@
-"""The scheduler's signed audit checkpoints (issue 4 point 3, issue 5 point 1): once an hour,
+"""The scheduler's signed audit checkpoints: once an hour,
 across however many schedulers, the chain head is signed (checkpoints.make_and_store_checkpoint,
 which re-checks the chain since the previous checkpoint and appends to AUDIT_CHECKPOINT_FILE),
 recorded as an `audit.checkpoint` event, and posted to the security channel through the

@@ -1,4 +1,4 @@
-"""Signed checkpoints of the audit chain (issue 4 points 3-4), kept outside the database.
+"""Signed checkpoints of the audit chain, kept outside the database.
 
 A checkpoint is (sequence, head hash, time) signed with the Ed25519 key, in the spirit of
 CloudTrail digest files and Certificate Transparency signed tree heads: whoever kept an

@@ -1,4 +1,4 @@
-"""Access reviews for security and compliance (issue 5 point 7): a weekly summary and a
+"""Access reviews for security and compliance: a weekly summary and a
 quarterly review, posted to the security channel with a report file, and the same on demand
 (`impersonation-bot digest --period 2026Q3|last-7d`).
 

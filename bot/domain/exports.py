@@ -1,4 +1,4 @@
-"""Exports of the audit log (issue 4 point 6): one account's sessions as CSV or JSON (from
+"""Exports of the audit log: one account's sessions as CSV or JSON (from
 Slack's Export buttons and the CLI), the customer-facing access report as HTML or Markdown,
 and the raw hash-chained events as JSON Lines for auditors (CLI only).
 

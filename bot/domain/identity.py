@@ -2,7 +2,7 @@
 
 On Enterprise Grid one person can appear as a workspace id (`U…`) and an org-wide id (`W…`);
 `users.info` gives both the e-mail and `enterprise_user.id` for either. Self-approval checks
-and "counts once" rules compare these, not raw Slack ids (issue 3 point 3).
+and "counts once" rules compare these, not raw Slack ids.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`/impersonation-log`: who impersonated users of an account, when and why (issue 4 point 5).
+"""`/impersonation-log`: who impersonated users of an account, when and why.
 
 Only roles with `can_view_log` may look; anyone else is refused and the attempt is audited
 (`log.refused`). Every lookup, each page included, is itself an audit event (`log.viewed`,

@@ -1,4 +1,4 @@
-"""The Slack outbox (issue 5 point 3): every Slack message a state change causes is written
+"""The Slack outbox: every Slack message a state change causes is written
 here in the same transaction as the change, and sent afterwards by a delivery run (the
 scheduler's `outbox.deliver` job every few seconds, and at once by the listener or page that
 made the change). A process that dies between its commit and its Slack call loses nothing:
@@ -115,8 +115,8 @@ class Kind(str, enum.Enum):
     FEED = "feed"
     #: an alert (subject: alert id); alerts pending together are sent as one summary
     ALERT = "alert"
-    #: the security channel's alert that break-glass skipped approval (subject: request id;
-    #: issue 3 point 9), sent on its own, never folded into an alert summary
+    #: the security channel's alert that break-glass skipped approval (subject: request id),
+    #: sent on its own, never folded into an alert summary
     BREAK_GLASS = "break_glass"
     #: a periodic access review (subject: the period key)
     DIGEST = "digest"
@@ -336,8 +336,7 @@ def enqueue_home(db: Session, slack_id: str, *, now: datetime) -> str:
 
 def enqueue_granted(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
     """A grant: the agent's link DM (rendered at delivery with the link derived again from
-    the request's id; the row holds no token) and the security channel's live feed message
-    (issue 5 point 2)."""
+    the request's id; the row holds no token) and the security channel's live feed message."""
     return [
         enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
         enqueue(db, Kind.FEED, request.id, now=now),

@@ -113,7 +113,7 @@ class GatingConfig(_Strict):
     )
     pending_ttl_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
     #: designated approvers (Slack ids or @groups) per account id; they narrow, never widen,
-    #: the set of `can_approve` holders (issue 3 point 1)
+    #: the set of `can_approve` holders
     approvers_by_account: dict[str, list[str]] = Field(default_factory=dict)
     #: designated approvers per Slack team (workspace) id
     approvers_by_team: dict[str, list[str]] = Field(default_factory=dict)
@@ -153,7 +153,7 @@ def _check_members(members: list[str]) -> list[str]:
 
 
 class BreakGlassConfig(_Strict):
-    #: a break-glass reason must be longer than an ordinary one (issue 3 point 9)
+    #: a break-glass reason must be longer than an ordinary one
     reason_min_length: int = Field(default=60, ge=1, le=1000)
 
 
@@ -597,8 +597,8 @@ def decide(
     justification_codes: frozenset[str] = frozenset(),
 ) -> Decision:
     """Decide one request. Pure: no I/O, no clock. `account_flags` is None for an unknown
-    account. The order matters: an opted-out account refuses everyone (issue 2 point 8:
-    absolute, no role overrides it), before any question about the agent."""
+    account. The order matters: an opted-out account refuses everyone (the
+    customer's contract is absolute: no role overrides it), before any question about the agent."""
 
     def block(cause: BlockCause) -> Decision:
         return Decision(Outcome.BLOCK, cause)
@@ -636,7 +636,7 @@ def decide(
     if reinitiation_needs_approval(ordinal=reinitiation_ordinal, require_approval_from=reinitiation_approval_from):
         gated_by |= {REINITIATION_GATE}
     if break_glass and gated_by:
-        # Issue 3 point 9: only a break-glass role, only with a longer reason, never on an
+        # Only a break-glass role, only with a longer reason, never on an
         # opted-out account (refused above, before any role is considered).
         if not powers.can_break_glass:
             return block(BlockCause.BREAK_GLASS_NOT_ALLOWED)

@@ -1,4 +1,4 @@
-"""Configuration changes are audited too (issue 4 point 8).
+"""Configuration changes are audited too.
 
 At start-up (bot.wiring.build_container: `serve`, `web` workers, `scheduler`) the validated
 policy is reduced to a canonical form and hashed. When the hash differs from the one in the

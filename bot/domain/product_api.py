@@ -1,5 +1,5 @@
-"""The product API's domain (DESIGN.md "The hand-off to the SaaS product", step 6; issue 4
-point 7; docs/product-api.md): per-product API keys, the session status the product polls,
+"""The product API's domain (DESIGN.md "The hand-off to the SaaS product", step 6;
+docs/product-api.md): per-product API keys, the session status the product polls,
 and the write actions it reports, appended to the audit log as `action.recorded`.
 
 Keys look like `ibk_<key id>_<secret>`: the `ibk_` prefix makes a leaked key easy to find by

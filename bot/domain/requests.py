@@ -1,7 +1,7 @@
 """Asking to impersonate: what the modal may offer an agent, and deciding a submitted request.
 
 A refusal changes nothing but the audit log (`request.blocked` with its cause). A valid
-request on a gated account is stored `pending` (approvals: issue 3); any other valid request
+request on a gated account is stored `pending` (approvals); any other valid request
 is granted at once and issues its one-time link, all in one transaction.
 """
 from __future__ import annotations
@@ -84,7 +84,7 @@ class RequestForm:
     ticket: str | None
     duration_minutes: int | None
     scope: str
-    #: skip approval on a gated account (break-glass roles only, issue 3 point 9)
+    #: skip approval on a gated account (break-glass roles only)
     break_glass: bool = False
     #: the session whose "Start a new request" button opened the modal: only says where the
     #: request came from; whether it is a re-initiation, and of which session, the domain
@@ -239,7 +239,7 @@ def submit_request(
 ) -> SubmitResult:
     now = now or utcnow()
     result = _decide_and_store(ctx, agent, form, now=now)
-    # Anomaly rules are checked at every request (issue 5 point 4), once it has committed, so
+    # Anomaly rules are checked at every request, once it has committed, so
     # that a failing check can never undo or hide the request; the sweep looks again anyway.
     anomalies.check_request(ctx, agent=agent.slack_id, account=form.account, now=now)
     return result
@@ -380,7 +380,7 @@ def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestFor
             )
         link = issue_link(db, ctx, request, now=now)
         # The link DM (and, for break-glass, the security channel's alert) is owed with the
-        # grant (issue 5 point 3): the row holds the request's id, the token is derived again
+        # grant: the row holds the request's id, the token is derived again
         # when the DM is rendered.
         if decision.bypassed:
             targets = outbox.enqueue_break_glass(db, request, now=now)
@@ -571,7 +571,7 @@ def new_request_from_session(
 
 
 def link_message_state(ctx: DomainContext, request_id: str, *, now: datetime | None = None) -> Granted | RequestView | None:
-    """What the agent's link DM should show now (the outbox renders it at delivery, issue 5):
+    """What the agent's link DM should show now (the outbox renders it at delivery):
     the grant with its link, derived again (the same link at every delivery), while the
     request is granted and its link unopened and within its window; the request alone once
     that window has passed unopened (the DM says the link expired); None in any other state

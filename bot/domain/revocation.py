@@ -1,4 +1,4 @@
-"""Revocation (issue 5 point 5): security ends someone's live session, from an alert's or the
+"""Revocation: security ends someone's live session, from an alert's or the
 feed's **Revoke session** button or with `/impersonate revoke <session>`.
 
 The power is checked at the moment of the click or command (the policy's `can_revoke`,

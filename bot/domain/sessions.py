@@ -63,7 +63,7 @@ def started_targets(ctx: DomainContext, session_id: str) -> list[str]:
     """The outbox targets a redemption owed (outbox.enqueue_session_started): the agent's DM
     and the security channel's feed message; [] for an unknown session. Read from the
     session's own row: loading the whole session, request and account (check_session) only
-    to name two messages cost the redeeming worker about a millisecond (issue 2 point 24)."""
+    to name two messages cost the redeeming worker about a millisecond."""
     with reading(ctx.sessions) as db:
         row = db.execute(_STARTED_BY, {"session_id": session_id}).one_or_none()
     if row is None:
@@ -139,7 +139,7 @@ def audit_not_the_agent(db: Session, session: ImpersonationSession, *, event_typ
 
 def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionView:
     """The agent ends their own live session. Re-checked at click time: only the session's
-    agent may end it here (security revokes instead, issue 5), and only while it is live.
+    agent may end it here (security revokes instead), and only while it is live.
     A session already past its end is recorded as expired, not ended."""
     now = now or utcnow()
     with ctx.sessions() as db, db.begin():
@@ -149,7 +149,7 @@ def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now
         if session.agent_slack_id != actor_slack_id:
             audit_not_the_agent(db, session, event_type="session.end_refused", actor_slack_id=actor_slack_id, now=now)
             # Commit before raising: leaving db.begin() by an exception would roll back the
-            # audit event, and the refused attempt must stay in the log (issue 2 point 15).
+            # audit event, and the refused attempt must stay in the log.
             db.commit()
             raise EndRefused("Only the agent who opened this session can end it.")
         agent = Actor.agent_of(session.request)

@@ -3,7 +3,7 @@
 `db.get(ImpersonationRequest, id)` joins the account and the customer user and then loads the
 account's flags with a second, select-in query, building three kinds of ORM objects and their
 identity-map bookkeeping for a snapshot that is read once. On the link redemption that load
-was about a third of the web worker's CPU (py-spy, bench/http_bench.py; issue 2 point 24).
+was about a third of the web worker's CPU (py-spy, bench/http_bench.py).
 This reads the same columns as one row and builds the RequestView with the constructor
 `RequestView.of` uses (`of_columns`); tests/domain/test_snapshots.py holds the two equal.
 """

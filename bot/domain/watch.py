@@ -1,4 +1,4 @@
-"""The scheduler's work on requests and sessions (issue 5 point 1), and what the Slack face
+"""The scheduler's work on requests and sessions, and what the Slack face
 needs to show them.
 
 Expiry is decided at every use (sessions.status_at); these jobs only tell people and tidy the
@@ -202,7 +202,7 @@ class FeedStatus:
 
 @dataclass(frozen=True)
 class FeedView:
-    """The security channel's live message about one grant (issue 5 point 2)."""
+    """The security channel's live message about one grant."""
 
     request: RequestView
     session: SessionView | None

@@ -40,7 +40,7 @@ class ScheduledJob:
     trigger: BaseTrigger
 
 
-#: The jobs the scheduler runs (issue 5 point 1; bot/jobs/work.py). Expiry itself is decided
+#: The jobs the scheduler runs (bot/jobs/work.py). Expiry itself is decided
 #: at every use; these tell people and tidy up. Ticks are frequent and cheap: each job reads
 #: what is due and does nothing otherwise, and the periodic ones (sweeps, digests,
 #: checkpoints) claim their period once, so the tick only bounds how late they can be.

@@ -1,4 +1,4 @@
-"""The scheduler's jobs (issue 5 point 1). Each is `run(ctx)` over the domain; each is
+"""The scheduler's jobs. Each is `run(ctx)` over the domain; each is
 idempotent and safe in two schedulers at once, because the domain claims its rows with
 conditional updates and one-time claims (bot/domain/watch.py, outbox.py, once.py). None keeps
 state between runs: what is due is always read from the database, so a restart catches up.

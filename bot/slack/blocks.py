@@ -203,7 +203,7 @@ def request_modal(
     What it offers is a convenience, not a control: the submission is decided again by
     bot.domain.requests.submit_request, whatever the payload says.
 
-    `previous_session_id`: the agent re-initiates after a session (issue 3 point 8); the id
+    `previous_session_id`: the agent re-initiates after a session; the id
     rides in `private_metadata` (ids only) and comes back with the submission, which links the
     new request to that session once the domain has checked the session is the agent's own.
 
@@ -362,7 +362,7 @@ def _justification_input(justifications: tuple[tuple[str, str], ...]) -> list[Bl
 
 
 def _break_glass_input(reason_min_length: int) -> Block:
-    """Issue 3 point 9: offered only to roles with `can_break_glass`; never ticked by default."""
+    """Offered only to roles with `can_break_glass`; never ticked by default."""
     option = _option(BREAK_GLASS_VALUE, "Break glass (skip approval)")
     return {
         "type": "input",
@@ -568,7 +568,7 @@ class ExtensionAnswer:
 
 
 def extension_modal(session_id: str, *, choices_minutes: Sequence[int], reason_min_length: int) -> dict[str, Any]:
-    """The agent asks for more time on a live session (issue 3 point 8), with a fresh reason.
+    """The agent asks for more time on a live session, with a fresh reason.
     `private_metadata` holds the session id only."""
     minutes = _options((str(m), duration_label(m)) for m in choices_minutes if m > 0)
     select: dict[str, Any] = {
@@ -688,7 +688,7 @@ def grant_message(granted: Granted, *, approved_by: str | None = None) -> Messag
     """The agent's DM with the one-time link. The link sits in its own section, built from
     the issued URL and our own label, never inside escaped user text; the fallback text
     (shown in notifications, possibly on a lock screen) does not carry it. `approved_by`:
-    the approver whose click granted a gated request (issue 3 point 6: the link is otherwise
+    the approver whose click granted a gated request (the link is otherwise
     issued exactly as for an ungated grant); by default the grant's own."""
     request = granted.request
     approved_by = approved_by or granted.approved_by
@@ -730,7 +730,7 @@ def _gate_reason(request: RequestView) -> str:
 
 def pending_message(pending: Pending) -> Message:
     """The agent's DM when their request waits for approval: why, how many approvals, who
-    was asked (issue 3 point 1), and a Cancel button whose value is the request id only."""
+    was asked, and a Cancel button whose value is the request id only."""
     request = pending.request
     asked = _first_asked(pending.ask) if pending.ask is not None else ()
     if asked:
@@ -868,7 +868,7 @@ def _ask_reasons(request: RequestView, extension: ExtensionView | None) -> list[
 
 
 def approval_request_message(ask: ApprovalAsk, *, tz_name: str | None) -> Message:
-    """One approver's DM (issue 3 point 1): who asks, for which account (and its flags),
+    """One approver's DM: who asks, for which account (and its flags),
     customer user, reason, ticket, duration, scope, the agent's recent sessions on the
     account, and Approve / Deny buttons whose value is the request id (the extension id for
     more time) only. Times are shown in the approver's own time zone (`tz_name`)."""
@@ -938,8 +938,8 @@ def _outcome_line(decided: Decided, *, tz_name: str | None) -> str:
 
 
 def approver_outcome_message(decided: Decided, *, tz_name: str | None) -> Message:
-    """An approver's DM edited in place once the request (or extension) is decided (issue 3
-    point 6): what was asked, the outcome, and no buttons left to click."""
+    """An approver's DM edited in place once the request (or extension) is decided: what
+    was asked, the outcome, and no buttons left to click."""
     request, extension = decided.request, decided.extension
     headline = _OUTCOME_HEADERS.get(decided.outcome, "Decided")
     blocks = [
@@ -959,7 +959,7 @@ def approver_outcome_message(decided: Decided, *, tz_name: str | None) -> Messag
 
 
 def request_outcome_message(decided: Decided) -> Message:
-    """The agent's "approval needed" DM edited in place with the outcome (issue 3 point 6),
+    """The agent's "approval needed" DM edited in place with the outcome,
     in the agent's time zone. On approval the link follows in a new DM (grant_message), as
     for any grant, so that the agent is notified and the link message stands alone."""
     request = decided.request
@@ -986,8 +986,8 @@ def request_outcome_message(decided: Decided) -> Message:
 
 
 def break_glass_alert(request: RequestView) -> Message:
-    """Posted at once to the security channel when a break-glass role skipped approval
-    (issue 3 point 9), rendered by the outbox from the stored request (a break-glass
+    """Posted at once to the security channel when a break-glass role skipped approval,
+    rendered by the outbox from the stored request (a break-glass
     request's `gated_by` holds the gates it skipped). Everything a reviewer needs, and never
     the link, which the request does not hold."""
     pairs = [
@@ -1031,7 +1031,7 @@ _OUTCOME_WORDS = {"approved": "approved", "denied": "denied", "expired": "expire
 
 
 def already_decided_text(result: AlreadyDecided, *, tz_name: str | None, extension: bool = False) -> str:
-    """A losing or late click (issue 3 point 4): "already approved by <@X> at HH:MM", in the
+    """A losing or late click: "already approved by <@X> at HH:MM", in the
     clicker's time zone."""
     subject = "This request for more time" if extension else "This request"
     word = _OUTCOME_WORDS.get(result.outcome, "decided")
@@ -1058,7 +1058,7 @@ def click_answer_text(result: Counted | AlreadyCounted | AlreadyDecided | Refuse
 def session_active_message(session: SessionView, *, can_request_extension: bool = False) -> Message:
     """The DM edited in place once the link is redeemed: until when, an End button, and
     either **Request more time** (roles with `can_request_extension`) or **Start a new
-    request** (issue 3 point 8). Every button's value is the session id only; each click is
+    request**. Every button's value is the session id only; each click is
     re-checked by the domain."""
     return _session_active(session, action=ActionId.REQUEST_EXTENSION if can_request_extension else ActionId.START_NEW_REQUEST)
 

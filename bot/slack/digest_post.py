@@ -1,4 +1,4 @@
-"""Posting a scheduled access review (issue 5 point 7) for the outbox: the summary message in
+"""Posting a scheduled access review for the outbox: the summary message in
 the security channel (edited, not posted again, when the row is retried after it went out),
 then the report as Markdown, HTML and CSV files in that message's thread.
 

@@ -13,7 +13,7 @@ class SlashCommand(str, enum.Enum):
     """Slash commands this app answers (their names are declared in manifest.yaml)."""
 
     IMPERSONATE = "/impersonate"
-    #: security and compliance look up an account's sessions (issue 4 point 5)
+    #: security and compliance look up an account's sessions
     IMPERSONATION_LOG = "/impersonation-log"
 
 
@@ -23,11 +23,11 @@ class CallbackId(str, enum.Enum):
     IMPERSONATE_REQUEST = "impersonate_request"
     #: the informational view shown to someone without an impersonation role (no submit)
     IMPERSONATE_UNAVAILABLE = "impersonate_unavailable"
-    #: an approver's reason for denying a request / an extension (issue 3 point 1);
+    #: an approver's reason for denying a request / an extension;
     #: private_metadata carries the request id / the extension id
     DENY_REQUEST = "deny_request"
     DENY_EXTENSION = "deny_extension"
-    #: the agent asks for more time on a live session (issue 3 point 8);
+    #: the agent asks for more time on a live session;
     #: private_metadata carries the session id
     REQUEST_EXTENSION = "request_extension"
     #: what a request turns into when the agent already has an open access to that customer
@@ -61,7 +61,7 @@ class BlockId(str, enum.Enum):
     TICKET = "ticket"
     DURATION = "duration"
     SCOPE = "scope"
-    #: the "break glass" checkbox, shown only to break-glass roles (issue 3 point 9)
+    #: the "break glass" checkbox, shown only to break-glass roles
     BREAK_GLASS = "break_glass"
     #: the justification (lawful basis) code, when the policy lists them (docs/privacy.md)
     JUSTIFICATION = "justification"
@@ -82,9 +82,9 @@ class BlockId(str, enum.Enum):
     PENDING_ACTIONS = "pending_actions"
     #: Approve / Deny on an approver's DM
     APPROVAL_ACTIONS = "approval_actions"
-    #: End now / Extend on the expiry warning DM (issue 5 point 1)
+    #: End now / Extend on the expiry warning DM
     WARNING_ACTIONS = "warning_actions"
-    #: Revoke session on the security channel's live feed message (issue 5 point 2)
+    #: Revoke session on the security channel's live feed message
     FEED_ACTIONS = "feed_actions"
     ALERT_ACTIONS = "alert_actions"
     #: Previous / Next and the Export buttons under an /impersonation-log answer
@@ -122,7 +122,7 @@ class ActionId(str, enum.Enum):
     DENY_REASON_INPUT = "deny_reason_input"
     EXTENSION_MINUTES_SELECT = "extension_minutes_select"
     EXTENSION_REASON_INPUT = "extension_reason_input"
-    #: security revokes a live session from an alert or the feed (issue 5 point 5);
+    #: security revokes a live session from an alert or the feed;
     #: the value is the session id only
     REVOKE_SESSION = "revoke_session"
     #: revokes every live session an alert is about; the value is the alert id only (the

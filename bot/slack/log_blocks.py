@@ -1,4 +1,4 @@
-"""Block Kit for `/impersonation-log` (issue 4 points 5-6): pure functions from the domain's
+"""Block Kit for `/impersonation-log`: pure functions from the domain's
 lookup results to `(text, blocks)`, shown to the viewer alone (ephemeral).
 
 The same rules as bot.slack.blocks, whose primitives these reuse: user text (reasons,

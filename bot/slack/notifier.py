@@ -1,21 +1,21 @@
 """Telling people in Slack what the domain decided: the SessionNotifier port
 (bot.domain.ports, DESIGN.md "Layers") and the messenger that hands one domain result's
-messages over for delivery (issue 3).
+messages over for delivery.
 
 When the agent redeems their link in the browser, the web face calls session_started();
 the agent's DM about the request is edited in place to "Session active until HH:MM" with an
-End session button (issue 2 point 14). The redemption has already happened and must not fail
+End session button. The redemption has already happened and must not fail
 because Slack did: every failure is logged (method and Slack's error code, never the client,
 tokens or message contents) and swallowed.
 
 `SlackMessenger` does the Slack side of one listener's domain call. Every message a change
-causes was written to the outbox in the change's own transaction (issue 5 point 3) — the
+causes was written to the outbox in the change's own transaction — the
 agent's DMs (the one-time link too: its token is derived again from the request's id when the
 DM is rendered, docs/design-decisions.md "Watching sessions"), every approver's DM and its
 edits, the security channel's break-glass alert — and the result names those targets. The
 messenger hands them to a Deliverer (bot.slack.courier): in the running app, one background
 thread per process (bot.web.background), so the answer to Slack never waits for Slack calls
-(a modal must be answered within 3 s, an approve click within issue 3 point 12's 100 ms). Only
+(a modal must be answered within 3 s, and an approve click should feel instant). Only
 the clicker's private answer to a click that decided nothing is sent here, at once.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ class SlackSessionNotifier:
             log.exception("could not update the agent's message for session %s", session_id)
 
     def _show_session(self, session_id: str) -> None:
-        """The redemption wrote outbox rows for the agent's DM and the feed (issue 5 point 3);
+        """The redemption wrote outbox rows for the agent's DM and the feed;
         deliver them now rather than at the scheduler's next run. The courier renders the truth at this
         moment — a session already over (very short, or revoked at once) is shown as over —
         and posts a fresh DM, remembered for later edits, when the grant DM's reference was
@@ -82,8 +82,8 @@ class SlackMessenger:
     # ------------------------------------------------------------------ a submitted request
 
     def request_submitted(self, result: Pending | Granted) -> None:
-        """Everything a submission says was owed through the outbox in its transaction
-        (issue 5 point 3): the agent's DM — the link for a grant (derived again at delivery,
+        """Everything a submission says was owed through the outbox in its transaction: the
+        agent's DM — the link for a grant (derived again at delivery,
         never stored), "approval needed" naming who was asked otherwise — every approver's
         DM, and the security channel's alert for break-glass. They are handed to the
         deliverer, which sends them once the answer to Slack is on its way."""
@@ -116,10 +116,10 @@ class SlackMessenger:
             self._safely("click answer", lambda: self._client.views_open(trigger_id=trigger_id, view=view))
 
     def decided(self, decided: Decided) -> None:
-        """Exactly one decision per subject (issue 3 points 4 and 6), and its messages owed in
+        """Exactly one decision per subject, and its messages owed in
         its transaction: every approver's DM, the agent's request DM (or, for more time, the
         session DM) and, on approval, the link in a new DM, exactly as for an ungated grant.
-        The click's answer does not wait for them (issue 3 point 12)."""
+        The click's answer does not wait for them."""
         self._deliverer.deliver(decided.targets)
 
     # ------------------------------------------------------------------ plumbing

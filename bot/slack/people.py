@@ -2,8 +2,8 @@
 
 `SlackPeople` answers PeopleDirectory from `users.info` (e-mail for the audit log, time zone
 for messages, the Enterprise Grid user id); `SlackGroups` answers GroupDirectory from
-`usergroups.list` and `usergroups.users.list` so that policy roles may name `@handles`
-(issue 2 point 4). Both cache for a short TTL, because every request and every option
+`usergroups.list` and `usergroups.users.list` so that policy roles may name `@handles`.
+Both cache for a short TTL, because every request and every option
 lookup asks, and Slack rate-limits these methods (Tier 2–4); both are safe to share between
 threads (gunicorn threads, the scheduler).
 

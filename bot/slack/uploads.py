@@ -1,4 +1,4 @@
-"""Delivering a file to someone's DM with Slack's current upload flow (issue 4 point 6):
+"""Delivering a file to someone's DM with Slack's current upload flow:
 
 1. `conversations.open` (users=U…) gives the id of the app's DM with them (`D…`):
    `files.completeUploadExternal` shares into a channel *id*.

@@ -1,4 +1,4 @@
-"""Block Kit builders for watching sessions (issue 5): the security channel's live feed,
+"""Block Kit builders for watching sessions: the security channel's live feed,
 expiry warnings, revocation notices, lapsed links, alerts and their storm summaries, digests
 and checkpoints. Pure functions from domain views to `(text, blocks)`, with the primitives,
 escaping and limits of bot.slack.blocks.
@@ -126,7 +126,7 @@ def _approved_by(view: FeedView) -> str:
 def security_feed_message(view: FeedView) -> Message:
     """One message per granted request in the security channel, edited in place as it moves
     (granted → live → warned → ended / expired / revoked, or lapsed): what is live now, without
-    scrolling through noise (issue 5 point 2). **Revoke session** while it is live."""
+    scrolling through noise. **Revoke session** while it is live."""
     request, session = view.request, view.session
     pairs = [
         ("Agent", mention(request.agent_slack_id)),
@@ -159,7 +159,7 @@ def security_feed_message(view: FeedView) -> Message:
 
 
 def expiry_warning_message(session: SessionView, *, now: datetime, can_request_extension: bool) -> Message:
-    """The agent's warning before the end (issue 5 point 1), a new DM so that it notifies:
+    """The agent's warning before the end, a new DM so that it notifies:
     **End now**, and **Extend** where the role may ask for more time. Values are the session
     id only; the domain re-checks each click."""
     request = session.request
@@ -321,8 +321,8 @@ def alert_message(view: AlertView) -> Message:
 
 
 def alert_summary_message(views: Sequence[AlertView]) -> Message:
-    """Several alerts that piled up while the channel's pace held them (a storm, issue 5 point
-    6): one section per alert, each with **Revoke session** for its first live session, so no
+    """Several alerts that piled up while the channel's pace held them (a storm): one
+    section per alert, each with **Revoke session** for its first live session, so no
     alert is lost and the channel gets one message, not dozens."""
     blocks: list[Block] = [_header(f"{len(views)} alerts")]
     budget = limits.MESSAGE_BLOCKS_MAX - 2
@@ -349,7 +349,7 @@ def _fit(text: str) -> str:
 # ---------------------------------------------------------------------------- revocation answers
 
 
-#: `/impersonate revoke <session id>` (issue 5 point 5)
+#: `/impersonate revoke <session id>`
 REVOKE_SUBCOMMAND = "revoke"
 
 

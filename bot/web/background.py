@@ -1,11 +1,11 @@
 """Work that follows a response but must not hold a request thread.
 
 Every change that owes Slack messages writes them to the outbox in its own transaction
-(issue 5 point 3); sending them at once is only about latency. Sending them on the request
+(bot/domain/outbox.py); sending them at once is only about latency. Sending them on the request
 thread made the answer wait for Slack: after a redemption the agent's DM edit kept a gunicorn
 thread — and, on SQLite, the writer lock — busy for about two thirds of a redemption's time
 under load (docs/benchmarks.md), and a deciding approve click waited for every approver's DM
-edit and the agent's link DM (issue 3 point 12 asks for p99 ≤ 100 ms). So the listeners and
+edit and the agent's link DM, while the clicker waits for the answer. So the listeners and
 the landing page hand what their change owed to one background thread per process
 (`AfterResponse`), which sends it in order with the outbox's claims (`deliver_now`): whoever
 claims a row first sends it, never both. If the process dies before the thread gets to it,

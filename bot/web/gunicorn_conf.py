@@ -94,7 +94,7 @@ def post_worker_init(worker: object) -> None:
     walking them again and again (Python docs, gc.freeze; Instagram Engineering, "Dismissing
     Python Garbage Collection at Instagram", 2017). A full pass stops every thread of the
     worker while it runs; before this, bench/http_bench.py measured them at 160–220 ms under
-    load, and they made most of the redemption's p99 (issue 2 point 24). They are now over
+    load, and they made most of the redemption's p99. They are now over
     the few thousand objects that requests leave behind."""
     gc.collect()
     gc.freeze()

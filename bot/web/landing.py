@@ -1,4 +1,4 @@
-"""The one-time link's pages (DESIGN.md "The hand-off", steps 2–4; issue 2, points 11–13).
+"""The one-time link's pages (DESIGN.md "The hand-off", steps 2–4).
 
 `GET /l/<token>` (and HEAD) only describes the link: Slack's unfurler
 (`Slackbot-LinkExpanding`) and browser prefetchers fetch links too, so a GET must never

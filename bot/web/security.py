@@ -1,4 +1,4 @@
-"""CSRF protection and security headers for the link pages (issue 2, points 11 and 12).
+"""CSRF protection and security headers for the link pages.
 
 CSRF: the OWASP CSRF Prevention Cheat Sheet's *signed double-submit cookie*. The GET page
 sets a random nonce in a cookie the page's scripts cannot read (HttpOnly, SameSite=Strict)

@@ -5,8 +5,9 @@ Revises:
 Create Date: 2026-11-25
 
 Reviewed by hand. The audit table is protected by triggers on both databases: UPDATE and
-DELETE are refused on SQLite and PostgreSQL, TRUNCATE too on PostgreSQL (issue 2 point 5
-starts the chain; issue 4 relies on these triggers).
+DELETE are refused on SQLite and PostgreSQL, TRUNCATE too on PostgreSQL: an
+append-only log is what makes its hash chain and signed checkpoints (docs/audit.md) worth
+anything.
 """
 from __future__ import annotations
 

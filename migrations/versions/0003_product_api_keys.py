@@ -1,4 +1,4 @@
-"""Product API keys: one row per key, only the key's SHA-256 stored (issue 4 point 7).
+"""Product API keys: one row per key, only the key's SHA-256 stored.
 
 Revision ID: 0003
 Revises: 0002

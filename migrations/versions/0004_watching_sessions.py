@@ -1,4 +1,4 @@
-"""Watching sessions (issue 5): the Slack outbox, channel pacing, job claims and alerts.
+"""Watching sessions: the Slack outbox, channel pacing, job claims and alerts.
 
 Revision ID: 0004
 Revises: 0003

@@ -1,4 +1,4 @@
-"""Indexes for `/impersonation-log` at scale (issue 4 point 9, bench/audit_bench.py).
+"""Indexes for `/impersonation-log` at scale (bench/audit_bench.py).
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""Two more indexes for `/impersonation-log`'s summary at scale (issue 4 point 9).
+"""Two more indexes for `/impersonation-log`'s summary at scale.
 
 Revision ID: 0006
 Revises: 0005

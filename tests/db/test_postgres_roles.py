@@ -1,4 +1,4 @@
-"""Issue 4 point 2: under the documented grants, the app's PostgreSQL role can append to and
+"""Under the documented grants, the app's PostgreSQL role can append to and
 read the audit log but cannot change, remove or truncate a row, nor disable the triggers."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Anomaly rules (bot/domain/anomalies.py, issue 5 point 4): the rules as pure functions tested
+"""Anomaly rules (bot/domain/anomalies.py): the rules as pure functions tested
 with a table; the queries that feed them; alerts deduplicated per rule and subject within the
 rule's window, audited, and owed to the security channel."""
 from __future__ import annotations

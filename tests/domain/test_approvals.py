@@ -1,4 +1,4 @@
-"""Approvals domain (issue 3): eligibility, N distinct approvers, exactly-once decisions, TTL."""
+"""Approvals domain: eligibility, N distinct approvers, exactly-once decisions, TTL."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -250,7 +250,7 @@ def test_chain_stays_valid(gated, session_factory):
         assert count == db.execute(select(func.count()).select_from(AuditEvent)).scalar_one()
 
 
-# ---------------------------------------------------------------- approvers' DMs owed through the outbox (issue 5 point 3)
+# ---------------------------------------------------------------- approvers' DMs owed through the outbox
 
 
 def test_the_approvers_asks_are_outbox_rows_committed_with_the_pending_request(gated):

@@ -1,4 +1,4 @@
-"""Issue 4 point 1: concurrent appenders keep the chain gap-free and fork-free —
+"""Concurrent appenders keep the chain gap-free and fork-free —
 8 writers × 500 events at once yield one valid chain with consecutive sequence numbers."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signed checkpoints of the audit chain (issue 4 points 3-4): made, kept in a file, checked
+"""Signed checkpoints of the audit chain: made, kept in a file, checked
 with only the public key, and never signed over a log that drifted from an earlier one."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Access reviews (bot/domain/digests.py, issue 5 point 7): periods, the figures counted in
+"""Access reviews (bot/domain/digests.py): periods, the figures counted in
 SQL on both databases, the Markdown / HTML / CSV renderings (user text made inert), the audit
 of each generation and the scheduler's once-per-period claim."""
 from __future__ import annotations

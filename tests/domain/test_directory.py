@@ -1,4 +1,4 @@
-"""The directory importer and account flags (issue 2 point 6), on both databases."""
+"""The directory importer and account flags, on both databases."""
 from __future__ import annotations
 
 import json

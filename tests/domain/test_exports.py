@@ -1,4 +1,4 @@
-"""Exports (issue 4 point 6): CSV, JSON, the customer-facing access report in HTML and
+"""Exports: CSV, JSON, the customer-facing access report in HTML and
 Markdown, and the raw events as JSON Lines; each audited before its first byte, each escaped
 for its format, each streamed."""
 from __future__ import annotations

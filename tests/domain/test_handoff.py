@@ -1,4 +1,4 @@
-"""The hand-off JWT and its strict verification (issue 2, points 13 and 19; DESIGN.md
+"""The hand-off JWT and its strict verification (DESIGN.md
 "The hand-off", step 4). Attack tokens are built by hand where PyJWT refuses to build them."""
 from __future__ import annotations
 

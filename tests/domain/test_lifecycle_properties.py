@@ -1,4 +1,4 @@
-"""Property test (issue 3 point 11): random sequences of request / approve / deny / cancel /
+"""Property test: random sequences of request / approve / deny / cancel /
 clock / redeem / end steps only ever make legal transitions, and a final state never changes."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One-time links in the domain: only a hash is stored, preview changes nothing, every refused
-redemption changes nothing but the audit log (issue 2, points 12 and 18)."""
+redemption changes nothing but the audit log."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,4 @@
-"""`/impersonation-log` in the domain (issue 4 point 5): the query language, who may look,
+"""`/impersonation-log` in the domain: the query language, who may look,
 the summary and the sessions, paging, and the audit event of every lookup."""
 from __future__ import annotations
 

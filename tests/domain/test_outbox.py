@@ -1,4 +1,4 @@
-"""The Slack outbox (bot/domain/outbox.py, issue 5 point 3): rows commit with the change that
+"""The Slack outbox (bot/domain/outbox.py): rows commit with the change that
 owes them, are claimed once however many deliverers run, go out in order per message, are
 retried after 429 / with backoff after server errors, and fail loudly (audited) otherwise."""
 from __future__ import annotations

@@ -238,7 +238,7 @@ TRUTH_TABLE = [
         powers=TRAINEE,
         account_flags=frozenset({"regulated"}),
     ),
-    # break-glass (issue 3 point 9)
+    # break-glass
     Row(
         "break-glass grants a gated account and records what it bypassed",
         dict(powers=SENIOR_ALL_POWERS, account_flags=frozenset({"sensitive"}), break_glass=True, reason=BREAK_GLASS_REASON),
@@ -606,7 +606,7 @@ def test_docs_explain_every_role_power():
 
 
 
-# --- issue 5: alerts, notifications and digests ------------------------------------------------
+# --- alerts, notifications and digests ---------------------------------------------------------
 
 
 def with_section(section: str) -> str:

@@ -1,4 +1,4 @@
-"""Configuration changes are audited (issue 4 point 8): a policy that differs from the one
+"""Configuration changes are audited: a policy that differs from the one
 last recorded is recorded as `policy.changed`, once, with what changed in readable words."""
 from __future__ import annotations
 

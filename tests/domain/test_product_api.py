@@ -1,4 +1,4 @@
-"""The product API's domain (issue 4 point 7): keys stored only as hashes and audited when
+"""The product API's domain: keys stored only as hashes and audited when
 created and revoked, every refused credential audited (boundedly) without its secret, strict
 validation of reported actions, and the session's time window."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Revocation (bot/domain/revocation.py, issue 5 point 5): only `can_revoke`, checked at the
+"""Revocation (bot/domain/revocation.py): only `can_revoke`, checked at the
 moment; audited either way; the product API reports the session revoked at once; the agent is
 told through the outbox."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The whole bot over real HTTP: the production object graph (bot.wiring.build_container)
 served by a threaded WSGI server on 127.0.0.1, talking to the project's fake Slack Web API,
-driven by requests signed exactly as Slack signs them (issue 2 point 21)."""
+driven by requests signed exactly as Slack signs them."""
 from __future__ import annotations
 
 import json

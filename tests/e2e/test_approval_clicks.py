@@ -1,4 +1,4 @@
-"""Issue 3 points 4 and 11: many concurrent approve, deny and cancel clicks over real HTTP end
+"""Many concurrent approve, deny and cancel clicks over real HTTP end
 in exactly one final state, one decision event, and one edit per message — SQLite and PostgreSQL."""
 from __future__ import annotations
 

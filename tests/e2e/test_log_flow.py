@@ -1,4 +1,4 @@
-"""Issue 4 end to end over HTTP: /impersonation-log answered in the acknowledgement, then
+"""The audit log's readers end to end over HTTP: /impersonation-log answered in the acknowledgement, then
 Export JSON delivered to the viewer's DM through the fake Slack API's real upload flow
 (conversations.open → files.getUploadURLExternal → upload URL → files.completeUploadExternal)."""
 from __future__ import annotations

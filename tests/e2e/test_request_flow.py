@@ -1,4 +1,4 @@
-"""Issue 2 end to end over HTTP: /impersonate → modal → policy → DM with the one-time link →
+"""A request end to end over HTTP: /impersonate → modal → policy → DM with the one-time link →
 landing page → redemption and hand-off → DM edited to "Session active" → End session."""
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def allow_break_glass(ctx: DomainContext, role: str = "senior") -> None:
 
 
 def revoke(ctx: DomainContext, session_id: str, *, at: datetime) -> None:
-    """What a revocation leaves in the tables (issue 5 revokes through its own service)."""
+    """What a revocation leaves in the tables (written directly: bot/domain/revocation.py is tested on its own)."""
     with ctx.sessions() as db, db.begin():
         session = db.get(ImpersonationSession, session_id)
         db.execute(update(ImpersonationRequest).where(ImpersonationRequest.id == session.request_id).values(state="revoked", updated_at=at))

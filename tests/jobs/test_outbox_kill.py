@@ -1,4 +1,4 @@
-"""Issue 5 point 3: a process killed between its commit and its Slack call loses nothing, and
+"""A process killed between its commit and its Slack call loses nothing, and
 nothing goes out twice. Real processes (tests/jobs/outbox_child.py) against the same database
 and the project's fake Slack Web API over HTTP; SIGKILL, so no cleanup code runs."""
 from __future__ import annotations

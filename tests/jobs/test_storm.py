@@ -1,4 +1,4 @@
-"""Alert storms (issue 5 point 6): 1,000 alerts within one minute reach the security channel as
+"""Alert storms: 1,000 alerts within one minute reach the security channel as
 summaries, never more than one new message per second, and every alert is in exactly one
 message. A fake clock: alerts are raised and the delivery job runs at explicit moments."""
 from __future__ import annotations

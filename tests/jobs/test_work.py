@@ -1,4 +1,4 @@
-"""The scheduler's jobs end to end (issue 5 point 1): expiry warnings, expiry, pending TTL,
+"""The scheduler's jobs end to end: expiry warnings, expiry, pending TTL,
 lapsed links, digests and checkpoints, delivered through the outbox to the project's fake
 Slack over HTTP. Two schedulers at once send each notice once; a scheduler that was down
 catches up overdue work once. The clock is frozen and moved by hand."""
@@ -195,7 +195,7 @@ def test_an_extended_session_is_warned_again_before_its_new_end(ctx, session_fac
 
 
 def test_an_ask_for_more_time_nobody_decided_is_expired_once(ctx, db_url, session_factory, tmp_path, fake_slack):
-    """Like a pending request (issue 5 point 1): past its TTL the scheduler expires it, audited
+    """Like a pending request: past its TTL the scheduler expires it, audited
     by the clock, and every approver's DM and the agent's session DM say so; two schedulers
     at once, and later runs, change nothing more."""
     load_directory(session_factory, tmp_path)

@@ -1,5 +1,5 @@
 """The Bolt app as built for production: signature checks, the default runner mode, the
-request log and the one error handler (issue 2 points 16 and 18)."""
+request log and the one error handler."""
 import logging
 import time
 

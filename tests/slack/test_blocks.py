@@ -1,5 +1,5 @@
 """Block Kit builders tested as functions: Slack's limits, escaping of hostile user text,
-ids from the enums, ids-only button values, and structure (issue 2 points 17 and 20)."""
+ids from the enums, ids-only button values, and structure."""
 from __future__ import annotations
 
 import json
@@ -561,7 +561,7 @@ def test_our_structure_rules_hold_for_slacks_own_example_views(reference_dir):
     assert set(ours) <= real_keys | {"callback_id"}
 
 
-# ---------------------------------------------------------------------------- approvals (issue 3)
+# ---------------------------------------------------------------------------- approvals
 
 
 def rendered_text(message_blocks) -> str:

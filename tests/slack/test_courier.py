@@ -152,7 +152,7 @@ def test_a_revocation_notifies_the_agent_and_edits_the_feed(ctx, courier, sessio
     fake_slack.assert_no_violations()
 
 
-# ---------------------------------------------------------------------------- approvers' DMs (issue 5 point 3)
+# ---------------------------------------------------------------------------- approvers' DMs
 
 APPROVERS = ("UMANAGER1", "UMANAGER2", "UMANAGER3")
 
@@ -241,7 +241,7 @@ def test_a_break_glass_alert_is_owed_with_the_grant_and_sent_once(ctx, courier, 
     fake_slack.assert_no_violations()
 
 
-# ---------------------------------------------------------------------------- the agent's DMs (issue 5 point 3)
+# ---------------------------------------------------------------------------- the agent's DMs
 
 
 def link_of(message) -> str:

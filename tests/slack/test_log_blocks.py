@@ -1,4 +1,4 @@
-"""Block Kit for /impersonation-log (issue 4 points 5-6), tested as functions: Slack's limits
+"""Block Kit for /impersonation-log, tested as functions: Slack's limits
 with the longest and most hostile text, escaping, ids from the enums, buttons that carry only
 the query's token, paging buttons only where there is a page to go to."""
 from __future__ import annotations

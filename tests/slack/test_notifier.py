@@ -1,4 +1,4 @@
-"""The agent's DM is edited in place when their link is redeemed (issue 2 point 14)."""
+"""The agent's DM is edited in place when their link is redeemed."""
 import logging
 
 import pytest
@@ -37,7 +37,7 @@ def test_session_started_edits_the_grant_dm_in_place(ctx, slack_client, redeemed
     assert update["blocks"][0]["text"]["text"].startswith("Session active until ")
     assert update["blocks"][0]["text"]["text"].endswith(("CET", "CEST"))  # UAGENT1 is in Europe/Paris
     buttons = [obj for _, obj in walk(update["blocks"]) if obj.get("type") == "button"]
-    # UAGENT1's role cannot ask for more time: it may start a new request instead (issue 3 point 8)
+    # UAGENT1's role cannot ask for more time: it may start a new request instead
     assert [(b["action_id"], b["value"]) for b in buttons] == [
         (ActionId.END_SESSION.value, session.id),
         (ActionId.START_NEW_REQUEST.value, session.id),
@@ -105,7 +105,7 @@ def test_a_role_that_may_extend_gets_request_more_time(ctx, slack_client, sessio
     assert [b["action_id"] for b in buttons] == [ActionId.END_SESSION.value, ActionId.REQUEST_EXTENSION.value]
 
 
-# ---------------------------------------------------------------------------- the messenger (issue 3)
+# ---------------------------------------------------------------------------- the messenger
 
 
 @pytest.fixture

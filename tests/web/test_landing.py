@@ -1,5 +1,5 @@
 """The link pages: GET shows and changes nothing, POST redeems once behind a CSRF check, the
-winner hands a signed JWT to the product in a POST body (issue 2, points 11, 12, 13, 22)."""
+winner hands a signed JWT to the product in a POST body."""
 from __future__ import annotations
 
 import logging
@@ -349,7 +349,7 @@ def test_a_link_whose_request_is_no_longer_granted_is_refused(client, token, ses
     with session_factory() as db, db.begin():
         db.execute(
             ImpersonationRequest.__table__.update().values(state="revoked")
-        )  # as security's revoke (issue 5) will; requests are not append-only
+        )  # as security's revoke will; requests are not append-only
     before_state, before_audit = state_snapshot(session_factory), len(audit_events(session_factory))
     response = client.post(f"/l/{token}", data={"csrf": proof})
     assert response.status_code == 409 and "no longer be used" in response.get_data(as_text=True)

@@ -1,4 +1,4 @@
-"""Link tokens (and hand-off JWTs, Slack tokens) never reach a log line (issue 2, point 18)."""
+"""Link tokens (and hand-off JWTs, Slack tokens) never reach a log line."""
 from __future__ import annotations
 
 import http.client

@@ -1,4 +1,4 @@
-"""The product API over HTTP (issue 4 point 7; docs/product-api.md): a product's key on every
+"""The product API over HTTP (docs/product-api.md): a product's key on every
 request, session status decided at request time, write actions appended to the audit log,
 and every refusal a JSON error that is audited."""
 from __future__ import annotations
@@ -50,7 +50,7 @@ def open_session(ctx, grant):
 
 
 def revoke_session(session_factory, session_id: str, *, now: datetime) -> None:
-    # Security's revoke service is issue 5; until then, the same close the end service uses.
+    # The close a revocation makes (bot/domain/revocation.py), without its power checks.
     with session_factory() as db, db.begin():
         session = db.get(ImpersonationSession, session_id)
         sessions.close_session(db, session, target=RequestState.REVOKED, actor=Actor(slack_id="USECURITY1", role="security"), now=now, details={})

@@ -1,13 +1,12 @@
 """Buttons. Every value is an id; every click is re-checked by the domain at that moment.
 
-- **End session** ends the clicker's own live session and edits the message in place
-  (issue 2 point 14).
-- **Approve** / **Deny** on an approver's DM (issue 3 points 1-4): approve is decided at
+- **End session** ends the clicker's own live session and edits the message in place.
+- **Approve** / **Deny** on an approver's DM: approve is decided at
   once; deny first asks for a reason in a modal (bot.slack.listeners.views).
-- **Cancel request** on the agent's pending DM (issue 3 point 7).
+- **Cancel request** on the agent's pending DM.
 - **Request more time** / **Start a new request** on the live session's DM, and **Start a new
   request** on the DM of a session that ended or expired (a re-initiation: docs/policy.md).
-- **Revoke session** on an alert or the security feed (issue 5 point 5).
+- **Revoke session** on an alert or the security feed.
 
 A click that decides edits every message about the request once, through the outbox, after
 the click has been answered; any other click is answered to the clicker alone
@@ -63,13 +62,13 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
             else:
                 client.chat_postEphemeral(channel=channel, user=clicker, text=escape(str(refused)))
             return
-        # The end wrote outbox rows for the agent's DM and any expiry warning (issue 5):
+        # The end wrote outbox rows for the agent's DM and any expiry warning:
         # sent after the answer; the clicked message is one of them.
         deliverer.deliver(outbox.session_targets(ended.request.id, ended.id, ended.request.agent_slack_id))
 
     @app.action(ActionId.REVOKE_SESSION.value)
     def revoke_session(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
-        """Security revokes a live session from an alert or the feed (issue 5 point 5); the
+        """Security revokes a live session from an alert or the feed; the
         power is checked now, by the domain, whatever the message offered."""
         ack()
         clicker = body["user"]["id"]

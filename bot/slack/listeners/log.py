@@ -1,4 +1,4 @@
-"""`/impersonation-log` and the buttons under its answer (issue 4 points 5-6).
+"""`/impersonation-log` and the buttons under its answer.
 
 - The command is answered in its acknowledgement, as an ephemeral message (Slack "Responding
   to slash commands": the HTTP response's body is shown to the invoker alone), so no extra

@@ -1,11 +1,11 @@
 """Modal submissions.
 
-- The request modal (issue 2 points 8-10, issue 3 points 1, 8, 9): decided by the domain,
+- The request modal: decided by the domain,
   refused inline on the right field, or closed at once, its DMs (the link, or "approval
   needed" and every approver's DM; a break-glass grant also alerts the security channel)
   owed in the outbox and sent after the answer by the deliverer.
-- The deny modals (issue 3 point 1): the approver's reason; the domain decides.
-- The extension modal (issue 3 point 8): more time, with a fresh reason, asked of approvers.
+- The deny modals: the approver's reason; the domain decides.
+- The extension modal: more time, with a fresh reason, asked of approvers.
 - The account-flag modal: decided by the domain (`can_flag_accounts` now), refused on the
   right field, or turned into what changed; an opt-out's revocations are delivered after.
 """

@@ -1,5 +1,5 @@
-"""Buttons: **End session** (issue 2 point 14) by the agent, by someone else, and too late;
-**Approve** / **Deny** / **Cancel request**, more time and re-initiation (issue 3)."""
+"""Buttons: **End session** by the agent, by someone else, and too late;
+**Approve** / **Deny** / **Cancel request**, more time and re-initiation."""
 import json
 import re
 import threading
@@ -114,7 +114,7 @@ def test_a_second_click_on_a_stale_message_shows_the_truth(send, slack_client, l
     assert slack_client.calls_to("chat.postEphemeral") == []
 
 
-# ---------------------------------------------------------------------------- approvals (issue 3)
+# ---------------------------------------------------------------------------- approvals
 
 
 @pytest.fixture
@@ -275,7 +275,7 @@ def test_only_the_agent_can_cancel(send, slack_client, ctx, session_factory, ask
     assert requests.load_request(ctx, request_id).state == "pending"
 
 
-# ---------------------------------------------------------------------------- more time (issue 3 point 8)
+# ---------------------------------------------------------------------------- more time
 
 
 def test_an_extension_end_to_end(send, slack_client, ctx, session_factory, gated):
@@ -389,7 +389,7 @@ def test_start_a_new_request_from_someone_elses_session_prefills_nothing_and_is_
 
 
 def test_concurrent_clicks_decide_once_and_edit_each_message_once(send, slack_client, ctx, session_factory, ask):
-    """Issue 3 point 4 at the Slack face: every approver clicks Approve twice while the agent
+    """Exactly one decision at the Slack face: every approver clicks Approve twice while the agent
     clicks Cancel, all at once. One decision, one edit per message, and every other click is
     answered privately."""
     request_id = ask()

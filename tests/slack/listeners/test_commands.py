@@ -1,4 +1,4 @@
-"""`/impersonate [account]` (issue 2 point 7), driven through the Bolt app with signed requests."""
+"""`/impersonate [account]`, driven through the Bolt app with signed requests."""
 import pytest
 
 from bot.slack.ids import ActionId, BlockId, CallbackId

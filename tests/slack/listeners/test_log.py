@@ -1,5 +1,5 @@
-"""`/impersonation-log` and its buttons through the Bolt app with signed requests (issue 4
-points 5-6): the answer in the command's acknowledgement, paging through response URLs, and
+"""`/impersonation-log` and its buttons through the Bolt app with signed requests: the
+answer in the command's acknowledgement, paging through response URLs, and
 exports delivered to the clicker's DM through the real upload flow of the fake Slack API."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Revocation from Slack (issue 5 point 5): the **Revoke session** button on an alert or the
+"""Revocation from Slack: the **Revoke session** button on an alert or the
 feed, and `/impersonate revoke <session>`. The power is re-checked at the click; the agent is
 told at once (the listener delivers the outbox rows the revocation wrote)."""
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Modal submissions: the request (issue 2 points 8-10; issue 3 points 1, 8, 9), the
-approver's denial and the agent's ask for more time (issue 3)."""
+"""Modal submissions: the request, the
+approver's denial and the agent's ask for more time."""
 import json
 
 import pytest
@@ -128,7 +128,7 @@ def test_a_failed_dm_after_the_grant_still_answers_with_the_ack(send, slack_clie
     assert request.agent_message_ts is None
 
 
-# ---------------------------------------------------------------------------- approvals (issue 3)
+# ---------------------------------------------------------------------------- approvals
 
 
 def pending_request_id(session_factory) -> str:
@@ -280,7 +280,7 @@ def test_break_glass_grants_at_once_and_tells_the_security_channel(send, slack_c
     assert bypassed.actor_slack_id == "USENIOR1"
     with session_factory() as db:
         (kept,) = db.execute(select(MessageRef).where(MessageRef.subject_id == request.id)).scalars()
-    # sent through the outbox, written with the grant (issue 5 point 3), and kept for edits
+    # sent through the outbox, written with the grant, and kept for edits
     assert (kept.purpose, kept.recipient, kept.channel) == (outbox.Kind.BREAK_GLASS.value, "CSECURITY1", "CSECURITY1")
     assert approvals.messages_for(ctx, request.id) == ()  # not an approver's message: no decision edits it
 

@@ -1,4 +1,4 @@
-"""**End now** on the expiry warning (issue 5 point 1): the session ends, and both the warning
+"""**End now** on the expiry warning: the session ends, and both the warning
 and the session's DM lose their buttons (the outbox rows the end wrote, sent at once)."""
 from __future__ import annotations
 
