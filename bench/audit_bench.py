@@ -1,4 +1,4 @@
-"""Issue 4 point 9: the audit log at scale, on SQLite and PostgreSQL, over a generated history
+"""The audit log at scale, on SQLite and PostgreSQL, over a generated history
 of 1,000,000 sessions and 10,000,000 audit events across 10,000 accounts
 (bench/audit_history.py; BENCH_AUDIT_SCALE=0.01 etc. for smaller runs).
 
@@ -330,7 +330,7 @@ def run(*, backends: list[str], count: int) -> str:
     results = [measure(backend, urls[backend], scale, repetitions) for backend in backends]
     full = scale.factor >= 1
     lines = [
-        "## Audit log at scale (issue 4 point 9)",
+        "## Audit log at scale",
         "",
         (
             f"Generated history (bench/audit_history.py): {scale.accounts:,} accounts, {scale.sessions:,} sessions "

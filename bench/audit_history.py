@@ -1,4 +1,4 @@
-"""A generated history at issue 4 point 9's size, for bench/audit_bench.py: 10,000 accounts
+"""A generated history at the audit goals' size, for bench/audit_bench.py: 10,000 accounts
 (5 customer users each), 1,000,000 sessions with their requests (a sixth gated and approved),
 and 10,000,000 audit events over two years forming one valid hash chain.
 

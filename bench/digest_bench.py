@@ -1,5 +1,5 @@
-"""Issue 5 point 8: the quarterly access review over 100,000 sessions, on SQLite and PostgreSQL
-(target ≤ 2 s, aggregates in SQL), and issue 5 point 6: an alert storm of 1,000 alerts in a
+"""The quarterly access review over 100,000 sessions, on SQLite and PostgreSQL
+(target ≤ 2 s, aggregates in SQL), and an alert storm of 1,000 alerts in a
 minute, coalesced for the security channel.
 
 - review: `digests.build_report` for 2026Q3 over generated history (bench/datagen.py), timed
@@ -95,13 +95,13 @@ def review(backend: str) -> dict[str, float | int | str]:
 
 def storm(backend: str) -> dict[str, float | int | str]:
     from bot.slack.courier import SlackCourier
-    from tests.slack.recording_client import RecordingWebClient
+    from bench.slack_stub import StubClient
 
     t0 = datetime(2030, 1, 7, 9, 0, tzinfo=timezone.utc)
     with fresh_database(backend) as url:
         ctx = _context(url)
         now = [t0]
-        client = RecordingWebClient()
+        client = StubClient()
         courier = SlackCourier(ctx, client, clock=lambda: now[0])
         posted_at: list[datetime] = []
         raised = 0
@@ -115,9 +115,9 @@ def storm(backend: str) -> dict[str, float | int | str]:
                     anomalies.raise_alert(db, finding, window=timedelta(hours=24), now=next_alert)
                 raised += 1
                 next_alert += spacing
-            before = len(client.calls_to("chat.postMessage"))
+            before = client.calls_to("chat.postMessage")
             outbox.deliver_due(ctx, courier, now=now[0])
-            posted_at += [now[0]] * (len(client.calls_to("chat.postMessage")) - before)
+            posted_at += [now[0]] * (client.calls_to("chat.postMessage") - before)
             now[0] += timedelta(milliseconds=200)
         wall = time.perf_counter() - began
         rows = outbox.rows(ctx, kinds=[outbox.Kind.ALERT])
@@ -148,11 +148,11 @@ def _batch_sizes(rows: list[outbox.OutboxRow]) -> list[int]:
 
 def run(*, backends: list[str], count: int) -> str:
     """The markdown section for docs/benchmarks.md (`count` is the HTTP suites' knob; the
-    sizes here are fixed by issue 5: 100,000 sessions, 1,000 alerts)."""
+    sizes here are fixed: 100,000 sessions, 1,000 alerts)."""
     reviews = [review(b) for b in backends]
     storms = [storm(b) for b in backends]
     lines = [
-        "## Quarterly access review (issue 5 point 8)",
+        "## Quarterly access review",
         "",
         f"`digests.build_report` for 2026Q3 over {SESSIONS:,} generated sessions (bench/datagen.py: "
         "2,000 accounts, 200 agents, a fifth gated, 1,000 alerts). Every figure is a SQL aggregate; "
@@ -173,7 +173,7 @@ def run(*, backends: list[str], count: int) -> str:
         )
     lines += [
         "",
-        "## Alert storm (issue 5 point 6)",
+        "### Alert storm",
         "",
         f"{STORM_ALERTS:,} alerts raised within one minute (fake clock, 60 ms apart), the delivery job every 200 ms, "
         "real rendering into a recording Slack client. The security channel takes at most one new message a second; "

@@ -27,17 +27,18 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import requests
 
+from bench import payloads, report
 from bench.common import REPO_ROOT, Latency, fresh_database, machine
-from bench.http_bench import POLICY, Browser, Server, _directory, _free_port, _signed_post, _trigger
+from bench.http_bench import POLICY, Browser, Server, _directory, _free_port, _signed_post, server_env
 from bench.slack_stub import SlackStub
 from bot.db.engine import make_engine, make_session_factory
 from bot.domain import directory
 from bot.domain.audit import Actor
-from tests.slack.signed import slash_command
 
 FRONT_DOOR = REPO_ROOT / "deploy" / "nginx" / "front-door.conf"
 SLOW = int(os.environ.get("BENCH_SLOW", "50"))
@@ -177,7 +178,7 @@ def _acks(base_url: str, seconds: float, timings: list[float]) -> float:
             for n in counter:
                 if time.monotonic() >= deadline:
                     break
-                body = slash_command(f"acct{n % 50}", user_id=agent, trigger_id=_trigger())
+                body = payloads.slash_command(f"acct{n % 50}", user_id=agent)
                 started = time.perf_counter()
                 reply = _signed_post(http, body)
                 elapsed = time.perf_counter() - started
@@ -222,7 +223,7 @@ def measure() -> dict[str, object]:
         with make_session_factory(engine)() as db, db.begin():
             directory.import_directory(db, workdir / "directory.json", actor=Actor.system("bench"))
         engine.dispose()
-        server = Server(db_url, fake, workdir)
+        server = Server("bot.web.wsgi:app", server_env(db_url, fake, workdir), workdir / "gunicorn.log", workdir / "gc.log")
         nginx = None
         try:
             nginx = Nginx(server.port, workdir)
@@ -261,8 +262,7 @@ def section(result: dict[str, object]) -> str:
     verdict = "within" if ratio <= 2 else "NOT within"
     return (
         "## Slow clients and the front door\n\n"
-        "`.venv/bin/python -m bench.front_door_bench` (needs nginx: `apt-get install nginx`; it installs nothing "
-        "and rewrites only this section). The production gunicorn (2 gthread workers × 4 threads, SQLite) behind "
+        "Needs nginx (`apt-get install nginx`; the bench installs nothing). The production gunicorn (2 gthread workers × 4 threads, SQLite) behind "
         f"{result['nginx']} running `deploy/nginx/front-door.conf`; {CLIENTS} closed-loop clients send "
         f"signed `/impersonate` commands through nginx, {ROUNDS} times {SECONDS:.0f} s alone and {SECONDS:.0f} s while {SLOW} slow "
         "connections (half dribbling headers, half a declared body, a few bytes a second, each reopened "
@@ -295,13 +295,8 @@ def main() -> int:
     text = section(measure())
     print(text)
     output = REPO_ROOT / "docs" / "benchmarks.md"
-    current = output.read_text() if output.exists() else "# Benchmarks\n\n"
-    start = current.find("## Slow clients and the front door")
-    if start != -1:
-        end = current.find("\n## ", start + 1)
-        current = current[:start] + current[end + 1 :] if end != -1 else current[:start]
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    output.write_text(current.rstrip("\n") + "\n\n" + text.replace("\n\n", f"\n\nRun {stamp} on {machine()}.\n\n", 1))
+    now = datetime.now(timezone.utc)
+    report.write(output, {"front_door": report.stamp(text, name="front_door", machine=machine(), now=now)})
     print(f"updated {output}")
     return 0
 

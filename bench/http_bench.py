@@ -1,17 +1,30 @@
-"""HTTP latency of the hot paths (issue 2 point 24, issue 3 point 12), as Slack and browsers
-see them: the production web process (gunicorn, `bot.web.gunicorn_conf`: 2 gthread workers ×
-8 threads, 4 on SQLite) against a stand-in for the Slack Web API, 20 concurrent closed-loop clients.
+"""HTTP latency of the hot paths as a person and as Slack feel it, each against a floor
+measured in the same run: `./scripts/bench --only http` (about 5 minutes per database).
 
-- `/impersonate` ack: a signed slash command → Bolt acks after `views.open` (process_before_response).
+The floor (bench/floor_app.py) is a bare Bolt + Flask app that acks a signed `/impersonate`
+after one `views.open`; the bot (bot.web.wsgi) runs its real paths. Both are served side by
+side by gunicorn with the bot's configuration (bench/gunicorn_conf.py: bot/web/gunicorn_conf.py
+plus a probe of the collector's pauses), against the same no-validation Slack stand-in in its
+own process (bench/slack_stub.py). On a shared machine absolute times drift by tens of percent
+between minutes, so every figure is reported as a ratio to the floor of the same round, and
+floor and bot runs alternate (the order reversed every other round).
+
+- `/impersonate` ack: a signed slash command; Bolt acks after `views.open` (process_before_response).
 - link redemption: POST /l/<token> with its CSRF proof (the GET that fetches the form is not timed).
-- approve click: a signed block_actions Approve on a pending request (N = 1) answered once the
-  decision (vote, state move, link, audit events, the outbox rows for every message it owes)
-  has committed; the approver and agent DM edits and the link DM are sent after the answer by
-  the worker's background thread, and the bench reports when they all had gone out.
+- approve click: a signed block_actions Approve on a pending request (N = 1), answered once the
+  decision and the outbox rows for every message it owes have committed; those messages are
+  sent after the answer by the worker's background thread, and the bench waits until they all
+  went out (outbox drained) before the next run, so no run pays for the previous one.
 
-Slack is played by bench/slack_stub.py (no validation; see its docstring for why), in its own
-process; the clients run in this process on keep-alive connections. BENCH_CLIENTS,
-BENCH_WORKERS and BENCH_THREADS change the load and the gunicorn shape for experiments.
+Each round runs every path at each client count (BENCH_CLIENTS, default "1,20"): one client is
+a person's latency (a support team sends well under a request a second); 20 closed-loop clients
+that never pause are saturation, reported for the outliers, with no goal. Requests between the
+runs (submissions, landing pages) are set-up and not timed. BENCH_ROUNDS (3) sets the rounds,
+`--count` the requests per path and run.
+
+Beside each run the bench records the collector's pauses in the server's workers
+(bench/gunicorn_conf.py) and the machine's stalls seen by an idle process
+(bench/stall_probe.py), and says for each request over 250 ms which of them it overlapped.
 """
 from __future__ import annotations
 
@@ -20,33 +33,49 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
+from datetime import datetime, timezone
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from html import unescape
-from urllib.parse import urlencode
 from pathlib import Path
+from urllib.parse import urlencode
 
 import requests
 from sqlalchemy import func, select
 
-from bench.common import REPO_ROOT, Latency, fresh_database
-from bench.cpu import CpuMeter, children, postgres_backends
+from bench import payloads
+from bench.common import REPO_ROOT, fresh_database
+from bench.cpu import CpuMeter, children
+from bench.slack_stub import SlackStub
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import ImpersonationRequest, MessageRef, OutboxMessage
 from bot.domain import directory
 from bot.domain.audit import Actor
 from bot.slack.ids import ActionId, BlockId, CallbackId
-from bench.slack_stub import SlackStub
-from tests.slack.listeners.flow import request_state
-from tests.slack.signed import SIGNING_SECRET, block_action, signature, slash_command, view_submission
 
-CLIENTS = int(os.environ.get("BENCH_CLIENTS", "20"))
+CLIENT_COUNTS = tuple(int(c) for c in os.environ.get("BENCH_CLIENTS", "1,20").split(",") if c)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+#: the agents the requests come from, whatever the client count (one agent with hundreds of
+#: live sessions is not a load anyone sends)
+AGENTS = [f"UAGENT{n:03d}" for n in range(20)]
+FLOOR = "floor (Bolt + Flask, ack after views.open)"
+ACK = "/impersonate ack"
+REDEEM = "link redemption (POST)"
+APPROVE = "approve click"
+PATHS = (ACK, REDEEM, APPROVE)
+#: single client, p50 and p99, as a multiple of the floor measured in the same run
+GOALS = {ACK: 1.25, REDEEM: 3.0, APPROVE: 4.0}
+#: the saturation runs' bar for outliers
+SLOW_MS = 250.0
+ACCOUNTS = 200
+
 POLICY = """
 [links]
 redeem_window_minutes = 10
@@ -75,11 +104,23 @@ can_approve = true
 """
 
 
-_triggers = iter(range(1, 10**9))
 
-
-def _trigger() -> str:
-    return f"{next(_triggers)}.1700000000.benchtrigger"
+def _directory(path: Path, accounts: int, customers: int = 0) -> None:
+    """`accounts` accounts with one user each (acct<n>/user<n>), and `customers` more users
+    spread over them (cust<n>) and on the gated account (gated<n>) for the submissions: an agent
+    with an access already open to a customer user gets no new one (bot/domain/requests.py),
+    so every submission of the bench takes an agent and customer user pair of its own."""
+    records = []
+    for n in range(accounts):
+        records.append({"kind": "account", "account": f"acct{n}", "name": f"Account {n}"})
+        records.append({"kind": "user", "account": f"acct{n}", "user": f"user{n}", "email": f"user{n}@acct{n}.example", "name": f"User {n}"})
+    records.append({"kind": "account", "account": "gated", "name": "Gated Co"})
+    records.append({"kind": "user", "account": "gated", "user": "gated-user", "email": "u@gated.example", "name": "Gated User"})
+    for n in range(customers):
+        account = f"acct{n % accounts}"
+        records.append({"kind": "user", "account": account, "user": f"cust{n}", "email": f"cust{n}@{account}.example", "name": f"Customer {n}"})
+        records.append({"kind": "user", "account": "gated", "user": f"gated{n}", "email": f"g{n}@gated.example", "name": f"Gated {n}"})
+    path.write_text(json.dumps(records))
 
 
 def _free_port() -> int:
@@ -88,38 +129,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _directory(path: Path, accounts: int) -> None:
-    records = []
-    for n in range(accounts):
-        records.append({"kind": "account", "account": f"acct{n}", "name": f"Account {n}"})
-        records.append({"kind": "user", "account": f"acct{n}", "user": f"user{n}", "email": f"user{n}@acct{n}.example", "name": f"User {n}"})
-    records.append({"kind": "account", "account": "gated", "name": "Gated Co"})
-    records.append({"kind": "user", "account": "gated", "user": "gated-user", "email": "u@gated.example", "name": "Gated User"})
-    path.write_text(json.dumps(records))
-
-
 class Server:
-    def __init__(self, db_url: str, fake: SlackStub, workdir: Path) -> None:
+    """gunicorn serving `target` with the bot's configuration and environment."""
+
+    def __init__(self, target: str, env: dict[str, str], log: Path, gc_log: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "SLACK_BOT_TOKEN": fake.bot_token,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": fake.url,
-            "DATABASE_URL": db_url,
-            "IMPERSONATION_POLICY": str(workdir / "policy.toml"),
-            "SIGNING_KEY_FILE": str(workdir / "signing_key.pem"),
-            "PUBLIC_BASE_URL": "http://bot.bench",
-            "PRODUCT_LAUNCH_URL": "http://product.bench/launch",
-            "PORT": str(self.port),
-            "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "2"),
-            **({"GUNICORN_CMD_ARGS": f"--threads {os.environ['BENCH_THREADS']}"} if os.environ.get("BENCH_THREADS") else {}),
-        }
-        self.log = (workdir / "gunicorn.log").open("w")
+        self.gc_log = gc_log
+        self.log = log.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:bot.web.gunicorn_conf", "bot.web.wsgi:app"],
-            cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "gunicorn", "-c", "python:bench.gunicorn_conf", target],
+            cwd=REPO_ROOT, env={**env, "PORT": str(self.port), "BENCH_GC_LOG": str(gc_log)}, stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -129,12 +149,31 @@ class Server:
             except requests.RequestException:
                 time.sleep(0.2)
         self.stop()
-        raise RuntimeError("gunicorn did not start: " + (workdir / "gunicorn.log").read_text()[-3000:])
+        raise RuntimeError(f"gunicorn ({target}) did not start: " + log.read_text()[-3000:])
+
+    def pids(self) -> list[int]:
+        return [self.process.pid, *children(self.process.pid)]
 
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
         self.log.close()
+
+
+def server_env(db_url: str, fake: SlackStub, workdir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SLACK_BOT_TOKEN": fake.bot_token,
+        "SLACK_SIGNING_SECRET": payloads.SIGNING_SECRET,
+        "SLACK_API_URL": fake.url,
+        "DATABASE_URL": db_url,
+        "IMPERSONATION_POLICY": str(workdir / "policy.toml"),
+        "SIGNING_KEY_FILE": str(workdir / "signing_key.pem"),
+        "PUBLIC_BASE_URL": "http://bot.bench",
+        "PRODUCT_LAUNCH_URL": "http://product.bench/launch",
+        "WEB_CONCURRENCY": os.environ.get("BENCH_WORKERS", "2"),
+        **({"GUNICORN_CMD_ARGS": f"--threads {os.environ['BENCH_THREADS']}"} if os.environ.get("BENCH_THREADS") else {}),
+    }
 
 
 @dataclass(frozen=True)
@@ -189,62 +228,80 @@ class Browser:
             self._connection = None
 
 
+
+
 def _signed_post(http: Browser, body: str) -> Reply:
-    ts = str(int(time.time()))
-    return http.request(
-        "POST",
-        "/slack/events",
-        body=body.encode(),
-        headers={"Content-Type": "application/x-www-form-urlencoded", "X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature(body, ts)},
-    )
+    return http.request("POST", "/slack/events", body=body.encode(), headers=payloads.headers(body))
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float = 120) -> None:
-    """Slack messages are sent after the response (the outbox's background delivery): wait
-    until they have all arrived before the next phase needs them."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-@dataclass(frozen=True)
-class PathResult:
-    latency: Latency
-    #: CPU milliseconds per request, by component (bench/cpu.py)
-    cpu_ms: dict[str, float]
-    #: seconds from the last answer until every Slack message the path owed was sent
-    drained_after: float | None = None
+        time.sleep(0.05)
 
 
 def _owed(factory) -> int:
+    """Slack messages due by now and not yet sent by the web workers' background threads
+    (reminders to approvers fall due later; the security channel's alerts are paced by the
+    scheduler, which the bench does not run)."""
+    now = datetime.now(timezone.utc)
     with factory() as db:
-        return db.execute(select(func.count()).select_from(OutboxMessage).where(OutboxMessage.state.in_(("pending", "sending")))).scalar_one()
+        return db.execute(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.state.in_(("pending", "sending")), OutboxMessage.due_at <= now, OutboxMessage.kind != "alert")
+        ).scalar_one()
 
 
-def _drained(result: PathResult, factory, timeout: float = 300) -> PathResult:
-    """The answers come first; the Slack messages each change owed are sent after them by the
-    web workers' background threads (bot/web/background.py). How long after the last answer
-    the outbox was empty again says whether that delivery keeps up under this load."""
+def _drain(factory, timeout: float = 120) -> float | None:
+    """Seconds until every Slack message owed so far has been sent (by the workers' background
+    threads, after the answers); None if not within `timeout`."""
     started = time.perf_counter()
     while _owed(factory):
         if time.perf_counter() - started > timeout:
-            return result
-        time.sleep(0.05)
-    return replace(result, drained_after=time.perf_counter() - started)
+            return None
+        time.sleep(0.02)
+    return time.perf_counter() - started
 
 
-def _run_clients(jobs: list[Callable[[Browser], float]], meter: CpuMeter, base_url: str) -> PathResult:
-    """Run the jobs on CLIENTS threads, each with its own keep-alive connection, and measure
-    the CPU every component spent meanwhile."""
+@dataclass
+class Run:
+    what: str
+    clients: int
+    round: int
+    #: (wall-clock start, seconds) of every request
+    requests: list[tuple[float, float]]
+    wall: float
+    #: web CPU milliseconds per request (the server's master and workers, bench/cpu.py)
+    web_cpu_ms: float
+    window: tuple[float, float]
+    drained_after: float | None = None
+    #: requests over SLOW_MS: (ms, overlapped a collector pause ≥ 10 ms, overlapped a machine stall)
+    slow: list[tuple[float, bool, bool]] = field(default_factory=list)
+    gc_pauses: list[float] = field(default_factory=list)
+    stalls: list[float] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> list[float]:
+        return [s for _, s in self.requests]
+
+
+def quantile(seconds: list[float], q: float) -> float:
+    """Milliseconds at quantile q (statistics.quantiles, inclusive)."""
+    if len(seconds) == 1:
+        return seconds[0] * 1000
+    return statistics.quantiles(sorted(seconds), n=100, method="inclusive")[round(q * 100) - 1] * 1000
+
+
+def _run_clients(what: str, jobs: list[Callable[[Browser], float]], *, clients: int, round_: int, server: Server) -> Run:
+    """Run the jobs on `clients` threads, each with its own keep-alive connection."""
     lock = threading.Lock()
     queue = list(reversed(jobs))
-    timings: list[float] = []
+    timings: list[tuple[float, float]] = []
     errors: list[str] = []
 
     def client() -> None:
-        http = Browser(base_url)
+        http = Browser(server.url)
         try:
             while True:
                 with lock:
@@ -252,27 +309,29 @@ def _run_clients(jobs: list[Callable[[Browser], float]], meter: CpuMeter, base_u
                         return
                     job = queue.pop()
                 try:
+                    at = time.time()
                     elapsed = job(http)
                 except Exception as exc:  # noqa: BLE001 - reported after the run
                     errors.append(repr(exc) + "\n" + traceback.format_exc())
                     continue
                 with lock:
-                    timings.append(elapsed)
+                    timings.append((at, elapsed))
         finally:
             http.close()
 
+    meter = CpuMeter({"web": server.pids})
     before = meter.snapshot()
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    began_wall, began = time.time(), time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - started
+    wall = time.perf_counter() - began
     spent = meter.spent(before, meter.snapshot())
     if errors:
-        raise RuntimeError(f"{len(errors)} requests failed, first: {errors[0]}")
-    return PathResult(Latency.of(timings, wall), {name: 1000 * seconds / len(jobs) for name, seconds in spent.items()})
+        raise RuntimeError(f"{what}: {len(errors)} requests failed, first: {errors[0]}")
+    return Run(what, clients, round_, timings, wall, 1000 * spent["web"] / len(jobs), (began_wall, began_wall + wall))
 
 
 def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
@@ -280,139 +339,289 @@ def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
     response = call()
     elapsed = time.perf_counter() - started
     if response.status != expect:
-        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+        raise RuntimeError(f"HTTP {response.status}: {response.text[:200]}")
     return elapsed
 
 
-def run_backend(backend: str, *, count: int) -> dict[str, PathResult]:
-    agents = [f"UAGENT{n:03d}" for n in range(CLIENTS)]
-    people = {a: {"email": f"{a.lower()}@corp.example", "tz": "Europe/Paris"} for a in [*agents, "UMANAGER1", "UMANAGER2"]}
-    results: dict[str, PathResult] = {}
-    with fresh_database(backend) as db_url, tempfile.TemporaryDirectory(prefix="impbot-bench-") as folder, SlackStub(people) as fake:
-        workdir = Path(folder)
-        (workdir / "policy.toml").write_text(POLICY % {"agents": ", ".join(f'"{a}"' for a in agents)})
-        _directory(workdir / "directory.json", accounts=200)
-        engine = make_engine(db_url)
-        factory = make_session_factory(engine)
-        with factory() as db, db.begin():
+def _events(path: Path) -> list[tuple[float, float]]:
+    """(wall-clock start, seconds) lines of a probe file: the last field is the duration."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        out.append((float(fields[-2]), float(fields[-1])))
+    return out
+
+
+def _explain(run: Run, gc_log: Path, stall_log: Path) -> None:
+    """Match the run's slow requests against the collector's pauses in its server and the
+    machine's stalls over the same wall-clock interval."""
+    pauses = [e for e in _events(gc_log) if run.window[0] <= e[0] <= run.window[1]]
+    stalls = [e for e in _events(stall_log) if run.window[0] <= e[0] <= run.window[1]]
+    run.gc_pauses = [p for _, p in pauses]
+    run.stalls = [s for _, s in stalls]
+
+    def overlaps(events: list[tuple[float, float]], at: float, seconds: float) -> bool:
+        return any(start < at + seconds and start + length > at for start, length in events)
+
+    run.slow = [(s * 1000, overlaps(pauses, at, s), overlaps(stalls, at, s)) for at, s in run.requests if s * 1000 > SLOW_MS]
+
+
+class Bench:
+    """One database, the Slack stand-in, the bot and the floor."""
+
+    def __init__(self, backend: str, count: int, db_url: str, fake: SlackStub, workdir: Path) -> None:
+        self.backend, self.count, self.fake, self.workdir = backend, count, fake, workdir
+        self.engine = make_engine(db_url)
+        self.factory = make_session_factory(self.engine)
+        with self.factory() as db, db.begin():
             directory.import_directory(db, workdir / "directory.json", actor=Actor.system("bench"))
             directory.set_flag(db, account_external_id="gated", flag=directory.AccountFlag.SENSITIVE, on=True, actor=Actor.system("bench"), note="bench")
-        server = Server(db_url, fake, workdir)
-        groups = {
-            "web": lambda: [server.process.pid, *children(server.process.pid)],
-            "Slack stub": lambda: [fake.pid],
-            "clients": lambda: [os.getpid()],
-        }
-        if backend == "postgresql":
-            groups["PostgreSQL"] = postgres_backends
-        meter = CpuMeter(groups)
+        env = server_env(db_url, fake, workdir)
+        self.bot = Server("bot.web.wsgi:app", env, workdir / "bot.log", workdir / "bot-gc.log")
+        self.floor = Server("bench.floor_app:app", env, workdir / "floor.log", workdir / "floor-gc.log")
+        self.stall_log = workdir / "stalls.log"
+        self.probe = subprocess.Popen([sys.executable, "-m", "bench.stall_probe", str(self.stall_log)], cwd=REPO_ROOT)
+        self.setup = Browser(self.bot.url)
+        self.posted = 0
+        self.submissions = 0
+
+    def close(self) -> None:
+        self.setup.close()
+        self.probe.terminate()
+        self.probe.wait(timeout=10)
+        self.floor.stop()
+        self.bot.stop()
+        self.engine.dispose()
+
+    def _ack_jobs(self) -> list[Callable[[Browser], float]]:
+        def job(n: int):
+            body = payloads.slash_command(f"acct{n % ACCOUNTS}", user_id=AGENTS[n % len(AGENTS)])
+            return lambda http: _timed(lambda: _signed_post(http, body))
+        return [job(n) for n in range(self.count)]
+
+    def warm_up(self) -> None:
+        """Connection pools, imports, first queries, in every worker (20 connections spread
+        over them); not timed."""
+        for server in (self.floor, self.bot):
+            _run_clients("warm-up", self._ack_jobs()[:60], clients=20, round_=0, server=server)
+        _drain(self.factory)
+
+    def _submit(self, *, gated: bool) -> None:
+        """A request from the next agent and customer user pair (see `_directory`)."""
+        n, self.submissions = self.submissions, self.submissions + 1
+        agent, customer = AGENTS[n % len(AGENTS)], n // len(AGENTS)
+        account, user = ("gated", f"gated{customer}") if gated else (f"acct{customer % ACCOUNTS}", f"cust{customer}")
+        values = payloads.request_values(account=account, user=user)
+        reply = _signed_post(self.setup, payloads.view_submission(values, user_id=agent, callback_id=CallbackId.IMPERSONATE_REQUEST.value))
+        if reply.status != 200:
+            raise RuntimeError(f"submission refused: HTTP {reply.status} {reply.text[:200]}")
+
+    def _new_links(self) -> list[str]:
+        posted = self.fake.posted_messages(self.posted)
+        self.posted += len(posted)
+        found = (re.search(r"<(http://bot\.bench/l/[A-Za-z0-9_-]{43})\|", json.dumps(m.get("blocks"))) for m in posted)
+        return [match.group(1) for match in found if match]
+
+    def redemption_jobs(self) -> list[Callable[[Browser], float]]:
+        """`count` granted requests submitted through the app, their link DMs, and each link's
+        landing page fetched as the browser that will redeem it (its CSRF cookie and proof)."""
+        self._new_links()
+        for n in range(self.count):
+            self._submit(gated=False)
+        links: list[str] = []
+        _wait_for("the link DMs", lambda: len(links.extend(self._new_links()) or links) >= self.count)
+        jobs = []
+        for link in links[: self.count]:
+            path = link.removeprefix("http://bot.bench")
+            browser = Browser(self.bot.url)
+            page = browser.request("GET", path)
+            csrf = unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))
+            cookies = dict(browser.cookies)
+            browser.close()
+
+            def job(http: Browser, cookies=cookies, path=path, csrf=csrf) -> float:
+                http.cookies = dict(cookies)
+                return _timed(lambda: http.post_form(path, {"csrf": csrf}))
+            jobs.append(job)
+        return jobs
+
+    def approve_jobs(self) -> list[Callable[[Browser], float]]:
+        """`count` pending requests on the gated account and the approver's DM for each."""
+        for n in range(self.count):
+            self._submit(gated=True)
+        with self.factory() as db:
+            pending = db.execute(select(ImpersonationRequest.id).where(ImpersonationRequest.state == "pending")).scalars().all()
+        if len(pending) != self.count:
+            raise RuntimeError(f"{len(pending)} pending requests, expected {self.count}")
+
+        def refs() -> dict[str, MessageRef]:
+            with self.factory() as db:
+                rows = db.execute(select(MessageRef).where(MessageRef.recipient == "UMANAGER1", MessageRef.subject_id.in_(pending))).scalars()
+                return {r.subject_id: r for r in rows}
+
+        _wait_for("the approvers' DMs", lambda: len(refs()) >= self.count)
+        found = refs()
+        jobs = []
+        for request_id in pending:
+            ref = found[request_id]
+            body = payloads.block_action(
+                ActionId.APPROVE_REQUEST.value, request_id, block_id=BlockId.APPROVAL_ACTIONS.value, user_id="UMANAGER1", channel=ref.channel, message_ts=ref.ts
+            )
+            jobs.append(lambda http, body=body: _timed(lambda: _signed_post(http, body)))
+        return jobs
+
+    def round(self, round_: int, clients: int) -> list[Run]:
+        """Every path once at this client count, the floor among them; the order is reversed
+        in even rounds so drift over the round hits the floor and the paths alike."""
+        prepared = {ACK: self._ack_jobs(), REDEEM: self.redemption_jobs(), APPROVE: self.approve_jobs()}
+        if _drain(self.factory) is None:
+            with self.factory() as db:
+                kinds = db.execute(select(OutboxMessage.kind, func.count()).where(OutboxMessage.state.in_(("pending", "sending"))).group_by(OutboxMessage.kind)).all()
+            raise RuntimeError(f"the set-up's Slack messages were not sent within 120 s: {kinds}")
+        order = [FLOOR, *PATHS] if round_ % 2 else [*reversed(PATHS), FLOOR]
+        runs = []
+        for what in order:
+            server = self.floor if what == FLOOR else self.bot
+            jobs = self._ack_jobs() if what == FLOOR else prepared[what]
+            run = _run_clients(what, jobs, clients=clients, round_=round_, server=server)
+            if what != FLOOR:
+                run.drained_after = _drain(self.factory)
+            _explain(run, server.gc_log, self.stall_log)
+            runs.append(run)
+            print(
+                f"  [{self.backend} round {round_}, {clients} client(s)] {what}: p50 {quantile(run.seconds, .5):.1f} ms, "
+                f"p99 {quantile(run.seconds, .99):.1f} ms, max {max(run.seconds) * 1000:.0f} ms, {len(run.slow)} over {SLOW_MS:.0f} ms",
+                flush=True,
+            )
+        return runs
+
+
+def run_backend(backend: str, *, count: int) -> list[Run]:
+    people = {a: {"email": f"{a.lower()}@corp.example", "tz": "Europe/Paris"} for a in [*AGENTS, "UMANAGER1", "UMANAGER2"]}
+    runs: list[Run] = []
+    with fresh_database(backend) as db_url, tempfile.TemporaryDirectory(prefix="impbot-bench-") as folder, SlackStub(people) as fake:
+        workdir = Path(folder)
+        (workdir / "policy.toml").write_text(POLICY % {"agents": ", ".join(f'"{a}"' for a in AGENTS)})
+        _directory(workdir / "directory.json", accounts=ACCOUNTS, customers=2 * ROUNDS * len(CLIENT_COUNTS) * count // len(AGENTS) + 1)
+        bench = Bench(backend, count, db_url, fake, workdir)
         try:
-            # warm-up: connection pools, imports, first queries
-            setup = Browser(server.url)
-            for n in range(20):
-                _signed_post(setup, slash_command(f"acct{n}", user_id=agents[n % CLIENTS], trigger_id=_trigger()))
-
-            def ack_job(n: int):
-                def job(http: Browser) -> float:
-                    body = slash_command(f"acct{n % 200}", user_id=agents[n % CLIENTS], trigger_id=_trigger())
-                    return _timed(lambda: _signed_post(http, body))
-                return job
-
-            results["/impersonate ack"] = _drained(_run_clients([ack_job(n) for n in range(count)], meter, server.url), factory)
-
-            # grants for redemption: real submissions through the app (not timed)
-            def submit(agent: str, account: str, user: str) -> Reply:
-                state = request_state(account=account, user=user, duration="30")
-                return _signed_post(setup, view_submission(state, user_id=agent, callback_id=CallbackId.IMPERSONATE_REQUEST.value))
-
-            def links_posted(since: int) -> list[str]:
-                found = (re.search(r"<(http://bot\.bench/l/[A-Za-z0-9_-]{43})\|", json.dumps(a.get("blocks"))) for a in fake.posted_messages()[since:])
-                return [match.group(1) for match in found if match]
-
-            before = len(fake.posted_messages())
-            for n in range(count):
-                submit(agents[n % CLIENTS], f"acct{n % 200}", f"user{n % 200}")
-            _wait_for("the link DMs", lambda: len(links_posted(before)) >= count)
-            links = links_posted(before)[:count]
-
-            # Each link's landing page is fetched first, untimed, as the browser that will
-            # redeem it (the CSRF cookie and proof); then only the POSTs are timed, each sent
-            # with its own cookie on the client thread's keep-alive connection.
-            proofs = []
-            for link in links:
-                path = link.removeprefix("http://bot.bench")
-                browser = Browser(server.url)
-                page = browser.request("GET", path)
-                proofs.append((dict(browser.cookies), path, unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))))
-                browser.close()
-
-            def redeem_job(cookies: dict[str, str], path: str, csrf: str):
-                def job(http: Browser) -> float:
-                    http.cookies = dict(cookies)
-                    return _timed(lambda: http.post_form(path, {"csrf": csrf}))
-                return job
-
-            results["link redemption (POST)"] = _drained(_run_clients([redeem_job(*proof) for proof in proofs], meter, server.url), factory)
-
-            # pending requests on the gated account, then approve clicks
-            for n in range(count):
-                submit(agents[n % CLIENTS], "gated", "gated-user")
-            setup.close()
-
-            def approver_refs() -> dict[str, MessageRef]:
-                with factory() as db:
-                    return {r.subject_id: r for r in db.execute(select(MessageRef).where(MessageRef.recipient == "UMANAGER1")).scalars()}
-
-            with factory() as db:
-                pending = db.execute(select(ImpersonationRequest.id).where(ImpersonationRequest.state == "pending")).scalars().all()
-            assert len(pending) == count, len(pending)
-            _wait_for("the approvers' DMs", lambda: len(approver_refs()) >= count)
-            refs = approver_refs()
-
-            def approve_job(request_id: str):
-                ref = refs[request_id]
-                body = block_action(ActionId.APPROVE_REQUEST.value, request_id, block_id=BlockId.APPROVAL_ACTIONS.value, user_id="UMANAGER1", channel=ref.channel, message_ts=ref.ts)
-
-                def job(http: Browser) -> float:
-                    return _timed(lambda: _signed_post(http, body))
-                return job
-
-            results["approve click"] = _drained(_run_clients([approve_job(r) for r in pending], meter, server.url), factory)
-            with factory() as db:
-                granted = db.execute(select(ImpersonationRequest.id).where(ImpersonationRequest.state == "granted")).scalars().all()
-            assert len(granted) == count, "every approve click must have decided its request"
+            bench.warm_up()
+            for round_ in range(1, ROUNDS + 1):
+                for clients in CLIENT_COUNTS:
+                    runs += bench.round(round_, clients)
         finally:
-            server.stop()
-            engine.dispose()
-    return results
+            bench.close()
+    return runs
+
+
+# --- the report --------------------------------------------------------------------------
+
+
+def _ratio_cell(path_runs: list[Run], floor_runs: list[Run], q: float) -> tuple[float, str]:
+    """The median over the rounds of (the path's quantile / the floor's in the same round),
+    with the lowest and highest round beside it."""
+    floors = {r.round: quantile(r.seconds, q) for r in floor_runs}
+    per_round = sorted(quantile(r.seconds, q) / floors[r.round] for r in path_runs)
+    middle = statistics.median(per_round)
+    return middle, f"{middle:.2f} ({per_round[0]:.2f}–{per_round[-1]:.2f})"
+
+
+def _ms_cell(runs: list[Run], q: float) -> str:
+    per_round = sorted(quantile(r.seconds, q) for r in runs)
+    return f"{quantile([s for r in runs for s in r.seconds], q):.1f} ({per_round[0]:.1f}–{per_round[-1]:.1f})"
+
+
+def render(results: dict[str, list[Run]], *, count: int) -> str:
+    lines = [
+        "## HTTP hot paths against the floor (`bench/http_bench.py`)",
+        "",
+        f"{ROUNDS} rounds; in each, the floor and the three paths run one after the other ({count} requests each, the order "
+        f"reversed every other round) with {' and with '.join(str(c) for c in CLIENT_COUNTS)} concurrent clients. The **floor** is bench/floor_app.py: a bare Bolt + Flask app "
+        "that verifies the signature and acks a `/impersonate` after one `views.open`, served beside the bot by the same gunicorn "
+        "configuration (2 gthread workers × 4 threads on SQLite, × 8 on PostgreSQL) against the same no-validation Slack stand-in. "
+        "Clients are closed-loop keep-alive connections from this machine (http.client).",
+        "",
+        "Milliseconds read *all rounds pooled (lowest–highest round)*; a ratio is the path's figure over the floor's in the "
+        "same round, *median of the rounds (lowest–highest round)*. The goals hold the median ratio at p50 and at p99.",
+        "",
+    ]
+    for clients in CLIENT_COUNTS:
+        person = clients == 1
+        lines += [
+            f"### {clients} client{'s' if clients > 1 else ''}" + (": latency as a person feels it" if person else ": saturation (no goal; outliers)"),
+            "",
+        ]
+        if person:
+            lines += [
+                "| backend | path | p50 ms | p50 × floor | p99 ms | p99 × floor | goal (p50 and p99) | met |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+            ]
+        else:
+            lines += [
+                f"| backend | path | p50 ms | p50 × floor | p99 ms | p99 × floor | max ms per round | requests over {SLOW_MS:.0f} ms | web CPU ms/request | outbox drained after |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            ]
+        for backend, runs in results.items():
+            here = [r for r in runs if r.clients == clients]
+            floor = [r for r in here if r.what == FLOOR]
+            for what in (FLOOR, *PATHS):
+                mine = [r for r in here if r.what == what]
+                if what == FLOOR:
+                    p50x, p99x = "1", "1"
+                    met_p50 = met_p99 = True
+                else:
+                    r50, p50x = _ratio_cell(mine, floor, 0.5)
+                    r99, p99x = _ratio_cell(mine, floor, 0.99)
+                    met_p50, met_p99 = r50 <= GOALS[what], r99 <= GOALS[what]
+                cells = [backend, what, _ms_cell(mine, 0.5), p50x, _ms_cell(mine, 0.99), p99x]
+                if person:
+                    goal = "–" if what == FLOOR else f"≤ {GOALS[what]:g} × floor"
+                    met = "–" if what == FLOOR else ("yes" if met_p50 and met_p99 else "**no**" + ("" if met_p50 else " (p50)") + ("" if met_p99 else " (p99)"))
+                    cells += [goal, met]
+                else:
+                    drained = [r.drained_after for r in mine if r.drained_after is not None]
+                    cells += [
+                        " / ".join(f"{max(r.seconds) * 1000:.0f}" for r in mine),
+                        str(sum(len(r.slow) for r in mine)),
+                        f"{statistics.median(r.web_cpu_ms for r in mine):.2f}",
+                        "–" if what == FLOOR else (f"≤ {max(drained):.1f} s" if len(drained) == len(mine) else "not within 120 s"),
+                    ]
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += _outliers(results)
+    return "\n".join(lines) + "\n"
+
+
+def _outliers(results: dict[str, list[Run]]) -> list[str]:
+    lines = [
+        f"### Requests over {SLOW_MS:.0f} ms, and what they overlapped",
+        "",
+        "For every run: the collector's passes that stopped a worker of the server under test for 10 ms or more "
+        "(bench/gunicorn_conf.py), and the machine's stalls — an idle process of its own woken 50 ms or more late "
+        "(bench/stall_probe.py; other engineers' test suites share this machine's 2 cores).",
+        "",
+        f"| backend | clients | runs | runs with none over {SLOW_MS:.0f} ms | requests over {SLOW_MS:.0f} ms | of them during a collector pause | during a machine stall | neither | collector pauses ≥ 10 ms (longest) | machine stalls (longest) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for backend, runs in results.items():
+        for clients in sorted({r.clients for r in runs}):
+            mine = [r for r in runs if r.clients == clients]
+            slow = [s for r in mine for s in r.slow]
+            pauses = [p for r in mine for p in r.gc_pauses]
+            stalls = [s for r in mine for s in r.stalls]
+            lines.append(
+                f"| {backend} | {clients} | {len(mine)} | {sum(1 for r in mine if not r.slow)} | {len(slow)} | {sum(1 for s in slow if s[1])} | "
+                f"{sum(1 for s in slow if s[2])} | {sum(1 for s in slow if not s[1] and not s[2])} | "
+                f"{len(pauses)} ({max(pauses, default=0) * 1000:.0f} ms) | {len(stalls)} ({max(stalls, default=0) * 1000:.0f} ms) |"
+            )
+    return lines + [""]
 
 
 def run(*, backends: list[str], count: int) -> str:
-    lines = [
-        "## HTTP hot paths (issues 2 and 3)",
-        "",
-        f"gunicorn with the production config (2 gthread workers × 8 threads, 4 on SQLite), {CLIENTS} concurrent",
-        "closed-loop keep-alive clients with no pause between requests (http.client, on the same",
-        f"machine), {count} requests per path; Slack is bench/slack_stub.py in its own process.",
-        "Target (issues 2, 3): p99 ≤ 100 ms with 20 clients.",
-        "",
-        "*CPU ms/request* is what each component spent during the path's run divided by its",
-        "requests (bench/cpu.py; PostgreSQL counts every postgres process on the machine).",
-        "*Outbox drained* is how long after the last answer every Slack message the path's changes",
-        "owed had been sent (they go out after the answers, from each worker's background thread).",
-        "",
-        "| backend | path | requests | p50 ms | p99 ms | max ms | req/s | p99 target met | CPU ms/request: web / Slack stub / PostgreSQL / clients | outbox drained |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | ---: |",
-    ]
+    results = {}
     for backend in backends:
         print(f"[http] {backend} …", flush=True)
-        for name, result in run_backend(backend, count=count).items():
-            latency, cpu = result.latency, result.cpu_ms
-            met = "yes" if latency.p99_ms <= 100 else "**no**"
-            spent = " / ".join(f"{cpu[k]:.2f}" if k in cpu else "–" for k in ("web", "Slack stub", "PostgreSQL", "clients"))
-            drained = f"{result.drained_after:.1f} s" if result.drained_after is not None else "not within 300 s"
-            lines.append(
-                f"| {backend} | {name} | {latency.count} | {latency.p50_ms:.1f} | {latency.p99_ms:.1f} | {latency.max_ms:.1f} | {latency.throughput:.0f} | {met} | {spent} | {drained} |"
-            )
-            print(f"  {name}: p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms, {latency.throughput:.0f}/s, CPU ms/req {spent}, drained {drained}", flush=True)
-    return "\n".join(lines) + "\n"
+        results[backend] = run_backend(backend, count=count)
+    return render(results, count=count)

@@ -5,8 +5,8 @@ in one process, one run, variants alternating round by round (so drift on a shar
 both alike). Requests are WSGI calls (no sockets), so the difference is the kit's own work:
 reading its cookie, the status cache, the context, buffering the page and injecting the banner.
 
-`python -m bench.kit_bench` rewrites its own section of docs/benchmarks.md (between the
-X
+`./scripts/bench --only kit` (or `python -m bench.kit_bench --rounds N --per-round M`) rewrites
+its own section of docs/benchmarks.md (bench/report.py).
 
 The bot is a stand-in served over HTTP in a thread: its JWKS (a real Ed25519 key, the hand-off
 minted by bot.domain.handoff) and a session-status answer `live`. With a cache hit it is not
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from werkzeug.test import EnvironBuilder
 
+from bench import report
 from bench.common import REPO_ROOT, machine
 from bot.domain.handoff import HandoffClaims, mint_handoff
 from bot.domain.keys import load_or_create_signing_key
@@ -37,7 +38,6 @@ from examples.demo_product.app import DEMO_PASSWORD, create_app
 
 PRODUCT = "http://product.bench"
 LAUNCH = "/impersonation/launch"
-BEGIN, END = "<!-- kit-bench -->", "<!-- /kit-bench -->"
 
 
 def _fake_bot(jwks: dict) -> ThreadingHTTPServer:
@@ -166,10 +166,7 @@ def render(result: dict) -> str:
     deltas = sorted((w - wo) / 1000 for wo, w in result["round_p50"])
     added_p50 = _q(s["with"], 0.5) - _q(s["without"], 0.5)
     lines = [
-        BEGIN,
         "## Impersonation kit: cost per request (`bench/kit_bench.py`)",
-        "",
-        f"Made by `.venv/bin/python -m bench.kit_bench` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}.",
         "",
         f"The demo product's notes page (`GET /`, Bob of ACME, 5 notes) as WSGI calls in one process: **with** the kit's",
         "middleware inside an impersonation session (status a cache hit, banner injected under the page's CSP nonce) and",
@@ -191,21 +188,8 @@ def render(result: dict) -> str:
         f"p99 {_q(result['begin_ns'], .99):.1f} µs; banner render + injection p50 {_q(result['inject_ns'], .5):.1f} µs, "
         f"p99 {_q(result['inject_ns'], .99):.1f} µs. The rest is buffering the page through the middleware and the page's own",
         "extra bytes. A status cache miss (once per session per 15 s) adds one HTTP round trip to the bot.",
-        END,
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_section(section: str, path: Path) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        marker = "\n## "
-        at = text.find(marker)
-        text = (text[: at + 1] + section + "\n" + text[at + 1 :]) if at >= 0 else text + "\n" + section
-    path.write_text(text)
 
 
 def run(*, backends, count) -> str:  # the `python -m bench` driver's interface
@@ -219,7 +203,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
     section = render(measure(rounds=args.rounds, per_round=args.per_round))
-    write_section(section, args.output)
+    report.write(args.output, {"kit": report.stamp(section, name="kit", machine=machine(), now=dt.datetime.now(dt.timezone.utc))})
     print(section)
 
 

@@ -1,6 +1,6 @@
 """A minimal stand-in for the Slack Web API, for benchmarks only.
 
-The tests hold the code to Slack's contract with tests/fakes/slack_api.py, which validates
+The tests hold the code to Slack's contract with bot/local/webapi.py, which validates
 every argument, scope and Block Kit limit — and costs milliseconds of CPU per call. In a
 benchmark on a 2-core machine that CPU would be taken from the server under test, although in
 production it is Slack's, not ours. So the benchmarks answer Slack calls with this: one
@@ -17,6 +17,9 @@ import threading
 from typing import Any
 from urllib.parse import parse_qs
 
+from slack_sdk import WebClient
+from slack_sdk.web import SlackResponse
+
 TOKEN = "xoxb-bench-token"
 
 
@@ -26,37 +29,41 @@ def _args(body: bytes, content_type: str) -> dict[str, Any]:
     return {k: v[0] for k, v in parse_qs(body.decode()).items()}
 
 
+def stub_answer(method: str, args: dict[str, Any], n: int, people: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Slack's answer to `method`, as the stand-in gives it (`n` numbers messages and views)."""
+    if method == "auth.test":
+        return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "TBENCH", "team": "bench", "url": "https://bench.slack.com/"}
+    if method == "chat.postMessage":
+        channel = str(args.get("channel", ""))
+        if channel.startswith(("U", "W")):
+            channel = "D" + channel[1:]
+        return {"ok": True, "channel": channel, "ts": f"1700000000.{n:06d}"}
+    if method == "chat.update":
+        return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
+    if method == "chat.postEphemeral":
+        return {"ok": True, "message_ts": f"1700000000.{n:06d}"}
+    if method in ("views.open", "views.update", "views.push"):
+        return {"ok": True, "view": {"id": f"V{n:08d}"}}
+    if method == "users.info":
+        user = str(args.get("user", ""))
+        person = people.get(user, {})
+        return {"ok": True, "user": {"id": user, "tz": person.get("tz", "UTC"), "profile": {"email": person.get("email")}}}
+    if method == "usergroups.list":
+        return {"ok": True, "usergroups": []}
+    if method == "usergroups.users.list":
+        return {"ok": True, "users": []}
+    if method == "conversations.open":
+        return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
+    return {"ok": False, "error": "unknown_method"}
+
+
 def _serve(conn, people: dict[str, dict[str, Any]]) -> None:
     posted: list[str] = []
     lock = threading.Lock()
     counter = itertools.count(1)
 
     def answer(method: str, args: dict[str, Any]) -> dict[str, Any]:
-        n = next(counter)
-        if method == "auth.test":
-            return {"ok": True, "user_id": "UBOT", "bot_id": "BBOT", "team_id": "TBENCH", "team": "bench", "url": "https://bench.slack.com/"}
-        if method == "chat.postMessage":
-            channel = str(args.get("channel", ""))
-            if channel.startswith(("U", "W")):
-                channel = "D" + channel[1:]
-            return {"ok": True, "channel": channel, "ts": f"1700000000.{n:06d}"}
-        if method == "chat.update":
-            return {"ok": True, "channel": args.get("channel"), "ts": args.get("ts")}
-        if method == "chat.postEphemeral":
-            return {"ok": True, "message_ts": f"1700000000.{n:06d}"}
-        if method in ("views.open", "views.update", "views.push"):
-            return {"ok": True, "view": {"id": f"V{n:08d}"}}
-        if method == "users.info":
-            user = str(args.get("user", ""))
-            person = people.get(user, {})
-            return {"ok": True, "user": {"id": user, "tz": person.get("tz", "UTC"), "profile": {"email": person.get("email")}}}
-        if method == "usergroups.list":
-            return {"ok": True, "usergroups": []}
-        if method == "usergroups.users.list":
-            return {"ok": True, "users": []}
-        if method == "conversations.open":
-            return {"ok": True, "channel": {"id": "D" + str(args.get("users", "X"))[1:]}}
-        return {"ok": False, "error": "unknown_method"}
+        return stub_answer(method, args, next(counter), people)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -84,8 +91,9 @@ def _serve(conn, people: dict[str, dict[str, Any]]) -> None:
                 command = conn.recv()
             except EOFError:
                 return
+            name, since = command
             with lock:
-                conn.send(list(posted) if command == "posted" else None)
+                conn.send(posted[since:] if name == "posted" else None)
 
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
@@ -108,9 +116,9 @@ class SlackStub:
         self.url = f"http://127.0.0.1:{self._conn.recv()}/api/"
         self.pid = self._process.pid
 
-    def posted_messages(self) -> list[dict[str, Any]]:
-        """chat.postMessage arguments received so far (blocks decoded)."""
-        self._conn.send("posted")
+    def posted_messages(self, since: int = 0) -> list[dict[str, Any]]:
+        """chat.postMessage arguments received so far from the `since`-th on (blocks decoded)."""
+        self._conn.send(("posted", since))
         out = []
         for body in self._conn.recv():
             args = json.loads(body) if body.startswith("{") else {k: v[0] for k, v in parse_qs(body).items()}
@@ -125,3 +133,22 @@ class SlackStub:
     def __exit__(self, *exc) -> None:
         self._process.terminate()
         self._process.join(timeout=10)
+
+
+class StubClient(WebClient):
+    """The same answers in this process, without HTTP: a WebClient for in-process benchmarks
+    (the alert storm) that records the methods it was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(token=TOKEN, base_url="https://slack.invalid/api/")
+        self.methods: list[str] = []
+        self._numbers = itertools.count(1)
+
+    def calls_to(self, method: str) -> int:
+        return self.methods.count(method)
+
+    def api_call(self, api_method: str, *, http_verb: str = "POST", files=None, data=None, params=None, json=None, headers=None, auth=None) -> SlackResponse:  # type: ignore[override]
+        args = {**(params or {}), **(data or {}), **(json or {})}
+        self.methods.append(api_method)
+        body = stub_answer(api_method, args, next(self._numbers), {})
+        return SlackResponse(client=self, http_verb=http_verb, api_url=self.base_url + api_method, req_args={}, data=body, headers={}, status_code=200).validate()

@@ -43,7 +43,7 @@ workers = _positive_int("WEB_CONCURRENCY", 2)
 #: writers on a lock): threads beyond a few only wait there, and while they wait for the GIL
 #: the thread that holds the writer lock waits with them. With 4 the link redemption's p99
 #: under 20 clients was 98–100 ms against 148–150 ms with 8, in alternating runs of
-#: bench/http_bench.py (docs/benchmarks.md, session 5); on PostgreSQL, whose writers do not
+#: bench/http_bench.py at 20 closed-loop clients; on PostgreSQL, whose writers do not
 #: queue on one lock, 8 did better (101–104 against 120–125 ms). `--threads` in
 #: GUNICORN_CMD_ARGS overrides either.
 SQLITE_THREADS = 4

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from slack_bolt.request import BoltRequest
 
-from bot.local import signing
+from bot.local import payloads, signing
 from bot.local.signing import FORM
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
@@ -44,21 +44,14 @@ def signed(body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = N
 def slash_command(
     text: str = "", *, user_id: str = "UAGENT1", command: str = "/impersonate", trigger_id: str | None = None
 ) -> str:
-    return urlencode(
-        {
-            "token": "legacy-verification-token",
-            "team_id": "T1",
-            "team_domain": "test",
-            "channel_id": "C0GENERAL",
-            "channel_name": "general",
-            "user_id": user_id,
-            "user_name": "agent",
-            "command": command,
-            "text": text,
-            "api_app_id": "A1",
-            "response_url": "https://hooks.slack.invalid/commands/T1/1/secret-response-url",
-            "trigger_id": trigger_id or _trigger_id(),
-        }
+    return payloads.slash_command(
+        text=text,
+        user_id=user_id,
+        command=command,
+        trigger_id=trigger_id or _trigger_id(),
+        team_id="T1",
+        team_domain="test",
+        response_url="https://hooks.slack.invalid/commands/T1/1/secret-response-url",
     )
 
 
