@@ -1,5 +1,5 @@
 """HTTP latency of the hot paths as a person and as Slack feel it, each against a floor
-measured in the same run: `./scripts/bench --only http` (about 5 minutes per database).
+measured in the same run: `./scripts/bench --only http` (about 7 minutes per database).
 
 The floor (bench/floor_app.py) is a bare Bolt + Flask app that acks a signed `/impersonate`
 after one `views.open`; the bot (bot.web.wsgi) runs its real paths. Both are served side by
