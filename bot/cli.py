@@ -64,9 +64,9 @@ from bot.wiring import (
     Container,
     build_container,
     configure_logging,
+    current_revision,
     is_sqlite,
     load_signing_key,
-    current_revision,
     preflight,
     require_current_schema,
 )

@@ -30,8 +30,8 @@ from bot.domain.directory import DirectoryError
 from bot.domain.keys import KeyError_, SigningKey, load_or_create_signing_key
 from bot.domain.policy import PolicyConfig, PolicyError, load_policy
 from bot.domain.policy_audit import record_policy_change
-from bot.domain.retention import Retention
 from bot.domain.ports import SessionNotifier
+from bot.domain.retention import Retention
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -984,7 +984,10 @@ def decide_extension(
             escalated_to=_escalated_to(db, ctx, request, extension.id),
         )
         if refusal:
-            audit.append(db, EventDraft(type="extension.refused", actor=Actor(slack_id=clicker.slack_id, email=clicker.email), details={"cause": refusal, "extension_id": extension.id}, **base), now=now)
+            refused = EventDraft(
+                type="extension.refused", actor=Actor(slack_id=clicker.slack_id, email=clicker.email), details={"cause": refusal, "extension_id": extension.id}, **base
+            )
+            audit.append(db, refused, now=now)
             return Refused(REFUSAL_MESSAGES[refusal])
         if not _vote(db, extension.id, clicker, ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY, reason, now):
             return AlreadyCounted(extension.id)

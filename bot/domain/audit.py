@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
@@ -110,7 +110,7 @@ class EventDraft:
 
 
 def format_time(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Encoding(enum.IntEnum):
@@ -269,7 +269,7 @@ def _sealed(db: Session, draft: EventDraft, now: datetime | None) -> EventDraft:
 
 
 def _unchained(draft: EventDraft, now: datetime | None) -> AuditEvent:
-    occurred = (now or utcnow()).astimezone(timezone.utc)
+    occurred = (now or utcnow()).astimezone(UTC)
     actor = draft.actor
     return AuditEvent(
         seq=None,

@@ -17,7 +17,7 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -75,8 +75,8 @@ _LAST = re.compile(r"^last-(\d{1,3})d$")
 
 
 def quarter(year: int, number: int) -> Period:
-    start = datetime(year, 3 * (number - 1) + 1, 1, tzinfo=timezone.utc)
-    end = datetime(year + (number == 4), 1 if number == 4 else 3 * number + 1, 1, tzinfo=timezone.utc)
+    start = datetime(year, 3 * (number - 1) + 1, 1, tzinfo=UTC)
+    end = datetime(year + (number == 4), 1 if number == 4 else 3 * number + 1, 1, tzinfo=UTC)
     return Period(f"{year}Q{number}", f"{year} Q{number} (quarterly access review)", start, end, "quarterly")
 
 
@@ -173,7 +173,7 @@ def run_due(ctx: DomainContext, *, now: datetime | None = None, as_of: datetime 
 def period_of_key(policy: PolicyConfig, key: str) -> Period:
     """The period a scheduled digest's key names (the outbox row carries only the key)."""
     if key.startswith("week-"):
-        slot_day = datetime.strptime(key[5:], "%Y-%m-%d").replace(tzinfo=timezone.utc)
+        slot_day = datetime.strptime(key[5:], "%Y-%m-%d").replace(tzinfo=UTC)
         _day, clock = policy.digests.weekly.split()
         slot = slot_day + timedelta(minutes=clock_minutes(clock))
         return Period(key, f"the week to {slot:%Y-%m-%d %H:%M} UTC (weekly summary)", slot - timedelta(days=7), slot, "weekly")
@@ -506,7 +506,7 @@ def make_report(ctx: DomainContext, period: Period, *, by: Actor, now: datetime 
 
 
 def _utc(moment: datetime | None) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
 
 
 def duration_text(seconds: int | None) -> str:
@@ -563,7 +563,11 @@ def render_csv(report: DigestReport) -> str:
 
     row("section", "key", "value", "detail")
     row("period", report.period.key, _utc(report.period.start), _utc(report.period.end))
-    for key, value in (("requests", report.requests), ("granted", report.granted), ("sessions", report.sessions), ("blocked", report.blocked), ("break_glass", report.break_glass), ("reinitiations", report.reinitiations)):
+    totals = (
+        ("requests", report.requests), ("granted", report.granted), ("sessions", report.sessions),
+        ("blocked", report.blocked), ("break_glass", report.break_glass), ("reinitiations", report.reinitiations),
+    )
+    for key, value in totals:
         row("totals", key, value, "")
     for outcome, n in report.by_outcome:
         row("requests_by_outcome", outcome, n, "")

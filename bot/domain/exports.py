@@ -28,7 +28,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,9 @@ class ChainStatement:
 # ------------------------------------------------------------------------------ entry points
 
 
-def slack_export(ctx: DomainContext, requester_slack_id: str, token: object, fmt: ExportFormat, *, now: datetime | None = None) -> ExportFile | LogRefused | QueryError | UnknownAccount:
+def slack_export(
+    ctx: DomainContext, requester_slack_id: str, token: object, fmt: ExportFormat, *, now: datetime | None = None
+) -> ExportFile | LogRefused | QueryError | UnknownAccount:
     """An Export button: re-authorised at the click (`can_view_log` now), then exported."""
     now = now or utcnow()
     parsed = parse_token(token)
@@ -319,11 +321,11 @@ class _Report:
 
 
 def _time(moment: datetime | None) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else ""
 
 
 def _readable_time(moment: datetime | None) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
 
 
 def _staff(entry: SessionEntry) -> str:

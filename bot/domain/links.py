@@ -26,16 +26,15 @@ from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
 from bot.db.models import Account, ImpersonationRequest, ImpersonationSession, Link, RequestState
-from bot.domain import anomalies, audit, outbox, webhooks
+from bot.domain import anomalies, audit, directory, outbox, webhooks
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.handoff import HandoffClaims, mint_handoff
 from bot.domain.keys import SigningKey
 from bot.domain.lifecycle import move
-from bot.domain.refusals import RefusalAuditor
-from bot.domain import directory
 from bot.domain.policy import Powers, RedeemRefusal, powers_of, recheck_at_redemption
+from bot.domain.refusals import RefusalAuditor
 from bot.domain.sign_in import SignedInAgent, is_requester
 from bot.domain.snapshots import RequestSnapshot, request_snapshot
 from bot.domain.views import IssuedLink, RequestView, SessionView
@@ -70,7 +69,7 @@ def derive_token(key: bytes, request_id: str) -> str:
     unpadded (43 characters, 256 bits). Keyed by the request's random UUID rather than the
     links row's integer id: integer ids start again in a re-created or restored database,
     which under the same signing key would give a new link the token of an old one."""
-    mac = hmac.new(key, f"link:{request_id}".encode("utf-8"), hashlib.sha256).digest()
+    mac = hmac.new(key, f"link:{request_id}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
 
 

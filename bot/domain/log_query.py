@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Select, String, and_, case, func, literal, or_, select
@@ -87,7 +87,7 @@ class LogQuery:
         """"the last 90 days", or "between 1 Jan 2026 and 31 Mar 2026" (UTC)."""
         if self.label:
             return self.label
-        midnight = time.min.replace(tzinfo=timezone.utc)
+        midnight = time.min.replace(tzinfo=UTC)
         if self.since.timetz() == midnight and self.until.timetz() == midnight:
             last_day = self.until - timedelta(days=1)
             return f"between {_day(self.since)} and {_day(last_day)}"
@@ -193,7 +193,7 @@ def parse_moment(value: str, *, now: datetime, end_of_day: bool) -> datetime | N
         day = date.fromisoformat(value)
     except ValueError:
         return None
-    moment = datetime.combine(day, time.min, tzinfo=timezone.utc) + (timedelta(days=1) if end_of_day else timedelta())
+    moment = datetime.combine(day, time.min, tzinfo=UTC) + (timedelta(days=1) if end_of_day else timedelta())
     if moment < now - timedelta(days=MAX_DAYS + 1):
         return None
     return moment
@@ -212,8 +212,8 @@ def parse_token(value: object) -> tuple[LogQuery, int] | None:
     if not (page_text.isascii() and page_text.isdigit()) or len(page_text) > 6:
         return None
     try:
-        since = datetime.strptime(since_text, _TOKEN_TIME).replace(tzinfo=timezone.utc)
-        until = datetime.strptime(until_text, _TOKEN_TIME).replace(tzinfo=timezone.utc)
+        since = datetime.strptime(since_text, _TOKEN_TIME).replace(tzinfo=UTC)
+        until = datetime.strptime(until_text, _TOKEN_TIME).replace(tzinfo=UTC)
     except ValueError:
         return None
     if since >= until:

@@ -77,7 +77,7 @@ def pseudonym(key: SigningKey, *, account: str, customer_user: str) -> str:
     key derived (HKDF, RFC 5869) from the signing key, so it is stable while that key is."""
     raw = key.private_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_PSEUDONYM_INFO).derive(raw)
-    message = f"{account}\x00{customer_user}".encode("utf-8")
+    message = f"{account}\x00{customer_user}".encode()
     return hmac.new(derived, message, hashlib.sha256).hexdigest()
 
 

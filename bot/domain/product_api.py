@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, NamedTuple
@@ -34,10 +34,10 @@ from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
+from bot.domain.lifecycle import TransitionRefused
 from bot.domain.links import ClientInfo, hash_token
 from bot.domain.policy import PRODUCT_PATTERN
 from bot.domain.refusals import RefusalAuditor
-from bot.domain.lifecycle import TransitionRefused
 from bot.domain.sessions import SessionStatus, check_session, close_session, status_at
 
 log = logging.getLogger(__name__)
@@ -605,7 +605,7 @@ def parse_time(value: Any, name: str = "at") -> datetime:
         parsed = datetime.fromisoformat(f"{match.group('date')}T{match.group('time')}.{fraction}{offset}")
     except ValueError:
         raise _invalid(f"`{name}` is not a real date and time.") from None
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 class _DetailsChecker:

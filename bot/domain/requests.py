@@ -18,12 +18,11 @@ from bot.db.engine import reading
 from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import anomalies, approvals, audit, directory, links, outbox, webhooks
 from bot.domain.approvals import ApprovalAsk, open_request_approval
-from bot.domain.identity import requester_identity
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
+from bot.domain.identity import requester_identity
 from bot.domain.links import issue_link
-from bot.domain.sessions import SessionStatus, audit_not_the_agent, status_at
 from bot.domain.policy import (
     REASON_MAX_LENGTH,
     BlockCause,
@@ -34,6 +33,7 @@ from bot.domain.policy import (
     decide,
     powers_of,
 )
+from bot.domain.sessions import SessionStatus, audit_not_the_agent, status_at
 from bot.domain.views import IssuedLink, RequestView, minutes_between
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 
 from bot.db.models import Alert, ImpersonationRequest, ImpersonationSession, RequestState
 from bot.domain import audit
+from bot.domain.anomalies import related_live_sessions
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.lifecycle import TransitionRefused
 from bot.domain.outbox import SECURITY, Kind, target_of
-from bot.domain.anomalies import related_live_sessions
 from bot.domain.policy import powers_of
 from bot.domain.sessions import SessionStatus, close_session, status_at
 from bot.domain.views import SessionView

@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 from typing import Any, TypeVar
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -89,7 +89,7 @@ def add_jobs(scheduler: SchedulerT, ctx: DomainContext, jobs: Iterable[Scheduled
 def background_scheduler(ctx: DomainContext, jobs: Iterable[ScheduledJob] = JOBS) -> BackgroundScheduler:
     """The scheduler with every job registered, not yet started. It runs in its own threads:
     beside gunicorn in `serve`, or alone in the clock process (`run_until_stopped`)."""
-    return add_jobs(BackgroundScheduler(timezone=timezone.utc, job_defaults=JOB_DEFAULTS), ctx, jobs)
+    return add_jobs(BackgroundScheduler(timezone=UTC, job_defaults=JOB_DEFAULTS), ctx, jobs)
 
 
 def run_until_stopped(scheduler: BackgroundScheduler, *, poll_seconds: float = 1.0) -> None:

@@ -15,8 +15,8 @@ import json
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from werkzeug.serving import make_server

@@ -43,7 +43,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -52,8 +52,8 @@ import yaml
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from bot.slack import limits
 from bot.local.reference import MethodNotInReference, SlackReference
+from bot.slack import limits
 
 MANIFEST_PATH = Path(__file__).resolve().parents[2] / "manifest.yaml"
 
@@ -1251,7 +1251,7 @@ class SlackStandIn:
         user = self.users.get(args["user"])
         if user is None:
             raise SlackError("user_not_found", violation=False, detail=f"no user {args['user']}")
-        offset = int(datetime.now(timezone.utc).astimezone(ZoneInfo(user.tz)).utcoffset().total_seconds())
+        offset = int(datetime.now(UTC).astimezone(ZoneInfo(user.tz)).utcoffset().total_seconds())
         name = user.name or user.id.lower()
         profile: dict[str, Any] = {"real_name": user.real_name or name, "display_name": name}
         if "users:read.email" in self.scopes and user.email:

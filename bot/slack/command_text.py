@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.policy import TICKET_MAX_LENGTH
-
 from bot.slack import limits
 from bot.slack.watch_blocks import revoke_command_target
 

@@ -25,7 +25,6 @@ from bot.domain.approvals import ApprovalAsk
 from bot.domain.home import HomeView
 from bot.domain.policy import Powers
 from bot.domain.views import RequestView, SessionView
-from bot.slack.command_text import TicketHint
 from bot.slack import limits
 from bot.slack.blocks import (
     Block,
@@ -44,6 +43,7 @@ from bot.slack.blocks import (
     _user_text,
     scope_label,
 )
+from bot.slack.command_text import TicketHint
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.mrkdwn import escape, escape_truncated, format_local_date_time, format_local_time, mention
 from bot.slack.watch_blocks import rule_title

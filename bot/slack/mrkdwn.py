@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from bot.domain.policy import SLACK_USER_ID
+
 # One home for "which zone": the domain reads agents' clocks too (anomaly rules).
 from bot.domain.timezones import zone
 

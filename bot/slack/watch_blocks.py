@@ -10,10 +10,10 @@ rest of the app does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from bot.domain.anomalies import AlertView, LiveSession, Rule
 from bot.domain import digests
+from bot.domain.anomalies import AlertView, LiveSession, Rule
 from bot.domain.checkpoints import Checkpoint
 from bot.domain.digests import DigestReport
 from bot.domain.revocation import Revoked, RevokedAll, RevokeRefused
@@ -398,7 +398,7 @@ def checkpoint_message(checkpoint: Checkpoint) -> Message:
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
 # ---------------------------------------------------------------------------- digests

@@ -10,7 +10,7 @@ history, logs and Referer headers).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, Response, abort, make_response, redirect, render_template, request
@@ -106,7 +106,7 @@ NOT_CONFIGURED_PAGE = (
 
 def format_when(moment: datetime, tz_name: str | None) -> str:
     """"14:05 Europe/Paris (12:05 UTC)": the agent's own clock first, UTC for the record."""
-    utc = moment.astimezone(timezone.utc)
+    utc = moment.astimezone(UTC)
     try:
         zone = ZoneInfo(tz_name) if tz_name else None
     except (ZoneInfoNotFoundError, ValueError):

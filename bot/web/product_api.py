@@ -18,7 +18,6 @@ from bot.domain import product_api
 from bot.domain.audit import format_time
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo
-from bot.domain.refusals import RefusalAuditor
 from bot.domain.product_api import (
     MAX_ACTION_BYTES,
     NO_SUCH_SESSION,
@@ -30,6 +29,7 @@ from bot.domain.product_api import (
     AuthRefused,
     SessionReport,
 )
+from bot.domain.refusals import RefusalAuditor
 
 log = logging.getLogger(__name__)
 
