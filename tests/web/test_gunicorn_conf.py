@@ -25,8 +25,19 @@ def env(monkeypatch, tmp_path):
         monkeypatch.setenv(name, "placeholder")
         monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
+    # load_conf imports the module afresh (its values are read from the environment at import);
+    # afterwards the module everything else imported is put back, so that no later test holds
+    # a module object that bot.cli no longer sees
+    # (both where the import system looks: sys.modules, and the package's attribute that
+    # `from bot.web import gunicorn_conf` reads)
+    import bot.web
+
+    original = sys.modules.get(MODULE)
     yield monkeypatch
-    sys.modules.pop(MODULE, None)
+    if original is not None:
+        sys.modules[MODULE] = bot.web.gunicorn_conf = original
+    else:
+        sys.modules.pop(MODULE, None)
 
 
 def load_conf():
