@@ -105,15 +105,21 @@ def _events(world: World, type_: str) -> list[AuditEvent]:
         return list(db.execute(select(AuditEvent).where(AuditEvent.type == type_).order_by(AuditEvent.seq)).scalars())
 
 
+def _customer_signed_in(browser, world: World, email: str):
+    """A customer signed into the demo product in a browser context of their own."""
+    page = browser.new_context().new_page()
+    page.goto(f"{world.product_url}/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", DEMO_PASSWORD)
+    page.locator("form button[type=submit]").click()
+    page.wait_for_url(f"{world.product_url}/")
+    return page
+
+
 def test_an_impersonation_as_agent_and_customer_see_it(world, browser):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # The customer, Bob, is signed into the product in a browser of their own all along.
-    customer = browser.new_context().new_page()
-    customer.goto(f"{world.product_url}/login")
-    customer.fill("input[name=email]", "bob@acme.example")
-    customer.fill("input[name=password]", DEMO_PASSWORD)
-    customer.locator("form button[type=submit]").click()
-    customer.wait_for_url(f"{world.product_url}/")
+    customer = _customer_signed_in(browser, world, "bob@acme.example")
     assert customer.locator(BANNER).count() == 0
 
     # 1. A read-only session: the banner, and what cannot get rid of it.
@@ -221,12 +227,7 @@ def test_a_revocation_reaches_the_product_by_webhook_long_before_its_status_cach
     (session_id,) = [e.session_id for e in _events(world, "session.redeemed")]
 
     work.deliver_outbox(world.container.ctx)  # the scheduler's outbox job: session.started goes out
-    admin = browser.new_context().new_page()
-    admin.goto(f"{world.product_url}/login")
-    admin.fill("input[name=email]", "alice@acme.example")
-    admin.fill("input[name=password]", DEMO_PASSWORD)
-    admin.locator("form button[type=submit]").click()
-    admin.wait_for_url(f"{world.product_url}/")
+    admin = _customer_signed_in(browser, world, "alice@acme.example")
     admin.goto(f"{world.product_url}/support-access")
     assert f"Support started a session in your account: agent1@corp.example — session {session_id}" in admin.locator("#notices").inner_text()
 
