@@ -370,29 +370,34 @@ def erase_customer_user(db: Session, *, account: str, customer_user: str, erased
     """Write `erased` over the customer user's id, and the reasons and tickets about them, in
     the stored bodies of the account's webhook events (a delivery still owed then sends the
     erased body). Returns how many bodies changed."""
-    changed = 0
-    for event_id, body in db.execute(select(WebhookEvent.id, WebhookEvent.body).where(WebhookEvent.account == account)).all():
-        document = json.loads(body)
-        data = document.get("data") or {}
-        if data.get("customer_user") != customer_user:
-            continue
-        data.update({name: erased for name in _PERSONAL_FIELDS if data.get(name) is not None})
-        db.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(body=_encoded(document)).execution_options(synchronize_session=False))
-        changed += 1
-    return changed
+
+    def about_them(data: dict) -> list[str]:
+        return [name for name in _PERSONAL_FIELDS if data.get(name) is not None] if data.get("customer_user") == customer_user else []
+
+    return _erase_in_bodies(db, WebhookEvent.account == account, about_them, erased)
 
 
 def erase_reasons_before(db: Session, cutoff: datetime, *, erased: str) -> int:
     """Write `erased` over the reasons and tickets in bodies of events raised before `cutoff`
     (the personal-data retention). Returns how many bodies changed."""
+
+    def still_clear(data: dict) -> list[str]:
+        return [name for name in ("reason", "ticket") if data.get(name) not in (None, erased)]
+
+    return _erase_in_bodies(db, WebhookEvent.created_at < cutoff, still_clear, erased)
+
+
+def _erase_in_bodies(db: Session, which, fields_of, erased: str) -> int:  # type: ignore[no-untyped-def]
+    """For each stored body `which` selects, write `erased` over the data fields `fields_of`
+    names; returns how many bodies changed."""
     changed = 0
-    for event_id, body in db.execute(select(WebhookEvent.id, WebhookEvent.body).where(WebhookEvent.created_at < cutoff)).all():
+    for event_id, body in db.execute(select(WebhookEvent.id, WebhookEvent.body).where(which)).all():
         document = json.loads(body)
         data = document.get("data") or {}
-        fields = [name for name in ("reason", "ticket") if data.get(name) not in (None, erased)]
+        fields = fields_of(data)
         if not fields:
             continue
-        data.update({name: erased for name in fields})
+        data.update(dict.fromkeys(fields, erased))
         db.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(body=_encoded(document)).execution_options(synchronize_session=False))
         changed += 1
     return changed
