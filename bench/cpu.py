@@ -56,6 +56,16 @@ def postgres_backends() -> list[int]:
     return out
 
 
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds the whole machine has been busy since boot, summed over its cores (user,
+    nice, system, irq, softirq: /proc/stat's first line), and those its hypervisor gave to
+    other guests (steal). Busy time minus a benchmark's own processes' is what everyone else
+    on this shared machine took meanwhile."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = values
+    return (user + nice + system + irq + softirq) / _TICKS, steal / _TICKS
+
+
 @dataclass
 class CpuMeter:
     """Snapshot-and-diff of named groups of processes; a group is a function giving its pids

@@ -48,11 +48,12 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from bench import payloads
 from bench.common import REPO_ROOT, fresh_database
 from bench.cpu import CpuMeter, children
+from bench.loadgen import Request
 from bench.slack_stub import SlackStub
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import ImpersonationRequest, MessageRef, OutboxMessage
@@ -196,7 +197,7 @@ class Browser:
 
     def request(self, method: str, path: str, *, body: bytes | None = None, headers: dict[str, str] | None = None) -> Reply:
         headers = dict(headers or {})
-        if self.cookies:
+        if self.cookies and "Cookie" not in headers:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
         for attempt in (1, 2):  # a keep-alive connection the server closed is opened again once
             if self._connection is None:
@@ -218,6 +219,9 @@ class Browser:
                 self.close()
             return Reply(response.status, data.decode("utf-8", "replace"))
         raise AssertionError("unreachable")
+
+    def send(self, request: Request) -> Reply:
+        return self.request(request.method, request.target, body=request.body, headers=dict(request.headers))
 
     def post_form(self, path: str, fields: dict[str, str]) -> Reply:
         return self.request("POST", path, body=urlencode(fields).encode(), headers={"Content-Type": "application/x-www-form-urlencoded"})
@@ -343,6 +347,15 @@ def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
     return elapsed
 
 
+def _jobs(requests: list[Request]) -> list[Callable[[Browser], float]]:
+    """Closed-loop jobs sending prepared requests, each timed on the client's connection."""
+    return [lambda http, request=request: _timed(lambda: http.send(request), request.expect) for request in requests]
+
+
+def _signed(kind: str, body: str) -> Request:
+    return Request(kind, "POST", "/slack/events", body.encode(), payloads.headers(body))
+
+
 def _events(path: Path) -> list[tuple[float, float]]:
     """(wall-clock start, seconds) lines of a probe file: the last field is the duration."""
     if not path.exists():
@@ -354,18 +367,23 @@ def _events(path: Path) -> list[tuple[float, float]]:
     return out
 
 
-def _explain(run: Run, gc_log: Path, stall_log: Path) -> None:
-    """Match the run's slow requests against the collector's pauses in its server and the
-    machine's stalls over the same wall-clock interval."""
-    pauses = [e for e in _events(gc_log) if run.window[0] <= e[0] <= run.window[1]]
-    stalls = [e for e in _events(stall_log) if run.window[0] <= e[0] <= run.window[1]]
-    run.gc_pauses = [p for _, p in pauses]
-    run.stalls = [s for _, s in stalls]
+def overlapping(requests: list[tuple[float, float]], window: tuple[float, float], gc_log: Path, stall_log: Path) -> tuple[list[tuple[float, bool, bool]], list[float], list[float]]:
+    """Match slow requests, (wall-clock start, seconds), against the collector's pauses in
+    their server and the machine's stalls over the same wall-clock interval: each request over
+    SLOW_MS as (ms, overlapped a pause, overlapped a stall), and the window's pauses and
+    stalls (seconds)."""
+    pauses = [e for e in _events(gc_log) if window[0] <= e[0] <= window[1]]
+    stalls = [e for e in _events(stall_log) if window[0] <= e[0] <= window[1]]
 
     def overlaps(events: list[tuple[float, float]], at: float, seconds: float) -> bool:
         return any(start < at + seconds and start + length > at for start, length in events)
 
-    run.slow = [(s * 1000, overlaps(pauses, at, s), overlaps(stalls, at, s)) for at, s in run.requests if s * 1000 > SLOW_MS]
+    slow = [(s * 1000, overlaps(pauses, at, s), overlaps(stalls, at, s)) for at, s in requests if s * 1000 > SLOW_MS]
+    return slow, [p for _, p in pauses], [s for _, s in stalls]
+
+
+def _explain(run: Run, gc_log: Path, stall_log: Path) -> None:
+    run.slow, run.gc_pauses, run.stalls = overlapping(run.requests, run.window, gc_log, stall_log)
 
 
 class Bench:
@@ -378,6 +396,11 @@ class Bench:
         with self.factory() as db, db.begin():
             directory.import_directory(db, workdir / "directory.json", actor=Actor.system("bench"))
             directory.set_flag(db, account_external_id="gated", flag=directory.AccountFlag.SENSITIVE, on=True, actor=Actor.system("bench"), note="bench")
+        # The served apps' PostgreSQL connections carry a name of their own, so the CPU of
+        # their backends can be told from everyone else's on a shared server (postgres_pids).
+        self.application_name = f"impbot-bench-{os.getpid()}"
+        if backend == "postgresql":
+            db_url = f"{db_url}{'&' if '?' in db_url else '?'}application_name={self.application_name}"
         env = server_env(db_url, fake, workdir)
         self.bot = Server("bot.web.wsgi:app", env, workdir / "bot.log", workdir / "bot-gc.log")
         self.floor = Server("bench.floor_app:app", env, workdir / "floor.log", workdir / "floor-gc.log")
@@ -387,6 +410,13 @@ class Bench:
         self.posted = 0
         self.submissions = 0
 
+    def postgres_pids(self) -> list[int]:
+        """The PostgreSQL backends serving the bot's and the floor's connections now (none on SQLite)."""
+        if self.backend != "postgresql":
+            return []
+        with self.engine.connect() as conn:
+            return list(conn.execute(text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"), {"name": self.application_name}).scalars())
+
     def close(self) -> None:
         self.setup.close()
         self.probe.terminate()
@@ -395,17 +425,18 @@ class Bench:
         self.bot.stop()
         self.engine.dispose()
 
-    def _ack_jobs(self) -> list[Callable[[Browser], float]]:
-        def job(n: int):
-            body = payloads.slash_command(f"acct{n % ACCOUNTS}", user_id=AGENTS[n % len(AGENTS)])
-            return lambda http: _timed(lambda: _signed_post(http, body))
-        return [job(n) for n in range(self.count)]
+    def ack_requests(self, count: int | None = None) -> list[Request]:
+        """Signed `/impersonate <account>` slash commands, from the agents in turn."""
+        return [
+            _signed(ACK, payloads.slash_command(f"acct{n % ACCOUNTS}", user_id=AGENTS[n % len(AGENTS)]))
+            for n in range(self.count if count is None else count)
+        ]
 
     def warm_up(self) -> None:
         """Connection pools, imports, first queries, in every worker (20 connections spread
         over them); not timed."""
         for server in (self.floor, self.bot):
-            _run_clients("warm-up", self._ack_jobs()[:60], clients=20, round_=0, server=server)
+            _run_clients("warm-up", _jobs(self.ack_requests(60)), clients=20, round_=0, server=server)
         _drain(self.factory)
 
     def _submit(self, *, gated: bool) -> None:
@@ -424,58 +455,57 @@ class Bench:
         found = (re.search(r"<(http://bot\.bench/l/[A-Za-z0-9_-]{43})\|", json.dumps(m.get("blocks"))) for m in posted)
         return [match.group(1) for match in found if match]
 
-    def redemption_jobs(self) -> list[Callable[[Browser], float]]:
+    def redemption_requests(self, count: int | None = None) -> list[Request]:
         """`count` granted requests submitted through the app, their link DMs, and each link's
-        landing page fetched as the browser that will redeem it (its CSRF cookie and proof)."""
+        landing page fetched as the browser that will redeem it: the redeeming POSTs, each
+        with that browser's CSRF cookie and proof."""
+        count = self.count if count is None else count
         self._new_links()
-        for n in range(self.count):
+        for _ in range(count):
             self._submit(gated=False)
         links: list[str] = []
-        _wait_for("the link DMs", lambda: len(links.extend(self._new_links()) or links) >= self.count)
-        jobs = []
-        for link in links[: self.count]:
+        _wait_for("the link DMs", lambda: len(links.extend(self._new_links()) or links) >= count)
+        requests = []
+        browser = Browser(self.bot.url)
+        for link in links[:count]:
             path = link.removeprefix("http://bot.bench")
-            browser = Browser(self.bot.url)
+            browser.cookies = {}
             page = browser.request("GET", path)
             csrf = unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))
-            cookies = dict(browser.cookies)
-            browser.close()
+            cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
+            headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+            requests.append(Request(REDEEM, "POST", path, urlencode({"csrf": csrf}).encode(), headers))
+        browser.close()
+        return requests
 
-            def job(http: Browser, cookies=cookies, path=path, csrf=csrf) -> float:
-                http.cookies = dict(cookies)
-                return _timed(lambda: http.post_form(path, {"csrf": csrf}))
-            jobs.append(job)
-        return jobs
-
-    def approve_jobs(self) -> list[Callable[[Browser], float]]:
-        """`count` pending requests on the gated account and the approver's DM for each."""
-        for n in range(self.count):
+    def approve_requests(self, count: int | None = None) -> list[Request]:
+        """`count` pending requests on the gated account, and a signed Approve click on the
+        approver's DM for each."""
+        count = self.count if count is None else count
+        for _ in range(count):
             self._submit(gated=True)
         with self.factory() as db:
             pending = db.execute(select(ImpersonationRequest.id).where(ImpersonationRequest.state == "pending")).scalars().all()
-        if len(pending) != self.count:
-            raise RuntimeError(f"{len(pending)} pending requests, expected {self.count}")
+        if len(pending) != count:
+            raise RuntimeError(f"{len(pending)} pending requests, expected {count}")
 
         def refs() -> dict[str, MessageRef]:
             with self.factory() as db:
                 rows = db.execute(select(MessageRef).where(MessageRef.recipient == "UMANAGER1", MessageRef.subject_id.in_(pending))).scalars()
                 return {r.subject_id: r for r in rows}
 
-        _wait_for("the approvers' DMs", lambda: len(refs()) >= self.count)
+        _wait_for("the approvers' DMs", lambda: len(refs()) >= count)
         found = refs()
-        jobs = []
-        for request_id in pending:
-            ref = found[request_id]
-            body = payloads.block_action(
-                ActionId.APPROVE_REQUEST.value, request_id, block_id=BlockId.APPROVAL_ACTIONS.value, user_id="UMANAGER1", channel=ref.channel, message_ts=ref.ts
-            )
-            jobs.append(lambda http, body=body: _timed(lambda: _signed_post(http, body)))
-        return jobs
+        approve = ActionId.APPROVE_REQUEST.value
+        return [
+            _signed(APPROVE, payloads.block_action(approve, r, block_id=BlockId.APPROVAL_ACTIONS.value, user_id="UMANAGER1", channel=found[r].channel, message_ts=found[r].ts))
+            for r in pending
+        ]
 
     def round(self, round_: int, clients: int) -> list[Run]:
         """Every path once at this client count, the floor among them; the order is reversed
         in even rounds so drift over the round hits the floor and the paths alike."""
-        prepared = {ACK: self._ack_jobs(), REDEEM: self.redemption_jobs(), APPROVE: self.approve_jobs()}
+        prepared = {ACK: self.ack_requests(), REDEEM: self.redemption_requests(), APPROVE: self.approve_requests()}
         if _drain(self.factory) is None:
             with self.factory() as db:
                 kinds = db.execute(select(OutboxMessage.kind, func.count()).where(OutboxMessage.state.in_(("pending", "sending"))).group_by(OutboxMessage.kind)).all()
@@ -484,7 +514,7 @@ class Bench:
         runs = []
         for what in order:
             server = self.floor if what == FLOOR else self.bot
-            jobs = self._ack_jobs() if what == FLOOR else prepared[what]
+            jobs = _jobs(self.ack_requests() if what == FLOOR else prepared[what])
             run = _run_clients(what, jobs, clients=clients, round_=round_, server=server)
             if what != FLOOR:
                 run.drained_after = _drain(self.factory)
