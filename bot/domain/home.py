@@ -25,7 +25,7 @@ from sqlalchemy import func, select, update
 
 from bot.db.engine import reading
 from bot.db.models import Alert, AuditEvent, HomeTab, ImpersonationRequest, ImpersonationSession, RequestState
-from bot.domain import anomalies, approvals, checkpoint_job, outbox
+from bot.domain import anomalies, asks, checkpoint_job, outbox
 from bot.domain.anomalies import AlertView
 from bot.domain.approvals import ApprovalAsk
 from bot.domain.checkpoints import Checkpoint
@@ -113,7 +113,7 @@ def home_view(ctx: DomainContext, slack_id: str, *, now: datetime | None = None)
     tz = ctx.people.person(slack_id).tz
     with reading(ctx.sessions) as db:
         agent = _agent_home(db, slack_id, powers, now) if powers and powers.can_impersonate else None
-        queue = tuple(approvals.waiting_for(db, slack_id, now=now, limit=QUEUE_SHOWN)) if powers and powers.can_approve else None
+        queue = tuple(asks.waiting_for(db, slack_id, now=now, limit=QUEUE_SHOWN)) if powers and powers.can_approve else None
         found = _security_home(db, now) if sees_security(powers) else None
     security = None
     if found is not None:

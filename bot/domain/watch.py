@@ -19,7 +19,7 @@ from sqlalchemy import or_, select
 
 from bot.db.engine import reading
 from bot.db.models import Approval, Extension, ImpersonationRequest, ImpersonationSession, Link, RequestState
-from bot.domain import approvals, audit, outbox
+from bot.domain import approvals, asks, audit, extensions, outbox
 from bot.domain.approvals import ApprovalAsk, Decided
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
@@ -117,7 +117,7 @@ def expire_pending_requests(ctx: DomainContext, *, now: datetime | None = None) 
 
 def expire_pending_extensions(ctx: DomainContext, *, now: datetime | None = None) -> int:
     """Asks for more time nobody decided are expired like pending requests: past their TTL,
-    or once their session is no longer live (approvals.expire_pending_extension: audited
+    or once their session is no longer live (extensions.expire_pending_extension: audited
     `extension.expired`, every approver's DM and the agent's session DM edited)."""
     now = now or utcnow()
     with reading(ctx.sessions) as db:
@@ -134,15 +134,15 @@ def expire_pending_extensions(ctx: DomainContext, *, now: datetime | None = None
                 ),
             )
         ).scalars().all()
-    return sum(1 for extension_id in due if approvals.expire_pending_extension(ctx, extension_id, now=now) is not None)
+    return sum(1 for extension_id in due if extensions.expire_pending_extension(ctx, extension_id, now=now) is not None)
 
 
 def nudge_pending_approvals(ctx: DomainContext, *, now: datetime | None = None) -> int:
     """Requests and extensions nobody has decided yet, past their reminder or escalation
     point: unanswered approvers are reminded, the escalation group is asked
-    (approvals.nudge_approvers, each once per ask however many schedulers run)."""
+    (asks.nudge_approvers, each once per ask however many schedulers run)."""
     now = now or utcnow()
-    return sum(1 for subject_id in approvals.asks_to_nudge(ctx, now=now) if approvals.nudge_approvers(ctx, subject_id, now=now) is not None)
+    return sum(1 for subject_id in asks.asks_to_nudge(ctx, now=now) if asks.nudge_approvers(ctx, subject_id, now=now) is not None)
 
 
 def lapse_links(ctx: DomainContext, *, now: datetime | None = None) -> int:
@@ -294,7 +294,7 @@ def agent_news(ctx: DomainContext, request_id: str, *, now: datetime | None = No
         if session is not None:
             if not is_live(session, now):
                 return AgentNews(over=session)
-            return AgentNews(live=session, extension_ask=approvals.pending_extension_ask(db, session.id))
+            return AgentNews(live=session, extension_ask=extensions.pending_extension_ask(db, session.id))
         if request.state == RequestState.LAPSED.value:
             return AgentNews(lapsed=request)
         if request.state in (RequestState.EXPIRED.value, RequestState.DENIED.value, RequestState.CANCELLED.value):

@@ -13,7 +13,7 @@ from typing import Protocol
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import anomalies, approvals, checkpoint_job, home, outbox, requests, watch
+from bot.domain import anomalies, approvals, asks, checkpoint_job, extensions, home, outbox, requests, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.outbox import Delivered, Delivery, Kind, Outcome, Sent, Skipped, Transient
@@ -121,7 +121,7 @@ class SlackCourier:
         """The ask (Approve / Deny) while the request or extension is pending; its outcome,
         without buttons, once decided — whether this edits the DM or is its first post
         (a DM still owed when the decision came never offers a stale choice)."""
-        state = approvals.approver_message_state(self._ctx, delivery.subject_id)
+        state = asks.approver_message_state(self._ctx, delivery.subject_id)
         if state is None:
             return None
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
@@ -132,7 +132,7 @@ class SlackCourier:
     def _reminder(self, delivery: Delivery) -> Message | None:
         """A reminder while the ask is pending; once decided, a reminder already posted is
         edited to the outcome (no stale buttons), and one not yet posted is not sent."""
-        state = approvals.approver_message_state(self._ctx, delivery.subject_id)
+        state = asks.approver_message_state(self._ctx, delivery.subject_id)
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
         if isinstance(state, approvals.ApprovalAsk):
             return blocks.approval_reminder_message(state, tz_name=tz_name)
@@ -150,7 +150,7 @@ class SlackCourier:
             return blocks.extension_pending_message(news.extension_ask)
         if news.live is not None:
             can_extend = can_request_extension(self._ctx, news.live.request.agent_slack_id)
-            extension = approvals.last_extension_outcome(self._ctx, news.live.id)
+            extension = extensions.last_extension_outcome(self._ctx, news.live.id)
             shown = blocks.extension_outcome_message(extension, can_request_extension=can_extend) if extension is not None else None
             return shown or blocks.session_active_message(news.live, can_request_extension=can_extend)
         if news.over is not None:
@@ -169,7 +169,7 @@ class SlackCourier:
     def _agent_request(self, request_id: str) -> Message | None:
         """The agent's "approval needed" DM: who was asked while pending, the outcome once
         decided (an approval says the link follows in the next message)."""
-        state = approvals.approver_message_state(self._ctx, request_id)
+        state = asks.approver_message_state(self._ctx, request_id)
         if isinstance(state, approvals.ApprovalAsk):
             if state.extension is not None:
                 return None

@@ -28,8 +28,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain import approvals, sessions
-from bot.domain.approvals import ClickResult, Decided, ExtensionAsked
+from bot.domain.approvals import ClickResult, Decided
 from bot.domain.context import DomainContext
+from bot.domain.extensions import ExtensionAsked
 from bot.domain.requests import Granted, Pending
 from bot.slack import blocks, home_blocks
 from bot.slack.courier import Deliverer, InlineDeliverer, deliver_now

@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import AuditEvent
-from bot.domain import approvals, links, requests, sessions
+from bot.domain import approvals, asks, extensions, links, requests, sessions
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.jobs import work
@@ -177,8 +177,8 @@ def test_an_extended_session_is_warned_again_before_its_new_end(ctx, session_fac
         session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
         clock.move_to(T0 + timedelta(minutes=26))
         run_jobs(ctx)
-        asked = approvals.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
-        approvals.decide_extension(ctx, asked.ask.extension.id, clicker_slack_id="UMANAGER1", approve=True)
+        asked = extensions.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        extensions.decide_extension(ctx, asked.ask.extension.id, clicker_slack_id="UMANAGER1", approve=True)
         run_jobs(ctx)  # the new end is 30 minutes away: nothing to say yet
         clock.move_to(T0 + timedelta(minutes=56))
         run_jobs(ctx)
@@ -206,18 +206,18 @@ def test_an_ask_for_more_time_nobody_decided_is_expired_once(ctx, db_url, sessio
         granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("umbrella", "u-eve", 60))
         messenger.request_submitted(granted)
         session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
-        asked = approvals.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        asked = extensions.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
         messenger.extension_asked(asked)
         run_jobs(ctx)
         clock.move_to(T0 + ttl - timedelta(seconds=1))
         run_jobs(ctx)  # not yet due
-        assert approvals.pending_extension_for(ctx, session.id) is not None
+        assert isinstance(asks.approver_message_state(ctx, asked.ask.extension.id), approvals.ApprovalAsk)  # still pending
         clock.move_to(T0 + ttl)
         other = second_scheduler(ctx, db_url, fake_slack)
         for _ in range(3):
             run_jobs(ctx, other)
             clock.tick(timedelta(seconds=1))
-    assert approvals.pending_extension_for(ctx, session.id) is None
+    assert extensions.last_extension_outcome(ctx, session.id).outcome == "expired"
     with session_factory() as db:
         events = [e for e in db.execute(select(AuditEvent).where(AuditEvent.type == "extension.expired")).scalars()]
     assert len(events) == 1 and (events[0].actor_slack_id, events[0].actor_role) == (None, "clock")
@@ -245,11 +245,11 @@ def test_an_ask_for_more_time_on_a_session_that_ended_is_expired(ctx, session_fa
     with freeze_time(T0) as clock:
         granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("umbrella", "u-eve", 60))
         session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
-        approvals.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        extensions.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
         clock.tick(timedelta(minutes=2))
         sessions.end_session(ctx, session.id, actor_slack_id="USENIOR1")
         run_jobs(ctx)
-    assert approvals.pending_extension_for(ctx, session.id) is None
+    assert extensions.last_extension_outcome(ctx, session.id).outcome == "expired"
     with session_factory() as db:
         (event,) = db.execute(select(AuditEvent).where(AuditEvent.type == "extension.expired")).scalars()
     assert json.loads(event.details)["session_live"] is False

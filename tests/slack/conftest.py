@@ -10,7 +10,10 @@ from slack_bolt import App
 from slack_bolt.response import BoltResponse
 from sqlalchemy import select
 
+from bot.db.engine import reading
 from bot.db.models import AuditEvent
+from bot.domain.approver_dms import MessageView, recorded_dms
+from bot.domain.context import DomainContext
 from bot.slack.app import build_slack_app
 from bot.web.background import AfterResponse, BackgroundDeliverer
 from tests.slack.recording_client import RecordingWebClient
@@ -51,6 +54,12 @@ def send(slack_app, after_response):
 
 def response_json(response: BoltResponse) -> dict[str, Any]:
     return json.loads(response.body) if response.body else {}
+
+
+def recorded_approver_dms(ctx: DomainContext, subject_id: str) -> tuple[MessageView, ...]:
+    """The approvers' DMs about a request or an extension that the outbox recorded as sent."""
+    with reading(ctx.sessions) as db:
+        return recorded_dms(db, subject_id)
 
 
 def audit_events(session_factory, event_type: str | None = None) -> list[AuditEvent]:

@@ -14,7 +14,7 @@ from slack_sdk.web import SlackResponse
 from sqlalchemy import update
 
 from bot.db.models import ImpersonationRequest
-from bot.domain import approvals, links, outbox, requests, revocation, sessions
+from bot.domain import approvals, extensions, links, outbox, requests, revocation, sessions
 from bot.domain.outbox import Permanent, RetryAfter, Transient
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.slack.courier import SlackCourier
@@ -22,7 +22,7 @@ from bot.slack.notifier import SlackMessenger
 from bot.slack.errors import classify
 from tests.fakes.directory_data import load_directory
 from tests.fakes.slack_api import FakeSlack, FakeUser
-from tests.slack.conftest import audit_events
+from tests.slack.conftest import audit_events, recorded_approver_dms
 from tests.slack.listeners.flow import BREAK_GLASS_REASON, with_break_glass
 
 BOT_TOKEN = "xoxb-fake-bot-token"
@@ -191,7 +191,7 @@ def test_after_a_crash_each_approver_gets_one_ask_which_the_decision_edits(ctx, 
         assert dm.blocks[0]["text"]["text"] == "Approval needed: impersonation"
         assert [b["value"] for b in next(b for b in dm.blocks if b["type"] == "actions")["elements"]] == [crashed_pending.request.id] * 2
     # recorded as approver messages, so that every decision finds them
-    assert sorted(m.recipient for m in approvals.messages_for(ctx, crashed_pending.request.id)) == list(APPROVERS)
+    assert sorted(m.recipient for m in recorded_approver_dms(ctx, crashed_pending.request.id)) == list(APPROVERS)
     with freeze_time(T0 + timedelta(minutes=1)):
         decided = approvals.deny_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER2", reason="not for this ticket")
         assert isinstance(decided, approvals.Decided)
@@ -302,10 +302,10 @@ def test_an_extensions_outcome_reaches_the_session_dm_through_the_outbox(ctx, ap
         granted = requests.submit_request(ctx, AgentIdentity("UAGENT1"), form)
         session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
         outbox.deliver_due(ctx, courier)
-        asked = approvals.request_extension(ctx, session.id, agent_slack_id="UAGENT1", minutes=15, reason="still reproducing the bug")
-        assert isinstance(asked, approvals.ExtensionAsked), asked
+        asked = extensions.request_extension(ctx, session.id, agent_slack_id="UAGENT1", minutes=15, reason="still reproducing the bug")
+        assert isinstance(asked, extensions.ExtensionAsked), asked
         outbox.deliver_due(ctx, courier)
-        decided = approvals.decide_extension(ctx, asked.ask.extension.id, clicker_slack_id=asked.ask.approvers[0], approve=False, reason="open a new request")
+        decided = extensions.decide_extension(ctx, asked.ask.extension.id, clicker_slack_id=asked.ask.approvers[0], approve=False, reason="open a new request")
         assert isinstance(decided, approvals.Decided)
         outbox.deliver_due(ctx, courier)
     (dm,) = approvers_slack.messages_in(approvers_slack.dm_channel("UAGENT1"))

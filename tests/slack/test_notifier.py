@@ -10,6 +10,7 @@ from bot.slack.ids import ActionId
 from bot.slack.notifier import SlackMessenger, SlackSessionNotifier
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import mrkdwn_texts, problems, walk
+from tests.slack.conftest import recorded_approver_dms
 from tests.slack.listeners.flow import BREAK_GLASS_REASON, REASON, start_live_session, with_break_glass
 from tests.slack.recording_client import BOT_TOKEN
 
@@ -129,7 +130,7 @@ def test_one_failed_approver_dm_does_not_stop_the_others(ctx, slack_client, pend
     with caplog.at_level(logging.WARNING):
         SlackMessenger(ctx, slack_client).request_submitted(pending)
     assert sorted(c["channel"] for c in slack_client.calls_to("chat.postMessage")) == ["UAGENT1", "UMANAGER1", "UMANAGER2", "UMANAGER3"]
-    recorded = approvals.messages_for(ctx, pending.request.id)
+    recorded = recorded_approver_dms(ctx, pending.request.id)
     assert sorted((m.recipient, m.channel) for m in recorded) == [("UMANAGER1", "DMANAGER1"), ("UMANAGER3", "DMANAGER3")]
     assert "user_disabled" in caplog.text and BOT_TOKEN not in caplog.text
     # the outbox keeps the refused DM: failed for good and audited, never dropped silently

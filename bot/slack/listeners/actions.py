@@ -19,7 +19,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import approvals, outbox, requests, revocation, sessions
+from bot.domain import approvals, extensions, outbox, requests, revocation, sessions
 from bot.domain.context import DomainContext
 from bot.slack import blocks, home_blocks, watch_blocks
 from bot.slack.courier import Deliverer
@@ -109,7 +109,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     def approve_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
-        result = approvals.decide_extension(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
+        result = extensions.decide_extension(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
         SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True, trigger_id=_trigger(body))
 
     @app.action(ActionId.DENY_REQUEST.value)
@@ -134,7 +134,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     @app.action(ActionId.REQUEST_EXTENSION.value)
     def request_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         # Who may extend, by how much and whether the session is still live are decided when
-        # the modal is submitted (approvals.request_extension), not here.
+        # the modal is submitted (extensions.request_extension), not here.
         ack()
         view = blocks.extension_modal(
             blocks.carried_id(action.get("value")),

@@ -16,7 +16,7 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from bot.domain import account_flags, approvals, requests
+from bot.domain import account_flags, approvals, extensions, requests
 from bot.domain.approvals import ClickResult, Decided, Refused
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, AlreadyOpen, Blocked
@@ -69,7 +69,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     @app.view(CallbackId.DENY_EXTENSION.value)
     def deny_extension(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         clicker, view = body["user"]["id"], body["view"]
-        result = approvals.decide_extension(
+        result = extensions.decide_extension(
             ctx,
             blocks.carried_id(view.get("private_metadata")),
             clicker_slack_id=clicker,
@@ -82,14 +82,14 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     def request_extension(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         agent, view = body["user"]["id"], body["view"]
         answer = blocks.extension_answer_from_state(view["state"]["values"])
-        result = approvals.request_extension(
+        result = extensions.request_extension(
             ctx, blocks.carried_id(view.get("private_metadata")), agent_slack_id=agent, minutes=answer.minutes, reason=answer.reason
         )
         if isinstance(result, Refused):
             ack(response_action="errors", errors=blocks.extension_errors(result.message))
             return
         ack()
-        if isinstance(result, approvals.ExtensionGranted):
+        if isinstance(result, extensions.ExtensionGranted):
             deliverer.deliver(result.targets)  # the session DM shows the new end; the feed too
             return
         SlackMessenger(ctx, client, deliverer).extension_asked(result)

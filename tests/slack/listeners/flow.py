@@ -6,12 +6,13 @@ from typing import Any
 
 from slack_bolt.response import BoltResponse
 
-from bot.domain import approvals, links, requests
-from bot.domain.approvals import MessageView
+from bot.domain import links, requests
+from bot.domain.approver_dms import MessageView
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.domain.views import SessionView
 from bot.slack.blocks import BREAK_GLASS_VALUE
 from bot.slack.ids import ActionId, BlockId, CallbackId
+from tests.slack.conftest import recorded_approver_dms
 from tests.slack.recording_client import RecordingWebClient
 from tests.slack.signed import block_action, view_submission
 
@@ -116,7 +117,7 @@ def headline(message: dict[str, Any]) -> str:
 
 
 def approver_messages(ctx, subject_id: str) -> dict[str, MessageView]:
-    return {m.recipient: m for m in approvals.messages_for(ctx, subject_id)}
+    return {m.recipient: m for m in recorded_approver_dms(ctx, subject_id)}
 
 
 def with_break_glass(ctx, role: str = "senior") -> None:

@@ -11,7 +11,7 @@ from freezegun import freeze_time
 from sqlalchemy import select
 
 from bot.db.models import ImpersonationRequest
-from bot.domain import approvals, links, outbox, requests, sessions
+from bot.domain import links, outbox, requests, sessions, watch
 from bot.domain.clock import utcnow
 from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
@@ -295,7 +295,7 @@ def test_an_extension_end_to_end(send, slack_client, ctx, session_factory, gated
     # submitting asks every approver, labelled as more time, recorded against the extension
     response = submit_extension(send, session.id, minutes="30", reason="Still reproducing the invoice bug", user_id="USENIOR1")
     assert response.status == 200 and response.body == ""
-    extension = approvals.pending_extension_for(ctx, session.id)
+    extension = watch.agent_news(ctx, session.request.id).extension_ask.extension  # what the agent's DM shows
     assert extension is not None and extension.minutes == 30
     recorded = approver_messages(ctx, extension.id)
     assert sorted(recorded) == list(MANAGERS)
@@ -332,7 +332,7 @@ def test_an_extension_end_to_end(send, slack_client, ctx, session_factory, gated
 def test_an_extension_denied_through_the_modal(send, slack_client, ctx, session_factory, gated):
     session = start_live_session(ctx, agent="USENIOR1", channel="DSENIOR1", ts="1700000000.000900")
     submit_extension(send, session.id, user_id="USENIOR1")
-    extension = approvals.pending_extension_for(ctx, session.id)
+    extension = watch.agent_news(ctx, session.request.id).extension_ask.extension
     recorded = approver_messages(ctx, extension.id)
     click(send, ActionId.DENY_EXTENSION, extension.id, user_id="UMANAGER1", at=recorded["UMANAGER1"])
     (opened,) = slack_client.calls_to("views.open")

@@ -12,7 +12,7 @@ from bot.domain import sessions as domain_sessions
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import mrkdwn_texts, problems
-from tests.slack.conftest import audit_events, response_json
+from tests.slack.conftest import audit_events, recorded_approver_dms, response_json
 from tests.slack.listeners.flow import (
     BREAK_GLASS_REASON,
     MANAGERS,
@@ -282,7 +282,7 @@ def test_break_glass_grants_at_once_and_tells_the_security_channel(send, slack_c
         (kept,) = db.execute(select(MessageRef).where(MessageRef.subject_id == request.id)).scalars()
     # sent through the outbox, written with the grant, and kept for edits
     assert (kept.purpose, kept.recipient, kept.channel) == (outbox.Kind.BREAK_GLASS.value, "CSECURITY1", "CSECURITY1")
-    assert approvals.messages_for(ctx, request.id) == ()  # not an approver's message: no decision edits it
+    assert recorded_approver_dms(ctx, request.id) == ()  # not an approver's message: no decision edits it
 
 
 def test_break_glass_from_a_role_without_the_power_is_refused_on_the_checkbox(send, slack_client, session_factory):

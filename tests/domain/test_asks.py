@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.models import AuditEvent
-from bot.domain import approvals, links, outbox, requests, watch
+from bot.domain import approvals, asks, extensions, links, outbox, requests, watch
 from bot.domain.audit import verify_chain
 from bot.domain.context import DomainContext
 from bot.domain.ports import Person, StaticPeople
@@ -74,7 +74,7 @@ def test_unanswered_approvers_are_reminded_once_halfway_through_the_ttl(gated, s
     assert _owed(gated, outbox.Kind.REMINDER) == [(rid, "UMANAGER2"), (rid, "UMANAGER3")]
     # the agent's "approval needed" DM is edited to say so
     assert _owed(gated, outbox.Kind.AGENT_REQUEST)[-1] == (rid, "UAGENT1")
-    state = approvals.approver_message_state(gated, rid)
+    state = asks.approver_message_state(gated, rid)
     assert state.reminded_at == T0 + timedelta(minutes=15) and state.escalated_at is None
 
 
@@ -88,7 +88,7 @@ def test_no_reminder_when_turned_off_or_once_the_ask_is_over(gated, session_fact
         assert watch.nudge_pending_approvals(gated) == 0  # cancelled
         late = requests.submit_request(gated, AgentIdentity("UAGENT1"), _form("initech", "u-dave"))
         clock.move_to(T0 + timedelta(minutes=50))  # past its TTL: it is expired, not reminded
-        assert approvals.nudge_approvers(gated, late.request.id) is None
+        assert asks.nudge_approvers(gated, late.request.id) is None
     assert _events(session_factory, "approval.reminded") == []
 
 
@@ -121,7 +121,7 @@ def test_the_escalation_group_is_asked_once_at_its_point_and_may_then_decide(esc
         (escalated,) = _events(session_factory, "approval.escalated")
         assert '"asked":["UMANAGER2","UMANAGER3"]' in escalated.details and '"group":["@leads"]' in escalated.details
         assert _owed(escalating, outbox.Kind.APPROVER) == [(rid, "UMANAGER1"), (rid, "UMANAGER2"), (rid, "UMANAGER3")]
-        state = approvals.approver_message_state(escalating, rid)
+        state = asks.approver_message_state(escalating, rid)
         assert state.approvers == ("UMANAGER1", "UMANAGER2", "UMANAGER3") and state.escalated_to == ("UMANAGER2", "UMANAGER3")
         decided = approvals.approve_request(escalating, rid, clicker_slack_id="UMANAGER3")
     assert isinstance(decided, approvals.Decided) and decided.outcome == "approved" and decided.by == "UMANAGER3"
@@ -170,13 +170,13 @@ def test_an_ask_for_more_time_is_reminded_and_escalated_too(escalating, session_
     with freeze_time(T0) as clock:
         granted = requests.submit_request(escalating, AgentIdentity("USENIOR1"), _form("acme", "u-bob", duration_minutes=60))
         session = links.redeem(escalating, granted.link.url.rsplit("/", 1)[1]).session
-        asked = approvals.request_extension(escalating, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
+        asked = extensions.request_extension(escalating, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
         extension_id = asked.ask.extension.id
         assert asked.ask.approvers == MANAGERS  # acme has no designated approvers
         _gating(escalating, escalate_to=["UMANAGER3"], approvers_by_account={})
         clock.move_to(T0 + timedelta(minutes=23))
         assert watch.nudge_pending_approvals(escalating) == 1
-        state = approvals.approver_message_state(escalating, extension_id)
+        state = asks.approver_message_state(escalating, extension_id)
     (reminded,) = _events(session_factory, "approval.reminded")
     assert f'"extension_id":"{extension_id}"' in reminded.details and reminded.session_id == session.id
     (escalated,) = _events(session_factory, "approval.escalated")
@@ -185,7 +185,7 @@ def test_an_ask_for_more_time_is_reminded_and_escalated_too(escalating, session_
     assert _owed(escalating, outbox.Kind.AGENT)[-1] == (granted.request.id, "USENIOR1")
     assert state.reminded_at is not None and state.escalated_at is not None
     # the request's own history is not the extension's
-    assert approvals.approver_message_state(escalating, granted.request.id).outcome == "approved"
+    assert asks.approver_message_state(escalating, granted.request.id).outcome == "approved"
 
 
 def test_two_schedulers_at_once_remind_and_escalate_each_ask_once(escalating, db_url, session_factory):
