@@ -33,3 +33,21 @@ def post_worker_init(worker: object) -> None:
                 log.write(f"{os.getpid()} {info['generation']} {started[1]:.4f} {paused:.4f}\n")
 
     gc.callbacks.append(record)
+
+
+def pre_request(worker: object, req: object) -> None:
+    req.bench_started = (time.time(), time.perf_counter())  # type: ignore[attr-defined]
+
+
+def post_request(worker: object, req: object, environ: dict, resp: object) -> None:
+    """With BENCH_REQUEST_LOG set, append for every request that carries an X-Bench-Id header
+    (bench/http_bench.py): the worker's pid, the id, when the app got it (wall clock, once
+    gunicorn had read its head) and the seconds until gunicorn had written the answer. The
+    client's time minus this is what the request waited outside the app: in the kernel's
+    accept queue, the worker's poller, its thread pool's queue."""
+    path = os.environ.get("BENCH_REQUEST_LOG")
+    started = getattr(req, "bench_started", None)
+    ident = next((value for name, value in getattr(req, "headers", ()) if name == "X-BENCH-ID"), None)
+    if path and started and ident:
+        with open(path, "a") as log:
+            log.write(f"{os.getpid()} {ident} {started[0]:.4f} {time.perf_counter() - started[1]:.4f}\n")

@@ -28,7 +28,10 @@ Beside each run the bench records the collector's pauses in the server's workers
 """
 from __future__ import annotations
 
+import functools
+import gc
 import http.client
+import itertools
 import json
 import os
 import re
@@ -52,7 +55,7 @@ from sqlalchemy import func, select, text
 
 from bench import payloads
 from bench.common import REPO_ROOT, fresh_database
-from bench.cpu import CpuMeter, children
+from bench.cpu import CpuMeter, Sessions, autogroup_seconds, children, run_queue_seconds
 from bench.loadgen import Request
 from bench.slack_stub import SlackStub
 from bot.db.engine import make_engine, make_session_factory
@@ -137,10 +140,14 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.gc_log = gc_log
+        self.request_log = log.with_suffix(".requests")
         self.log = log.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:bench.gunicorn_conf", target],
-            cwd=REPO_ROOT, env={**env, "PORT": str(self.port), "BENCH_GC_LOG": str(gc_log)}, stdout=self.log, stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env={**env, "PORT": str(self.port), "BENCH_GC_LOG": str(gc_log), "BENCH_REQUEST_LOG": str(self.request_log)},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -280,8 +287,14 @@ class Run:
     web_cpu_ms: float
     window: tuple[float, float]
     drained_after: float | None = None
-    #: requests over SLOW_MS: (ms, overlapped a collector pause ≥ 10 ms, overlapped a machine stall)
-    slow: list[tuple[float, bool, bool]] = field(default_factory=list)
+    #: milliseconds per request the web server's threads waited, runnable, for a CPU the
+    #: machine's other work held (bench/cpu.py run_queue_seconds)
+    web_wait_ms: float = 0.0
+    #: how the machine's CPUs were shared between sessions during the run (bench/cpu.py)
+    sessions: Sessions | None = None
+    #: the X-Bench-Id of each request, in the order of `requests`
+    ids: list[str] = field(default_factory=list)
+    slow: list[Slow] = field(default_factory=list)
     gc_pauses: list[float] = field(default_factory=list)
     stalls: list[float] = field(default_factory=list)
 
@@ -297,11 +310,13 @@ def quantile(seconds: list[float], q: float) -> float:
     return statistics.quantiles(sorted(seconds), n=100, method="inclusive")[round(q * 100) - 1] * 1000
 
 
-def _run_clients(what: str, jobs: list[Callable[[Browser], float]], *, clients: int, round_: int, server: Server) -> Run:
-    """Run the jobs on `clients` threads, each with its own keep-alive connection."""
+def _run_clients(what: str, jobs: list[Request], *, clients: int, round_: int, server: Server) -> Run:
+    """Send the requests from `clients` threads, each with its own keep-alive connection and
+    sending its next request when the previous one was answered (closed loop)."""
     lock = threading.Lock()
     queue = list(reversed(jobs))
     timings: list[tuple[float, float]] = []
+    ids: list[str] = []
     errors: list[str] = []
 
     def client() -> None:
@@ -314,17 +329,18 @@ def _run_clients(what: str, jobs: list[Callable[[Browser], float]], *, clients: 
                     job = queue.pop()
                 try:
                     at = time.time()
-                    elapsed = job(http)
+                    elapsed = _timed(functools.partial(http.send, job), job.expect)
                 except Exception as exc:  # noqa: BLE001 - reported after the run
                     errors.append(repr(exc) + "\n" + traceback.format_exc())
                     continue
                 with lock:
                     timings.append((at, elapsed))
+                    ids.append(job.headers.get(REQUEST_ID, ""))
         finally:
             http.close()
 
-    meter = CpuMeter({"web": server.pids})
-    before = meter.snapshot()
+    meter, waits = CpuMeter({"web": server.pids}), CpuMeter({"web": server.pids}, measure=run_queue_seconds)
+    before, waited_before, sessions_before = meter.snapshot(), waits.snapshot(), autogroup_seconds()
     began_wall, began = time.time(), time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
@@ -332,10 +348,11 @@ def _run_clients(what: str, jobs: list[Callable[[Browser], float]], *, clients: 
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - began
-    spent = meter.spent(before, meter.snapshot())
+    spent, waited = meter.spent(before, meter.snapshot()), waits.spent(waited_before, waits.snapshot())
+    sessions = Sessions.between(sessions_before, autogroup_seconds(), wall)
     if errors:
         raise RuntimeError(f"{what}: {len(errors)} requests failed, first: {errors[0]}")
-    return Run(what, clients, round_, timings, wall, 1000 * spent["web"] / len(jobs), (began_wall, began_wall + wall))
+    return Run(what, clients, round_, timings, wall, 1000 * spent["web"] / len(jobs), (began_wall, began_wall + wall), ids=ids, web_wait_ms=1000 * waited["web"] / len(jobs), sessions=sessions)
 
 
 def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
@@ -347,13 +364,18 @@ def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
     return elapsed
 
 
-def _jobs(requests: list[Request]) -> list[Callable[[Browser], float]]:
-    """Closed-loop jobs sending prepared requests, each timed on the client's connection."""
-    return [lambda http, request=request: _timed(lambda: http.send(request), request.expect) for request in requests]
+#: a header naming each request the bench sends, so that the server's own timing of it
+#: (bench/gunicorn_conf.py, BENCH_REQUEST_LOG) can be matched with the client's
+REQUEST_ID = "X-Bench-Id"
+_request_ids = itertools.count(1)
+
+
+def _request(kind: str, method: str, target: str, body: bytes, headers: dict[str, str]) -> Request:
+    return Request(kind, method, target, body, {**headers, REQUEST_ID: str(next(_request_ids))})
 
 
 def _signed(kind: str, body: str) -> Request:
-    return Request(kind, "POST", "/slack/events", body.encode(), payloads.headers(body))
+    return _request(kind, "POST", "/slack/events", body.encode(), payloads.headers(body))
 
 
 def _events(path: Path) -> list[tuple[float, float]]:
@@ -367,23 +389,83 @@ def _events(path: Path) -> list[tuple[float, float]]:
     return out
 
 
-def overlapping(requests: list[tuple[float, float]], window: tuple[float, float], gc_log: Path, stall_log: Path) -> tuple[list[tuple[float, bool, bool]], list[float], list[float]]:
+@dataclass(frozen=True)
+class Slow:
+    """A request over SLOW_MS, and what it overlapped."""
+
+    ms: float
+    #: a collector pause of 10 ms or more in the server's workers (bench/gunicorn_conf.py)
+    server_gc: bool
+    #: a machine stall: the idle probe woken 50 ms or more late (bench/stall_probe.py)
+    stall: bool
+    #: a collector pause of 10 ms or more in the bench's own process, the client
+    client_gc: bool
+    #: milliseconds from gunicorn's pre_request to its post_request for it: the app's own
+    #: time; the rest was spent before (accept, poller, thread pool queue) or in the client
+    server_ms: float | None
+
+    @property
+    def explained(self) -> bool:
+        return self.server_gc or self.stall or self.client_gc
+
+
+#: (wall-clock start, seconds) of every collector pass of 10 ms or more in this process
+CLIENT_GC: list[tuple[float, float]] = []
+
+
+def record_client_gc() -> None:
+    """Record this process's own collector pauses (once per process): the client's threads
+    stop during one as the server's do, and the request being timed looks slow."""
+    if any(getattr(callback, "bench_client_gc", False) for callback in gc.callbacks):
+        return
+    started = [0.0, 0.0]
+
+    def record(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0], started[1] = time.perf_counter(), time.time()
+        elif time.perf_counter() - started[0] >= 0.010:
+            CLIENT_GC.append((started[1], time.perf_counter() - started[0]))
+
+    record.bench_client_gc = True  # type: ignore[attr-defined]
+    gc.callbacks.append(record)
+
+
+def _server_times(path: Path | None) -> dict[str, float]:
+    """Request id -> the seconds the server's app took for it (bench/gunicorn_conf.py)."""
+    if path is None or not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        out[fields[1]] = float(fields[3])
+    return out
+
+
+def overlapping(
+    requests: list[tuple[float, float]], window: tuple[float, float], gc_log: Path, stall_log: Path, *, ids: list[str] | None = None, request_log: Path | None = None
+) -> tuple[list[Slow], list[float], list[float]]:
     """Match slow requests, (wall-clock start, seconds), against the collector's pauses in
-    their server and the machine's stalls over the same wall-clock interval: each request over
-    SLOW_MS as (ms, overlapped a pause, overlapped a stall), and the window's pauses and
-    stalls (seconds)."""
+    their server and in this process, the machine's stalls over the same wall-clock interval,
+    and the server's own time for each (by request id): every request over SLOW_MS, and the
+    window's server pauses and stalls (seconds)."""
     pauses = [e for e in _events(gc_log) if window[0] <= e[0] <= window[1]]
     stalls = [e for e in _events(stall_log) if window[0] <= e[0] <= window[1]]
+    client = [e for e in CLIENT_GC if window[0] <= e[0] <= window[1]]
+    served = _server_times(request_log)
 
     def overlaps(events: list[tuple[float, float]], at: float, seconds: float) -> bool:
         return any(start < at + seconds and start + length > at for start, length in events)
 
-    slow = [(s * 1000, overlaps(pauses, at, s), overlaps(stalls, at, s)) for at, s in requests if s * 1000 > SLOW_MS]
+    slow = []
+    for n, (at, s) in enumerate(requests):
+        if s * 1000 > SLOW_MS:
+            server = served.get(ids[n]) if ids else None
+            slow.append(Slow(s * 1000, overlaps(pauses, at, s), overlaps(stalls, at, s), overlaps(client, at, s), None if server is None else server * 1000))
     return slow, [p for _, p in pauses], [s for _, s in stalls]
 
 
-def _explain(run: Run, gc_log: Path, stall_log: Path) -> None:
-    run.slow, run.gc_pauses, run.stalls = overlapping(run.requests, run.window, gc_log, stall_log)
+def _explain(run: Run, server: Server, stall_log: Path) -> None:
+    run.slow, run.gc_pauses, run.stalls = overlapping(run.requests, run.window, server.gc_log, stall_log, ids=run.ids, request_log=server.request_log)
 
 
 class Bench:
@@ -391,6 +473,7 @@ class Bench:
 
     def __init__(self, backend: str, count: int, db_url: str, fake: SlackStub, workdir: Path) -> None:
         self.backend, self.count, self.fake, self.workdir = backend, count, fake, workdir
+        record_client_gc()
         self.engine = make_engine(db_url)
         self.factory = make_session_factory(self.engine)
         with self.factory() as db, db.begin():
@@ -436,7 +519,7 @@ class Bench:
         """Connection pools, imports, first queries, in every worker (20 connections spread
         over them); not timed."""
         for server in (self.floor, self.bot):
-            _run_clients("warm-up", _jobs(self.ack_requests(60)), clients=20, round_=0, server=server)
+            _run_clients("warm-up", self.ack_requests(60), clients=20, round_=0, server=server)
         _drain(self.factory)
 
     def _submit(self, *, gated: bool) -> None:
@@ -474,7 +557,7 @@ class Bench:
             csrf = unescape(re.search(r'name="csrf" value="([^"]+)"', page.text).group(1))
             cookie = "; ".join(f"{k}={v}" for k, v in browser.cookies.items())
             headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
-            requests.append(Request(REDEEM, "POST", path, urlencode({"csrf": csrf}).encode(), headers))
+            requests.append(_request(REDEEM, "POST", path, urlencode({"csrf": csrf}).encode(), headers))
         browser.close()
         return requests
 
@@ -514,11 +597,11 @@ class Bench:
         runs = []
         for what in order:
             server = self.floor if what == FLOOR else self.bot
-            jobs = _jobs(self.ack_requests() if what == FLOOR else prepared[what])
+            jobs = self.ack_requests() if what == FLOOR else prepared[what]
             run = _run_clients(what, jobs, clients=clients, round_=round_, server=server)
             if what != FLOOR:
                 run.drained_after = _drain(self.factory)
-            _explain(run, server.gc_log, self.stall_log)
+            _explain(run, server, self.stall_log)
             runs.append(run)
             print(
                 f"  [{self.backend} round {round_}, {clients} client(s)] {what}: p50 {quantile(run.seconds, .5):.1f} ms, "
@@ -590,8 +673,9 @@ def render(results: dict[str, list[Run]], *, count: int) -> str:
             ]
         else:
             lines += [
-                f"| backend | path | p50 ms | p50 × floor | p99 ms | p99 × floor | max ms per round | requests over {SLOW_MS:.0f} ms | web CPU ms/request | outbox drained after |",
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+                f"| backend | path | p50 ms | p50 × floor | p99 ms | p99 × floor | max ms per round | requests over {SLOW_MS:.0f} ms | web CPU ms/request "
+                "| web waiting for a CPU, ms/request | bench's session, cores per round | other busy sessions per round | outbox drained after |",
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             ]
         for backend, runs in results.items():
             here = [r for r in runs if r.clients == clients]
@@ -616,6 +700,9 @@ def render(results: dict[str, list[Run]], *, count: int) -> str:
                         " / ".join(f"{max(r.seconds) * 1000:.0f}" for r in mine),
                         str(sum(len(r.slow) for r in mine)),
                         f"{statistics.median(r.web_cpu_ms for r in mine):.2f}",
+                        f"{statistics.median(r.web_wait_ms for r in mine):.2f}",
+                        " / ".join(f"{r.sessions.own_cores:.2f}" if r.sessions else "–" for r in mine),
+                        " / ".join(str(r.sessions.busy_others) if r.sessions else "–" for r in mine),
                         "–" if what == FLOOR else (f"≤ {max(drained):.1f} s" if len(drained) == len(mine) else "not within 120 s"),
                     ]
                 lines.append("| " + " | ".join(cells) + " |")
@@ -629,11 +716,14 @@ def _outliers(results: dict[str, list[Run]]) -> list[str]:
         f"### Requests over {SLOW_MS:.0f} ms, and what they overlapped",
         "",
         "For every run: the collector's passes that stopped a worker of the server under test for 10 ms or more "
-        "(bench/gunicorn_conf.py), and the machine's stalls — an idle process of its own woken 50 ms or more late "
-        "(bench/stall_probe.py; other engineers' test suites share this machine's 2 cores).",
+        "(bench/gunicorn_conf.py) or the bench's own process, the client (*client GC*), and the machine's stalls — an idle "
+        "process of its own woken 50 ms or more late (bench/stall_probe.py; other engineers' test suites share this machine's "
+        "2 cores). *In the app* counts the slow requests whose own time in the server, from gunicorn's pre_request to its "
+        f"post_request hook, was over {SLOW_MS:.0f} ms too; the others waited before (accept, poller, thread pool) or after.",
         "",
-        f"| backend | clients | runs | runs with none over {SLOW_MS:.0f} ms | requests over {SLOW_MS:.0f} ms | of them during a collector pause | during a machine stall | neither | collector pauses ≥ 10 ms (longest) | machine stalls (longest) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| backend | clients | runs | runs with none over {SLOW_MS:.0f} ms | requests over {SLOW_MS:.0f} ms | in the app | during a server "
+        "collector pause | during a client GC | during a machine stall | none of these | server pauses ≥ 10 ms (longest) | machine stalls (longest) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for backend, runs in results.items():
         for clients in sorted({r.clients for r in runs}):
@@ -642,8 +732,9 @@ def _outliers(results: dict[str, list[Run]]) -> list[str]:
             pauses = [p for r in mine for p in r.gc_pauses]
             stalls = [s for r in mine for s in r.stalls]
             lines.append(
-                f"| {backend} | {clients} | {len(mine)} | {sum(1 for r in mine if not r.slow)} | {len(slow)} | {sum(1 for s in slow if s[1])} | "
-                f"{sum(1 for s in slow if s[2])} | {sum(1 for s in slow if not s[1] and not s[2])} | "
+                f"| {backend} | {clients} | {len(mine)} | {sum(1 for r in mine if not r.slow)} | {len(slow)} | "
+                f"{sum(1 for s in slow if s.server_ms is not None and s.server_ms > SLOW_MS)} | {sum(1 for s in slow if s.server_gc)} | "
+                f"{sum(1 for s in slow if s.client_gc)} | {sum(1 for s in slow if s.stall)} | {sum(1 for s in slow if not s.explained)} | "
                 f"{len(pauses)} ({max(pauses, default=0) * 1000:.0f} ms) | {len(stalls)} ({max(stalls, default=0) * 1000:.0f} ms) |"
             )
     return lines + [""]

@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import fresh_database
-from bench.cpu import CpuMeter, machine_seconds
-from bench.http_bench import ACCOUNTS, ACK, AGENTS, APPROVE, FLOOR, PATHS, POLICY, REDEEM, SLOW_MS, Bench, _directory, _drain, overlapping, quantile
+from bench.cpu import CpuMeter, Sessions, autogroup_seconds, run_queue_seconds
+from bench.http_bench import ACCOUNTS, ACK, AGENTS, APPROVE, FLOOR, PATHS, POLICY, REDEEM, REQUEST_ID, SLOW_MS, Bench, Slow, _directory, _drain, overlapping, quantile
 from bench.loadgen import LoadRun, Request, mixed_kinds, poisson_offsets, run_open_loop
 from bench.slack_stub import SlackStub
 
@@ -111,11 +111,13 @@ class RateRun:
     cpu_ms: dict[str, float]
     #: of which spent after the last answer, all components together (the outbox's sending)
     after_ms: float
-    #: cores every other process of the machine kept busy during the run, on average
-    others_cores: float
+    #: milliseconds per answered request the web server's threads waited, runnable, for a CPU
+    web_wait_ms: float
+    #: how the machine's CPUs were shared between sessions meanwhile (bench/cpu.py)
+    sessions: Sessions
     #: seconds from the last answer until every Slack message owed was sent
     drained_after: float | None = None
-    slow: list[tuple[float, bool, bool]] = field(default_factory=list)
+    slow: list[Slow] = field(default_factory=list)
     gc_pauses: list[float] = field(default_factory=list)
     stalls: list[float] = field(default_factory=list)
 
@@ -134,8 +136,9 @@ class OpenLoop:
     def measure(self, what: str, rate: float, round_: int, schedule: list[tuple[float, Request]]) -> RateRun:
         bench = self.bench
         server = bench.floor if what == FLOOR else bench.bot
-        meter = CpuMeter({"web": server.pids, "PostgreSQL": bench.postgres_pids, "Slack stand-in": lambda: [bench.fake.pid], "bench": lambda: [os.getpid(), bench.probe.pid]})
-        before, machine_before, started = meter.snapshot(), machine_seconds()[0], time.perf_counter()
+        meter = CpuMeter({"web": server.pids, "PostgreSQL": bench.postgres_pids, "Slack stand-in": lambda: [bench.fake.pid]})
+        waits = CpuMeter({"web": server.pids}, measure=run_queue_seconds)
+        before, waited_before, sessions_before, started = meter.snapshot(), waits.snapshot(), autogroup_seconds(), time.perf_counter()
         load = run_open_loop([server.url], schedule, timeout=TIMEOUT_SECONDS)
         answered_at = meter.snapshot()
         drained_after = None
@@ -145,7 +148,8 @@ class OpenLoop:
                 drained_after = time.time() - (load.started_wall + load.wall)
         done = meter.snapshot()
         spent, after = meter.spent(before, done), meter.spent(answered_at, done)
-        elapsed, machine = time.perf_counter() - started, machine_seconds()[0] - machine_before
+        waited = waits.spent(waited_before, waits.snapshot())["web"]
+        sessions = Sessions.between(sessions_before, autogroup_seconds(), time.perf_counter() - started)
         answered = max(1, sum(1 for a in load.answers if a.ok))
         cpu_ms = {
             "web": spent["web"],
@@ -154,15 +158,17 @@ class OpenLoop:
             "load generator": load.generator_cpu,
         }
         after_ms = 1000 * (after["web"] + after["PostgreSQL"] + after["Slack stand-in"]) / answered
-        others = max(0.0, machine - sum(spent.values())) / elapsed
-        run = RateRun(what, rate, round_, load, {k: 1000 * v / answered for k, v in cpu_ms.items()}, after_ms, others, drained_after)
+        run = RateRun(what, rate, round_, load, {k: 1000 * v / answered for k, v in cpu_ms.items()}, after_ms, 1000 * waited / answered, sessions, drained_after)
         requests = [(load.started_wall + a.scheduled, a.latency) for a in load.answers]
-        run.slow, run.gc_pauses, run.stalls = overlapping(requests, (load.started_wall, load.started_wall + load.wall), server.gc_log, bench.stall_log)
+        window = (load.started_wall, load.started_wall + load.wall)
+        ids = [request.headers.get(REQUEST_ID, "") for _, request in schedule]
+        run.slow, run.gc_pauses, run.stalls = overlapping(requests, window, server.gc_log, bench.stall_log, ids=ids, request_log=server.request_log)
         failed = load.errors
         print(
             f"  [{bench.backend} round {round_}, {rate:g}/s] {'floor' if what == FLOOR else 'bot'}: {len(load.answers)} requests in {load.wall:.1f} s, "
             + ", ".join(f"{kind} p50 {quantile(run.seconds(kind), .5):.1f} p99 {quantile(run.seconds(kind), .99):.1f} ms" for kind in sorted({a.kind for a in load.answers}))
-            + f"; {len(failed)} failed{' (first: ' + str(failed[0].error) + ')' if failed else ''}; web {run.cpu_ms['web']:.1f} ms/request"
+            + f"; {len(failed)} failed{' (first: ' + str(failed[0].error) + ')' if failed else ''}; web {run.cpu_ms['web']:.1f} ms/request,"
+            + f" waiting for a CPU {run.web_wait_ms:.1f}; bench's session {sessions.own_cores:.2f} cores, {sessions.busy_others} other sessions busy"
             + (f"; outbox drained {drained_after:.1f} s after" if drained_after is not None else ""),
             flush=True,
         )
@@ -273,13 +279,16 @@ def render(results: dict[str, list[RateRun]]) -> str:
             "",
             "CPU milliseconds per answered request, by component, from the first request until the outbox was drained "
             "(median of the rounds); in brackets after the total, what web, PostgreSQL and the stand-in spent after the last "
-            "answer, sending the Slack messages the requests owed (bot/web/background.py); *others* is what every other "
-            "process on the machine kept busy meanwhile, in cores (of 2; lowest–highest round); the outbox drained *after the "
-            "last answer*, worst round:",
+            "answer, sending the Slack messages the requests owed (bot/web/background.py); *web waiting* is the time the web "
+            "server's threads were runnable but had no CPU (bench/cpu.py run_queue_seconds). The machine is shared: Linux shares "
+            "its 2 cores between sessions first (autogroups, bench/cpu.py Sessions), so the *bench's session* (servers, client, "
+            "stand-in) had about 2 / (1 + other busy sessions) cores when they all wanted more (lowest–highest round, floor runs "
+            "included). The outbox drained *after the last answer*, worst round:",
             "",
             "| offered /s | achieved /s | web | PostgreSQL | Slack stand-in | load generator | total (after the answers) | floor total (web) "
-            f"| others, cores | outbox drained after | requests over {SLOW_MS:g} ms (collector pause / machine stall) |",
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| web waiting for a CPU | bench's session, cores | other busy sessions | outbox drained after "
+            f"| requests over {SLOW_MS:g} ms (in the app / collector pause / machine stall) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for rate in rates:
             bot = [r for r in runs if r.rate == rate and r.what == "bot"]
@@ -289,13 +298,15 @@ def render(results: dict[str, list[RateRun]]) -> str:
             floor_web = statistics.median(r.cpu_ms["web"] for r in floor)
             drained = [r.drained_after for r in bot]
             slow = [s for r in bot for s in r.slow]
+            in_app = sum(1 for s in slow if s.server_ms is not None and s.server_ms > SLOW_MS)
             after = statistics.median(r.after_ms for r in bot)
             lines.append(
                 f"| {rate:g} | {statistics.median(len(r.load.answers) / r.load.wall for r in bot):.1f} | "
                 + " | ".join(f"{c:.2f}" for c in cells)
-                + f" | {sum(cells):.2f} ({after:.2f}) | {floor_total:.2f} ({floor_web:.2f}) | {_spread([r.others_cores for r in bot + floor], 2)} | "
+                + f" | {sum(cells):.2f} ({after:.2f}) | {floor_total:.2f} ({floor_web:.2f}) | {statistics.median(r.web_wait_ms for r in bot):.2f} "
+                + f"| {_spread([r.sessions.own_cores for r in bot + floor], 2)} | {_spread([r.sessions.busy_others for r in bot + floor], 0)} | "
                 + (f"{max(drained):.1f} s" if None not in drained else f"not within {DRAIN_SECONDS:g} s")
-                + f" | {len(slow)} ({sum(1 for s in slow if s[1])} / {sum(1 for s in slow if s[2])}) |"
+                + f" | {len(slow)} ({in_app} / {sum(1 for s in slow if s.server_gc)} / {sum(1 for s in slow if s.stall)}) |"
             )
         lines.append("")
     return "\n".join(lines) + "\n"
