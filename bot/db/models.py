@@ -233,7 +233,8 @@ class AuditEvent(Base):
     __tablename__ = "audit_events"
     __table_args__ = (
         Index("ix_audit_events_account_time", "account", "occurred_at"),
-        Index("ix_audit_events_type", "type"),
+        # a type's events in a time range, e.g. blocked requests in a review period (migration 0016)
+        Index("ix_audit_events_type_time", "type", "occurred_at"),
         # write actions per session, from the index alone (migration 0005)
         Index("ix_audit_events_session_type", "session_id", "type"),
         # write actions only: under half the events, so a smaller index to probe per session
@@ -452,10 +453,19 @@ class AlertMark(Base):
     last_raised_at: Mapped[datetime]
 
 
-# Digests and anomaly sweeps read requests and sessions by time range
-# (migrations/versions/0004_watching_sessions.py).
-Index("ix_requests_created_at", ImpersonationRequest.created_at)
-Index("ix_sessions_started_at", ImpersonationSession.started_at)
+# Digests and anomaly sweeps read requests and sessions by time range; the access review
+# counts a period's requests and sessions from these indexes alone (migration 0016).
+Index(
+    "ix_requests_period",
+    ImpersonationRequest.created_at,
+    ImpersonationRequest.state,
+    ImpersonationRequest.approvals_required,
+    ImpersonationRequest.ticket,
+    ImpersonationRequest.previous_session_id,
+    ImpersonationRequest.break_glass,
+    ImpersonationRequest.id,
+)
+Index("ix_sessions_period", ImpersonationSession.started_at, ImpersonationSession.account_id, ImpersonationSession.agent_slack_id)
 Index("ix_links_created_at", Link.created_at)
 
 

@@ -2,10 +2,12 @@
 quarterly review, posted to the security channel with a report file, and the same on demand
 (`impersonation-bot digest --period 2026Q3|last-7d`).
 
-Everything is counted in SQL (GROUP BY over the period's rows; the median through ORDER BY …
-OFFSET), so the work grows with the number of groups, not of sessions: a quarter of 100,000
-sessions is reviewed in well under the two seconds issue 5 point 8 allows (docs/benchmarks.md).
-The chain verification walks the whole log and is reported, and timed, separately.
+Everything is counted in SQL, reading each table once: the period's requests grouped by
+outcome, its sessions grouped per (account, agent) — every session table of the review is a sum
+over those groups — and the median decision time by window functions. The time-range indexes
+carry the columns counted (migration 0016), so the rows are read from the indexes alone; a
+quarter of 100,000 sessions is reviewed in under a second (docs/benchmarks.md). The chain
+verification walks the whole log and is reported, and timed, separately.
 
 Periods are half-open, [start, end), in UTC. The scheduler posts the most recent weekly and
 quarterly period once each (a one-time claim per period key); after downtime it posts the
@@ -16,12 +18,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import and_, case, distinct, exists, func, or_, select
+from sqlalchemy import Row, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
@@ -286,48 +289,63 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
     requests_in = and_(ImpersonationRequest.created_at >= start, ImpersonationRequest.created_at < end)
     sessions_in = and_(ImpersonationSession.started_at >= start, ImpersonationSession.started_at < end)
 
-    requests_total, reinitiations, break_glass = db.execute(
+    # The period's requests in one pass, counted by outcome: how many, how many were
+    # granted (a request was granted when it has its one link), granted without a ticket,
+    # re-initiated and break-glass.
+    has_link = Link.id.is_not(None)
+    request_counts = db.execute(
         select(
+            ImpersonationRequest.state,
             func.count(),
+            func.count(Link.id),
+            func.count(case((and_(has_link, ImpersonationRequest.ticket.is_(None)), 1))),
             func.count(ImpersonationRequest.previous_session_id),
-            func.coalesce(func.sum(case((ImpersonationRequest.break_glass.is_(True), 1), else_=0)), 0),
-        ).where(requests_in)
-    ).one()
-    # a request was granted when it has its one link
-    granted = db.execute(
-        select(func.count()).select_from(Link).join(ImpersonationRequest, ImpersonationRequest.id == Link.request_id).where(requests_in)
-    ).scalar_one()
-    by_outcome = dict(db.execute(select(ImpersonationRequest.state, func.count()).where(requests_in).group_by(ImpersonationRequest.state)).all())
+            func.count(case((ImpersonationRequest.break_glass.is_(True), 1))),
+        )
+        .select_from(ImpersonationRequest)
+        .outerjoin(Link, Link.request_id == ImpersonationRequest.id)
+        .where(requests_in)
+        .group_by(ImpersonationRequest.state)
+    ).all()
+    by_outcome = {state: n for state, n, *_ in request_counts}
+    requests_total, granted, no_ticket, reinitiations, break_glass = (sum(row[i] for row in request_counts) for i in range(1, 6))
     blocked = db.execute(
         select(func.count()).select_from(audit.AuditEvent).where(
             audit.AuditEvent.type == "request.blocked", audit.AuditEvent.occurred_at >= start, audit.AuditEvent.occurred_at < end
         )
     ).scalar_one()
 
-    sessions_total, agents, accounts = db.execute(
-        select(func.count(), func.count(distinct(ImpersonationSession.agent_slack_id)), func.count(distinct(ImpersonationSession.account_id))).where(sessions_in)
-    ).one()
-    session_count = func.count().label("n")
+    # The period's sessions in one pass, counted per (account, agent): every session figure
+    # (totals, by agent, by account, sensitive accounts, concentration) is a sum over these
+    # groups, so the sessions are read once whatever the number of tables.
+    pairs = _account_agent_counts(db, sessions_in)
+    per_agent: dict[str, list[int]] = {}
+    per_account: dict[int, list[int]] = {}
+    names: dict[int, tuple[str, str]] = {}
+    for account_id, account, name, agent, n in pairs:
+        agent_totals = per_agent.setdefault(agent, [0, 0])
+        agent_totals[0] += n
+        agent_totals[1] += 1
+        account_totals = per_account.get(account_id)
+        if account_totals is None:
+            account_totals = per_account[account_id] = [0, 0]
+            names[account_id] = (account, name)
+        account_totals[0] += n
+        account_totals[1] += 1
+    sessions_total = sum(n for n, _ in per_account.values())
+    agents, accounts = len(per_agent), len(per_account)
     by_agent = [
         AgentRow(agent, n, spread)
-        for agent, n, spread in db.execute(
-            select(ImpersonationSession.agent_slack_id, session_count, func.count(distinct(ImpersonationSession.account_id)))
-            .where(sessions_in)
-            .group_by(ImpersonationSession.agent_slack_id)
-            .order_by(session_count.desc(), ImpersonationSession.agent_slack_id)
-            .limit(TOP)
-        )
+        for agent, (n, spread) in sorted(per_agent.items(), key=lambda item: (-item[1][0], item[0]))[:TOP]
     ]
-    by_account_rows = db.execute(
-        select(Account.external_id, Account.name, session_count, func.count(distinct(ImpersonationSession.agent_slack_id)))
-        .select_from(ImpersonationSession)
-        .join(Account, Account.id == ImpersonationSession.account_id)
-        .where(sessions_in)
-        .group_by(Account.external_id, Account.name)
-        .order_by(session_count.desc(), Account.external_id)
-        .limit(TOP)
-    ).all()
-    by_account = [AccountRow(ext, name, n, k) for ext, name, n, k in by_account_rows]
+
+    def account_rows(account_ids: Iterable[int], flags: dict[int, list[str]] | None = None) -> tuple[AccountRow, ...]:
+        ranked = sorted(account_ids, key=lambda a: (-per_account[a][0], names[a][0]))[:TOP]
+        return tuple(
+            AccountRow(*names[a], per_account[a][0], per_account[a][1], tuple(sorted((flags or {}).get(a, ())))) for a in ranked
+        )
+
+    by_account = account_rows(per_account)
 
     # Approvals: every vote cast in the period, by who cast it …
     decider_rows = db.execute(
@@ -372,24 +390,13 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
     decisions = middle[0].total if middle else 0
     median = int(round(sum(float(m.seconds) for m in middle) / len(middle))) if middle else None
 
-    sensitive_rows = db.execute(
-        select(Account.id, Account.external_id, Account.name, session_count, func.count(distinct(ImpersonationSession.agent_slack_id)))
-        .select_from(ImpersonationSession)
-        .join(Account, Account.id == ImpersonationSession.account_id)
-        .where(sessions_in, exists().where(AccountFlagSetting.account_id == Account.id, AccountFlagSetting.flag.in_(SENSITIVE_FLAGS)))
-        .group_by(Account.id, Account.external_id, Account.name)
-        .order_by(session_count.desc(), Account.external_id)
-        .limit(TOP)
-    ).all()
     flags: dict[int, list[str]] = {}
-    if sensitive_rows:
-        for account_id, flag in db.execute(
-            select(AccountFlagSetting.account_id, AccountFlagSetting.flag)
-            .where(AccountFlagSetting.account_id.in_([r[0] for r in sensitive_rows]), AccountFlagSetting.flag.in_(SENSITIVE_FLAGS))
-            .order_by(AccountFlagSetting.flag)
-        ):
+    for account_id, flag in db.execute(
+        select(AccountFlagSetting.account_id, AccountFlagSetting.flag).where(AccountFlagSetting.flag.in_(SENSITIVE_FLAGS))
+    ):
+        if account_id in per_account:
             flags.setdefault(account_id, []).append(flag)
-    sensitive = tuple(AccountRow(ext, name, n, k, tuple(flags.get(aid, ()))) for aid, ext, name, n, k in sensitive_rows)
+    sensitive = account_rows(flags, flags)
 
     alerts = tuple(
         db.execute(
@@ -398,15 +405,18 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
     )
 
     granted_without_ticket = and_(requests_in, ImpersonationRequest.ticket.is_(None), exists().where(Link.request_id == ImpersonationRequest.id))
-    no_ticket = db.execute(select(func.count()).select_from(ImpersonationRequest).where(granted_without_ticket)).scalar_one()
     no_ticket_listed = tuple(
         NoTicketRow(rid, agent, ext, created)
-        for rid, agent, ext, created in db.execute(
-            select(ImpersonationRequest.id, ImpersonationRequest.agent_slack_id, Account.external_id, ImpersonationRequest.created_at)
-            .join(Account, Account.id == ImpersonationRequest.account_id)
-            .where(granted_without_ticket)
-            .order_by(ImpersonationRequest.created_at)
-            .limit(NO_TICKET_LISTED)
+        for rid, agent, ext, created in (
+            db.execute(
+                select(ImpersonationRequest.id, ImpersonationRequest.agent_slack_id, Account.external_id, ImpersonationRequest.created_at)
+                .join(Account, Account.id == ImpersonationRequest.account_id)
+                .where(granted_without_ticket)
+                .order_by(ImpersonationRequest.created_at)
+                .limit(NO_TICKET_LISTED)
+            )
+            if no_ticket
+            else ()
         )
     )
     extensions = tuple(
@@ -416,7 +426,7 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
     )
 
     config = policy.alerts
-    concentration = _concentration(db, sessions_in, percent=config.concentration_percent, min_sessions=config.concentration_min_sessions)
+    concentration = _concentration(pairs, percent=config.concentration_percent, min_sessions=config.concentration_min_sessions)
 
     return DigestReport(
         period=period,
@@ -445,23 +455,34 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
     )
 
 
-def _concentration(db: Session, sessions_in, *, percent: int, min_sessions: int) -> tuple[ConcentrationRow, ...]:
-    """Accounts where one agent held at least `percent` % of the period's sessions (with at
-    least `min_sessions` sessions): counted per (account, agent) in SQL, the top share picked
-    from those groups."""
-    rows = db.execute(
-        select(Account.external_id, ImpersonationSession.agent_slack_id, func.count())
-        .select_from(ImpersonationSession)
-        .join(Account, Account.id == ImpersonationSession.account_id)
+def _account_agent_counts(db: Session, sessions_in) -> Sequence[Row[tuple[int, str, str, str, int]]]:
+    """The period's sessions counted per (account, agent), grouped before the accounts are
+    joined (one lookup per group, not per session): (account id, account, its name, agent,
+    sessions)."""
+    grouped = (
+        select(ImpersonationSession.account_id, ImpersonationSession.agent_slack_id, func.count().label("n"))
         .where(sessions_in)
-        .group_by(Account.external_id, ImpersonationSession.agent_slack_id)
+        .group_by(ImpersonationSession.account_id, ImpersonationSession.agent_slack_id)
+        .subquery()
+    )
+    return db.execute(
+        select(grouped.c.account_id, Account.external_id, Account.name, grouped.c.agent_slack_id, grouped.c.n).join(
+            Account, Account.id == grouped.c.account_id
+        )
     ).all()
-    shares = [s for s in shares_of(rows) if s.total >= min_sessions and 100 * s.top_count >= percent * s.total]
-    if not shares:
-        return ()
-    names = dict(db.execute(select(Account.external_id, Account.name).where(Account.external_id.in_([s.account for s in shares]))).all())
+
+
+def _concentration(pairs: Sequence[Row[tuple[int, str, str, str, int]]], *, percent: int, min_sessions: int) -> tuple[ConcentrationRow, ...]:
+    """Accounts where one agent held at least `percent` % of the period's sessions (with at
+    least `min_sessions` sessions): the top share of each account's (account, agent) groups."""
+    shares = [
+        s
+        for s in shares_of((account, agent, n) for _, account, _, agent, n in pairs)
+        if s.total >= min_sessions and 100 * s.top_count >= percent * s.total
+    ]
+    names = {account: name for _, account, name, _, _ in pairs}
     ordered = sorted(shares, key=lambda s: (-(100 * s.top_count // s.total), -s.total, s.account))[:TOP]
-    return tuple(ConcentrationRow(s.account, names.get(s.account, s.account), s.top_agent, s.top_count, s.total) for s in ordered)
+    return tuple(ConcentrationRow(s.account, names[s.account], s.top_agent, s.top_count, s.total) for s in ordered)
 
 
 def verify_chain(ctx: DomainContext) -> ChainResult:
