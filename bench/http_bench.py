@@ -23,8 +23,13 @@ runs (submissions, landing pages) are set-up and not timed. BENCH_ROUNDS (3) set
 `--count` the requests per path and run.
 
 Beside each run the bench records the collector's pauses in the server's workers
-(bench/gunicorn_conf.py) and the machine's stalls seen by an idle process
-(bench/stall_probe.py), and says for each request over 250 ms which of them it overlapped.
+(bench/gunicorn_conf.py) and in its own process, the machine's stalls seen by an idle process
+(bench/stall_probe.py), the server's own time for each request (X-Bench-Id), the time the
+web threads waited for a CPU and how the shared machine's CPUs went to its sessions
+(bench/cpu.py), and says for each request over 250 ms which of them it overlapped. With
+BENCH_SESSION_NICE (e.g. -10, as root) it then runs the floor and the ack again at the largest
+client count, alternately with its session at that autogroup nice and at 0: the same load
+with only the machine's share changed.
 """
 from __future__ import annotations
 
@@ -78,6 +83,10 @@ PATHS = (ACK, REDEEM, APPROVE)
 GOALS = {ACK: 1.25, REDEEM: 3.0, APPROVE: 4.0}
 #: the saturation runs' bar for outliers
 SLOW_MS = 250.0
+#: BENCH_SESSION_NICE (e.g. -10; needs CAP_SYS_NICE): after the rounds, the floor and the ack
+#: run again at the largest client count, alternately with the bench's session at this
+#: autogroup nice and at 0 (`session_share_check`)
+SESSION_NICE = os.environ.get("BENCH_SESSION_NICE", "").strip()
 ACCOUNTS = 200
 
 POLICY = """
@@ -292,6 +301,8 @@ class Run:
     web_wait_ms: float = 0.0
     #: how the machine's CPUs were shared between sessions during the run (bench/cpu.py)
     sessions: Sessions | None = None
+    #: the bench's session's autogroup nice during a `session_share_check` run; None in the rounds
+    session_nice: int | None = None
     #: the X-Bench-Id of each request, in the order of `requests`
     ids: list[str] = field(default_factory=list)
     slow: list[Slow] = field(default_factory=list)
@@ -340,7 +351,8 @@ def _run_clients(what: str, jobs: list[Request], *, clients: int, round_: int, s
             http.close()
 
     meter, waits = CpuMeter({"web": server.pids}), CpuMeter({"web": server.pids}, measure=run_queue_seconds)
-    before, waited_before, sessions_before = meter.snapshot(), waits.snapshot(), autogroup_seconds()
+    sessions_before, shared_from = autogroup_seconds(), time.perf_counter()
+    before, waited_before = meter.snapshot(), waits.snapshot()
     began_wall, began = time.time(), time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
@@ -349,10 +361,11 @@ def _run_clients(what: str, jobs: list[Request], *, clients: int, round_: int, s
         thread.join()
     wall = time.perf_counter() - began
     spent, waited = meter.spent(before, meter.snapshot()), waits.spent(waited_before, waits.snapshot())
-    sessions = Sessions.between(sessions_before, autogroup_seconds(), wall)
+    sessions = Sessions.between(sessions_before, autogroup_seconds(), time.perf_counter() - shared_from)
     if errors:
         raise RuntimeError(f"{what}: {len(errors)} requests failed, first: {errors[0]}")
-    return Run(what, clients, round_, timings, wall, 1000 * spent["web"] / len(jobs), (began_wall, began_wall + wall), ids=ids, web_wait_ms=1000 * waited["web"] / len(jobs), sessions=sessions)
+    window = (began_wall, began_wall + wall)
+    return Run(what, clients, round_, timings, wall, 1000 * spent["web"] / len(jobs), window, ids=ids, web_wait_ms=1000 * waited["web"] / len(jobs), sessions=sessions)
 
 
 def _timed(call: Callable[[], Reply], expect: int = 200) -> float:
@@ -611,6 +624,38 @@ class Bench:
         return runs
 
 
+def set_session_nice(value: int) -> None:
+    """The nice of this process's autogroup: the weight the scheduler gives this session (the
+    bench, its servers, client and stand-in) against the machine's other sessions (sched(7),
+    "The autogroup feature")."""
+    Path("/proc/self/autogroup").write_text(str(value))
+
+
+def session_share_check(bench: Bench, nice: int, clients: int) -> list[Run]:
+    """The floor and the ack at `clients`, ROUNDS times alternately with the bench's session at
+    autogroup nice `nice` and at 0 (the order reversed every other round): the same code and
+    load, only the machine's share given to the bench changes, so what changes in the slow
+    requests is the machine's doing."""
+    runs = []
+    try:
+        for round_ in range(1, ROUNDS + 1):
+            for value in (0, nice) if round_ % 2 else (nice, 0):
+                set_session_nice(value)
+                for what, server in ((FLOOR, bench.floor), (ACK, bench.bot)):
+                    run = _run_clients(what, bench.ack_requests(), clients=clients, round_=round_, server=server)
+                    run.session_nice = value
+                    _explain(run, server, bench.stall_log)
+                    runs.append(run)
+                    print(
+                        f"  [{bench.backend} session nice {value}, {clients} clients] {what}: p99 {quantile(run.seconds, .99):.1f} ms, max {max(run.seconds) * 1000:.0f} ms, "
+                        f"{len(run.slow)} over {SLOW_MS:.0f} ms; the session had {run.sessions.own_cores if run.sessions else 0:.2f} cores",
+                        flush=True,
+                    )
+    finally:
+        set_session_nice(0)
+    return runs
+
+
 def run_backend(backend: str, *, count: int) -> list[Run]:
     people = {a: {"email": f"{a.lower()}@corp.example", "tz": "Europe/Paris"} for a in [*AGENTS, "UMANAGER1", "UMANAGER2"]}
     runs: list[Run] = []
@@ -624,6 +669,8 @@ def run_backend(backend: str, *, count: int) -> list[Run]:
             for round_ in range(1, ROUNDS + 1):
                 for clients in CLIENT_COUNTS:
                     runs += bench.round(round_, clients)
+            if SESSION_NICE:
+                runs += session_share_check(bench, int(SESSION_NICE), max(CLIENT_COUNTS))
         finally:
             bench.close()
     return runs
@@ -646,7 +693,9 @@ def _ms_cell(runs: list[Run], q: float) -> str:
     return f"{quantile([s for r in runs for s in r.seconds], q):.1f} ({per_round[0]:.1f}–{per_round[-1]:.1f})"
 
 
-def render(results: dict[str, list[Run]], *, count: int) -> str:
+def render(all_results: dict[str, list[Run]], *, count: int) -> str:
+    results = {backend: [r for r in runs if r.session_nice is None] for backend, runs in all_results.items()}
+    checks = {backend: [r for r in runs if r.session_nice is not None] for backend, runs in all_results.items()}
     lines = [
         "## HTTP hot paths against the floor (`bench/http_bench.py`)",
         "",
@@ -708,6 +757,8 @@ def render(results: dict[str, list[Run]], *, count: int) -> str:
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += _outliers(results)
+    if any(checks.values()):
+        lines += _session_share(checks)
     return "\n".join(lines) + "\n"
 
 
@@ -737,6 +788,34 @@ def _outliers(results: dict[str, list[Run]]) -> list[str]:
                 f"{sum(1 for s in slow if s.client_gc)} | {sum(1 for s in slow if s.stall)} | {sum(1 for s in slow if not s.explained)} | "
                 f"{len(pauses)} ({max(pauses, default=0) * 1000:.0f} ms) | {len(stalls)} ({max(stalls, default=0) * 1000:.0f} ms) |"
             )
+    return lines + [""]
+
+
+def _session_share(checks: dict[str, list[Run]]) -> list[str]:
+    lines = [
+        "### The same runs with the machine's share changed",
+        "",
+        "The floor and the ack again at the largest client count, alternately with the bench's session (its servers, client and "
+        "stand-in) at the autogroup nice given by BENCH_SESSION_NICE and at 0 (`/proc/self/autogroup`; Linux shares the CPUs "
+        "between sessions first, sched(7) \"The autogroup feature\", and every engineer's shell on this machine is a session). "
+        "Same code, same load: only the CPU the scheduler gives the bench changes.",
+        "",
+        f"| backend | path | session nice | runs | runs with none over {SLOW_MS:.0f} ms | requests over {SLOW_MS:.0f} ms | p99 ms | max ms per run "
+        "| web waiting for a CPU, ms/request | bench's session, cores per run | other busy sessions per run |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for backend, runs in checks.items():
+        for what in (FLOOR, ACK):
+            for nice in sorted({r.session_nice for r in runs}, reverse=True):
+                mine = [r for r in runs if r.what == what and r.session_nice == nice]
+                if not mine:
+                    continue
+                lines.append(
+                    f"| {backend} | {what} | {nice} | {len(mine)} | {sum(1 for r in mine if not r.slow)} | {sum(len(r.slow) for r in mine)} | "
+                    f"{quantile([s for r in mine for s in r.seconds], .99):.1f} | {' / '.join(f'{max(r.seconds) * 1000:.0f}' for r in mine)} | "
+                    f"{statistics.median(r.web_wait_ms for r in mine):.2f} | {' / '.join(f'{r.sessions.own_cores:.2f}' if r.sessions else '–' for r in mine)} | "
+                    f"{' / '.join(str(r.sessions.busy_others) if r.sessions else '–' for r in mine)} |"
+                )
     return lines + [""]
 
 

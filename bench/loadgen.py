@@ -14,11 +14,12 @@ can (its CPU is measured, `LoadRun.generator_cpu`).
 
     schedule = [(t, request_for(kind)) for t, kind in zip(poisson_offsets(50, 30, rng), kinds)]
     run = run_open_loop(["http://127.0.0.1:8001", "http://127.0.0.1:8002"], schedule)
-    run.answers  # one Answer per request, in schedule order
+    run.answers  # one Answer per request sent, in schedule order
 """
 from __future__ import annotations
 
 import asyncio
+import heapq
 import random
 import time
 from collections.abc import Mapping, Sequence
@@ -77,6 +78,9 @@ class LoadRun:
     #: most requests waiting for an answer at once, and connections opened
     max_in_flight: int
     connections: int
+    #: the offset at which sending stopped (`stop_when_behind`), and the requests not sent
+    stopped_at: float | None = None
+    not_sent: int = 0
 
     def of(self, kind: str) -> list[Answer]:
         return [a for a in self.answers if a.kind == kind]
@@ -202,10 +206,14 @@ class _Host:
         self.idle.clear()
 
 
-async def _run(hosts: list[_Host], schedule: Sequence[tuple[float, Request]], *, timeout: float, failover: bool, max_in_flight: int) -> tuple[list[Answer], float, float, int]:
+async def _run(
+    hosts: list[_Host], schedule: Sequence[tuple[float, Request]], *, timeout: float, failover: bool, max_in_flight: int, stop_when_behind: float | None
+) -> tuple[list[Answer], float, float, int, float | None]:
     loop = asyncio.get_running_loop()
     answers: list[Answer | None] = [None] * len(schedule)
+    unanswered: list[tuple[float, int]] = []  # a heap of (offset, index); answered ones are dropped lazily
     in_flight = most = 0
+    stopped: float | None = None
     slots = asyncio.Semaphore(max_in_flight)
     start = loop.time() + 0.05
     started_wall = time.time() + (start - loop.time())
@@ -244,11 +252,18 @@ async def _run(hosts: list[_Host], schedule: Sequence[tuple[float, Request]], *,
         delay = start + at - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if stop_when_behind is not None:
+            while unanswered and answers[unanswered[0][1]] is not None:
+                heapq.heappop(unanswered)
+            if unanswered and loop.time() - start - unanswered[0][0] > stop_when_behind:
+                stopped = at
+                break
+            heapq.heappush(unanswered, (at, index))
         tasks.append(asyncio.create_task(one(index, at, request)))
     await asyncio.gather(*tasks)
     for host in hosts:
         host.close()
-    return [a for a in answers if a is not None], started_wall, last - start, most
+    return [a for a in answers if a is not None], started_wall, last - start, most, stopped
 
 
 def run_open_loop(
@@ -258,6 +273,7 @@ def run_open_loop(
     timeout: float = 30.0,
     failover: bool = False,
     max_in_flight: int = 2000,
+    stop_when_behind: float | None = None,
 ) -> LoadRun:
     """Send each request at its offset (seconds after the start, ascending) to the base URLs
     in turn (request i to base_urls[i % n]) and wait for every answer.
@@ -267,12 +283,17 @@ def run_open_loop(
     kept-alive connection closed before an answer twice) goes to the next one, as a load
     balancer's passive health check does; never once a request may have been received.
     `max_in_flight` caps the connections in use at once (then requests queue in the
-    generator, and that wait is in their latency)."""
+    generator, and that wait is in their latency). `stop_when_behind`: stop sending once the
+    oldest unanswered request is this many seconds past its moment — the server is past
+    saturation, and more load would only lengthen its queue (and the run); the rest of the
+    schedule is not sent (`LoadRun.stopped_at`, `not_sent`)."""
     if not base_urls:
         raise ValueError("no base URL")
     if any(later < earlier for (earlier, _), (later, _) in zip(schedule, schedule[1:])):
         raise ValueError("the schedule's offsets must be ascending")
     hosts = [_Host(url) for url in base_urls]
     cpu = time.thread_time()
-    answers, started_wall, elapsed, most = asyncio.run(_run(hosts, schedule, timeout=timeout, failover=failover, max_in_flight=max_in_flight))
-    return LoadRun(answers, started_wall, elapsed, time.thread_time() - cpu, most, sum(h.opened for h in hosts))
+    answers, started_wall, elapsed, most, stopped = asyncio.run(
+        _run(hosts, schedule, timeout=timeout, failover=failover, max_in_flight=max_in_flight, stop_when_behind=stop_when_behind)
+    )
+    return LoadRun(answers, started_wall, elapsed, time.thread_time() - cpu, most, sum(h.opened for h in hosts), stopped, len(schedule) - len(answers))

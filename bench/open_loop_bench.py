@@ -54,6 +54,9 @@ KNEE_MS = SLOW_MS
 TIMEOUT_SECONDS = 30.0
 #: how long the bench waits for the outbox to drain after a run before it gives up
 DRAIN_SECONDS = 600.0
+#: a run stops sending once its oldest unanswered request is this late: past saturation more
+#: load only lengthens the queue, and Slack itself gives up on a request after 3 s
+STOP_BEHIND_SECONDS = 5.0
 COMPONENTS = ("web", "PostgreSQL", "Slack stand-in", "load generator")
 
 
@@ -139,7 +142,7 @@ class OpenLoop:
         meter = CpuMeter({"web": server.pids, "PostgreSQL": bench.postgres_pids, "Slack stand-in": lambda: [bench.fake.pid]})
         waits = CpuMeter({"web": server.pids}, measure=run_queue_seconds)
         before, waited_before, sessions_before, started = meter.snapshot(), waits.snapshot(), autogroup_seconds(), time.perf_counter()
-        load = run_open_loop([server.url], schedule, timeout=TIMEOUT_SECONDS)
+        load = run_open_loop([server.url], schedule, timeout=TIMEOUT_SECONDS, stop_when_behind=STOP_BEHIND_SECONDS)
         answered_at = meter.snapshot()
         drained_after = None
         if what != FLOOR:
@@ -166,6 +169,7 @@ class OpenLoop:
         failed = load.errors
         print(
             f"  [{bench.backend} round {round_}, {rate:g}/s] {'floor' if what == FLOOR else 'bot'}: {len(load.answers)} requests in {load.wall:.1f} s, "
+            + (f"stopped at {load.stopped_at:.1f} s ({load.not_sent} not sent), " if load.stopped_at is not None else "")
             + ", ".join(f"{kind} p50 {quantile(run.seconds(kind), .5):.1f} p99 {quantile(run.seconds(kind), .99):.1f} ms" for kind in sorted({a.kind for a in load.answers}))
             + f"; {len(failed)} failed{' (first: ' + str(failed[0].error) + ')' if failed else ''}; web {run.cpu_ms['web']:.1f} ms/request,"
             + f" waiting for a CPU {run.web_wait_ms:.1f}; bench's session {sessions.own_cores:.2f} cores, {sessions.busy_others} other sessions busy"
@@ -178,9 +182,12 @@ class OpenLoop:
         """The floor and the bot at one offered rate, with the same arrival times."""
         schedule = arrivals(rate, SECONDS, seed=round_ * 1000 + int(rate))
         counts = {kind: sum(1 for _, k in schedule if k == kind) for kind in PATHS}
+        began = time.perf_counter()
         prepared = {ACK: self.bench.ack_requests(counts[ACK]), REDEEM: self.bench.redemption_requests(counts[REDEEM]), APPROVE: self.bench.approve_requests(counts[APPROVE])}
-        if _drain(self.bench.factory) is None:
-            raise RuntimeError("the set-up's Slack messages were not sent within 120 s")
+        if _drain(self.bench.factory, timeout=DRAIN_SECONDS) is None:
+            raise RuntimeError(f"the set-up's Slack messages were not sent within {DRAIN_SECONDS:g} s")
+        took = time.perf_counter() - began
+        print(f"  [{self.bench.backend} round {round_}, {rate:g}/s] set-up: {counts[REDEEM]} links, {counts[APPROVE]} pending requests in {took:.0f} s", flush=True)
         floor = [(at, request) for (at, _), request in zip(schedule, self.bench.ack_requests(len(schedule)), strict=True)]
         runs = {FLOOR: lambda: self.measure(FLOOR, rate, round_, floor), "bot": lambda: self.measure("bot", rate, round_, assign(schedule, prepared))}
         order = [FLOOR, "bot"] if round_ % 2 else ["bot", FLOOR]
@@ -271,6 +278,14 @@ def render(results: dict[str, list[RateRun]]) -> str:
                     f"{_pooled(bot, kind, .5):.1f} ({_spread([quantile(r.seconds(kind), .5) for r in bot])}) | {pooled99:.1f} ({_spread(p99s)}) | {floor_p99} | "
                     f"{statistics.median(ratios):.2f} ({_spread(ratios, 2)}) | {goal} | {met} |"
                 )
+        stopped = [r for r in runs if r.load.stopped_at is not None]
+        if stopped:
+            lines += [
+                "",
+                f"Stopped early, the oldest unanswered request over {STOP_BEHIND_SECONDS:g} s late (past saturation; Slack gives up after 3 s): "
+                + "; ".join(f"{r.rate:g}/s round {r.round} {'floor' if r.what == FLOOR else 'bot'} at {r.load.stopped_at:.1f} s ({r.load.not_sent} not sent)" for r in stopped)
+                + ". Their percentiles are of the requests sent.",
+            ]
         lines += [
             "",
             f"**Knee** (the offered rate at which p99, all rounds pooled, passes {KNEE_MS:g} ms): "

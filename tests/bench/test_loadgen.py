@@ -146,3 +146,13 @@ def test_a_refused_connection_is_an_error_without_failover_and_goes_to_the_next_
 def test_a_schedule_out_of_order_is_refused() -> None:
     with pytest.raises(ValueError):
         run_open_loop(["http://127.0.0.1:1"], [(1.0, Request("a", "GET", "/")), (0.5, Request("a", "GET", "/"))])
+
+
+def test_sending_stops_once_the_oldest_unanswered_request_is_too_far_behind() -> None:
+    with socket.socket() as silent:  # accepts connections (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        schedule = [(0.0, Request("a", "POST", "/")), (0.5, Request("a", "POST", "/")), (0.6, Request("a", "POST", "/"))]
+        run = run_open_loop([f"http://127.0.0.1:{silent.getsockname()[1]}"], schedule, timeout=1.0, stop_when_behind=0.2)
+    assert (run.stopped_at, run.not_sent) == (0.5, 2)
+    assert [a.error for a in run.answers] == ["no answer within 1 s"]
