@@ -26,10 +26,8 @@ Beside each run the bench records the collector's pauses in the server's workers
 (bench/gunicorn_conf.py) and in its own process, the machine's stalls seen by an idle process
 (bench/stall_probe.py), the server's own time for each request (X-Bench-Id), the time the
 web threads waited for a CPU and how the shared machine's CPUs went to its sessions
-(bench/cpu.py), and says for each request over 250 ms which of them it overlapped. With
-BENCH_SESSION_NICE (e.g. -10, as root) it then runs the floor and the ack again at the largest
-client count, alternately with its session at that autogroup nice and at 0: the same load
-with only the machine's share changed.
+(bench/cpu.py), and says for each request over 250 ms which of them it overlapped
+(bench/outlier_bench.py runs the same with the machine's share changed).
 """
 from __future__ import annotations
 
@@ -49,7 +47,8 @@ import threading
 import time
 import traceback
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -83,10 +82,6 @@ PATHS = (ACK, REDEEM, APPROVE)
 GOALS = {ACK: 1.25, REDEEM: 3.0, APPROVE: 4.0}
 #: the saturation runs' bar for outliers
 SLOW_MS = 250.0
-#: BENCH_SESSION_NICE (e.g. -10; needs CAP_SYS_NICE): after the rounds, the floor and the ack
-#: run again at the largest client count, alternately with the bench's session at this
-#: autogroup nice and at 0 (`session_share_check`)
-SESSION_NICE = os.environ.get("BENCH_SESSION_NICE", "").strip()
 ACCOUNTS = 200
 
 POLICY = """
@@ -301,8 +296,8 @@ class Run:
     web_wait_ms: float = 0.0
     #: how the machine's CPUs were shared between sessions during the run (bench/cpu.py)
     sessions: Sessions | None = None
-    #: the bench's session's autogroup nice during a `session_share_check` run; None in the rounds
-    session_nice: int | None = None
+    #: the bench's session's autogroup nice during the run (bench/outlier_bench.py)
+    session_nice: int = 0
     #: the X-Bench-Id of each request, in the order of `requests`
     ids: list[str] = field(default_factory=list)
     slow: list[Slow] = field(default_factory=list)
@@ -624,55 +619,29 @@ class Bench:
         return runs
 
 
-def set_session_nice(value: int) -> None:
-    """The nice of this process's autogroup: the weight the scheduler gives this session (the
-    bench, its servers, client and stand-in) against the machine's other sessions (sched(7),
-    "The autogroup feature")."""
-    Path("/proc/self/autogroup").write_text(str(value))
-
-
-def session_share_check(bench: Bench, nice: int, clients: int) -> list[Run]:
-    """The floor and the ack at `clients`, ROUNDS times alternately with the bench's session at
-    autogroup nice `nice` and at 0 (the order reversed every other round): the same code and
-    load, only the machine's share given to the bench changes, so what changes in the slow
-    requests is the machine's doing."""
-    runs = []
-    try:
-        for round_ in range(1, ROUNDS + 1):
-            for value in (0, nice) if round_ % 2 else (nice, 0):
-                set_session_nice(value)
-                for what, server in ((FLOOR, bench.floor), (ACK, bench.bot)):
-                    run = _run_clients(what, bench.ack_requests(), clients=clients, round_=round_, server=server)
-                    run.session_nice = value
-                    _explain(run, server, bench.stall_log)
-                    runs.append(run)
-                    print(
-                        f"  [{bench.backend} session nice {value}, {clients} clients] {what}: p99 {quantile(run.seconds, .99):.1f} ms, max {max(run.seconds) * 1000:.0f} ms, "
-                        f"{len(run.slow)} over {SLOW_MS:.0f} ms; the session had {run.sessions.own_cores if run.sessions else 0:.2f} cores",
-                        flush=True,
-                    )
-    finally:
-        set_session_nice(0)
-    return runs
-
-
-def run_backend(backend: str, *, count: int) -> list[Run]:
+@contextmanager
+def served(backend: str, *, count: int, submissions: int) -> Iterator[Bench]:
+    """A fresh database, the Slack stand-in, and the bot and the floor served, warmed up; room
+    in the directory for `submissions` requests (see `_directory`)."""
     people = {a: {"email": f"{a.lower()}@corp.example", "tz": "Europe/Paris"} for a in [*AGENTS, "UMANAGER1", "UMANAGER2"]}
-    runs: list[Run] = []
     with fresh_database(backend) as db_url, tempfile.TemporaryDirectory(prefix="impbot-bench-") as folder, SlackStub(people) as fake:
         workdir = Path(folder)
         (workdir / "policy.toml").write_text(POLICY % {"agents": ", ".join(f'"{a}"' for a in AGENTS)})
-        _directory(workdir / "directory.json", accounts=ACCOUNTS, customers=2 * ROUNDS * len(CLIENT_COUNTS) * count // len(AGENTS) + 1)
+        _directory(workdir / "directory.json", accounts=ACCOUNTS, customers=submissions // len(AGENTS) + 1)
         bench = Bench(backend, count, db_url, fake, workdir)
         try:
             bench.warm_up()
-            for round_ in range(1, ROUNDS + 1):
-                for clients in CLIENT_COUNTS:
-                    runs += bench.round(round_, clients)
-            if SESSION_NICE:
-                runs += session_share_check(bench, int(SESSION_NICE), max(CLIENT_COUNTS))
+            yield bench
         finally:
             bench.close()
+
+
+def run_backend(backend: str, *, count: int) -> list[Run]:
+    runs: list[Run] = []
+    with served(backend, count=count, submissions=2 * ROUNDS * len(CLIENT_COUNTS) * count) as bench:
+        for round_ in range(1, ROUNDS + 1):
+            for clients in CLIENT_COUNTS:
+                runs += bench.round(round_, clients)
     return runs
 
 
@@ -693,9 +662,7 @@ def _ms_cell(runs: list[Run], q: float) -> str:
     return f"{quantile([s for r in runs for s in r.seconds], q):.1f} ({per_round[0]:.1f}–{per_round[-1]:.1f})"
 
 
-def render(all_results: dict[str, list[Run]], *, count: int) -> str:
-    results = {backend: [r for r in runs if r.session_nice is None] for backend, runs in all_results.items()}
-    checks = {backend: [r for r in runs if r.session_nice is not None] for backend, runs in all_results.items()}
+def render(results: dict[str, list[Run]], *, count: int) -> str:
     lines = [
         "## HTTP hot paths against the floor (`bench/http_bench.py`)",
         "",
@@ -756,13 +723,11 @@ def render(all_results: dict[str, list[Run]], *, count: int) -> str:
                     ]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    lines += _outliers(results)
-    if any(checks.values()):
-        lines += _session_share(checks)
+    lines += outliers(results)
     return "\n".join(lines) + "\n"
 
 
-def _outliers(results: dict[str, list[Run]]) -> list[str]:
+def outliers(results: dict[str, list[Run]]) -> list[str]:
     lines = [
         f"### Requests over {SLOW_MS:.0f} ms, and what they overlapped",
         "",
@@ -788,34 +753,6 @@ def _outliers(results: dict[str, list[Run]]) -> list[str]:
                 f"{sum(1 for s in slow if s.client_gc)} | {sum(1 for s in slow if s.stall)} | {sum(1 for s in slow if not s.explained)} | "
                 f"{len(pauses)} ({max(pauses, default=0) * 1000:.0f} ms) | {len(stalls)} ({max(stalls, default=0) * 1000:.0f} ms) |"
             )
-    return lines + [""]
-
-
-def _session_share(checks: dict[str, list[Run]]) -> list[str]:
-    lines = [
-        "### The same runs with the machine's share changed",
-        "",
-        "The floor and the ack again at the largest client count, alternately with the bench's session (its servers, client and "
-        "stand-in) at the autogroup nice given by BENCH_SESSION_NICE and at 0 (`/proc/self/autogroup`; Linux shares the CPUs "
-        "between sessions first, sched(7) \"The autogroup feature\", and every engineer's shell on this machine is a session). "
-        "Same code, same load: only the CPU the scheduler gives the bench changes.",
-        "",
-        f"| backend | path | session nice | runs | runs with none over {SLOW_MS:.0f} ms | requests over {SLOW_MS:.0f} ms | p99 ms | max ms per run "
-        "| web waiting for a CPU, ms/request | bench's session, cores per run | other busy sessions per run |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for backend, runs in checks.items():
-        for what in (FLOOR, ACK):
-            for nice in sorted({r.session_nice for r in runs}, reverse=True):
-                mine = [r for r in runs if r.what == what and r.session_nice == nice]
-                if not mine:
-                    continue
-                lines.append(
-                    f"| {backend} | {what} | {nice} | {len(mine)} | {sum(1 for r in mine if not r.slow)} | {sum(len(r.slow) for r in mine)} | "
-                    f"{quantile([s for r in mine for s in r.seconds], .99):.1f} | {' / '.join(f'{max(r.seconds) * 1000:.0f}' for r in mine)} | "
-                    f"{statistics.median(r.web_wait_ms for r in mine):.2f} | {' / '.join(f'{r.sessions.own_cores:.2f}' if r.sessions else '–' for r in mine)} | "
-                    f"{' / '.join(str(r.sessions.busy_others) if r.sessions else '–' for r in mine)} |"
-                )
     return lines + [""]
 
 

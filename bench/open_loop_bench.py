@@ -29,17 +29,13 @@ import math
 import os
 import random
 import statistics
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bench.common import fresh_database
 from bench.cpu import CpuMeter, Sessions, autogroup_seconds, run_queue_seconds
-from bench.http_bench import ACCOUNTS, ACK, AGENTS, APPROVE, FLOOR, PATHS, POLICY, REDEEM, REQUEST_ID, SLOW_MS, Bench, Slow, _directory, _drain, overlapping, quantile
+from bench.http_bench import ACK, APPROVE, FLOOR, PATHS, REDEEM, REQUEST_ID, SLOW_MS, Bench, Slow, _drain, overlapping, quantile, served
 from bench.loadgen import LoadRun, Request, mixed_kinds, poisson_offsets, run_open_loop
-from bench.slack_stub import SlackStub
 
 RATES = tuple(float(r) for r in os.environ.get("BENCH_OPENLOOP_RATES", "10,25,50,100").split(",") if r)
 SECONDS = float(os.environ.get("BENCH_OPENLOOP_SECONDS", "30"))
@@ -202,21 +198,12 @@ def submissions_needed() -> int:
 
 
 def run_backend(backend: str) -> list[RateRun]:
-    people = {a: {"email": f"{a.lower()}@corp.example", "tz": "Europe/Paris"} for a in [*AGENTS, "UMANAGER1", "UMANAGER2"]}
     runs: list[RateRun] = []
-    with fresh_database(backend) as db_url, tempfile.TemporaryDirectory(prefix="impbot-bench-") as folder, SlackStub(people) as fake:
-        workdir = Path(folder)
-        (workdir / "policy.toml").write_text(POLICY % {"agents": ", ".join(f'"{a}"' for a in AGENTS)})
-        _directory(workdir / "directory.json", accounts=ACCOUNTS, customers=submissions_needed() // len(AGENTS) + 1)
-        bench = Bench(backend, 0, db_url, fake, workdir)
-        try:
-            bench.warm_up()
-            driver = OpenLoop(bench)
-            for round_ in range(1, ROUNDS + 1):
-                for rate in sorted(RATES, reverse=not round_ % 2):
-                    runs += driver.rate(rate, round_)
-        finally:
-            bench.close()
+    with served(backend, count=0, submissions=submissions_needed()) as bench:
+        driver = OpenLoop(bench)
+        for round_ in range(1, ROUNDS + 1):
+            for rate in sorted(RATES, reverse=not round_ % 2):
+                runs += driver.rate(rate, round_)
     return runs
 
 
