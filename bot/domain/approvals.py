@@ -304,12 +304,10 @@ def open_request_approval(db: Session, ctx: DomainContext, request: Impersonatio
     approvers = eligible_approvers(ctx, account=request.account.external_id, team_id=request.team_id, requester=requester)
     audit.append(
         db,
-        EventDraft(
-            type="approval.requested",
+        EventDraft.about(
+            request,
+            "approval.requested",
             actor=Actor.agent_of(request),
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
             details={
                 "asked": approvers,
                 "approvals_required": request.approvals_required,
@@ -432,12 +430,10 @@ def _expire_request(db: Session, request: ImpersonationRequest, now: datetime) -
         request,
         source=RequestState.PENDING,
         target=RequestState.EXPIRED,
-        event=EventDraft(
-            type="request.expired",
+        event=EventDraft.about(
+            request,
+            "request.expired",
             actor=Actor.system("clock"),
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
             details={"pending_expires_at": audit.format_time(request.pending_expires_at or now)},
         ),
         now=now,
@@ -484,11 +480,10 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
             return request
         approvers = approvers_so_far(db, request.id)
         actor = Actor(slack_id=clicker.slack_id, email=clicker.email, role=role_of(ctx, clicker.slack_id))
-        base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id)
         if len(approvers) < request.approvals_required:
             audit.append(
                 db,
-                EventDraft(type="approval.recorded", actor=actor, details={"approvals": len(approvers), "required": request.approvals_required}, **base),
+                EventDraft.about(request, "approval.recorded", actor=actor, details={"approvals": len(approvers), "required": request.approvals_required}),
                 now=now,
             )
             outbox.enqueue_home(db, clicker.slack_id, now=now)  # it leaves the approver's queue
@@ -498,7 +493,7 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
             request,
             source=RequestState.PENDING,
             target=RequestState.GRANTED,
-            event=EventDraft(type="approval.granted", actor=actor, details={"approvers": approvers, "required": request.approvals_required}, **base),
+            event=EventDraft.about(request, "approval.granted", actor=actor, details={"approvers": approvers, "required": request.approvals_required}),
             now=now,
         )
         link = issue_link(db, ctx, request, now=now)
@@ -531,12 +526,10 @@ def deny_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str, 
             request,
             source=RequestState.PENDING,
             target=RequestState.DENIED,
-            event=EventDraft(
-                type="approval.denied",
+            event=EventDraft.about(
+                request,
+                "approval.denied",
                 actor=Actor(slack_id=clicker.slack_id, email=clicker.email, role=role_of(ctx, clicker.slack_id)),
-                account=request.account.external_id,
-                customer_user=request.customer_user.external_id,
-                request_id=request.id,
                 details={"reason": reason},
             ),
             now=now,
@@ -583,12 +576,10 @@ def cancel_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: str
             request,
             source=RequestState.PENDING,
             target=RequestState.CANCELLED,
-            event=EventDraft(
-                type="request.cancelled",
+            event=EventDraft.about(
+                request,
+                "request.cancelled",
                 actor=Actor.agent_of(request),
-                account=request.account.external_id,
-                customer_user=request.customer_user.external_id,
-                request_id=request.id,
             ),
             now=now,
         )
@@ -615,12 +606,10 @@ def _refuse_if_ineligible(db: Session, ctx: DomainContext, request: Impersonatio
         return None
     audit.append(
         db,
-        EventDraft(
-            type="approval.refused",
+        EventDraft.about(
+            request,
+            "approval.refused",
             actor=Actor(slack_id=clicker.slack_id, email=clicker.email, role=role_of(ctx, clicker.slack_id)),
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
             details={"cause": cause, "action": action},
         ),
         now=now,

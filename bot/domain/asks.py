@@ -126,12 +126,7 @@ def nudge_approvers(ctx: DomainContext, subject_id: str, *, now: datetime | None
             escalate_after_percent=gating.escalate_after_percent,
             escalate_after_minutes=gating.escalate_after_minutes,
         )
-        base = dict(
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
-            session_id=extension.session_id if extension is not None else None,
-        )
+        session_id = extension.session_id if extension is not None else None
         about = {"extension_id": extension.id} if extension is not None else {}
         targets: list[str] = []
         reminded: tuple[str, ...] = ()
@@ -139,11 +134,12 @@ def nudge_approvers(ctx: DomainContext, subject_id: str, *, now: datetime | None
             reminded = nudges.remind
             audit.append(
                 db,
-                EventDraft(
-                    type="approval.reminded",
+                EventDraft.about(
+                    request,
+                    "approval.reminded",
                     actor=Actor.system("clock"),
+                    session_id=session_id,
                     details={**about, "reminded": list(reminded), "expires_at": audit.format_time(expires_at)},
-                    **base,
                 ),
                 now=now,
             )
@@ -152,11 +148,12 @@ def nudge_approvers(ctx: DomainContext, subject_id: str, *, now: datetime | None
         if escalated_now:
             audit.append(
                 db,
-                EventDraft(
-                    type="approval.escalated",
+                EventDraft.about(
+                    request,
+                    "approval.escalated",
                     actor=Actor.system("clock"),
+                    session_id=session_id,
                     details={**about, "asked": list(nudges.ask), "group": list(group), "expires_at": audit.format_time(expires_at)},
-                    **base,
                 ),
                 now=now,
             )

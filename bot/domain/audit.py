@@ -42,7 +42,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from bot.db.engine import make_engine, make_session_factory, reading
-from bot.db.models import AuditEvent, AuditHead
+from bot.db.models import AuditEvent, AuditHead, ImpersonationRequest
 from bot.domain import personal
 from bot.domain.clock import utcnow
 
@@ -107,6 +107,29 @@ class EventDraft:
     request_id: str | None = None
     session_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def about(
+        cls,
+        request: ImpersonationRequest,
+        type: str,
+        *,
+        actor: Actor,
+        session_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> EventDraft:
+        """An event about a request, naming what every such event names: its account's and
+        customer user's external ids and the request's id (and the session's, when it is
+        about one)."""
+        return cls(
+            type=type,
+            actor=actor,
+            account=request.account.external_id,
+            customer_user=request.customer_user.external_id,
+            request_id=request.id,
+            session_id=session_id,
+            details=details if details is not None else {},
+        )
 
 
 def format_time(value: datetime) -> str:

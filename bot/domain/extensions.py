@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -85,11 +86,10 @@ def request_extension(
         if session is None or session.agent_slack_id != agent_slack_id:
             return Refused("Only the agent of a live session can ask to extend it.")
         request = session.request
-        base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id, session_id=session.id)
         actor = Actor(slack_id=agent_slack_id, email=request.agent_email, role=powers.role if powers else None)
 
         def refuse(cause: str, message: str) -> Refused:
-            audit.append(db, EventDraft(type="extension.refused", actor=actor, details={"cause": cause, "minutes": minutes}, **base), now=now)
+            audit.append(db, _event(session, "extension.refused", actor, {"cause": cause, "minutes": minutes}), now=now)
             return Refused(message)
 
         if request.state != RequestState.ACTIVE.value or now >= session.expires_at:
@@ -133,14 +133,14 @@ def request_extension(
             session.expires_at = new_end
             audit.append(
                 db,
-                EventDraft(
-                    type="extension.granted",
-                    actor=actor,
-                    details={
+                _event(
+                    session,
+                    "extension.granted",
+                    actor,
+                    {
                         "extension_id": extension.id, "minutes": granted_minutes, "reason": extension.reason,
                         "self_served": True, "new_expires_at": audit.format_time(new_end),
                     },
-                    **base,
                 ),
                 now=now,
             )
@@ -156,14 +156,14 @@ def request_extension(
             approvers = [a for a in approvers if a in named]
         audit.append(
             db,
-            EventDraft(
-                type="extension.requested",
-                actor=actor,
-                details={
+            _event(
+                session,
+                "extension.requested",
+                actor,
+                {
                     "extension_id": extension.id, "minutes": granted_minutes, "reason": extension.reason, "asked": approvers,
                     "past_cap": decision.past_cap, "new_total_minutes": decision.new_total_minutes,
                 },
-                **base,
             ),
             now=now,
         )
@@ -173,6 +173,11 @@ def request_extension(
         outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now)
         recent = recent_sessions(db, agent_slack_id=agent_slack_id, account_id=request.account_id)
         return ExtensionAsked(ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent), ExtensionView.of(extension)))
+
+
+def _event(session: ImpersonationSession, type: str, actor: Actor, details: dict[str, Any]) -> EventDraft:
+    """An event about more time on this session (and so about its request)."""
+    return EventDraft.about(session.request, type, actor=actor, session_id=session.id, details=details)
 
 
 def lock_extension(db: Session, extension_id: str) -> Extension | None:
@@ -201,7 +206,6 @@ def decide_extension(
             return Refused("That extension request no longer exists.")
         session = extension.session
         request = session.request
-        base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id, session_id=session.id)
         if extension.state != "pending":
             last = db.execute(
                 select(audit.AuditEvent)
@@ -220,10 +224,7 @@ def decide_extension(
             return finish("expired", "extension.expired", None, {"session_live": live}, None)
         refusal = refusal_cause(db, ctx, clicker, request, extension.id)
         if refusal:
-            refused = EventDraft(
-                type="extension.refused", actor=Actor(slack_id=clicker.slack_id, email=clicker.email), details={"cause": refusal, "extension_id": extension.id}, **base
-            )
-            audit.append(db, refused, now=now)
+            audit.append(db, _event(session, "extension.refused", Actor(slack_id=clicker.slack_id, email=clicker.email), {"cause": refusal, "extension_id": extension.id}), now=now)
             return Refused(REFUSAL_MESSAGES[refusal])
         if not vote(db, extension.id, clicker, ApprovalDecision.APPROVE if approve else ApprovalDecision.DENY, reason, now):
             return AlreadyCounted(extension.id)
@@ -262,9 +263,8 @@ def _finish_extension(
     rows that edit every approver's DM and the agent's session DM (rendered at delivery)."""
     session = extension.session
     request = session.request
-    base = dict(account=request.account.external_id, customer_user=request.customer_user.external_id, request_id=request.id, session_id=session.id)
     extension.state, extension.decided_at = state, now
-    audit.append(db, EventDraft(type=event_type, actor=actor, details={"extension_id": extension.id, **details}, **base), now=now)
+    audit.append(db, _event(session, event_type, actor, {"extension_id": extension.id, **details}), now=now)
     db.flush()
     audience = decision_audience(db, extension.id)
     targets = enqueue_approver_edits(db, extension.id, audience, now=now)

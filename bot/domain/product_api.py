@@ -756,12 +756,10 @@ def record_action(
         request = session.request
         event = audit.append_now(
             db,
-            EventDraft(
-                type="action.recorded",
+            EventDraft.about(
+                request,
+                "action.recorded",
                 actor=Actor(slack_id=session.agent_slack_id, email=request.agent_email, role=request.agent_role),
-                account=request.account.external_id,
-                customer_user=request.customer_user.external_id,
-                request_id=request.id,
                 session_id=session.id,
                 details={
                     "product": principal.product,

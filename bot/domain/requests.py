@@ -15,7 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
-from bot.db.models import ImpersonationRequest, ImpersonationSession, Link, RequestState
+from bot.db.models import Account, CustomerUser, ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import anomalies, approvals, audit, directory, links, outbox, webhooks
 from bot.domain.approvals import ApprovalAsk, open_request_approval
 from bot.domain.audit import Actor, EventDraft
@@ -33,6 +33,7 @@ from bot.domain.policy import (
     decide,
     powers_of,
 )
+from bot.domain.ports import Person
 from bot.domain.sessions import SessionStatus, audit_not_the_agent, status_at
 from bot.domain.views import IssuedLink, RequestView, minutes_between
 
@@ -245,148 +246,187 @@ def submit_request(
     return result
 
 
+@dataclass(frozen=True)
+class _Asker:
+    """Who submitted, as the directory and the policy see them at submission."""
+
+    agent: AgentIdentity
+    person: Person
+    powers: Powers | None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(slack_id=self.agent.slack_id, email=self.person.email, role=self.powers.role if self.powers else None)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Whom the form names, as found in the directory, and whether asking for them now
+    re-initiates one of the agent's sessions with them."""
+
+    account: Account | None
+    user: CustomerUser | None
+    again: Reinitiation | None
+
+
 def _decide_and_store(ctx: DomainContext, agent: AgentIdentity, form: RequestForm, *, now: datetime) -> SubmitResult:
-    powers = agent_powers(ctx, agent.slack_id)
-    person = ctx.people.person(agent.slack_id)
-    actor = Actor(slack_id=agent.slack_id, email=person.email, role=powers.role if powers else None)
-    rules, gating = ctx.policy.requests, ctx.policy.gating
+    """The policy's decision on a submission, and what it stores and owes, in one transaction:
+    a refusal (audited), the open access the agent already has, or a new request, pending
+    its approvals or granted at once."""
+    asker = _Asker(agent, ctx.people.person(agent.slack_id), agent_powers(ctx, agent.slack_id))
     with ctx.sessions() as db, db.begin():
-        account = directory.find_account(db, form.account) if form.account else None
-        user = directory.find_user(db, account, form.user) if account is not None and form.user else None
-        again = (
-            _reinitiation(db, agent_slack_id=agent.slack_id, customer_user_id=user.id, now=now, window_minutes=ctx.policy.reinitiation.window_minutes)
-            if user is not None
-            else None
-        )
-        decision = decide(
-            powers=powers,
-            account_flags=account.flag_names() if account is not None else None,
-            assigned=account is not None and directory.is_assigned(db, agent.slack_id, account.id),
-            user_known=user is not None,
-            user_protected=bool(user and user.protected),
-            reason=form.reason,
-            ticket=form.ticket,
-            duration_minutes=form.duration_minutes or 0,
-            scope=form.scope,
-            reason_min_length=rules.reason_min_length,
-            ticket_required=rules.ticket_required,
-            gated_flags=frozenset(gating.flags),
-            approvals_required=gating.approvals_required,
-            approvals_required_by_flag=dict(gating.approvals_required_by_flag),
-            break_glass=form.break_glass,
-            break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
-            requester_identified=person.resolved,
-            reinitiation_ordinal=again.ordinal if again is not None else 0,
-            reinitiation_approval_from=ctx.policy.reinitiation.require_approval_from,
-            justification=form.justification,
-            justification_codes=frozenset(ctx.policy.privacy.justifications),
-        )
+        target = _find_target(db, ctx, asker, form, now=now)
+        decision = _decide(db, ctx, asker, form, target)
         if decision.outcome is Outcome.BLOCK:
-            _audit_blocked(db, decision, actor, form, account_known=account is not None, now=now)
-            assert decision.cause is not None and decision.field is not None
-            return Blocked(
-                decision.cause,
-                decision.field,
-                BLOCK_MESSAGES[decision.cause].format(
-                    min=rules.reason_min_length,
-                    max=powers.max_minutes if powers else 0,
-                    break_glass_min=ctx.policy.break_glass.reason_min_length,
-                ),
-            )
-        assert account is not None and user is not None and powers is not None
-        if rules.one_open_access:
+            return _blocked(db, ctx, asker, form, decision, account_known=target.account is not None, now=now)
+        assert target.account is not None and target.user is not None and asker.powers is not None
+        if ctx.policy.requests.one_open_access:
             # The customer user's row is locked first (PostgreSQL), so two submissions for the
             # same user are ordered and the second sees the first (SQLite: BEGIN IMMEDIATE).
-            directory.lock_user(db, user.id)
-            open_access = _open_access(db, agent.slack_id, user.id, now)
+            directory.lock_user(db, target.user.id)
+            open_access = _open_access(db, agent.slack_id, target.user.id, now)
             if open_access is not None:
-                _audit_already_open(db, actor, form, open_access, now=now)
+                _audit_already_open(db, asker.actor, form, open_access, now=now)
                 return open_access
-        pending = decision.outcome is Outcome.NEEDS_APPROVAL
-        request = ImpersonationRequest(
-            id=str(uuid.uuid4()),
-            team_id=agent.team_id,
-            agent_slack_id=agent.slack_id,
-            agent_email=person.email,
-            agent_enterprise_user_id=person.enterprise_user_id,
-            agent_tz=person.tz,
-            agent_role=powers.role,
-            account_id=account.id,
-            customer_user_id=user.id,
-            reason=form.reason.strip(),
-            justification=form.justification,
-            ticket=(form.ticket or "").strip() or None,
-            duration_minutes=form.duration_minutes or 0,
-            scope=form.scope,
-            state=(RequestState.PENDING if pending else RequestState.GRANTED).value,
-            gated_by=",".join(sorted(decision.gated_by or decision.bypassed)),
-            created_at=now,
-            updated_at=now,
-            approvals_required=decision.approvals_required if pending else 0,
-            pending_expires_at=now + timedelta(minutes=gating.pending_ttl_minutes) if pending else None,
-            previous_session_id=again.previous_session_id if again is not None else None,
-            reinitiation_ordinal=again.ordinal if again is not None else 0,
-            previous_session_ended_at=again.previous_ended_at if again is not None else None,
-            break_glass=bool(decision.bypassed),
-        )
-        db.add(request)
-        db.flush()
-        db.refresh(request)
-        event = dict(
-            actor=actor,
-            account=account.external_id,
-            customer_user=user.external_id,
-            request_id=request.id,
-        )
-        audit.append(
-            db,
-            EventDraft(
-                type="request.created",
-                details={
-                    "reason": request.reason,
-                    "justification": request.justification,
-                    "ticket": request.ticket,
-                    "duration_minutes": request.duration_minutes,
-                    "scope": request.scope,
-                    "state": request.state,
-                    "account_flags": sorted(account.flag_names()),
-                    "gated_by": sorted(decision.gated_by),
-                    "previous_session_id": request.previous_session_id,
-                    "reinitiation_ordinal": request.reinitiation_ordinal,
-                },
-                **event,
-            ),
-            now=now,
-        )
-        if again is not None:
-            audit.append(db, EventDraft(type="request.reinitiated", details=again.details(now, ctx.policy.reinitiation.window_minutes, form), **event), now=now)
-        if pending:
-            requester = requester_identity(slack_id=agent.slack_id, email=person.email, enterprise_user_id=person.enterprise_user_id)
-            # The agent's DM is owed first, so that it is sent ahead of the approvers' asks.
-            agent_dm = outbox.enqueue_agent_request(db, request, now=now)
-            ask = open_request_approval(db, ctx, request, requester=requester, now=now)
-            return Pending(RequestView.of(request), decision.approvals_required, ask, targets=(agent_dm, *approvals.ask_targets(ask)))
-        if decision.bypassed:
-            audit.append(
-                db,
-                EventDraft(type="approval.bypassed", details={"break_glass": True, "gates": sorted(decision.bypassed)}, **event),
-                now=now,
-            )
-        else:
-            audit.append(
-                db,
-                EventDraft(type="request.granted", details={"by": "policy"}, **{**event, "actor": Actor.system("policy")}),
-                now=now,
-            )
-        link = issue_link(db, ctx, request, now=now)
-        # The link DM (and, for break-glass, the security channel's alert) is owed with the
-        # grant: the row holds the request's id, the token is derived again
-        # when the DM is rendered.
-        if decision.bypassed:
-            targets = outbox.enqueue_break_glass(db, request, now=now)
-        else:
-            targets = outbox.enqueue_granted(db, request, now=now)
-        return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed, tuple(targets))
+        request = _store_request(db, ctx, asker, form, target, decision, now=now)
+        if decision.outcome is Outcome.NEEDS_APPROVAL:
+            return _ask_approval(db, ctx, asker, request, decision, now=now)
+        return _grant(db, ctx, asker, request, decision, now=now)
+
+
+def _find_target(db: Session, ctx: DomainContext, asker: _Asker, form: RequestForm, *, now: datetime) -> _Target:
+    account = directory.find_account(db, form.account) if form.account else None
+    user = directory.find_user(db, account, form.user) if account is not None and form.user else None
+    again = (
+        _reinitiation(db, agent_slack_id=asker.agent.slack_id, customer_user_id=user.id, now=now, window_minutes=ctx.policy.reinitiation.window_minutes)
+        if user is not None
+        else None
+    )
+    return _Target(account, user, again)
+
+
+def _decide(db: Session, ctx: DomainContext, asker: _Asker, form: RequestForm, target: _Target) -> Decision:
+    rules, gating = ctx.policy.requests, ctx.policy.gating
+    account, user = target.account, target.user
+    return decide(
+        powers=asker.powers,
+        account_flags=account.flag_names() if account is not None else None,
+        assigned=account is not None and directory.is_assigned(db, asker.agent.slack_id, account.id),
+        user_known=user is not None,
+        user_protected=bool(user and user.protected),
+        reason=form.reason,
+        ticket=form.ticket,
+        duration_minutes=form.duration_minutes or 0,
+        scope=form.scope,
+        reason_min_length=rules.reason_min_length,
+        ticket_required=rules.ticket_required,
+        gated_flags=frozenset(gating.flags),
+        approvals_required=gating.approvals_required,
+        approvals_required_by_flag=dict(gating.approvals_required_by_flag),
+        break_glass=form.break_glass,
+        break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
+        requester_identified=asker.person.resolved,
+        reinitiation_ordinal=target.again.ordinal if target.again is not None else 0,
+        reinitiation_approval_from=ctx.policy.reinitiation.require_approval_from,
+        justification=form.justification,
+        justification_codes=frozenset(ctx.policy.privacy.justifications),
+    )
+
+
+def _blocked(
+    db: Session, ctx: DomainContext, asker: _Asker, form: RequestForm, decision: Decision, *, account_known: bool, now: datetime
+) -> Blocked:
+    _audit_blocked(db, decision, asker.actor, form, account_known=account_known, now=now)
+    assert decision.cause is not None and decision.field is not None
+    message = BLOCK_MESSAGES[decision.cause].format(
+        min=ctx.policy.requests.reason_min_length,
+        max=asker.powers.max_minutes if asker.powers else 0,
+        break_glass_min=ctx.policy.break_glass.reason_min_length,
+    )
+    return Blocked(decision.cause, decision.field, message)
+
+
+def _store_request(
+    db: Session, ctx: DomainContext, asker: _Asker, form: RequestForm, target: _Target, decision: Decision, *, now: datetime
+) -> ImpersonationRequest:
+    """The new request, pending or granted as decided, audited `request.created` (and
+    `request.reinitiated` when it follows one of the agent's sessions)."""
+    assert target.account is not None and target.user is not None and asker.powers is not None
+    pending = decision.outcome is Outcome.NEEDS_APPROVAL
+    again, person = target.again, asker.person
+    request = ImpersonationRequest(
+        id=str(uuid.uuid4()),
+        team_id=asker.agent.team_id,
+        agent_slack_id=asker.agent.slack_id,
+        agent_email=person.email,
+        agent_enterprise_user_id=person.enterprise_user_id,
+        agent_tz=person.tz,
+        agent_role=asker.powers.role,
+        account_id=target.account.id,
+        customer_user_id=target.user.id,
+        reason=form.reason.strip(),
+        justification=form.justification,
+        ticket=(form.ticket or "").strip() or None,
+        duration_minutes=form.duration_minutes or 0,
+        scope=form.scope,
+        state=(RequestState.PENDING if pending else RequestState.GRANTED).value,
+        gated_by=",".join(sorted(decision.gated_by or decision.bypassed)),
+        created_at=now,
+        updated_at=now,
+        approvals_required=decision.approvals_required if pending else 0,
+        pending_expires_at=now + timedelta(minutes=ctx.policy.gating.pending_ttl_minutes) if pending else None,
+        previous_session_id=again.previous_session_id if again is not None else None,
+        reinitiation_ordinal=again.ordinal if again is not None else 0,
+        previous_session_ended_at=again.previous_ended_at if again is not None else None,
+        break_glass=bool(decision.bypassed),
+    )
+    db.add(request)
+    db.flush()
+    db.refresh(request)
+    created = {
+        "reason": request.reason,
+        "justification": request.justification,
+        "ticket": request.ticket,
+        "duration_minutes": request.duration_minutes,
+        "scope": request.scope,
+        "state": request.state,
+        "account_flags": sorted(target.account.flag_names()),
+        "gated_by": sorted(decision.gated_by),
+        "previous_session_id": request.previous_session_id,
+        "reinitiation_ordinal": request.reinitiation_ordinal,
+    }
+    audit.append(db, EventDraft.about(request, "request.created", actor=asker.actor, details=created), now=now)
+    if again is not None:
+        details = again.details(now, ctx.policy.reinitiation.window_minutes, form)
+        audit.append(db, EventDraft.about(request, "request.reinitiated", actor=asker.actor, details=details), now=now)
+    return request
+
+
+def _ask_approval(db: Session, ctx: DomainContext, asker: _Asker, request: ImpersonationRequest, decision: Decision, *, now: datetime) -> Pending:
+    person = asker.person
+    requester = requester_identity(slack_id=asker.agent.slack_id, email=person.email, enterprise_user_id=person.enterprise_user_id)
+    # The agent's DM is owed first, so that it is sent ahead of the approvers' asks.
+    agent_dm = outbox.enqueue_agent_request(db, request, now=now)
+    ask = open_request_approval(db, ctx, request, requester=requester, now=now)
+    return Pending(RequestView.of(request), decision.approvals_required, ask, targets=(agent_dm, *approvals.ask_targets(ask)))
+
+
+def _grant(db: Session, ctx: DomainContext, asker: _Asker, request: ImpersonationRequest, decision: Decision, *, now: datetime) -> Granted:
+    """Granted by the policy, or by break-glass past the gates (audited `approval.bypassed`);
+    the one-time link is issued and its DM owed with the grant: the row holds the request's
+    id, the token is derived again when the DM is rendered. Break-glass also owes the
+    security channel's alert."""
+    if decision.bypassed:
+        bypassed = {"break_glass": True, "gates": sorted(decision.bypassed)}
+        audit.append(db, EventDraft.about(request, "approval.bypassed", actor=asker.actor, details=bypassed), now=now)
+    else:
+        audit.append(db, EventDraft.about(request, "request.granted", actor=Actor.system("policy"), details={"by": "policy"}), now=now)
+    link = issue_link(db, ctx, request, now=now)
+    if decision.bypassed:
+        targets = outbox.enqueue_break_glass(db, request, now=now)
+    else:
+        targets = outbox.enqueue_granted(db, request, now=now)
+    return Granted(RequestView.of(request), link, ctx.policy.links.redeem_window_minutes, decision.bypassed, tuple(targets))
 
 
 def _open_access(db: Session, agent_slack_id: str, customer_user_id: int, now: datetime) -> AlreadyOpen | None:

@@ -169,12 +169,10 @@ def lapse_links(ctx: DomainContext, *, now: datetime | None = None) -> int:
                     request,
                     source=RequestState.GRANTED,
                     target=RequestState.LAPSED,
-                    event=EventDraft(
-                        type="link.lapsed",
+                    event=EventDraft.about(
+                        request,
+                        "link.lapsed",
                         actor=Actor.system("clock"),
-                        account=request.account.external_id,
-                        customer_user=request.customer_user.external_id,
-                        request_id=request.id,
                         details={"link_expired_at": audit.format_time(link.expires_at)},
                     ),
                     now=now,
