@@ -44,6 +44,7 @@ from bot.domain.context import DomainContext
 from bot.domain.keys import load_or_create_signing_key
 from bot.domain.policy import parse_policy
 from bot.domain.ports import Person, StaticPeople
+from bot.reports.exports import access_file
 
 VIEWER = "USECURITY1"
 POLICY = f"""
@@ -268,8 +269,8 @@ def _export_peak(ctx: DomainContext, account: str, fmt: exports.ExportFormat) ->
         tracemalloc.reset_peak()
         began = time.perf_counter()
         produced = exports.access_export(ctx.sessions, query, fmt, actor=actor, via="cli", now=END)
-        assert isinstance(produced, exports.ExportFile), produced
-        size = sum(len(chunk) for chunk in produced.chunks)
+        assert isinstance(produced, exports.AccessExport), produced
+        size = sum(len(chunk) for chunk in access_file(produced).chunks)
         seconds = time.perf_counter() - began
         _, peak = tracemalloc.get_traced_memory()
     finally:

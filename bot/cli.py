@@ -59,6 +59,8 @@ from bot.domain.directory import DirectoryError
 from bot.domain.exports import ExportFormat
 from bot.domain.policy import NoGroups, load_policy
 from bot.local import run as local_mode
+from bot.reports import digests as digest_files
+from bot.reports import exports as export_files
 from bot.wiring import (
     STARTUP_ERRORS,
     Container,
@@ -244,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     digest = _command(commands, "digest", "the access review for a period (as posted to the security channel); audited"
     )
     digest.add_argument("--period", required=True, metavar="PERIOD", help="a quarter, 2026Q3, or the last N days, last-7d")
-    digest.add_argument("--format", choices=digests.FORMATS, default="md", help="md (default), html or csv")
+    digest.add_argument("--format", choices=digest_files.FORMATS, default="md", help="md (default), html or csv")
     digest.add_argument("--output", type=Path, metavar="FILE", help="write here (atomically) instead of to stdout")
     digest.add_argument("--by", metavar="WHO", help="who asks (Slack user id or e-mail), for the audit log")
     digest.set_defaults(run=run_digest)
@@ -572,8 +574,8 @@ def run_audit_export(settings: Settings, args: argparse.Namespace) -> int:
             until = _moment(args.until, now=now, end_of_day=True, option="--until")
             if args.agent:
                 return _fail("--agent does not apply to --format jsonl (events are exported whole)", EXIT_USAGE)
-            export: exports.ExportFile = exports.events_export(
-                sessions, actor=actor, account=args.account, since=since, until=until, now=now
+            export = export_files.events_file(
+                exports.events_export(sessions, actor=actor, account=args.account, since=since, until=until, now=now)
             )
         else:
             if not args.account:
@@ -587,7 +589,7 @@ def run_audit_export(settings: Settings, args: argparse.Namespace) -> int:
             result = exports.access_export(sessions, query, fmt, actor=actor, via="cli", chain=chain, now=now)
             if isinstance(result, log_query.UnknownAccount):
                 return _fail(f"unknown account {result.account!r}", EXIT_USAGE)
-            export = result
+            export = export_files.access_file(result)
         if args.output is None:
             write_stdout(export.chunks)
             return EXIT_OK
@@ -726,7 +728,7 @@ def run_digest(settings: Settings, args: argparse.Namespace) -> int:
             checkpoint_file=settings.checkpoint_file,
         )
         report = digests.make_report(ctx, period, by=actor, now=now)
-    text = digests.render(report, args.format).encode("utf-8")
+    text = digest_files.render(report, args.format).encode("utf-8")
     if args.output is None:
         write_stdout(iter([text]))
     else:

@@ -15,15 +15,11 @@ latest period it missed, not every one (the CLI can produce any period on demand
 """
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import Row, and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -44,7 +40,6 @@ from bot.domain.anomalies import shares_of
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
-from bot.domain.exports import TEMPLATES, csv_cell, markdown_text
 from bot.domain.once import claim_once, claimed
 from bot.domain.policy import WEEKDAYS, PolicyConfig, clock_minutes
 
@@ -521,99 +516,3 @@ def make_report(ctx: DomainContext, period: Period, *, by: Actor, now: datetime 
             now=now,
         )
     return report
-
-
-# ---------------------------------------------------------------------------- rendering
-
-
-def _utc(moment: datetime | None) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment else ""
-
-
-def duration_text(seconds: int | None) -> str:
-    if seconds is None:
-        return "no decisions"
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-
-
-def _environment(*, markdown: bool) -> Environment:
-    environment = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        autoescape=not markdown,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        # Markdown has no autoescape: every value is made inert text (bot.domain.exports)
-        finalize=markdown_text if markdown else None,
-    )
-    environment.filters["utc"] = _utc
-    environment.filters["duration"] = duration_text
-    return environment
-
-
-_MARKDOWN = _environment(markdown=True)
-_HTML = _environment(markdown=False)
-
-FORMATS = ("md", "html", "csv")
-MEDIA_TYPES = {"md": "text/markdown", "html": "text/html", "csv": "text/csv"}
-
-
-def render(report: DigestReport, fmt: str) -> str:
-    if fmt == "md":
-        return _MARKDOWN.get_template("digest.md.j2").render(report=report)
-    if fmt == "html":
-        return _HTML.get_template("digest.html.j2").render(report=report)
-    if fmt == "csv":
-        return render_csv(report)
-    raise ValueError(f"unknown digest format {fmt!r}")
-
-
-def render_csv(report: DigestReport) -> str:
-    """One row per figure: section, key, value(s). Cells a spreadsheet would read as a formula
-    are defused (exports.csv_cell, OWASP "CSV Injection")."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-
-    def row(*values: Any) -> None:
-        writer.writerow([csv_cell(v) for v in values])
-
-    row("section", "key", "value", "detail")
-    row("period", report.period.key, _utc(report.period.start), _utc(report.period.end))
-    totals = (
-        ("requests", report.requests), ("granted", report.granted), ("sessions", report.sessions),
-        ("blocked", report.blocked), ("break_glass", report.break_glass), ("reinitiations", report.reinitiations),
-    )
-    for key, value in totals:
-        row("totals", key, value, "")
-    for outcome, n in report.by_outcome:
-        row("requests_by_outcome", outcome, n, "")
-    for a in report.by_agent:
-        row("sessions_by_agent", a.agent, a.sessions, f"{a.accounts} accounts")
-    for a in report.by_account:
-        row("sessions_by_account", a.account, a.sessions, f"{a.agents} agents")
-    for d in report.deciders:
-        row("approvals_by_decider", d.approver, d.approved, f"{d.denied} denied")
-    row("approvals", "median_seconds_to_decide", "" if report.median_seconds_to_decide is None else report.median_seconds_to_decide, f"{report.decisions} decisions")
-    for a in report.sensitive:
-        row("sensitive_accounts", a.account, a.sessions, ",".join(a.flags))
-    for rule, n in report.alerts:
-        row("alerts", rule, n, "")
-    row("no_ticket", "sessions_without_ticket", report.no_ticket, "")
-    for t in report.no_ticket_listed:
-        row("no_ticket", t.request_id, t.agent, t.account)
-    for state, n in report.extensions:
-        row("extensions", state, n, "")
-    for c in report.concentration:
-        row("concentration", c.account, c.percent, f"{c.agent_sessions} of {c.sessions} by {c.agent}")
-    if report.chain is not None:
-        row("chain", "intact" if report.chain.ok else "broken", report.chain.events, report.chain.problem or "")
-    return buffer.getvalue()
-
-
-def filename(report: DigestReport, fmt: str) -> str:
-    return f"access-review-{report.period.key}.{fmt}"

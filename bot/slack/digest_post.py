@@ -19,6 +19,7 @@ from bot.domain import digests
 from bot.domain.audit import Actor
 from bot.domain.context import DomainContext
 from bot.domain.outbox import Delivery, Outcome, Permanent, Sent, Transient
+from bot.reports import digests as digest_files
 from bot.slack import watch_blocks
 from bot.slack.errors import classify
 
@@ -41,8 +42,8 @@ def post_digest(ctx: DomainContext, client: WebClient, delivery: Delivery, *, no
             channel, ts = str(response["channel"]), str(response["ts"])
         client.files_upload_v2(
             file_uploads=[
-                {"content": digests.render(report, fmt), "filename": digests.filename(report, fmt), "title": f"Access review {period.key} ({fmt.upper()})"}
-                for fmt in digests.FORMATS
+                {"content": digest_files.render(report, fmt), "filename": digest_files.filename(report, fmt), "title": f"Access review {period.key} ({fmt.upper()})"}
+                for fmt in digest_files.FORMATS
             ],
             channel=channel,
             thread_ts=ts,

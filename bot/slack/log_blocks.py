@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bot.domain.exports import ExportFile
 from bot.domain.log_query import PAGE_SIZE, LogPage, LogRefused, LookupResult, QueryError, SessionEntry, UnknownAccount
+from bot.reports.exports import ExportFile
 from bot.slack import limits
 from bot.slack.blocks import (  # the shared Block Kit primitives of the Slack face
     Block,

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 
-from bot.domain.exports import ExportFile
+from bot.reports.exports import ExportFile
 
 #: bytes of an export kept in memory before the spool moves to a temporary file
 SPOOL_IN_MEMORY = 1024 * 1024

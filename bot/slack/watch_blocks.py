@@ -12,13 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from bot.domain import digests
 from bot.domain.anomalies import AlertView, LiveSession, Rule
 from bot.domain.checkpoints import Checkpoint
 from bot.domain.digests import DigestReport
 from bot.domain.revocation import Revoked, RevokedAll, RevokeRefused
 from bot.domain.views import RequestView, SessionView
 from bot.domain.watch import FeedStatus, FeedView
+from bot.reports.templates import duration_text
 from bot.slack import limits
 from bot.slack.blocks import (
     _ID_BUDGET,
@@ -417,7 +417,7 @@ def digest_message(report: DigestReport) -> Message:
     pairs = [
         ("Sessions", f"{report.sessions} by {report.agents} agents on {report.accounts} accounts"),
         ("Requests", f"{report.requests} ({report.granted} granted, {report.blocked} refused by policy)"),
-        ("Approval decisions", f"{report.decisions}, median {digests.duration_text(report.median_seconds_to_decide)}"),
+        ("Approval decisions", f"{report.decisions}, median {duration_text(report.median_seconds_to_decide)}"),
         ("Sensitive accounts accessed", str(len(report.sensitive))),
         ("Alerts", str(report.alerts_total)),
         ("Without a ticket", str(report.no_ticket)),

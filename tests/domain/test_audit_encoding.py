@@ -249,7 +249,7 @@ def test_the_jsonl_export_carries_each_event_s_encoding(engine, session_factory)
         legacy_append(conn, occurred_at=OCCURRED, type="t", details=AWKWARD)
     append(session_factory, **AWKWARD)
     export = exports.events_export(session_factory, actor=Actor(slack_id="UAUDITOR"), now=OCCURRED)
-    lines = [json.loads(line) for line in b"".join(export.chunks).decode("utf-8").splitlines()]
+    lines = [json.loads(line) for line in "".join(export.lines).splitlines()]
     assert ["encoding" in line for line in lines] == [False, True, True]
     for line in lines:
         claimed = line.pop("hash")

@@ -11,7 +11,7 @@ from tests.conftest import REPO_ROOT
 
 BOT = REPO_ROOT / "bot"
 #: the Slack and web stacks, and the faces of this app that sit above the domain
-OUTER_LAYERS = ("bot.slack", "bot.web", "bot.jobs", "bot.cli", "bot.wiring", "bot.local")
+OUTER_LAYERS = ("bot.slack", "bot.web", "bot.jobs", "bot.cli", "bot.wiring", "bot.local", "bot.reports")
 FRAMEWORKS = ("slack_bolt", "slack_sdk", "flask", "werkzeug", "gunicorn")
 
 

@@ -21,6 +21,7 @@ from bot.domain.log_query import parse_query
 from bot.domain.personal import ERASED
 from bot.domain.policy import RoleConfig
 from bot.domain.requests import AgentIdentity, RequestForm
+from bot.reports.exports import access_file
 from tests.fakes.log_history import NOW, REASON, open_session
 from tests.personal_values import revealed
 from tests.slack.conftest import audit_events
@@ -52,11 +53,11 @@ def ended(ctx, tmp_path):
 
 def _export(ctx, fmt, account="acme"):
     query = parse_query(f"account:{account}", now=NOW)
-    return b"".join(access_export(ctx.sessions, query, fmt, actor=CLI, via="cli", now=NOW).chunks).decode()
+    return b"".join(access_file(access_export(ctx.sessions, query, fmt, actor=CLI, via="cli", now=NOW)).chunks).decode()
 
 
 def _jsonl(ctx):
-    return [json.loads(line) for line in b"".join(events_export(ctx.sessions, actor=CLI, now=NOW).chunks).decode().splitlines()]
+    return [json.loads(line) for line in "".join(events_export(ctx.sessions, actor=CLI, now=NOW).lines).splitlines()]
 
 
 def test_events_hold_references_not_the_customer_users_personal_values(ctx, ended, session_factory):

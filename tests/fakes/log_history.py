@@ -13,9 +13,12 @@ from bot.db.models import ImpersonationRequest, ImpersonationSession
 from bot.domain import approvals, audit, directory, links, requests, sessions
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.context import DomainContext
+from bot.domain.exports import AccessExport, ExportFormat, access_export
+from bot.domain.log_query import UnknownAccount, parse_query
 from bot.domain.requests import AgentIdentity, RequestForm
-from tests.fakes.directory_data import load_directory
+from bot.reports.exports import access_file
 from tests.conftest import allow_many_open_accesses
+from tests.fakes.directory_data import load_directory
 
 #: the moment the log is read in these tests
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
@@ -120,3 +123,17 @@ def build_history(ctx: DomainContext, tmp_path: Path) -> History:
     break_glass_live = open_session(ctx, "USENIOR1", at=NOW - timedelta(hours=1), minutes=120, reason=BREAK_GLASS_REASON, break_glass=True)
     set_acme_sensitive(ctx, False)  # later sessions in a test need no approval
     return History(ended, approved_expired, break_glass_live, revoked, other, too_old)
+
+
+#: the actor of the CLI's exports in these tests
+CLI = Actor(email="auditor@corp.example", role="cli")
+
+
+def access_export_of(ctx: DomainContext, fmt: ExportFormat, text: str = "account:acme", **kwargs) -> AccessExport | UnknownAccount:
+    """One account's sessions exported as the CLI does, at NOW (audited)."""
+    return access_export(ctx.sessions, parse_query(text, now=NOW), fmt, actor=CLI, via="cli", now=NOW, **kwargs)
+
+
+def file_bytes(export: AccessExport) -> bytes:
+    """The export rendered into its file, whole."""
+    return b"".join(access_file(export).chunks)

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.domain.exports import ExportFile
+from bot.reports.exports import ExportFile
 from bot.domain.log_query import (
     PAGE_SIZE,
     REFUSED_MESSAGE,

@@ -22,7 +22,8 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain import exports, log_query
 from bot.domain.context import DomainContext
-from bot.domain.exports import ExportFile, ExportFormat
+from bot.domain.exports import AccessExport, ExportFormat
+from bot.reports.exports import access_file
 from bot.slack import log_blocks
 from bot.slack.ids import ActionId, SlashCommand
 from bot.slack.uploads import UploadFailed, send_file_to_dm
@@ -68,11 +69,12 @@ def deliver_export(
     bot.slack.app.handle_listener_error would (Slack's error code, never a message body)."""
     try:
         result = exports.slack_export(ctx, clicker, token, fmt)
-        if not isinstance(result, ExportFile):
+        if not isinstance(result, AccessExport):
             text, blocks = log_blocks.log_answer(result)
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
             return
-        send_file_to_dm(client, clicker, result, title=log_blocks.file_title(result), comment=log_blocks.export_comment(result))
+        export = access_file(result)
+        send_file_to_dm(client, clicker, export, title=log_blocks.file_title(export), comment=log_blocks.export_comment(export))
     except SlackApiError as error:
         log.warning("export %s for %s failed: Slack answered %s", fmt.value, clicker, error.response.get("error") or "unknown_error")
     except UploadFailed as error:
@@ -80,6 +82,6 @@ def deliver_export(
     except Exception as error:  # noqa: BLE001 - nothing else would catch it (see above)
         log.error("export %s for %s failed: %s", fmt.value, clicker, type(error).__name__, exc_info=error)
     else:
-        respond(text=log_blocks.export_sent_text(result), response_type="ephemeral", replace_original=False)
+        respond(text=log_blocks.export_sent_text(export), response_type="ephemeral", replace_original=False)
         return
     respond(text=log_blocks.EXPORT_FAILED, response_type="ephemeral", replace_original=False)
