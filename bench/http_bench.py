@@ -172,6 +172,25 @@ class Server:
         self.log.close()
 
 
+class Scheduler:
+    """`impersonation-bot scheduler` (the Procfile's clock) with the bench's environment."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log.open("w")
+        self.process = subprocess.Popen([sys.executable, "-m", "bot.cli", "scheduler"], cwd=REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.pid = self.process.pid
+
+    def stop(self) -> None:
+        """SIGTERM: the running jobs finish first (bot/jobs/scheduler.py run_until_stopped)."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.log.close()
+
+
 def server_env(db_url: str, fake: SlackStub, workdir: Path) -> dict[str, str]:
     return {
         **os.environ,

@@ -18,6 +18,7 @@ SUITES = [
     ("digest", "bench.digest_bench", "Quarterly access review and alert storm", "a few minutes per database"),
     ("kit", "bench.kit_bench", "Impersonation kit: cost per request", "under a minute"),
     ("front_door", "bench.front_door_bench", "Slow clients and the front door", "about 3 minutes; needs nginx"),
+    ("memory", "bench.memory_bench", "Memory of the web workers and the scheduler", "about 15 minutes per database"),
 ]
 NAMES = [name for name, *_ in SUITES]
 
