@@ -19,6 +19,7 @@ SUITES = [
     ("kit", "bench.kit_bench", "Impersonation kit: cost per request", "under a minute"),
     ("front_door", "bench.front_door_bench", "Slow clients and the front door", "about 3 minutes; needs nginx"),
     ("memory", "bench.memory_bench", "Memory of the web workers and the scheduler", "about 15 minutes per database"),
+    ("scaleout", "bench.scaleout_bench", "Scale-out on PostgreSQL: two web hosts and two schedulers", "about 15 minutes; PostgreSQL only"),
 ]
 NAMES = [name for name, *_ in SUITES]
 

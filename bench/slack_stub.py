@@ -14,6 +14,7 @@ import itertools
 import json
 import multiprocessing as mp
 import threading
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -59,6 +60,7 @@ def stub_answer(method: str, args: dict[str, Any], n: int, people: dict[str, dic
 
 def _serve(conn, people: dict[str, dict[str, Any]]) -> None:
     posted: list[str] = []
+    messages: list[tuple[str, str, str, float]] = []
     lock = threading.Lock()
     counter = itertools.count(1)
 
@@ -74,10 +76,16 @@ def _serve(conn, people: dict[str, dict[str, Any]]) -> None:
                 headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 method = path.split("?")[0].rsplit("/", 1)[-1]
+                args = _args(body, headers.get("content-type", ""))
+                reply = answer(method, args)
                 if method == "chat.postMessage":
                     with lock:
                         posted.append(body.decode())
-                payload = json.dumps(answer(method, _args(body, headers.get("content-type", "")))).encode()
+                        messages.append((method, reply["channel"], reply["ts"], time.time()))
+                elif method == "chat.update":
+                    with lock:
+                        messages.append((method, str(args.get("channel")), str(args.get("ts")), time.time()))
+                payload = json.dumps(reply).encode()
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: " + str(len(payload)).encode() + b"\r\n\r\n" + payload)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -93,7 +101,7 @@ def _serve(conn, people: dict[str, dict[str, Any]]) -> None:
                 return
             name, since = command
             with lock:
-                conn.send(posted[since:] if name == "posted" else None)
+                conn.send(posted[since:] if name == "posted" else messages[since:] if name == "messages" else None)
 
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=512)
@@ -126,6 +134,12 @@ class SlackStub:
                 args["blocks"] = json.loads(args["blocks"])
             out.append(args)
         return out
+
+    def messages(self, since: int = 0) -> list[tuple[str, str, str, float]]:
+        """(method, channel, ts, wall-clock time) of every chat.postMessage (the channel and
+        ts it answered) and chat.update (the message edited) so far, from the `since`-th on."""
+        self._conn.send(("messages", since))
+        return self._conn.recv()
 
     def __enter__(self) -> SlackStub:
         return self
