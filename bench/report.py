@@ -34,6 +34,9 @@ history. Speed goals live in the benchmarks, never in the test suite.
 The machines are shared 2-core VMs whose speed drifts by tens of percent between minutes, so
 figures are compared with a baseline measured in the same run (the floor, the app without
 the kit, the unloaded front door), alternating, and given with their spread over the rounds.
+Linux shares the cores between sessions first (autogroups), so a suite's servers, client and
+stand-in get together about one busy session's share; the HTTP, open-loop and outlier suites
+give that share and the other busy sessions beside their figures (bench/cpu.py `Sessions`).
 
 | suite | rerun | one run takes |
 | --- | --- | --- |
