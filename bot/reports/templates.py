@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_context, select_autoescape
-from jinja2.runtime import Context
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_eval_context, select_autoescape
+from jinja2.nodes import EvalContext
 
 from bot.domain.log_query import SessionEntry
 
@@ -81,10 +81,11 @@ GRANTED_WORDS = {
 }
 
 
-@pass_context
-def _finalize(context: Context, value: object) -> object:
-    """Every value a Markdown template outputs is made inert text; HTML templates escape."""
-    return markdown_text(value) if context.name is not None and context.name.endswith(".md.j2") else value
+@pass_eval_context
+def _finalize(eval_context: EvalContext, value: object) -> object:
+    """Every value a Markdown template outputs (autoescape off: `*.md.j2`) is made inert
+    text; HTML templates escape it instead."""
+    return value if eval_context.autoescape else markdown_text(value)
 
 
 def _environment() -> Environment:
