@@ -1,10 +1,12 @@
 """The one declarative Base and the column types every model shares."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import CursorResult, DateTime, Executable, MetaData, Table
+from sqlalchemy.orm import DeclarativeBase, Session
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so Alembic revisions can refer to them on both databases.
@@ -49,3 +51,21 @@ class UTCDateTime(TypeDecorator[datetime]):
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
     type_annotation_map = {datetime: UTCDateTime()}
+
+
+def table_of(model: type[Base]) -> Table:
+    """The Core Table a model maps, for Core statements (`insert(table_of(Model))` is a plain
+    INSERT, not the ORM's bulk insert). DeclarativeBase types `__table__` as any FromClause,
+    since a class may map a join or a subquery; every model here maps one Table."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} maps {table!r}, not a Table")
+    return table
+
+
+def affected_rows(db: Session, statement: Executable, parameters: Mapping[str, Any] | None = None) -> int:
+    """Run an UPDATE or DELETE and return how many rows it matched (the conditional UPDATEs
+    read it to know whether they won). `Session.execute` is typed to return a Result; for a
+    DML statement without RETURNING it is a CursorResult, which carries `rowcount`
+    (SQLAlchemy's docs: "Getting Affected Row Count from UPDATE, DELETE")."""
+    return cast(CursorResult[Any], db.execute(statement, parameters)).rowcount

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import distinct, func, select, update
 from sqlalchemy.orm import Session
 
+from bot.db.base import affected_rows
 from bot.db.engine import reading
 from bot.db.models import (
     Account,
@@ -439,12 +440,13 @@ def raise_alert(db: Session, finding: Finding, *, window: timedelta, now: dateti
     within `window`. Returns the alert id, or None when deduplicated."""
     subject = finding.subject[:128]
     if not insert_once(db, AlertMark, {"rule": finding.rule.value, "subject": subject, "last_raised_at": now}):
-        moved = db.execute(
+        moved = affected_rows(
+            db,
             update(AlertMark)
             .where(AlertMark.rule == finding.rule.value, AlertMark.subject == subject, AlertMark.last_raised_at <= now - window)
             .values(last_raised_at=now)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         if moved != 1:
             return None
     alert_id = str(uuid.uuid4())

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 
+from bot.db.base import affected_rows
 from bot.db.models import SlackDelivery
 from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
@@ -84,5 +85,4 @@ def prune(ctx: DomainContext, *, now: datetime | None = None) -> int:
     """Forget deliveries no replay of which can pass verification any more."""
     now = now or utcnow()
     with ctx.sessions() as db, db.begin():
-        result = db.execute(delete(SlackDelivery).where(SlackDelivery.received_at < now - KEEP_FOR))
-    return int(result.rowcount or 0)
+        return affected_rows(db, delete(SlackDelivery).where(SlackDelivery.received_at < now - KEEP_FOR))

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from bot.db.base import affected_rows
 from bot.db.models import ImpersonationRequest, RequestState
 from bot.domain import audit
 from bot.domain.audit import EventDraft
@@ -68,7 +69,6 @@ def move(db: Session, request_id: str, *, source: RequestState, target: RequestS
     (bot/domain/snapshots.py): the same conditional UPDATE and audit event."""
     if not can_move(source, target):
         raise ValueError(f"illegal transition {source.value} → {target.value}")
-    result = db.execute(_MOVE, {"rid": request_id, "source": source.value, "target": target.value, "now": now})
-    if result.rowcount != 1:
+    if affected_rows(db, _MOVE, {"rid": request_id, "source": source.value, "target": target.value, "now": now}) != 1:
         raise TransitionRefused(request_id, source, target)
     audit.append(db, event, now=now)

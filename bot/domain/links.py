@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
+from bot.db.base import table_of
 from bot.db.engine import reading
 from bot.db.models import Account, ImpersonationRequest, ImpersonationSession, Link, RequestState
 from bot.domain import anomalies, audit, directory, outbox, webhooks
@@ -77,7 +78,7 @@ def link_url(ctx: DomainContext, token: str) -> str:
     return f"{ctx.public_base_url}/l/{token}"
 
 
-_INSERT_LINK = insert(Link.__table__)
+_INSERT_LINK = insert(table_of(Link))
 
 
 def issue_link(db: Session, ctx: DomainContext, request: ImpersonationRequest, *, now: datetime) -> IssuedLink:
@@ -309,7 +310,7 @@ _REDEEM = (
     .returning(Link.request_id)
     .execution_options(synchronize_session=False)
 )
-_INSERT_SESSION = insert(ImpersonationSession.__table__)
+_INSERT_SESSION = insert(table_of(ImpersonationSession))
 #: the agent a presented link was granted to (read before the redemption's transaction)
 _AGENT_OF_LINK = (
     select(ImpersonationRequest.agent_slack_id)

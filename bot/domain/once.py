@@ -11,16 +11,17 @@ from typing import Any
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from bot.db.base import Base, table_of
 from bot.db.models import JobClaim
 
 
-def insert_once(db: Session, model: type, values: dict[str, Any]) -> bool:
+def insert_once(db: Session, model: type[Base], values: dict[str, Any]) -> bool:
     """Insert `values` into `model`'s table unless a row with the same primary key exists.
     True when this call inserted it: `RETURNING` yields the row only then (the driver's row
     count is not reliable for this statement on every driver)."""
     dialect = db.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = model.__table__
+    table = table_of(model)
     key = list(table.primary_key.columns)[0]
     statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
     return db.execute(statement).first() is not None

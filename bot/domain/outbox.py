@@ -50,7 +50,7 @@ from typing import Protocol
 from sqlalchemy import Insert, Integer, Select, String, and_, bindparam, case, exists, insert, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
 
-from bot.db.base import UTCDateTime
+from bot.db.base import UTCDateTime, affected_rows, table_of
 from bot.db.engine import reading
 from bot.db.models import ChannelPace, HomeTab, ImpersonationRequest, MessageRef, OutboxMessage
 from bot.domain import audit
@@ -266,7 +266,7 @@ def target_of(kind: Kind, subject_id: str, recipient: str) -> str:
 
 
 #: built once: statement construction is costly on hot paths
-_INSERT_ROW = insert(OutboxMessage.__table__)
+_INSERT_ROW = insert(table_of(OutboxMessage))
 _COLUMNS = ["kind", "subject_id", "recipient", "target", "state", "created_at", "due_at", "attempts"]
 
 
@@ -288,14 +288,14 @@ def _row_and_homes(who) -> Insert:
         bindparam("target", type_=String), bindparam("state", type_=String), bindparam("created_at", type_=UTCDateTime()),
         bindparam("due_at", type_=UTCDateTime()), bindparam("attempts", type_=Integer),
     )
-    return insert(OutboxMessage.__table__).from_select(_COLUMNS, union_all(row, _homes_of(who)))
+    return insert(table_of(OutboxMessage)).from_select(_COLUMNS, union_all(row, _homes_of(who)))
 
 
 #: a row for someone's DM owes their Home; a row for the security channel every Home showing
 #: security's view (HomeTab.sees_security)
 _INSERT_ROW_AND_PERSONS_HOME = _row_and_homes(HomeTab.slack_id == bindparam("recipient", type_=String))
 _INSERT_ROW_AND_SECURITY_HOMES = _row_and_homes(HomeTab.sees_security.is_(True))
-_INSERT_HOME = insert(OutboxMessage.__table__).from_select(_COLUMNS, _homes_of(HomeTab.slack_id == bindparam("person", type_=String)))
+_INSERT_HOME = insert(table_of(OutboxMessage)).from_select(_COLUMNS, _homes_of(HomeTab.slack_id == bindparam("person", type_=String)))
 
 
 def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURITY, now: datetime | None = None) -> str:
@@ -551,12 +551,13 @@ def _take_posting_slot(db: Session, channel: str, now: datetime) -> datetime | N
     next_at = now + timedelta(seconds=PACE_SECONDS)
     if insert_once(db, ChannelPace, {"channel": channel, "next_post_at": next_at}):
         return None
-    taken = db.execute(
+    taken = affected_rows(
+        db,
         update(ChannelPace)
         .where(ChannelPace.channel == channel, ChannelPace.next_post_at <= now)
         .values(next_post_at=next_at)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if taken == 1:
         return None
     opens = db.execute(select(ChannelPace.next_post_at).where(ChannelPace.channel == channel)).scalar_one_or_none()
@@ -652,7 +653,7 @@ def _merge(db: Session, into: int, candidates, parameters: dict[str, object] | N
         return []
     taken = []
     for row_id in ids:
-        done = db.execute(_MERGE_ROW, {"row_id": row_id, "into": into}).rowcount
+        done = affected_rows(db, _MERGE_ROW, {"row_id": row_id, "into": into})
         if done == 1:
             taken.append(row_id)
     return taken
@@ -679,7 +680,7 @@ def _complete(ctx: DomainContext, delivery: Delivery, outcome: Outcome, *, now: 
         mine = and_(OutboxMessage.id == delivery.id, OutboxMessage.claim_token == delivery.token, OutboxMessage.state == SENDING)
 
         def finish(**values) -> bool:
-            done = db.execute(update(OutboxMessage).where(mine).values(claim_token=None, lease_until=None, **values).execution_options(synchronize_session=False)).rowcount
+            done = affected_rows(db, update(OutboxMessage).where(mine).values(claim_token=None, lease_until=None, **values).execution_options(synchronize_session=False))
             if done != 1:
                 log.warning("outbox %s: lease lost before completion (another scheduler took it over)", delivery.id)
             return done == 1

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from bot.db.base import affected_rows
 from bot.db.models import PersonalValue
 
 if TYPE_CHECKING:
@@ -134,12 +135,12 @@ def erase_subject(db: Session, *, account: str, customer_user: str) -> int:
     """Delete every personal value held about one customer user (their own id as a reference,
     and every reason about them); returns how many. A refused request whose agent typed the
     user's id but no account is about them too (such a value names no account)."""
-    result = db.execute(
+    return affected_rows(
+        db,
         delete(PersonalValue).where(
             PersonalValue.customer_user == customer_user, or_(PersonalValue.account == account, PersonalValue.account.is_(None))
-        )
+        ),
     )
-    return int(result.rowcount or 0)
 
 
 def erase_before(db: Session, cutoff: datetime, *, limit: int) -> int:

@@ -28,7 +28,11 @@ from pydantic import (
 
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 GROUP_HANDLE = re.compile(r"^@[a-z0-9][a-z0-9._-]{0,79}$")
-GATEABLE_FLAGS = ("sensitive", "regulated", "flagged")
+#: an account flag a policy can gate on
+Flag = Literal["sensitive", "regulated", "flagged"]
+GATEABLE_FLAGS: tuple[Flag, ...] = ("sensitive", "regulated", "flagged")
+#: what can gate a request: a flag, "role" (requires_approval), "reinitiation"
+Gate = Literal["sensitive", "regulated", "flagged", "role", "reinitiation"]
 #: longest reason accepted (the modal's plain_text_input max_length says the same)
 REASON_MAX_LENGTH = 1000
 #: a ticket reference: an id like SUP-1234 or a URL; no spaces, bounded
@@ -103,12 +107,10 @@ class RequestsConfig(_Strict):
 
 
 class GatingConfig(_Strict):
-    flags: list[Literal["sensitive", "regulated", "flagged"]] = Field(
-        default_factory=lambda: list(GATEABLE_FLAGS)
-    )
+    flags: list[Flag] = Field(default_factory=lambda: list(GATEABLE_FLAGS))
     approvals_required: int = Field(default=1, ge=1, le=5)
     #: per flag overrides, e.g. {regulated = 2}
-    approvals_required_by_flag: dict[Literal["sensitive", "regulated", "flagged"], int] = Field(
+    approvals_required_by_flag: dict[Flag, int] = Field(
         default_factory=dict
     )
     pending_ttl_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
@@ -126,7 +128,7 @@ class GatingConfig(_Strict):
     #: per gate (a flag, "role" for requires_approval, "reinitiation" for a re-initiation
     #: past reinitiation.require_approval_from): the escalation group for requests gated by
     #: it, instead of escalate_to (several gates: their groups together)
-    escalate_to_by_gate: dict[Literal["sensitive", "regulated", "flagged", "role", "reinitiation"], list[str]] = Field(default_factory=dict)
+    escalate_to_by_gate: dict[Gate, list[str]] = Field(default_factory=dict)
     #: when the escalation group is asked: once this percentage of the pending TTL has passed …
     escalate_after_percent: int = Field(default=75, ge=1, le=99)
     #: … or, when set, this many minutes after the ask (never, if the TTL is shorter)
@@ -207,6 +209,7 @@ class ExtensionsConfig(_Strict):
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WORKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri")
 CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 WEEKLY_SLOT = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun) ([01][0-9]|2[0-3]):[0-5][0-9]$")
 
@@ -222,7 +225,7 @@ class BusinessHoursConfig(_Strict):
 
     start: str = "08:00"
     end: str = "19:00"
-    days: list[Weekday] = Field(default_factory=lambda: ["mon", "tue", "wed", "thu", "fri"])
+    days: list[Weekday] = Field(default_factory=lambda: list(WORKDAYS))
 
     @field_validator("start")
     @classmethod
@@ -246,6 +249,10 @@ class BusinessHoursConfig(_Strict):
         return self
 
 
+#: the flags whose every session alerts unless the policy names others
+ALERTED_FLAGS: tuple[Flag, ...] = ("sensitive", "regulated")
+
+
 class AlertsConfig(_Strict):
     security_channel: str | None = None
     #: alert when one account sees more sessions than this in 24 hours
@@ -255,9 +262,7 @@ class AlertsConfig(_Strict):
     #: alert when an agent is refused (blocked or denied) this many times in 24 hours
     denials_per_agent_24h: int = Field(default=3, ge=1)
     #: alert on every session on an account carrying one of these flags
-    session_flags: list[Literal["sensitive", "regulated", "flagged"]] = Field(
-        default_factory=lambda: ["sensitive", "regulated"]
-    )
+    session_flags: list[Flag] = Field(default_factory=lambda: list(ALERTED_FLAGS))
     #: alert when one agent holds at least this share of an account's sessions …
     concentration_percent: int = Field(default=80, ge=1, le=100)
     #: … over this many days …
@@ -587,7 +592,7 @@ def decide(
     ticket_required: bool,
     gated_flags: frozenset[str],
     approvals_required: int = 1,
-    approvals_required_by_flag: dict[str, int] | None = None,
+    approvals_required_by_flag: Mapping[str, int] | None = None,
     break_glass: bool = False,
     break_glass_reason_min_length: int = 60,
     requester_identified: bool = True,
@@ -765,11 +770,11 @@ class ApprovalNudges:
 
 
 def escalation_group(
-    *, gates: frozenset[str], escalate_to: Sequence[str], escalate_to_by_gate: Mapping[str, Sequence[str]]
+    *, gates: frozenset[str], escalate_to: Sequence[str], escalate_to_by_gate: Mapping[Gate, Sequence[str]]
 ) -> tuple[str, ...]:
     """The members (ids, @groups) of the group an unanswered ask escalates to: the groups
-    named for its gates, together, or else `escalate_to`. Pure."""
-    by_gate = [member for gate in sorted(gates) for member in escalate_to_by_gate.get(gate, ())]
+    named for its gates (in the gates' order), together, or else `escalate_to`. Pure."""
+    by_gate = [member for gate, members in sorted(escalate_to_by_gate.items()) if gate in gates for member in members]
     return tuple(dict.fromkeys(by_gate or escalate_to))
 
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from bot.db.base import affected_rows
 from bot.db.models import Approval, CustomerUser, Extension, ImpersonationRequest, ImpersonationSession, RequestState
 from bot.domain import audit, directory, personal, webhooks
 from bot.domain.audit import Actor, EventDraft
@@ -141,9 +142,10 @@ def _erase_copies(db: Session, user: CustomerUser, now: datetime) -> int:
     """ERASED over the person's name and e-mail, and the reasons about them in requests,
     extensions and denials; a random stand-in id (the unique key stays unique)."""
     request_ids = select(ImpersonationRequest.id).where(ImpersonationRequest.customer_user_id == user.id)
-    requests = db.execute(
+    requests = affected_rows(
+        db,
         update(ImpersonationRequest).where(ImpersonationRequest.customer_user_id == user.id).values(reason=ERASED)
-    ).rowcount or 0
+    ) or 0
     _erase_linked_reasons(db, request_ids)
     user.name = user.email = ERASED
     user.external_id = "erased-" + secrets.token_hex(16)

@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from bot.db.base import affected_rows
 from bot.db.engine import reading
 from bot.db.models import ApiKey, AuditEvent, ImpersonationSession, RequestState
 from bot.domain import audit
@@ -138,12 +139,13 @@ def revoke_api_key(db: Session, key_id: str, *, actor: Actor, now: datetime | No
     if not KEY_ID_PATTERN.fullmatch(key_id):
         raise ApiKeyError("a key id is 16 hexadecimal digits (as `api-keys list` shows it)")
     # Conditional UPDATE: of two concurrent revocations exactly one records the event.
-    won = db.execute(
+    won = affected_rows(
+        db,
         update(ApiKey)
         .where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=now, revoked_by=_who(actor))
         .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if won != 1:
         return False
     product = db.execute(select(ApiKey.product).where(ApiKey.id == key_id)).scalar_one()

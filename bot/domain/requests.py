@@ -322,7 +322,7 @@ def _decide(db: Session, ctx: DomainContext, asker: _Asker, form: RequestForm, t
         ticket_required=rules.ticket_required,
         gated_flags=frozenset(gating.flags),
         approvals_required=gating.approvals_required,
-        approvals_required_by_flag=dict(gating.approvals_required_by_flag),
+        approvals_required_by_flag={flag: n for flag, n in gating.approvals_required_by_flag.items()},
         break_glass=form.break_glass,
         break_glass_reason_min_length=ctx.policy.break_glass.reason_min_length,
         requester_identified=asker.person.resolved,

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.db.base import affected_rows, table_of
 from bot.db.engine import reading
 from bot.db.models import WebhookEvent, WebhookSubscription
 from bot.domain import audit, outbox
@@ -210,12 +211,13 @@ def remove(sessions: sessionmaker[Session], subscription_id: str, *, actor: Acto
     claimed). False when there is no such live subscription."""
     now = now or utcnow()
     with sessions() as db, db.begin():
-        done = db.execute(
+        done = affected_rows(
+            db,
             update(WebhookSubscription)
             .where(WebhookSubscription.id == subscription_id, WebhookSubscription.removed_at.is_(None))
             .values(removed_at=now)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         if done != 1:
             return False
         audit.append(
@@ -231,7 +233,7 @@ def remove(sessions: sessionmaker[Session], subscription_id: str, *, actor: Acto
 
 #: the live subscriptions that want one event type for one account, built once
 _MATCHING = select(WebhookSubscription.id, WebhookSubscription.event_types).where(WebhookSubscription.removed_at.is_(None))
-_INSERT_EVENT = insert(WebhookEvent.__table__)
+_INSERT_EVENT = insert(table_of(WebhookEvent))
 
 
 def raise_event(db: Session, event_type: EventType, *, account: str | None, data: dict[str, object], now: datetime) -> str | None:
