@@ -33,9 +33,9 @@ from bot.domain import audit, outbox, webhooks
 from bot.domain.approver_dms import (
     Audience,
     MessageView,
+    approver_edits,
     ask_history,
     decision_audience,
-    enqueue_approver_edits,
     enqueue_asks,
     everyone_asked,
     recorded_dms,
@@ -405,13 +405,14 @@ def ask_now(db: Session, request: ImpersonationRequest, extension: Extension | N
     )
 
 
-def enqueue_outcome(db: Session, request: ImpersonationRequest, audience: Audience, *, now: datetime) -> list[str]:
+def enqueue_outcome(
+    db: Session, request: ImpersonationRequest, audience: Audience, *, now: datetime, also: Sequence[outbox.Owed] = ()
+) -> list[str]:
     """Outbox rows that edit every approver's DM and the agent's "approval needed"
-    DM once a request is decided: expired, denied, cancelled or approved (an approval also
-    owes the new link DM: approve_request)."""
-    targets = enqueue_approver_edits(db, request.id, audience, now=now)
-    targets.append(outbox.enqueue_agent_request(db, request, now=now))
-    return targets
+    DM once a request is decided: expired, denied, cancelled or approved, then `also` (an
+    approval also owes the new link DM: approve_request), all in one statement."""
+    owed = [*approver_edits(request.id, audience), (outbox.Kind.AGENT_REQUEST, request.id, request.agent_slack_id), *also]
+    return outbox.enqueue_all(db, owed, now=now)
 
 
 def approved_by(db: Session, request: ImpersonationRequest) -> str | None:
@@ -502,11 +503,10 @@ def approve_request(ctx: DomainContext, request_id: str, *, clicker_slack_id: st
         # the link follows in a new DM (so that the agent is notified), rendered at delivery
         # with the link derived again from the request's id (the rows hold no token).
         audience = decision_audience(db, request.id)
-        edits = enqueue_outcome(db, request, audience, now=now)
-        link_dm, feed = outbox.enqueue_granted(db, request, now=now)
+        targets = enqueue_outcome(db, request, audience, now=now, also=outbox.granted(request))
         return Decided(
             RequestView.of(request), "approved", clicker.slack_id, now, None, audience.messages,
-            link=link, asked=audience.asked, targets=(*edits, link_dm, feed),
+            link=link, asked=audience.asked, targets=tuple(targets),
         )
 
 

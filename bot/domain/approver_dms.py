@@ -108,16 +108,23 @@ def decision_audience(db: Session, subject_id: str) -> Audience:
     return Audience(messages, everyone_asked(history, messages), history.reminded)
 
 
-def enqueue_asks(db: Session, subject_id: str, approvers: list[str] | tuple[str, ...], *, now: datetime) -> list[str]:
+def asks(subject_id: str, approvers: list[str] | tuple[str, ...]) -> list[outbox.Owed]:
     """One outbox row per approver's DM about a request or an extension (its id as subject).
     The courier renders each from the state at delivery: the ask while the subject is
     pending, its outcome once decided, so a DM delivered late never offers stale buttons."""
-    return [outbox.enqueue(db, outbox.Kind.APPROVER, subject_id, recipient=approver, now=now) for approver in approvers]
+    return [(outbox.Kind.APPROVER, subject_id, approver) for approver in approvers]
 
 
-def enqueue_approver_edits(db: Session, subject_id: str, audience: Audience, *, now: datetime) -> list[str]:
+def enqueue_asks(db: Session, subject_id: str, approvers: list[str] | tuple[str, ...], *, now: datetime) -> list[str]:
+    return outbox.enqueue_all(db, asks(subject_id, approvers), now=now)
+
+
+def approver_edits(subject_id: str, audience: Audience) -> list[outbox.Owed]:
     """A decision edits every approver's DM through the outbox. A row is owed to everyone
     asked, not only to those whose DM is recorded (see the module's docstring). The
     reminders sent are edited too, so that none still offers the ask."""
-    targets = enqueue_asks(db, subject_id, audience.asked, now=now)
-    return targets + [outbox.enqueue(db, outbox.Kind.REMINDER, subject_id, recipient=r, now=now) for r in audience.reminded]
+    return [*asks(subject_id, audience.asked), *((outbox.Kind.REMINDER, subject_id, r) for r in audience.reminded)]
+
+
+def enqueue_approver_edits(db: Session, subject_id: str, audience: Audience, *, now: datetime) -> list[str]:
+    return outbox.enqueue_all(db, approver_edits(subject_id, audience), now=now)

@@ -265,9 +265,12 @@ def target_of(kind: Kind, subject_id: str, recipient: str) -> str:
     return f"{kind.value}:{subject_id}:{recipient}"
 
 
-#: built once: statement construction is costly on hot paths
-_INSERT_ROW = insert(table_of(OutboxMessage))
+#: one owed message: its kind, its subject's id and its recipient (a person, or SECURITY)
+Owed = tuple[Kind, str, str]
 _COLUMNS = ["kind", "subject_id", "recipient", "target", "state", "created_at", "due_at", "attempts"]
+#: rows per INSERT: SQLite takes at most 500 terms in one compound SELECT
+#: (SQLITE_MAX_COMPOUND_SELECT, https://www.sqlite.org/limits.html), and a row with Homes is two
+_ROWS_PER_INSERT = 100
 
 
 def _homes_of(who) -> Select:
@@ -280,51 +283,75 @@ def _homes_of(who) -> Select:
     ).where(who)
 
 
-def _row_and_homes(who) -> Insert:
-    """The row, and the Home rows it owes, in one INSERT … SELECT … UNION ALL (a state change's
-    hot path runs no extra statement for the Homes)."""
-    row = select(
-        bindparam("kind", type_=String), bindparam("subject_id", type_=String), bindparam("recipient", type_=String),
-        bindparam("target", type_=String), bindparam("state", type_=String), bindparam("created_at", type_=UTCDateTime()),
-        bindparam("due_at", type_=UTCDateTime()), bindparam("attempts", type_=Integer),
-    )
-    return insert(table_of(OutboxMessage)).from_select(_COLUMNS, union_all(row, _homes_of(who)))
-
-
-#: a row for someone's DM owes their Home; a row for the security channel every Home showing
+#: what a row owes the Homes (HOME_SOURCES): nothing, its person's, or every Home showing
 #: security's view (HomeTab.sees_security)
-_INSERT_ROW_AND_PERSONS_HOME = _row_and_homes(HomeTab.slack_id == bindparam("recipient", type_=String))
-_INSERT_ROW_AND_SECURITY_HOMES = _row_and_homes(HomeTab.sees_security.is_(True))
-_INSERT_HOME = insert(table_of(OutboxMessage)).from_select(_COLUMNS, _homes_of(HomeTab.slack_id == bindparam("person", type_=String)))
+_NO_HOMES, _PERSONS_HOME, _SECURITY_HOMES = range(3)
+
+
+def _homes_owed(kind: Kind, recipient: str) -> int:
+    if kind not in HOME_SOURCES:
+        return _NO_HOMES
+    return _SECURITY_HOMES if recipient == SECURITY else _PERSONS_HOME
+
+
+_INSERTS: dict[tuple[int, ...], Insert] = {}
+
+
+def _insert_for(shape: tuple[int, ...]) -> Insert:
+    """One INSERT … SELECT for rows of this shape (what each owes the Homes), each row followed
+    by the Home rows it owes, ids taken in that order (the outbox sends a channel's messages
+    oldest first). Built once per shape: statement construction is costly on hot paths."""
+    statement = _INSERTS.get(shape)
+    if statement is not None:
+        return statement
+    parts = []
+    for n, homes in enumerate(shape):
+        recipient = bindparam(f"recipient_{n}", type_=String)
+        parts.append(
+            select(
+                bindparam(f"kind_{n}", type_=String), bindparam(f"subject_id_{n}", type_=String), recipient,
+                bindparam(f"target_{n}", type_=String), literal(PENDING, String), bindparam("created_at", type_=UTCDateTime()),
+                bindparam("due_at", type_=UTCDateTime()), literal(0, Integer), literal(2 * n, Integer).label("position"),
+            )
+        )
+        if homes != _NO_HOMES:
+            who = HomeTab.sees_security.is_(True) if homes == _SECURITY_HOMES else HomeTab.slack_id == recipient
+            parts.append(_homes_of(who).add_columns(literal(2 * n + 1, Integer).label("position")))
+    rows = (union_all(*parts) if len(parts) > 1 else parts[0]).subquery("owed")
+    ordered = select(*list(rows.c)[:-1]).order_by(rows.c.position)
+    statement = insert(table_of(OutboxMessage)).from_select(_COLUMNS, ordered)
+    _INSERTS[shape] = statement
+    return statement
+
+
+def enqueue_all(db: Session, owed: Sequence[Owed], *, now: datetime | None = None) -> list[str]:
+    """Owe these messages, inside the caller's transaction (so they commit with the state
+    change they report, or not at all), each with the Home publishes it owes (HOME_SOURCES),
+    in one statement however many they are. Returns the rows' targets, in order, for an
+    immediate delivery."""
+    now = now or utcnow()
+    targets = [target_of(kind, subject_id, recipient) for kind, subject_id, recipient in owed]
+    # A Core INSERT in the session's transaction, not ORM objects: every state change owes
+    # one to six of these, and the unit of work's bookkeeping for objects nobody reads again
+    # cost more than the insert itself. (The table has no foreign keys, so it does not matter
+    # that this runs before the session flushes the change's own ORM objects.)
+    for start in range(0, len(owed), _ROWS_PER_INSERT):
+        chunk = owed[start : start + _ROWS_PER_INSERT]
+        parameters: dict[str, object] = {"created_at": now, "due_at": now}
+        for n, (kind, subject_id, recipient) in enumerate(chunk):
+            parameters.update(
+                {f"kind_{n}": kind.value, f"subject_id_{n}": subject_id, f"recipient_{n}": recipient, f"target_{n}": targets[start + n]}
+            )
+        db.execute(_insert_for(tuple(_homes_owed(kind, recipient) for kind, _, recipient in chunk)), parameters)
+    return targets
 
 
 def enqueue(db: Session, kind: Kind, subject_id: str, *, recipient: str = SECURITY, now: datetime | None = None) -> str:
-    """Owe one message, inside the caller's transaction (so it commits with the state change
-    it reports, or not at all), with the Home publishes it owes (HOME_SOURCES). Returns the
-    row's target, for an immediate delivery."""
-    now = now or utcnow()
-    target = target_of(kind, subject_id, recipient)
-    # A Core INSERT in the session's transaction, not an ORM object: every state change owes
-    # one to five of these, and the unit of work's bookkeeping for an object nobody reads
-    # again cost more than the insert itself. (The table has no foreign keys, so it does not
-    # matter that this runs before the session flushes the change's own ORM objects.)
-    statement = _INSERT_ROW
-    if kind in HOME_SOURCES:
-        statement = _INSERT_ROW_AND_SECURITY_HOMES if recipient == SECURITY else _INSERT_ROW_AND_PERSONS_HOME
-    db.execute(
-        statement,
-        {
-            "kind": kind.value,
-            "subject_id": subject_id,
-            "recipient": recipient,
-            "target": target,
-            "state": PENDING,
-            "created_at": now,
-            "due_at": now,
-            "attempts": 0,
-        },
-    )
-    return target
+    """Owe one message (enqueue_all); returns its target."""
+    return enqueue_all(db, [(kind, subject_id, recipient)], now=now)[0]
+
+
+_INSERT_HOME = insert(table_of(OutboxMessage)).from_select(_COLUMNS, _homes_of(HomeTab.slack_id == bindparam("person", type_=String)))
 
 
 def enqueue_home(db: Session, slack_id: str, *, now: datetime) -> str:
@@ -334,24 +361,24 @@ def enqueue_home(db: Session, slack_id: str, *, now: datetime) -> str:
     return target_of(Kind.HOME, slack_id, slack_id)
 
 
+def granted(request: ImpersonationRequest) -> list[Owed]:
+    """What a grant owes: the agent's link DM (rendered at delivery with the link derived again
+    from the request's id; the row holds no token) and the security channel's live feed
+    message."""
+    return [(Kind.AGENT, request.id, request.agent_slack_id), (Kind.FEED, request.id, SECURITY)]
+
+
 def enqueue_granted(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
-    """A grant: the agent's link DM (rendered at delivery with the link derived again from
-    the request's id; the row holds no token) and the security channel's live feed message."""
-    return [
-        enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
-        enqueue(db, Kind.FEED, request.id, now=now),
-    ]
+    return enqueue_all(db, granted(request), now=now)
 
 
 def enqueue_break_glass(db: Session, request: ImpersonationRequest, *, now: datetime) -> list[str]:
     """A break-glass grant: the agent's link DM, the alert that approval was skipped, then the
     grant's feed message. The last two are new posts to the security channel, paced one per
     PACE_SECONDS: the alert is owed first so that it is the one sent at once."""
-    return [
-        enqueue(db, Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now),
-        enqueue(db, Kind.BREAK_GLASS, request.id, now=now),
-        enqueue(db, Kind.FEED, request.id, now=now),
-    ]
+    return enqueue_all(
+        db, [(Kind.AGENT, request.id, request.agent_slack_id), (Kind.BREAK_GLASS, request.id, SECURITY), (Kind.FEED, request.id, SECURITY)], now=now
+    )
 
 
 def enqueue_agent_request(db: Session, request: ImpersonationRequest, *, now: datetime) -> str:
@@ -365,24 +392,17 @@ def break_glass_target(request_id: str) -> str:
 
 def enqueue_session_started(db: Session, request_id: str, agent_slack_id: str, *, now: datetime) -> list[str]:
     """A redemption: the agent's DM becomes the live session's; the feed shows when it ends."""
-    return [
-        enqueue(db, Kind.AGENT, request_id, recipient=agent_slack_id, now=now),
-        enqueue(db, Kind.FEED, request_id, now=now),
-    ]
+    return enqueue_all(db, [(Kind.AGENT, request_id, agent_slack_id), (Kind.FEED, request_id, SECURITY)], now=now)
 
 
 def enqueue_session_over(db: Session, request: ImpersonationRequest, session_id: str, *, revoked: bool, now: datetime) -> list[str]:
     """A session ended, expired or was revoked: the agent's DM and any expiry warning lose
     their buttons, the feed says how it ended, and a revoked agent is notified."""
     agent = request.agent_slack_id
-    targets = [
-        enqueue(db, Kind.AGENT, request.id, recipient=agent, now=now),
-        enqueue(db, Kind.WARNING, session_id, recipient=agent, now=now),
-        enqueue(db, Kind.FEED, request.id, now=now),
-    ]
+    owed: list[Owed] = [(Kind.AGENT, request.id, agent), (Kind.WARNING, session_id, agent), (Kind.FEED, request.id, SECURITY)]
     if revoked:
-        targets.append(enqueue(db, Kind.NOTICE, session_id, recipient=agent, now=now))
-    return targets
+        owed.append((Kind.NOTICE, session_id, agent))
+    return enqueue_all(db, owed, now=now)
 
 
 def session_targets(request_id: str, session_id: str, agent_slack_id: str) -> list[str]:

@@ -29,10 +29,10 @@ from tests.slack.signed import block_action, slash_command, view_submission
 #: bot/domain/personal.py): two on a grant and on a deciding approval, one on a redemption.
 EXPECTED = {
     "slash command ack": {"sqlite": 4, "postgresql": 2},
-    "grant (modal submitted)": {"sqlite": 32, "postgresql": 26},
+    "grant (modal submitted)": {"sqlite": 31, "postgresql": 25},
     "landing page": {"sqlite": 3, "postgresql": 2},
-    "redemption": {"sqlite": 16, "postgresql": 11},
-    "approve click (deciding)": {"sqlite": 22, "postgresql": 17},
+    "redemption": {"sqlite": 15, "postgresql": 10},
+    "approve click (deciding)": {"sqlite": 17, "postgresql": 12},
 }
 
 
