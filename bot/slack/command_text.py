@@ -6,7 +6,7 @@ The text after `/impersonate`:
 
 - `help` → Help; a first word that is no sub-command, followed by more words → Help naming
   that word (an unknown sub-command is answered with the usage, never guessed at);
-- `revoke <session id>` → Revoke (watch_blocks.revoke_command_target reads the id);
+- `revoke <session id>` → Revoke (revoke_command_target reads the id);
 - `flag <account>` → Flag;
 - anything else (nothing, or one word: an account to pre-fill) → Request.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from bot.domain.policy import TICKET_MAX_LENGTH
 from bot.slack import limits
-from bot.slack.watch_blocks import revoke_command_target
+from bot.slack.blocks.state import carried_id
 
 
 class SubCommand(str, enum.Enum):
@@ -54,6 +54,16 @@ class Request:
 
 
 ImpersonateText = Help | Revoke | Flag | Request
+
+
+def revoke_command_target(text: str) -> str | None:
+    """The session id of `/impersonate revoke <session id>`, "" when the id is missing or not
+    one of ours (the domain then refuses, audited), or None when the text is not a revoke
+    command at all (it names an account to pre-fill instead)."""
+    words = text.split()
+    if not words or words[0].casefold() != SubCommand.REVOKE.value:
+        return None
+    return carried_id(words[1]) if len(words) == 2 else ""
 
 #: the longest unknown word echoed back (it is the person's own text, cut to fit)
 UNKNOWN_SHOWN_MAX = 40

@@ -18,8 +18,21 @@ from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.outbox import Delivered, Delivery, Kind, Outcome, Sent, Skipped, Transient
 from bot.domain.views import RequestView
-from bot.slack import blocks, home_blocks, watch_blocks
-from bot.slack.blocks import Message
+from bot.slack.blocks.approval import approval_reminder_message, approval_request_message, approver_outcome_message
+from bot.slack.blocks.home import home_tab
+from bot.slack.blocks.kit import Message
+from bot.slack.blocks.request import pending_message, request_outcome_message
+from bot.slack.blocks.session import (
+    expiry_warning_message,
+    extension_outcome_message,
+    extension_pending_message,
+    grant_message,
+    link_lapsed_message,
+    revoked_notice_message,
+    session_active_message,
+    session_over_message,
+)
+from bot.slack.blocks.watch import alert_message, alert_summary_message, break_glass_alert, checkpoint_message, security_feed_message
 from bot.slack.digest_post import post_digest
 from bot.slack.errors import classify
 
@@ -68,7 +81,7 @@ class SlackCourier:
         """A person's Home tab, rendered from their powers and the state now, published whole
         (views.publish replaces it; there is no message to edit later)."""
         person = delivery.subject_id
-        view = home_blocks.home_tab(home.home_view(self._ctx, person, now=self._clock()))
+        view = home_tab(home.home_view(self._ctx, person, now=self._clock()))
         try:
             self._client.views_publish(user_id=person, view=view)
         except SlackApiError as error:
@@ -91,29 +104,29 @@ class SlackCourier:
             return self._agent_request(delivery.subject_id)
         if kind is Kind.FEED:
             view = watch.feed_view(self._ctx, delivery.subject_id, now=now)
-            return watch_blocks.security_feed_message(view) if view is not None else None
+            return security_feed_message(view) if view is not None else None
         if kind is Kind.WARNING:
             return self._warning(delivery, now)
         if kind is Kind.NOTICE:
             session = watch.session_view(self._ctx, delivery.subject_id)
             if session is None or session.state != "revoked":
                 return None
-            return watch_blocks.revoked_notice_message(session)
+            return revoked_notice_message(session)
         if kind is Kind.APPROVER:
             return self._approver(delivery)
         if kind is Kind.REMINDER:
             return self._reminder(delivery)
         if kind is Kind.BREAK_GLASS:
             request = requests.load_request(self._ctx, delivery.subject_id)
-            return blocks.break_glass_alert(request) if request is not None and request.break_glass else None
+            return break_glass_alert(request) if request is not None and request.break_glass else None
         if kind is Kind.ALERT:
             views = anomalies.alert_views(self._ctx, delivery.batch or (delivery.subject_id,), now=now)
             if not views:
                 return None
-            return watch_blocks.alert_message(views[0]) if len(views) == 1 else watch_blocks.alert_summary_message(views)
+            return alert_message(views[0]) if len(views) == 1 else alert_summary_message(views)
         if kind is Kind.CHECKPOINT:
             checkpoint = checkpoint_job.checkpoint_for(self._ctx, delivery.subject_id)
-            return watch_blocks.checkpoint_message(checkpoint) if checkpoint is not None else None
+            return checkpoint_message(checkpoint) if checkpoint is not None else None
         log.error("outbox %s: no renderer for kind %s", delivery.id, kind.value)
         return None
 
@@ -126,8 +139,8 @@ class SlackCourier:
             return None
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
         if isinstance(state, approvals.ApprovalAsk):
-            return blocks.approval_request_message(state, tz_name=tz_name)
-        return blocks.approver_outcome_message(state, tz_name=tz_name)
+            return approval_request_message(state, tz_name=tz_name)
+        return approver_outcome_message(state, tz_name=tz_name)
 
     def _reminder(self, delivery: Delivery) -> Message | None:
         """A reminder while the ask is pending; once decided, a reminder already posted is
@@ -135,9 +148,9 @@ class SlackCourier:
         state = asks.approver_message_state(self._ctx, delivery.subject_id)
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
         if isinstance(state, approvals.ApprovalAsk):
-            return blocks.approval_reminder_message(state, tz_name=tz_name)
+            return approval_reminder_message(state, tz_name=tz_name)
         if isinstance(state, approvals.Decided) and delivery.ref is not None:
-            return blocks.approver_outcome_message(state, tz_name=tz_name)
+            return approver_outcome_message(state, tz_name=tz_name)
         return None
 
     def _agent(self, request_id: str, now: datetime) -> Message | None:
@@ -147,23 +160,23 @@ class SlackCourier:
         approvers), then how it ended."""
         news = watch.agent_news(self._ctx, request_id, now=now)
         if news.live is not None and news.extension_ask is not None:
-            return blocks.extension_pending_message(news.extension_ask)
+            return extension_pending_message(news.extension_ask)
         if news.live is not None:
             can_extend = can_request_extension(self._ctx, news.live.request.agent_slack_id)
             extension = extensions.last_extension_outcome(self._ctx, news.live.id)
-            shown = blocks.extension_outcome_message(extension, can_request_extension=can_extend) if extension is not None else None
-            return shown or blocks.session_active_message(news.live, can_request_extension=can_extend)
+            shown = extension_outcome_message(extension, can_request_extension=can_extend) if extension is not None else None
+            return shown or session_active_message(news.live, can_request_extension=can_extend)
         if news.over is not None:
-            return blocks.session_over_message(news.over)
+            return session_over_message(news.over)
         if news.lapsed is not None:
-            return watch_blocks.link_lapsed_message(news.lapsed)
+            return link_lapsed_message(news.lapsed)
         if news.decided is not None:
-            return blocks.request_outcome_message(news.decided)
+            return request_outcome_message(news.decided)
         grant = requests.link_message_state(self._ctx, request_id, now=now)
         if isinstance(grant, requests.Granted):
-            return blocks.grant_message(grant)
+            return grant_message(grant)
         if isinstance(grant, RequestView):  # unopened past its window, not yet marked lapsed
-            return watch_blocks.link_lapsed_message(grant)
+            return link_lapsed_message(grant)
         return None
 
     def _agent_request(self, request_id: str) -> Message | None:
@@ -173,9 +186,9 @@ class SlackCourier:
         if isinstance(state, approvals.ApprovalAsk):
             if state.extension is not None:
                 return None
-            return blocks.pending_message(requests.Pending(state.request, state.request.approvals_required, state))
+            return pending_message(requests.Pending(state.request, state.request.approvals_required, state))
         if isinstance(state, approvals.Decided) and state.extension is None:
-            return blocks.request_outcome_message(state)
+            return request_outcome_message(state)
         return None
 
     def _warning(self, delivery: Delivery, now: datetime) -> Message | None:
@@ -183,11 +196,11 @@ class SlackCourier:
         if session is None:
             return None
         if watch.is_live(session, now):
-            return watch_blocks.expiry_warning_message(
+            return expiry_warning_message(
                 session, now=now, can_request_extension=can_request_extension(self._ctx, session.request.agent_slack_id)
             )
         # Over: a warning already shown loses its buttons; one never shown is not sent late.
-        return blocks.session_over_message(session) if delivery.ref is not None else None
+        return session_over_message(session) if delivery.ref is not None else None
 
 
 def deliver_now(ctx: DomainContext, client: WebClient, targets: list[str] | tuple[str, ...]) -> outbox.DeliveryReport:

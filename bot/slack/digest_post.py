@@ -20,7 +20,7 @@ from bot.domain.audit import Actor
 from bot.domain.context import DomainContext
 from bot.domain.outbox import Delivery, Outcome, Permanent, Sent, Transient
 from bot.reports import digests as digest_files
-from bot.slack import watch_blocks
+from bot.slack.blocks.digest import digest_message
 from bot.slack.errors import classify
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def post_digest(ctx: DomainContext, client: WebClient, delivery: Delivery, *, no
     except digests.PeriodError:
         return Permanent("unknown_period")
     report = digests.make_report(ctx, period, by=Actor.system("scheduler"), now=now)
-    text, shown = watch_blocks.digest_message(report)
+    text, shown = digest_message(report)
     try:
         if delivery.ref is not None:
             client.chat_update(channel=delivery.ref.channel, ts=delivery.ref.ts, text=text, blocks=shown)

@@ -32,7 +32,8 @@ from bot.domain.approvals import ClickResult, Decided
 from bot.domain.context import DomainContext
 from bot.domain.extensions import ExtensionAsked
 from bot.domain.requests import Granted, Pending
-from bot.slack import blocks, home_blocks
+from bot.slack.blocks.approval import click_answer_text
+from bot.slack.blocks.home import home_notice_modal
 from bot.slack.courier import Deliverer, InlineDeliverer, deliver_now
 
 log = logging.getLogger(__name__)
@@ -109,11 +110,11 @@ class SlackMessenger:
         if isinstance(result, Decided):
             self.decided(result)
             return
-        text = blocks.click_answer_text(result, tz_name=self._tz(clicker), extension=extension)
+        text = click_answer_text(result, tz_name=self._tz(clicker), extension=extension)
         if channel:
             self._safely("click answer", lambda: self._client.chat_postEphemeral(channel=channel, user=clicker, text=text))
         elif trigger_id:
-            view = home_blocks.home_notice_modal(text)
+            view = home_notice_modal(text)
             self._safely("click answer", lambda: self._client.views_open(trigger_id=trigger_id, view=view))
 
     def decided(self, decided: Decided) -> None:

@@ -278,7 +278,7 @@ def test_a_typed_user_id_with_no_account_is_erased_with_the_person(dpo, ended, s
 
 def test_the_impersonation_log_answer_shows_erased_after_erasure(dpo, ended):
     from bot.domain import log_query
-    from bot.slack.log_blocks import log_answer
+    from bot.slack.blocks.log import log_answer
 
     def answer() -> str:
         page = log_query.look_up(dpo, "USECURITY1", "account:acme", now=NOW)

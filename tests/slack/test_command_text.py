@@ -1,7 +1,9 @@
 """Reading the text after `/impersonate` (bot.slack.command_text)."""
 import pytest
 
-from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate, ticket_in_message
+from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate, revoke_command_target, ticket_in_message
+
+SESSION_ID = "5f0c6f5e-8a37-4a4f-9d0b-6c1f7b6f2a11"
 
 
 @pytest.mark.parametrize(
@@ -23,6 +25,14 @@ from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonat
 )
 def test_parse_impersonate(text, parsed):
     assert parse_impersonate(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("revoke " + SESSION_ID, SESSION_ID), ("REVOKE " + SESSION_ID, SESSION_ID), ("revoke", ""), ("revoke x", ""), ("revoke a b", ""), ("acme", None), ("", None), ("revoker", None)],
+)
+def test_the_revoke_subcommand(text, expected):
+    assert revoke_command_target(text) == expected
 
 
 def test_revoke_reads_the_session_id_as_the_revoke_command_did():

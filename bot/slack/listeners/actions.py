@@ -21,7 +21,12 @@ from slack_sdk import WebClient
 
 from bot.domain import approvals, extensions, outbox, requests, revocation, sessions
 from bot.domain.context import DomainContext
-from bot.slack import blocks, home_blocks, watch_blocks
+from bot.slack.blocks.approval import deny_modal
+from bot.slack.blocks.home import home_notice_modal
+from bot.slack.blocks.request import new_request_view
+from bot.slack.blocks.session import extension_modal, session_over_message
+from bot.slack.blocks.state import carried_id
+from bot.slack.blocks.watch import revocation_answer_text
 from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape
@@ -57,7 +62,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
                 return  # clicked in a modal: it has nothing to edit, and nothing was ended
             if refused.session is not None and ts:
                 # Already over (expired or revoked meanwhile): the message was stale; show the truth.
-                text, message = blocks.session_over_message(refused.session)
+                text, message = session_over_message(refused.session)
                 client.chat_update(channel=channel, ts=ts, text=text, blocks=message)
             else:
                 client.chat_postEphemeral(channel=channel, user=clicker, text=escape(str(refused)))
@@ -74,15 +79,15 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         clicker = body["user"]["id"]
         channel, _ts = _clicked_in(body)
         source = "feed" if (action.get("block_id") == BlockId.FEED_ACTIONS.value) else "home" if _in_a_view(body) else "alert"
-        result = revocation.revoke_session(ctx, blocks.carried_id(action.get("value")), actor_slack_id=clicker, source=source)
+        result = revocation.revoke_session(ctx, carried_id(action.get("value")), actor_slack_id=clicker, source=source)
         if isinstance(result, revocation.Revoked):
             deliverer.deliver(result.targets)
         if channel:
-            text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
+            text = revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
             client.chat_postEphemeral(channel=channel, user=clicker, text=text)
         elif isinstance(result, revocation.RevokeRefused) and _trigger(body):
-            text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
-            client.views_open(trigger_id=_trigger(body), view=home_blocks.home_notice_modal(text))
+            text = revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
+            client.views_open(trigger_id=_trigger(body), view=home_notice_modal(text))
 
     @app.action(ActionId.REVOKE_ALERT_SESSIONS.value)
     def revoke_alert_sessions(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -91,44 +96,44 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         clicker = body["user"]["id"]
         channel, _ts = _clicked_in(body)
-        result = revocation.revoke_alert_sessions(ctx, blocks.carried_id(action.get("value")), actor_slack_id=clicker)
+        result = revocation.revoke_alert_sessions(ctx, carried_id(action.get("value")), actor_slack_id=clicker)
         if isinstance(result, revocation.RevokedAll):
             deliverer.deliver(result.targets)
         if channel:
-            text = watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
+            text = revocation_answer_text(result, tz_name=ctx.people.person(clicker).tz)
             client.chat_postEphemeral(channel=channel, user=clicker, text=text)
 
     @app.action(ActionId.APPROVE_REQUEST.value)
     def approve_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
-        result = approvals.approve_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
+        result = approvals.approve_request(ctx, carried_id(action.get("value")), clicker_slack_id=clicker)
         SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
 
     @app.action(ActionId.APPROVE_EXTENSION.value)
     def approve_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
-        result = extensions.decide_extension(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
+        result = extensions.decide_extension(ctx, carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
         SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True, trigger_id=_trigger(body))
 
     @app.action(ActionId.DENY_REQUEST.value)
     def deny_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         # The reason is asked first; the submission is what decides (views.deny_request).
         ack()
-        client.views_open(trigger_id=body["trigger_id"], view=blocks.deny_modal(blocks.carried_id(action.get("value"))))
+        client.views_open(trigger_id=body["trigger_id"], view=deny_modal(carried_id(action.get("value"))))
 
     @app.action(ActionId.DENY_EXTENSION.value)
     def deny_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
-        view = blocks.deny_modal(blocks.carried_id(action.get("value")), extension=True)
+        view = deny_modal(carried_id(action.get("value")), extension=True)
         client.views_open(trigger_id=body["trigger_id"], view=view)
 
     @app.action(ActionId.CANCEL_REQUEST.value)
     def cancel_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
-        result = approvals.cancel_request(ctx, blocks.carried_id(action.get("value")), clicker_slack_id=clicker)
+        result = approvals.cancel_request(ctx, carried_id(action.get("value")), clicker_slack_id=clicker)
         SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
 
     @app.action(ActionId.REQUEST_EXTENSION.value)
@@ -136,8 +141,8 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         # Who may extend, by how much and whether the session is still live are decided when
         # the modal is submitted (extensions.request_extension), not here.
         ack()
-        view = blocks.extension_modal(
-            blocks.carried_id(action.get("value")),
+        view = extension_modal(
+            carried_id(action.get("value")),
             choices_minutes=ctx.policy.extensions.choices_minutes,
             reason_min_length=ctx.policy.requests.reason_min_length,
         )
@@ -150,5 +155,5 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         reloaded and re-checked by the domain; the submission decides the link."""
         ack()
         clicker = body["user"]["id"]
-        start = requests.new_request_from_session(ctx, blocks.carried_id(action.get("value")), agent_slack_id=clicker)
-        client.views_open(trigger_id=body["trigger_id"], view=blocks.new_request_view(start, tz_name=ctx.people.person(clicker).tz))
+        start = requests.new_request_from_session(ctx, carried_id(action.get("value")), agent_slack_id=clicker)
+        client.views_open(trigger_id=body["trigger_id"], view=new_request_view(start, tz_name=ctx.people.person(clicker).tz))

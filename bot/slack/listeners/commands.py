@@ -17,7 +17,11 @@ from slack_sdk import WebClient
 
 from bot.domain import account_flags, requests, revocation
 from bot.domain.context import DomainContext
-from bot.slack import blocks, home_blocks, limits, watch_blocks
+from bot.slack import limits
+from bot.slack.blocks.flags import flag_modal
+from bot.slack.blocks.request import request_modal
+from bot.slack.blocks.usage import usage_message
+from bot.slack.blocks.watch import revocation_answer_text
 from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate
 from bot.slack.courier import Deliverer
 from bot.slack.ids import SlashCommand
@@ -43,16 +47,16 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
             ack(response_type="ephemeral", text=escape(form.message))
             return
         ack()
-        client.views_open(trigger_id=command["trigger_id"], view=home_blocks.flag_modal(form))
+        client.views_open(trigger_id=command["trigger_id"], view=flag_modal(form))
 
     def open_request_modal(ack: Ack, command: dict[str, Any], client: WebClient, asked: Request) -> None:
         ack()
         options = requests.modal_options(ctx, command["user_id"])
         initial = requests.named_account(ctx, asked.text, max_length=limits.OPTION_VALUE_MAX) if options.role is not None else None
-        client.views_open(trigger_id=command["trigger_id"], view=blocks.request_modal(options, initial_account=initial))
+        client.views_open(trigger_id=command["trigger_id"], view=request_modal(options, initial_account=initial))
 
     def answer_usage(ack: Ack, command: dict[str, Any], asked: Help) -> None:
-        text, shown = home_blocks.usage_message(requests.agent_powers(ctx, command["user_id"]), unknown=asked.unknown)
+        text, shown = usage_message(requests.agent_powers(ctx, command["user_id"]), unknown=asked.unknown)
         ack(response_type="ephemeral", text=text, blocks=shown)
 
     def revoke_by_command(ack: Ack, command: dict[str, Any], session_id: str) -> None:
@@ -60,7 +64,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         it; the power is checked by the domain, and a refusal is audited there."""
         user = command["user_id"]
         result = revocation.revoke_session(ctx, session_id, actor_slack_id=user, source="command")
-        ack(text=watch_blocks.revocation_answer_text(result, tz_name=ctx.people.person(user).tz))
+        ack(text=revocation_answer_text(result, tz_name=ctx.people.person(user).tz))
         if isinstance(result, revocation.Revoked):
             # after the answer, from the background thread: with process_before_response the
             # answer leaves only when this listener returns (Slack allows 3 s)

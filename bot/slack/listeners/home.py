@@ -22,7 +22,9 @@ from slack_sdk import WebClient
 
 from bot.domain import account_flags, home, log_query
 from bot.domain.context import DomainContext
-from bot.slack import home_blocks, log_blocks
+from bot.slack.blocks.flags import flag_modal
+from bot.slack.blocks.home import home_notice_modal
+from bot.slack.blocks.log import log_answer
 from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import escape
@@ -44,9 +46,9 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         form = account_flags.flag_form(ctx, body["user"]["id"], "")
         if isinstance(form, account_flags.FlagRefused):
-            view = home_blocks.home_notice_modal(escape(form.message))
+            view = home_notice_modal(escape(form.message))
         else:
-            view = home_blocks.flag_modal(form)
+            view = flag_modal(form)
         client.views_open(trigger_id=body["trigger_id"], view=view)
 
     @app.action(ActionId.HOME_LOG_ACCOUNT_SELECT.value)
@@ -54,5 +56,5 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         viewer = body["user"]["id"]
         result = log_query.look_up_account(ctx, viewer, str((action.get("selected_option") or {}).get("value") or ""))
-        text, shown = log_blocks.log_answer(result)
+        text, shown = log_answer(result)
         client.chat_postMessage(channel=viewer, text=text, blocks=shown, unfurl_links=False, unfurl_media=False)

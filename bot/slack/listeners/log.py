@@ -24,7 +24,7 @@ from bot.domain import exports, log_query
 from bot.domain.context import DomainContext
 from bot.domain.exports import AccessExport, ExportFormat
 from bot.reports.exports import access_file
-from bot.slack import log_blocks
+from bot.slack.blocks.log import EXPORT_FAILED, export_comment, export_sent_text, file_title, log_answer
 from bot.slack.ids import ActionId, SlashCommand
 from bot.slack.uploads import UploadFailed, send_file_to_dm
 
@@ -35,13 +35,13 @@ def register(app: App, ctx: DomainContext) -> None:
     @app.command(SlashCommand.IMPERSONATION_LOG.value)
     def look_up(ack: Ack, command: dict[str, Any]) -> None:
         result = log_query.look_up(ctx, command["user_id"], command.get("text") or "")
-        text, blocks = log_blocks.log_answer(result)
+        text, blocks = log_answer(result)
         ack(response_type="ephemeral", text=text, blocks=blocks)
 
     def turn_page(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         ack()
         result = log_query.look_up_page(ctx, body["user"]["id"], action.get("value"))
-        text, blocks = log_blocks.log_answer(result)
+        text, blocks = log_answer(result)
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=True)
 
     app.action(ActionId.LOG_PREVIOUS_PAGE.value)(turn_page)
@@ -70,11 +70,11 @@ def deliver_export(
     try:
         result = exports.slack_export(ctx, clicker, token, fmt)
         if not isinstance(result, AccessExport):
-            text, blocks = log_blocks.log_answer(result)
+            text, blocks = log_answer(result)
             respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=False)
             return
         export = access_file(result)
-        send_file_to_dm(client, clicker, export, title=log_blocks.file_title(export), comment=log_blocks.export_comment(export))
+        send_file_to_dm(client, clicker, export, title=file_title(export), comment=export_comment(export))
     except SlackApiError as error:
         log.warning("export %s for %s failed: Slack answered %s", fmt.value, clicker, error.response.get("error") or "unknown_error")
     except UploadFailed as error:
@@ -82,6 +82,6 @@ def deliver_export(
     except Exception as error:  # noqa: BLE001 - nothing else would catch it (see above)
         log.error("export %s for %s failed: %s", fmt.value, clicker, type(error).__name__, exc_info=error)
     else:
-        respond(text=log_blocks.export_sent_text(export), response_type="ephemeral", replace_original=False)
+        respond(text=export_sent_text(export), response_type="ephemeral", replace_original=False)
         return
-    respond(text=log_blocks.EXPORT_FAILED, response_type="ephemeral", replace_original=False)
+    respond(text=EXPORT_FAILED, response_type="ephemeral", replace_original=False)

@@ -15,7 +15,8 @@ from slack_bolt import Ack, App
 
 from bot.domain import account_flags, home, requests
 from bot.domain.context import DomainContext
-from bot.slack import blocks, limits
+from bot.slack import limits
+from bot.slack.blocks.request import account_options, selected_account, user_options
 from bot.slack.ids import ActionId
 
 
@@ -33,7 +34,7 @@ def register(app: App, ctx: DomainContext) -> None:
                 ack(options=[])
                 return
             pairs = requests.account_choices(ctx, payload.get("value") or "", limit=limits.OPTIONS_MAX)
-            ack(options=blocks.account_options(pairs))
+            ack(options=account_options(pairs))
 
         return account_typeahead
 
@@ -47,6 +48,6 @@ def register(app: App, ctx: DomainContext) -> None:
             ack(options=[])
             return
         # The options follow the account chosen so far in the same modal.
-        account = blocks.selected_account(((body.get("view") or {}).get("state") or {}).get("values") or {})
+        account = selected_account(((body.get("view") or {}).get("state") or {}).get("values") or {})
         pairs = requests.user_choices(ctx, account, payload.get("value") or "", limit=limits.OPTIONS_MAX)
-        ack(options=blocks.user_options(pairs))
+        ack(options=user_options(pairs))

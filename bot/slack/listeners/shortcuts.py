@@ -17,7 +17,7 @@ from slack_sdk import WebClient
 
 from bot.domain import requests
 from bot.domain.context import DomainContext
-from bot.slack import blocks, home_blocks
+from bot.slack.blocks.request import request_modal, ticket_note
 from bot.slack.command_text import ticket_in_message
 from bot.slack.ids import ActionId, ShortcutId
 
@@ -26,7 +26,7 @@ def register(app: App, ctx: DomainContext) -> None:
     def request_from_anywhere(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
         options = requests.modal_options(ctx, body["user"]["id"])
-        client.views_open(trigger_id=body["trigger_id"], view=blocks.request_modal(options, initial_account=None))
+        client.views_open(trigger_id=body["trigger_id"], view=request_modal(options, initial_account=None))
 
     app.shortcut(ShortcutId.REQUEST.value)(request_from_anywhere)
     app.action(ActionId.HOME_REQUEST.value)(request_from_anywhere)
@@ -36,5 +36,5 @@ def register(app: App, ctx: DomainContext) -> None:
         ack()
         hint = ticket_in_message(body.get("message") or {})
         options = requests.modal_options(ctx, body["user"]["id"])
-        view = blocks.request_modal(options, initial_account=None, initial_ticket=hint.ticket, ticket_note=home_blocks.ticket_note(hint))
+        view = request_modal(options, initial_account=None, initial_ticket=hint.ticket, ticket_note=ticket_note(hint))
         client.views_open(trigger_id=body["trigger_id"], view=view)

@@ -20,7 +20,11 @@ from bot.domain import account_flags, approvals, extensions, requests
 from bot.domain.approvals import ClickResult, Decided, Refused
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, AlreadyOpen, Blocked
-from bot.slack import blocks, home_blocks
+from bot.slack.blocks.approval import click_answer_text, deny_reason_errors, deny_reason_from_state, notice_modal
+from bot.slack.blocks.flags import flag_changed_text, flag_done_modal, flag_errors, flag_form_from_state
+from bot.slack.blocks.request import already_open_modal, field_errors, request_form_from_state
+from bot.slack.blocks.session import extension_answer_from_state, extension_errors
+from bot.slack.blocks.state import carried_id, view_block_ids
 from bot.slack.courier import Deliverer
 from bot.slack.ids import CallbackId
 from bot.slack.notifier import SlackMessenger
@@ -31,13 +35,13 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     def submit_request(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         user, view = body["user"], body["view"]
         agent = AgentIdentity(slack_id=user["id"], team_id=user.get("team_id") or (body.get("team") or {}).get("id"))
-        form = blocks.request_form_from_state(view["state"]["values"], private_metadata=view.get("private_metadata") or "")
+        form = request_form_from_state(view["state"]["values"], private_metadata=view.get("private_metadata") or "")
         result = requests.submit_request(ctx, agent, form)
         if isinstance(result, Blocked):
-            ack(response_action="errors", errors=blocks.field_errors(result, present=blocks.view_block_ids(view)))
+            ack(response_action="errors", errors=field_errors(result, present=view_block_ids(view)))
             return
         if isinstance(result, AlreadyOpen):
-            ack(response_action="update", view=blocks.already_open_modal(result, tz_name=ctx.people.person(agent.slack_id).tz))
+            ack(response_action="update", view=already_open_modal(result, tz_name=ctx.people.person(agent.slack_id).tz))
             return
         ack()
         SlackMessenger(ctx, client, deliverer).request_submitted(result)
@@ -46,23 +50,23 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         """A refusal stays on the reason field; a decision closes the modal and edits every
         message; a click that decided nothing turns the modal into a note saying so."""
         if isinstance(result, Refused):
-            ack(response_action="errors", errors=blocks.deny_reason_errors(result.message))
+            ack(response_action="errors", errors=deny_reason_errors(result.message))
         elif isinstance(result, Decided):
             ack()
             SlackMessenger(ctx, client, deliverer).decided(result)
         else:
             tz_name = ctx.people.person(clicker).tz
-            text = blocks.click_answer_text(result, tz_name=tz_name, extension=extension)
-            ack(response_action="update", view=blocks.notice_modal(text, extension=extension))
+            text = click_answer_text(result, tz_name=tz_name, extension=extension)
+            ack(response_action="update", view=notice_modal(text, extension=extension))
 
     @app.view(CallbackId.DENY_REQUEST.value)
     def deny_request(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         clicker, view = body["user"]["id"], body["view"]
         result = approvals.deny_request(
             ctx,
-            blocks.carried_id(view.get("private_metadata")),
+            carried_id(view.get("private_metadata")),
             clicker_slack_id=clicker,
-            reason=blocks.deny_reason_from_state(view["state"]["values"]),
+            reason=deny_reason_from_state(view["state"]["values"]),
         )
         answer_denial(ack, result, clicker=clicker, client=client, extension=False)
 
@@ -71,22 +75,22 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         clicker, view = body["user"]["id"], body["view"]
         result = extensions.decide_extension(
             ctx,
-            blocks.carried_id(view.get("private_metadata")),
+            carried_id(view.get("private_metadata")),
             clicker_slack_id=clicker,
             approve=False,
-            reason=blocks.deny_reason_from_state(view["state"]["values"]),
+            reason=deny_reason_from_state(view["state"]["values"]),
         )
         answer_denial(ack, result, clicker=clicker, client=client, extension=True)
 
     @app.view(CallbackId.REQUEST_EXTENSION.value)
     def request_extension(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         agent, view = body["user"]["id"], body["view"]
-        answer = blocks.extension_answer_from_state(view["state"]["values"])
+        answer = extension_answer_from_state(view["state"]["values"])
         result = extensions.request_extension(
-            ctx, blocks.carried_id(view.get("private_metadata")), agent_slack_id=agent, minutes=answer.minutes, reason=answer.reason
+            ctx, carried_id(view.get("private_metadata")), agent_slack_id=agent, minutes=answer.minutes, reason=answer.reason
         )
         if isinstance(result, Refused):
-            ack(response_action="errors", errors=blocks.extension_errors(result.message))
+            ack(response_action="errors", errors=extension_errors(result.message))
             return
         ack()
         if isinstance(result, extensions.ExtensionGranted):
@@ -96,10 +100,10 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
 
     @app.view(CallbackId.FLAG_ACCOUNT.value)
     def flag_account(ack: Ack, body: dict[str, Any]) -> None:
-        form = home_blocks.flag_form_from_state(body["view"]["state"]["values"])
+        form = flag_form_from_state(body["view"]["state"]["values"])
         result = account_flags.change_flag_from_slack(ctx, body["user"]["id"], form)
         if isinstance(result, account_flags.FlagRefused):
-            ack(response_action="errors", errors=home_blocks.flag_errors(result.message, result.field))
+            ack(response_action="errors", errors=flag_errors(result.message, result.field))
             return
-        ack(response_action="update", view=home_blocks.flag_done_modal(home_blocks.flag_changed_text(result)))
+        ack(response_action="update", view=flag_done_modal(flag_changed_text(result)))
         deliverer.deliver(result.targets)  # an opt-out's revocations: the agents' DMs, the feed

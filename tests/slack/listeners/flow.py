@@ -10,7 +10,7 @@ from bot.domain import links, requests
 from bot.domain.approver_dms import MessageView
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.domain.views import SessionView
-from bot.slack.blocks import BREAK_GLASS_VALUE
+from bot.slack.blocks.request import BREAK_GLASS_VALUE
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from tests.slack.conftest import recorded_approver_dms
 from tests.slack.recording_client import RecordingWebClient

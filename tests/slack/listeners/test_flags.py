@@ -6,7 +6,7 @@ import pytest
 
 from bot.domain import sessions
 from bot.domain.sessions import SessionStatus
-from bot.slack.home_blocks import FLAG_ON
+from bot.slack.blocks.flags import FLAG_ON
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from tests.slack.block_rules import problems
 from tests.slack.conftest import audit_events, response_json

@@ -15,7 +15,7 @@ from freezegun import freeze_time
 from slack_sdk import WebClient
 
 from bot.domain.log_query import PAGE_SIZE, REFUSED_MESSAGE, parse_query
-from bot.slack import log_blocks
+from bot.slack.blocks.log import EXPORT_FAILED
 from bot.slack.app import build_slack_app
 from bot.slack.ids import ActionId, BlockId
 from tests.fakes.log_history import NOW, build_history, open_session
@@ -208,7 +208,7 @@ def test_a_failed_upload_is_told_to_the_clicker(send_to_fake, fake_slack, hooks,
     token = parse_query("account:acme", now=NOW).token(0)
     click(send_to_fake, ActionId.LOG_EXPORT_CSV, token, user_id="USECURITY1", response_url=hooks.issue())
     (posted,) = hooks.wait_for(1)
-    assert posted.body["text"] == log_blocks.EXPORT_FAILED
+    assert posted.body["text"] == EXPORT_FAILED
 
 
 def test_at_debug_the_page_posted_to_the_response_url_never_reaches_the_log(ctx, send, hooks, history, caplog):

@@ -133,11 +133,12 @@ def click_revoke_all(send, alert_id, *, user_id):
 
 def test_a_burst_alert_shows_three_sessions_counts_the_rest_and_offers_revoke_all(ctx, burst):
     from bot.domain import anomalies
-    from bot.slack import limits, watch_blocks
+    from bot.slack import limits
+    from bot.slack.blocks.watch import alert_message, alert_summary_message
 
     alert_id, _ = burst
     (view,) = anomalies.alert_views(ctx, [alert_id])
-    _text, blocks = watch_blocks.alert_message(view)
+    _text, blocks = alert_message(view)
     assert len(blocks) <= limits.MESSAGE_BLOCKS_MAX
     assert len([b for b in blocks if b.get("accessory", {}).get("action_id") == ActionId.REVOKE_SESSION.value]) == anomalies.LIVE_SHOWN
     assert any(b["type"] == "context" and "…and 3 more live sessions" in b["elements"][0]["text"] for b in blocks)
@@ -147,7 +148,7 @@ def test_a_burst_alert_shows_three_sessions_counts_the_rest_and_offers_revoke_al
     assert button["text"]["text"] == "Revoke all 6 live sessions" and len(button["text"]["text"]) <= limits.BUTTON_TEXT_MAX
     assert "confirm" in button
     # in a summary of several alerts, the one accessory an alert has is the one covering them all
-    _text, summary = watch_blocks.alert_summary_message([view, view])
+    _text, summary = alert_summary_message([view, view])
     assert [b["accessory"]["action_id"] for b in summary if "accessory" in b] == [ActionId.REVOKE_ALERT_SESSIONS.value] * 2
 
 

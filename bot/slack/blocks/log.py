@@ -1,14 +1,10 @@
-"""Block Kit for `/impersonation-log`: pure functions from the domain's
-lookup results to `(text, blocks)`, shown to the viewer alone (ephemeral).
+"""Block Kit for `/impersonation-log`: pure functions from the domain's lookup results to
+`(text, blocks)`, shown to the viewer alone (ephemeral), and the texts around an export.
 
-The same rules as bot.slack.blocks, whose primitives these reuse: user text (reasons,
-tickets, account and user names, e-mails) is escaped and cut to a budget so each field stays
-under its Slack limit; people appear only as `<@U…>` mentions of well-formed ids; every id
-comes from bot.slack.ids. The buttons carry the query's token (account id, agent id, two
-times, a page number) and nothing else; each click is re-authorised by the domain.
-
-One page is at most `log_query.PAGE_SIZE` session sections plus six blocks, well under
-Slack's 50 blocks per message.
+The buttons carry the query's token (account id, agent id, two times, a page number) and
+nothing else; each click is re-authorised by the domain. One page is at most
+`log_query.PAGE_SIZE` session sections plus six blocks, well under Slack's 50 blocks per
+message (limits.MESSAGE_BLOCKS_MAX).
 """
 from __future__ import annotations
 
@@ -17,17 +13,7 @@ from datetime import datetime
 from bot.domain.log_query import PAGE_SIZE, LogPage, LogRefused, LookupResult, QueryError, SessionEntry, UnknownAccount
 from bot.reports.exports import ExportFile
 from bot.slack import limits
-from bot.slack.blocks import (  # the shared Block Kit primitives of the Slack face
-    Block,
-    Message,
-    _button,
-    _context,
-    _fields,
-    _header,
-    _message,
-    _section,
-    scope_label,
-)
+from bot.slack.blocks.kit import Block, Message, button, context, fields, header, message, scope_label, section
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape, escape_truncated, format_local_date_time, format_local_time, mention, zone
 
@@ -37,9 +23,9 @@ _TICKET_BUDGET = 200
 _NAME_BUDGET = 200
 _EMAIL_BUDGET = 200
 _ACCOUNT_BUDGET = 300
+
 #: approvers named per session; more are counted ("and 2 others")
 _APPROVERS_SHOWN = 5
-
 OUTCOME_WORDS = {
     "live": "still open",
     "ended": "ended by the agent",
@@ -54,16 +40,16 @@ def log_answer(result: LookupResult) -> Message:
     if isinstance(result, LogPage):
         return log_page(result)
     if isinstance(result, LogRefused):
-        return _message(escape(result.message), [_section(escape(result.message))])
+        return message(escape(result.message), [section(escape(result.message))])
     if isinstance(result, UnknownAccount):
         text = f"No account `{escape_truncated(result.account, _ACCOUNT_BUDGET)}` in the directory."
-        return _message(text, [_section(text)])
+        return message(text, [section(text)])
     return usage_message(result)
 
 
 def usage_message(error: QueryError) -> Message:
     text = f"{escape(error.problem)}\n{escape(error.usage)}"
-    return _message(text, [_section(f"*{escape(error.problem)}*\n`{escape(error.usage)}`")])
+    return message(text, [section(f"*{escape(error.problem)}*\n`{escape(error.usage)}`")])
 
 
 def log_page(page: LogPage) -> Message:
@@ -71,9 +57,9 @@ def log_page(page: LogPage) -> Message:
     account = f"{escape_truncated(page.account_name, _ACCOUNT_BUDGET)} ({escape_truncated(query.account, _ACCOUNT_BUDGET)})"
     scope = f"{escape(query.period)}" + (f", sessions by {mention(query.agent)}" if query.agent else "")
     blocks: list[Block] = [
-        _header(f"Impersonation log: {page.account_name}"),
-        _context(f"{account} · {scope} · times on your clock"),
-        _fields(
+        header(f"Impersonation log: {page.account_name}"),
+        context(f"{account} · {scope} · times on your clock"),
+        fields(
             [
                 ("Sessions", str(summary.sessions)),
                 ("Agents", str(summary.agents)),
@@ -89,14 +75,14 @@ def log_page(page: LogPage) -> Message:
         {"type": "divider"},
     ]
     if not page.entries:
-        blocks.append(_section("No sessions in this period."))
+        blocks.append(section("No sessions in this period."))
     blocks += [_entry_section(entry, page.viewer_tz) for entry in page.entries]
     if page.pages > 1:
         first = page.page * PAGE_SIZE + 1
-        blocks.append(_context(f"Page {page.page + 1} of {page.pages} · sessions {first}–{first + len(page.entries) - 1}, newest first"))
+        blocks.append(context(f"Page {page.page + 1} of {page.pages} · sessions {first}–{first + len(page.entries) - 1}, newest first"))
     blocks.append(_actions(page))
     text = f"Impersonation log for {account}: {_count(summary.sessions, 'session')} in {scope}."
-    return _message(text, blocks)
+    return message(text, blocks)
 
 
 def _entry_section(entry: SessionEntry, tz_name: str | None) -> Block:
@@ -110,7 +96,7 @@ def _entry_section(entry: SessionEntry, tz_name: str | None) -> Block:
         f"*Reason:* {escape_truncated(entry.reason, _REASON_BUDGET)}",
         f"*Ticket:* {escape_truncated(entry.ticket, _TICKET_BUDGET) if entry.ticket else 'none'} · {_granted_text(entry)}",
     ]
-    return _section("\n".join(lines))
+    return section("\n".join(lines))
 
 
 def _end_text(entry: SessionEntry, tz_name: str | None) -> str:
@@ -140,20 +126,17 @@ def _granted_text(entry: SessionEntry) -> str:
 def _actions(page: LogPage) -> Block:
     elements: list[Block] = []
     if page.has_previous:
-        elements.append(_button(ActionId.LOG_PREVIOUS_PAGE, "Previous", page.query.token(page.page - 1)))
+        elements.append(button(ActionId.LOG_PREVIOUS_PAGE, "Previous", page.query.token(page.page - 1)))
     if page.has_next:
-        elements.append(_button(ActionId.LOG_NEXT_PAGE, "Next", page.query.token(page.page + 1)))
+        elements.append(button(ActionId.LOG_NEXT_PAGE, "Next", page.query.token(page.page + 1)))
     token = page.query.token(page.page)
-    elements.append(_button(ActionId.LOG_EXPORT_CSV, "Export CSV to my DMs", token))
-    elements.append(_button(ActionId.LOG_EXPORT_JSON, "Export JSON to my DMs", token))
+    elements.append(button(ActionId.LOG_EXPORT_CSV, "Export CSV to my DMs", token))
+    elements.append(button(ActionId.LOG_EXPORT_JSON, "Export JSON to my DMs", token))
     return {"type": "actions", "block_id": BlockId.LOG_ACTIONS.value, "elements": elements}
 
 
 def _count(number: int, noun: str) -> str:
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
-
-
-# ------------------------------------------------------------------------------ exports
 
 
 #: the file's title as Slack shows it (a file title is plain text, not mrkdwn)

@@ -1,11 +1,10 @@
-"""Block Kit builders for watching sessions: the security channel's live feed,
-expiry warnings, revocation notices, lapsed links, alerts and their storm summaries, digests
-and checkpoints. Pure functions from domain views to `(text, blocks)`, with the primitives,
-escaping and limits of bot.slack.blocks.
+"""The security channel: the live feed (one message per grant, edited in place), alerts and
+their storm summaries, the break-glass alert, revocation buttons and answers, and audit
+checkpoints.
 
-Times in the security channel use Slack's date token (`<!date^…>`, Slack "Formatting text:
-dates"), which every reader sees on their own clock; DMs show the recipient's time zone as the
-rest of the app does.
+Times in the channel use Slack's date token (`<!date^…>`,
+https://api.slack.com/reference/surfaces/formatting#date-formatting), which every reader sees
+on their own clock.
 """
 from __future__ import annotations
 
@@ -14,47 +13,16 @@ from datetime import UTC, datetime
 
 from bot.domain.anomalies import AlertView, LiveSession, Rule
 from bot.domain.checkpoints import Checkpoint
-from bot.domain.digests import DigestReport
 from bot.domain.revocation import Revoked, RevokedAll, RevokeRefused
-from bot.domain.views import RequestView, SessionView
+from bot.domain.views import RequestView
 from bot.domain.watch import FeedStatus, FeedView
-from bot.reports.templates import duration_text
 from bot.slack import limits
-from bot.slack.blocks import (
-    _ID_BUDGET,
-    _TICKET_BUDGET,
-    Block,
-    Message,
-    _account_text,
-    _button,
-    _context,
-    _fallback_subject,
-    _fields,
-    _flags_text,
-    _header,
-    _mentions,
-    _message,
-    _reason_section,
-    _request_fields,
-    _section,
-    _user_text,
-    carried_id,
-    duration_label,
-    scope_label,
-)
+from bot.slack.blocks.kit import Block, Message, button, context, duration_label, fields, header, message, scope_label, section, slack_date
+from bot.slack.blocks.parts import ID_BUDGET, TICKET_BUDGET, account_text, fallback_subject, flags_text, mentions, reason_section, user_text
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape, escape_truncated, format_local_time, mention, truncate_escaped
 
 _NAME_BUDGET = 300
-
-
-def slack_date(moment: datetime) -> str:
-    """`<!date^…>`: Slack renders the moment in each reader's own time zone; the fallback
-    (older clients, notifications) is UTC. Built from an integer and our own text only."""
-    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
-
-
 _REVOKE_CONFIRM = (
     "Revoke this session?",
     "The agent's session ends at once; the product refuses it from now on. The agent is told, and it is audited.",
@@ -72,16 +40,13 @@ def revoke_all_button(alert_id: str, count: int) -> Block:
         "Revoke all",
         "Cancel",
     )
-    return _button(ActionId.REVOKE_ALERT_SESSIONS, f"Revoke all {count} live sessions", alert_id, style="danger", confirm=confirm)
+    return button(ActionId.REVOKE_ALERT_SESSIONS, f"Revoke all {count} live sessions", alert_id, style="danger", confirm=confirm)
 
 
 def revoke_button(session_id: str, *, label: str = "Revoke session") -> Block:
     """Shown to everyone in the channel; only a role with `can_revoke` can use it, checked at
     the click (bot.domain.revocation)."""
-    return _button(ActionId.REVOKE_SESSION, label, session_id, style="danger", confirm=_REVOKE_CONFIRM)
-
-
-# ---------------------------------------------------------------------------- the live feed
+    return button(ActionId.REVOKE_SESSION, label, session_id, style="danger", confirm=_REVOKE_CONFIRM)
 
 
 _FEED_HEADERS = {
@@ -119,7 +84,7 @@ def _approved_by(view: FeedView) -> str:
     if view.request.break_glass:
         return "nobody: *break glass*"
     if view.approvers:
-        return _mentions(view.approvers)
+        return mentions(view.approvers)
     return "not needed (policy)"
 
 
@@ -130,11 +95,11 @@ def security_feed_message(view: FeedView) -> Message:
     request, session = view.request, view.session
     pairs = [
         ("Agent", mention(request.agent_slack_id)),
-        ("Account", _account_text(request)),
-        ("Account flags", _flags_text(request.account_flags)),
-        ("Customer user", _user_text(request)),
+        ("Account", account_text(request)),
+        ("Account flags", flags_text(request.account_flags)),
+        ("Customer user", user_text(request)),
         ("Access", escape(scope_label(request.scope))),
-        ("Ticket", escape_truncated(request.ticket, _TICKET_BUDGET) if request.ticket else "none"),
+        ("Ticket", escape_truncated(request.ticket, TICKET_BUDGET) if request.ticket else "none"),
         ("Approved by", _approved_by(view)),
         (
             "Ends at",
@@ -142,84 +107,46 @@ def security_feed_message(view: FeedView) -> Message:
         ),
     ]
     blocks: list[Block] = [
-        _header(_FEED_HEADERS.get(view.status, "Impersonation")),
-        _section(_feed_status_line(view)),
-        _fields(pairs),
-        _reason_section(request),
+        header(_FEED_HEADERS.get(view.status, "Impersonation")),
+        section(_feed_status_line(view)),
+        fields(pairs),
+        reason_section(request),
     ]
     if view.status == FeedStatus.LIVE and session is not None:
         blocks.append({"type": "actions", "block_id": BlockId.FEED_ACTIONS.value, "elements": [revoke_button(session.id)]})
-    ids = f"request {escape_truncated(request.id, _ID_BUDGET)}" + (f" · session {escape_truncated(session.id, _ID_BUDGET)}" if session else "")
-    blocks.append(_context(ids))
-    text = f"{_FEED_HEADERS.get(view.status, 'Impersonation')}: {mention(request.agent_slack_id)} as {_fallback_subject(request)}."
-    return _message(text, blocks)
+    ids = f"request {escape_truncated(request.id, ID_BUDGET)}" + (f" · session {escape_truncated(session.id, ID_BUDGET)}" if session else "")
+    blocks.append(context(ids))
+    text = f"{_FEED_HEADERS.get(view.status, 'Impersonation')}: {mention(request.agent_slack_id)} as {fallback_subject(request)}."
+    return message(text, blocks)
 
 
-# ---------------------------------------------------------------------------- the agent's DMs
-
-
-def expiry_warning_message(session: SessionView, *, now: datetime, can_request_extension: bool) -> Message:
-    """The agent's warning before the end, a new DM so that it notifies:
-    **End now**, and **Extend** where the role may ask for more time. Values are the session
-    id only; the domain re-checks each click."""
-    request = session.request
-    until = format_local_time(session.expires_at, request.agent_tz)
-    minutes = max(1, int((session.expires_at - now).total_seconds() + 59) // 60)
-    elements = [
-        _button(
-            ActionId.END_SESSION,
-            "End now",
-            session.id,
-            style="danger",
-            confirm=("End this session?", "The product closes the impersonation at once.", "End session", "Keep it"),
-        )
+def break_glass_alert(request: RequestView) -> Message:
+    """Posted at once to the security channel when a break-glass role skipped approval,
+    rendered by the outbox from the stored request (a break-glass
+    request's `gated_by` holds the gates it skipped). Everything a reviewer needs, and never
+    the link, which the request does not hold."""
+    pairs = [
+        ("Agent", mention(request.agent_slack_id)),
+        ("Account", account_text(request)),
+        ("Account flags", flags_text(request.account_flags)),
+        ("Approval skipped", flags_text(request.gated_by)),
+        ("Customer user", user_text(request)),
+        ("Access", escape(scope_label(request.scope))),
+        ("Session length", duration_label(request.duration_minutes)),
+        ("Ticket", escape_truncated(request.ticket, TICKET_BUDGET) if request.ticket else "none"),
     ]
-    if can_request_extension:
-        elements.append(_button(ActionId.REQUEST_EXTENSION, "Extend", session.id))
     blocks = [
-        _header(f"Your session ends in {duration_label(minutes)}"),
-        _section(f"Your session as {_user_text(request)} in {_account_text(request)} ends at {escape(until)}."),
-        {"type": "actions", "block_id": BlockId.WARNING_ACTIONS.value, "elements": elements},
-    ]
-    if not can_request_extension:
-        blocks.append(_context("Need longer? Start a new request with a fresh reason once this one ends."))
-    text = f"Your session as {_fallback_subject(request)} ends at {escape(until)}."
-    return _message(text, blocks)
-
-
-def revoked_notice_message(session: SessionView) -> Message:
-    """A new DM (so it notifies) telling the agent security revoked their session."""
-    request = session.request
-    when = format_local_time(session.ended_at or session.expires_at, request.agent_tz)
-    by = f"{mention(session.ended_by)} (security)" if session.ended_by else "Security"
-    blocks = [
-        _header("Your session was revoked"),
-        _section(
-            f"{by} revoked your session as {_user_text(request)} in {_account_text(request)} at {escape(when)}. "
-            "The product has closed it. Start a new request if you still need access, or ask them why."
+        header("Break-glass impersonation"),
+        section(
+            f"{mention(request.agent_slack_id)} skipped approval to impersonate {user_text(request)} "
+            f"in {account_text(request)} at {escape(format_local_time(request.created_at, None))}."
         ),
-        _context(f"session {escape_truncated(session.id, _ID_BUDGET)}"),
+        fields(pairs),
+        reason_section(request),
+        context(f"Audited as approval.bypassed · request {escape_truncated(request.id, ID_BUDGET)}"),
     ]
-    text = f"Your session as {_fallback_subject(request)} was revoked at {escape(when)}."
-    return _message(text, blocks)
-
-
-def link_lapsed_message(request: RequestView, *, lapsed_at: datetime | None = None) -> Message:
-    """The link DM once its window passed unused: the dead link is taken out of it."""
-    blocks = [
-        _header("Link expired unused"),
-        _section(
-            f"Your one-time link to impersonate {_user_text(request)} in {_account_text(request)} was not opened in time"
-            + (f" (it expired at {escape(format_local_time(lapsed_at, request.agent_tz))})" if lapsed_at else "")
-            + ". Run /impersonate again if you still need access."
-        ),
-        _request_fields(request, session_length=duration_label(request.duration_minutes)),
-    ]
-    text = f"Your link to impersonate {_fallback_subject(request)} expired unused."
-    return _message(text, blocks)
-
-
-# ---------------------------------------------------------------------------- alerts
+    text = f"Break glass: {mention(request.agent_slack_id)} skipped approval to impersonate {fallback_subject(request)}."
+    return message(text, blocks)
 
 
 def _who(agent: str | None) -> str:
@@ -230,7 +157,7 @@ def _account(view: AlertView) -> str:
     if view.account is None:
         return "an account"
     name = escape_truncated(view.account_name or view.account, _NAME_BUDGET)
-    return f"{name} ({escape_truncated(view.account, _ID_BUDGET)})"
+    return f"{name} ({escape_truncated(view.account, ID_BUDGET)})"
 
 
 def alert_line(view: AlertView) -> str:
@@ -254,7 +181,7 @@ def alert_line(view: AlertView) -> str:
     if rule is Rule.LINK_REPLAY:
         return f"A used one-time link of {_who(view.agent)}'s on {_account(view)} was presented again {facts.get('attempts')} time(s)."
     if rule is Rule.LINK_IDENTITY_MISMATCH:
-        team = escape_truncated(str(facts.get("signed_in_team") or "?"), _ID_BUDGET)
+        team = escape_truncated(str(facts.get("signed_in_team") or "?"), ID_BUDGET)
         return (
             f"{_who(facts.get('signed_in_user'))} (workspace {team}) signed in with Slack to open {_who(view.agent)}'s "
             f"one-time link on {_account(view)} and was refused. The link reached someone else; it still works "
@@ -298,33 +225,33 @@ def rule_title(rule: Rule) -> str:
 def _live_line(live: LiveSession) -> str:
     return (
         f"Live: {mention(live.agent)} as {escape_truncated(live.customer_user_name, _NAME_BUDGET)} in "
-        f"{escape_truncated(live.account, _ID_BUDGET)}, until {slack_date(live.expires_at)}."
+        f"{escape_truncated(live.account, ID_BUDGET)}, until {slack_date(live.expires_at)}."
     )
 
 
 def alert_message(view: AlertView) -> Message:
     """One alert with its context, and **Revoke session** for each related live session."""
     blocks: list[Block] = [
-        _header(f"Alert: {rule_title(view.rule)}"),
-        _section(alert_line(view)),
+        header(f"Alert: {rule_title(view.rule)}"),
+        section(alert_line(view)),
     ]
     for live in view.live_sessions:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _live_line(live), "verbatim": True}, "accessory": revoke_button(live.id)})
     more = view.live_total - len(view.live_sessions)
     if more > 0:
-        blocks.append(_context(f"…and {more} more live session{'s' if more != 1 else ''} (the newest {len(view.live_sessions)} are shown)."))
+        blocks.append(context(f"…and {more} more live session{'s' if more != 1 else ''} (the newest {len(view.live_sessions)} are shown)."))
     if view.live_total > 1:
         blocks.append({"type": "actions", "block_id": BlockId.ALERT_ACTIONS.value, "elements": [revoke_all_button(view.id, view.live_total)]})
-    blocks.append(_context(f"Raised {slack_date(view.raised_at)} · audited as alert.raised · alert {escape_truncated(view.id, _ID_BUDGET)}"))
+    blocks.append(context(f"Raised {slack_date(view.raised_at)} · audited as alert.raised · alert {escape_truncated(view.id, ID_BUDGET)}"))
     text = f"Alert: {rule_title(view.rule)}."
-    return _message(text, blocks)
+    return message(text, blocks)
 
 
 def alert_summary_message(views: Sequence[AlertView]) -> Message:
     """Several alerts that piled up while the channel's pace held them (a storm): one
     section per alert, each with **Revoke session** for its first live session, so no
     alert is lost and the channel gets one message, not dozens."""
-    blocks: list[Block] = [_header(f"{len(views)} alerts")]
+    blocks: list[Block] = [header(f"{len(views)} alerts")]
     budget = limits.MESSAGE_BLOCKS_MAX - 2
     for view in views[:budget]:
         line = f"*{escape(rule_title(view.rule))}*: {alert_line(view)}"
@@ -336,31 +263,13 @@ def alert_summary_message(views: Sequence[AlertView]) -> Message:
             block["accessory"] = revoke_button(view.live_sessions[0].id)
         blocks.append(block)
     first, last = min(v.raised_at for v in views), max(v.raised_at for v in views)
-    blocks.append(_context(f"Raised between {slack_date(first)} and {slack_date(last)} · each audited as alert.raised"))
+    blocks.append(context(f"Raised between {slack_date(first)} and {slack_date(last)} · each audited as alert.raised"))
     text = f"{len(views)} alerts in the security channel."
-    return _message(text, blocks)
+    return message(text, blocks)
 
 
 def _fit(text: str) -> str:
     return truncate_escaped(text, limits.SECTION_TEXT_MAX)
-
-
-
-# ---------------------------------------------------------------------------- revocation answers
-
-
-#: `/impersonate revoke <session id>`
-REVOKE_SUBCOMMAND = "revoke"
-
-
-def revoke_command_target(text: str) -> str | None:
-    """The session id of `/impersonate revoke <session id>`, "" when the id is missing or not
-    one of ours (the domain then refuses, audited), or None when the text is not a revoke
-    command at all (it names an account to pre-fill instead)."""
-    words = text.split()
-    if not words or words[0].casefold() != REVOKE_SUBCOMMAND:
-        return None
-    return carried_id(words[1]) if len(words) == 2 else ""
 
 
 def revocation_answer_text(result: Revoked | RevokedAll | RevokeRefused, *, tz_name: str | None) -> str:
@@ -373,13 +282,10 @@ def revocation_answer_text(result: Revoked | RevokedAll | RevokeRefused, *, tz_n
         session = result.session
         when = format_local_time(session.ended_at or session.expires_at, tz_name)
         return (
-            f"Revoked {mention(session.request.agent_slack_id)}'s session as {_user_text(session.request)} "
-            f"in {_account_text(session.request)} at {escape(when)}. The agent has been told."
+            f"Revoked {mention(session.request.agent_slack_id)}'s session as {user_text(session.request)} "
+            f"in {account_text(session.request)} at {escape(when)}. The agent has been told."
         )
     return escape(result.message)
-
-
-# ---------------------------------------------------------------------------- audit checkpoints
 
 
 def checkpoint_message(checkpoint: Checkpoint) -> Message:
@@ -387,53 +293,15 @@ def checkpoint_message(checkpoint: Checkpoint) -> Message:
     database) so that deleting or rewriting the newest rows is detectable
     (`impersonation-bot audit verify --checkpoints`, docs/audit.md)."""
     blocks = [
-        _header("Audit checkpoint"),
-        _section(
+        header("Audit checkpoint"),
+        section(
             f"The audit log's head at {slack_date(_parse_time(checkpoint.time))}: event {checkpoint.seq}, "
             f"hash `{escape(checkpoint.hash[:16])}…`. Keep this line: it proves what the log held."
         ),
-        _section(f"```{escape(checkpoint.to_json())}```"),
+        section(f"```{escape(checkpoint.to_json())}```"),
     ]
-    return _message(f"Audit checkpoint: event {checkpoint.seq}.", blocks)
+    return message(f"Audit checkpoint: event {checkpoint.seq}.", blocks)
 
 
 def _parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-# ---------------------------------------------------------------------------- digests
-
-
-def digest_message(report: DigestReport) -> Message:
-    """The review's headline figures in the security channel; the files follow in its thread."""
-    period = report.period
-    chain = report.chain
-    if chain is None:
-        integrity = "not verified"
-    elif chain.ok:
-        integrity = f":white_check_mark: intact ({chain.events} events)"
-    else:
-        integrity = f":x: *BROKEN* at event {chain.problem_seq}"
-    pairs = [
-        ("Sessions", f"{report.sessions} by {report.agents} agents on {report.accounts} accounts"),
-        ("Requests", f"{report.requests} ({report.granted} granted, {report.blocked} refused by policy)"),
-        ("Approval decisions", f"{report.decisions}, median {duration_text(report.median_seconds_to_decide)}"),
-        ("Sensitive accounts accessed", str(len(report.sensitive))),
-        ("Alerts", str(report.alerts_total)),
-        ("Without a ticket", str(report.no_ticket)),
-        ("Re-initiations / extensions", f"{report.reinitiations} / {report.extensions_total}"),
-        ("Audit log", integrity),
-    ]
-    blocks: list[Block] = [
-        _header(f"Access review: {period.key}"),
-        _section(f"{escape(period.label)}: {slack_date(period.start)} to {slack_date(period.end)}."),
-        _fields(pairs),
-    ]
-    if report.concentration:
-        lines = [
-            f"• {c.percent} % of {escape_truncated(c.name, _NAME_BUDGET)}'s {c.sessions} sessions were by {mention(c.agent)}"
-            for c in report.concentration[:10]
-        ]
-        blocks.append(_section("*Concentration*\n" + "\n".join(lines)))
-    blocks.append(_context("The full review (Markdown, HTML, CSV) is in the thread. Generating it is audited as digest.generated."))
-    return _message(f"Access review {period.key}: {report.sessions} sessions, {report.alerts_total} alerts.", blocks)

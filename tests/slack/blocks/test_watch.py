@@ -1,40 +1,64 @@
-"""Builders for watching sessions (bot/slack/watch_blocks.py) tested as functions: Slack's
-limits, hostile user text escaped, ids from the enums, ids-only button values."""
+"""bot/slack/blocks/watch.py: the security channel's feed, alerts and storm summaries,
+break-glass alert, revocation answers and checkpoints."""
 from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
 from bot.domain.anomalies import AlertView, LiveSession, Rule
 from bot.domain.checkpoints import Checkpoint
-from bot.domain.digests import ConcentrationRow, DigestReport, Period
 from bot.domain.revocation import Revoked, RevokeRefused
 from bot.domain.watch import FeedStatus, FeedView
-from bot.slack import watch_blocks
+from bot.slack.blocks.watch import (
+    alert_line,
+    alert_message,
+    alert_summary_message,
+    break_glass_alert,
+    checkpoint_message,
+    revocation_answer_text,
+    rule_title,
+    security_feed_message,
+)
 from bot.slack.ids import ActionId, BlockId
-from tests.slack.block_rules import all_texts, problems, walk
-from tests.slack.test_blocks import HOSTILE, SESSION_ID, STARTED, UUID, assert_no_raw_user_markup, hostile_request, request_view, session_view
+from tests.slack.blocks.factories import (
+    HOSTILE,
+    LATER,
+    LINK_URL,
+    REQUEST_ID,
+    SESSION_ID,
+    STARTED,
+    assert_no_raw_user_markup,
+    buttons_of,
+    check,
+    hostile_request,
+    regulated_request,
+    rendered_text,
+    request_view,
+    session_view,
+)
 
-LATER = STARTED + timedelta(minutes=30)
 
-
-def buttons(blocks) -> list[dict]:
-    return [obj for _, obj in walk(blocks) if obj.get("type") == "button"]
-
-
-def check(message) -> list[dict]:
-    """Every message: within Slack's limits, our ids only, no raw user markup anywhere."""
-    text, blocks = message
-    assert problems(blocks, surface="message") == []
-    assert_no_raw_user_markup(text)
-    for piece in all_texts(blocks):
-        assert_no_raw_user_markup(piece)
-    for button in buttons(blocks):
-        assert UUID.match(button["value"]), button["value"]
-    return blocks
+def test_break_glass_alert_tells_security_everything_but_the_link():
+    # a break-glass request stores the gates it skipped in gated_by
+    alert = replace(regulated_request(state="granted"), break_glass=True, gated_by=frozenset({"regulated"}))
+    text, message_blocks = break_glass_alert(alert)
+    shown = rendered_text(message_blocks)
+    assert message_blocks[0]["text"]["text"] == "Break-glass impersonation"
+    assert "<@UAGENT1> skipped approval to impersonate Bob Builder (bob@acme.example) in ACME Corp (acme) at 14:00 UTC." in shown
+    for label, value in [
+        ("Account flags", "regulated, sensitive"),
+        ("Approval skipped", "regulated"),
+        ("Access", "Read-only"),
+        ("Session length", "30 minutes"),
+        ("Ticket", "SUP-1234"),
+    ]:
+        assert f"*{label}*\n{value}" in shown
+    assert "*Reason*\nCustomer reports the invoice page is blank" in shown
+    assert REQUEST_ID in shown
+    assert LINK_URL not in json.dumps(message_blocks) and LINK_URL not in text
+    assert not buttons_of(message_blocks)
 
 
 def feed(status: str, **changes) -> FeedView:
@@ -46,8 +70,8 @@ def feed(status: str, **changes) -> FeedView:
 
 @pytest.mark.parametrize("status", [FeedStatus.GRANTED, FeedStatus.LIVE, FeedStatus.ENDED, FeedStatus.EXPIRED, FeedStatus.REVOKED, FeedStatus.LAPSED])
 def test_the_feed_message_for_every_status_is_valid_and_escaped(status):
-    blocks = check(watch_blocks.security_feed_message(feed(status, closed_at=LATER, closed_by="USECURITY1")))
-    revoke = buttons(blocks)
+    blocks = check(security_feed_message(feed(status, closed_at=LATER, closed_by="USECURITY1")))
+    revoke = buttons_of(blocks)
     if status == FeedStatus.LIVE:
         assert [(b["action_id"], b["value"]) for b in revoke] == [(ActionId.REVOKE_SESSION.value, SESSION_ID)]
         assert revoke[0]["confirm"] and any(b.get("block_id") == BlockId.FEED_ACTIONS.value for b in blocks)
@@ -58,7 +82,7 @@ def test_the_feed_message_for_every_status_is_valid_and_escaped(status):
 def test_the_feed_shows_everything_security_needs():
     view = feed(FeedStatus.LIVE, approvers=("UMANAGER1", "UMANAGER2"), warned=True)
     view = replace(view, request=replace(request_view(account_flags=frozenset({"regulated", "sensitive"})), state="active"))
-    text = json.dumps(watch_blocks.security_feed_message(view)[1])
+    text = json.dumps(security_feed_message(view)[1])
     for expected in ("<@UAGENT1>", "ACME Corp (acme)", "regulated, sensitive", "Bob Builder", "Read-only", "SUP-1234",
                      "<@UMANAGER1> and <@UMANAGER2>", "Ending soon", "<!date^", "Customer reports the invoice page is blank"):
         assert expected in text, expected
@@ -66,25 +90,8 @@ def test_the_feed_shows_everything_security_needs():
 
 def test_break_glass_and_policy_grants_say_who_approved():
     glass = replace(feed(FeedStatus.GRANTED), request=request_view(break_glass=True))
-    assert "break glass" in json.dumps(watch_blocks.security_feed_message(glass)[1])
-    assert "not needed (policy)" in json.dumps(watch_blocks.security_feed_message(feed(FeedStatus.GRANTED))[1])
-
-
-@pytest.mark.parametrize("can_extend", [True, False])
-def test_the_expiry_warning_offers_end_now_and_extend_where_allowed(can_extend):
-    session = session_view(hostile_request())
-    blocks = check(watch_blocks.expiry_warning_message(session, now=session.expires_at - timedelta(minutes=5), can_request_extension=can_extend))
-    assert blocks[0]["text"]["text"] == "Your session ends in 5 minutes"
-    expected = [ActionId.END_SESSION.value] + ([ActionId.REQUEST_EXTENSION.value] if can_extend else [])
-    assert [b["action_id"] for b in buttons(blocks)] == expected
-
-
-def test_the_revocation_notice_and_the_lapsed_link_are_valid():
-    revoked = session_view(hostile_request(), ended_at=LATER, end_reason="revoked", ended_by="USECURITY1")
-    blocks = check(watch_blocks.revoked_notice_message(revoked))
-    assert "<@USECURITY1>" in blocks[1]["text"]["text"] and buttons(blocks) == []
-    lapsed = check(watch_blocks.link_lapsed_message(hostile_request(), lapsed_at=LATER))
-    assert "/l/" not in json.dumps(lapsed)
+    assert "break glass" in json.dumps(security_feed_message(glass)[1])
+    assert "not needed (policy)" in json.dumps(security_feed_message(feed(FeedStatus.GRANTED))[1])
 
 
 def alert(rule: Rule, facts: dict, **changes) -> AlertView:
@@ -119,57 +126,43 @@ ALERTS = [
 
 @pytest.mark.parametrize("view", ALERTS, ids=[a.rule.value for a in ALERTS])
 def test_each_alert_explains_itself_and_offers_revoke_for_live_sessions(view):
-    blocks = check(watch_blocks.alert_message(view))
-    assert blocks[0]["text"]["text"] == f"Alert: {watch_blocks.rule_title(view.rule)}"
-    assert [(b["action_id"], b["value"]) for b in buttons(blocks)] == [(ActionId.REVOKE_SESSION.value, SESSION_ID)]
+    blocks = check(alert_message(view))
+    assert blocks[0]["text"]["text"] == f"Alert: {rule_title(view.rule)}"
+    assert [(b["action_id"], b["value"]) for b in buttons_of(blocks)] == [(ActionId.REVOKE_SESSION.value, SESSION_ID)]
     assert "audited as alert.raised" in json.dumps(blocks)
 
 
 def test_a_concentration_alert_reads_as_a_sentence():
-    line = watch_blocks.alert_line(alert(Rule.CONCENTRATION, {"percent": 80, "sessions": 10, "by_agent": 8, "days": 30}, account_name="ACME"))
+    line = alert_line(alert(Rule.CONCENTRATION, {"percent": 80, "sessions": 10, "by_agent": 8, "days": 30}, account_name="ACME"))
     assert line == "80 % of ACME (acme)'s 10 sessions in the last 30 days were by one agent, <@UAGENT1>."
 
 
 def test_a_storm_summary_carries_every_alert_within_slacks_limits():
     views = [replace(ALERTS[n % len(ALERTS)], id=f"7d6c5b4a-3f2e-4d1c-8b0a-{n:012d}") for n in range(40)]
-    blocks = check(watch_blocks.alert_summary_message(views))
+    blocks = check(alert_summary_message(views))
     assert len(blocks) == 42 and blocks[0]["text"]["text"] == "40 alerts"
-    assert len(buttons(blocks)) == 40
+    assert len(buttons_of(blocks)) == 40
 
 
 def test_revocation_answers():
     revoked = Revoked(session_view(hostile_request(), ended_at=LATER, end_reason="revoked"), ())
-    text = watch_blocks.revocation_answer_text(revoked, tz_name="UTC")
+    text = revocation_answer_text(revoked, tz_name="UTC")
     assert text.startswith("Revoked <@UAGENT1>'s session as ") and text.endswith("The agent has been told.")
     assert_no_raw_user_markup(text)
-    assert watch_blocks.revocation_answer_text(RevokeRefused("No <!channel> here", "x"), tz_name=None) == "No &lt;!channel&gt; here"
+    assert revocation_answer_text(RevokeRefused("No <!channel> here", "x"), tz_name=None) == "No &lt;!channel&gt; here"
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [("revoke " + SESSION_ID, SESSION_ID), ("REVOKE " + SESSION_ID, SESSION_ID), ("revoke", ""), ("revoke x", ""), ("revoke a b", ""), ("acme", None), ("", None), ("revoker", None)],
-)
-def test_the_revoke_subcommand(text, expected):
-    assert watch_blocks.revoke_command_target(text) == expected
-
-
-def test_the_checkpoint_and_digest_messages():
+def test_the_checkpoint_message():
     checkpoint = Checkpoint("kid-1", 42, "ab" * 32, "2030-01-07T09:00:00.000000Z", "c2lnbmF0dXJl")
-    blocks = check(watch_blocks.checkpoint_message(checkpoint))
+    blocks = check(checkpoint_message(checkpoint))
     assert checkpoint.to_json().replace('"', "&quot;") not in json.dumps(blocks) and '\\"seq\\":42' in json.dumps(blocks)
-    period = Period("2029Q4", "2029 Q4 (quarterly access review)", STARTED, LATER, "quarterly")
-    report = DigestReport(period, LATER, 3, 2, 2, 1, (), (), 1, (), 1, 1, (), 90, (), (("off_hours", 1),), 0, (), 0, (), 0,
-                          (ConcentrationRow("acme", HOSTILE, "UAGENT1", 2, 2),))
-    blocks = check(watch_blocks.digest_message(report))
-    assert blocks[0]["text"]["text"] == "Access review: 2029Q4"
-    assert "100 % of" in json.dumps(blocks)
 
 
 def test_an_opt_out_alert_says_who_why_and_what_it_ended():
     from datetime import datetime, timezone
 
     from bot.domain.anomalies import AlertView, Rule
-    from bot.slack.watch_blocks import alert_line, rule_title
+    from bot.slack.blocks.watch import alert_line, rule_title
 
     view = AlertView("a1", Rule.ACCOUNT_OPTED_OUT, "acme", datetime(2030, 1, 7, tzinfo=timezone.utc), "acme", "ACME <Corp>", None, None, None,
                      {"by": "UREVOPS1", "note": "MSA-1: <!channel> no access", "revoked": 2})
