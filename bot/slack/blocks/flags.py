@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.db.models import AccountFlag
 from bot.domain.account_flags import FLAG_REASON_MAX_LENGTH, FLAG_REASON_MIN_LENGTH, REFERENCE_MAX_LENGTH, FlagChanged, FlagField, FlagForm, FlagFormView
+from bot.domain.views import AccountFlag
 from bot.slack import limits
 from bot.slack.blocks.kit import Block, notice_view, option, options, plain, section
 from bot.slack.blocks.state import selected_value, typed_value

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from bot.db.models import SessionScope
+from bot.domain.views import SessionScope
 from bot.slack import limits
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.mrkdwn import truncate_escaped, truncate_plain

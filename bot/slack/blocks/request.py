@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bot.db.models import RequestState, SessionScope
 from bot.domain.approvals import Decided
 from bot.domain.policy import REASON_MAX_LENGTH, REINITIATION_GATE, TICKET_MAX_LENGTH, BlockCause, Field_
 from bot.domain.requests import BLOCK_MESSAGES, AlreadyOpen, Blocked, ModalOptions, NewRequestModal, Pending, RequestForm
-from bot.domain.views import RequestView
+from bot.domain.views import RequestState, RequestView, SessionScope
 from bot.slack import limits
 from bot.slack.blocks.kit import Block, Message, button, context, duration_label, header, message, option, options, plain, scope_label, section
 from bot.slack.blocks.parts import REASON_BUDGET, approvals_needed, fallback_subject, first_asked, mentions, nudged_text, reason_section, request_fields, user_text

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bot.db.models import RequestState
 from bot.domain.approvals import ApprovalAsk, Decided
 from bot.domain.policy import REASON_MAX_LENGTH
 from bot.domain.requests import Granted
-from bot.domain.views import RequestView, SessionView
+from bot.domain.views import RequestState, RequestView, SessionView
 from bot.slack import limits
 from bot.slack.blocks.kit import Message, button, context, duration_label, header, message, options, plain, section
 from bot.slack.blocks.parts import ID_BUDGET, REASON_BUDGET, account_text, fallback_subject, first_asked, mentions, nudged_text, reason_section, request_fields, user_text
