@@ -12,7 +12,7 @@ from typing import Any
 from bot.domain.approvals import DENY_REASON_MAX_LENGTH, DENY_REASON_MIN_LENGTH, AlreadyCounted, AlreadyDecided, ApprovalAsk, Counted, Decided, ExtensionView, PastSession, Refused
 from bot.domain.views import RequestView
 from bot.slack import limits
-from bot.slack.blocks.kit import Block, Message, button, context, duration_label, fields, header, message, plain, scope_label, section
+from bot.slack.blocks.kit import Block, Message, button, context, duration_label, fields, header, input_block, message, plain, scope_label, section, text_input
 from bot.slack.blocks.parts import REASON_BUDGET, TICKET_BUDGET, account_text, approvals_needed, fallback_subject, flags_text, reason_section, user_text
 from bot.slack.blocks.state import id_or_none, typed_value
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -202,18 +202,11 @@ def deny_modal(subject_id: str, *, extension: bool = False) -> dict[str, Any]:
         "close": plain("Back", limits.MODAL_CLOSE_MAX),
         "blocks": [
             section(f"Why do you deny {subject}? The agent reads your reason and it is kept in the audit log."),
-            {
-                "type": "input",
-                "block_id": BlockId.DENY_REASON.value,
-                "label": plain("Reason", limits.INPUT_LABEL_MAX),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": ActionId.DENY_REASON_INPUT.value,
-                    "multiline": True,
-                    "min_length": DENY_REASON_MIN_LENGTH,
-                    "max_length": min(DENY_REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
-                },
-            },
+            input_block(
+                BlockId.DENY_REASON,
+                "Reason",
+                text_input(ActionId.DENY_REASON_INPUT, multiline=True, min_length=DENY_REASON_MIN_LENGTH, max_length=DENY_REASON_MAX_LENGTH),
+            ),
         ],
     }
     if id_or_none(subject_id) is not None:

@@ -9,7 +9,7 @@ from typing import Any
 from bot.domain.account_flags import FLAG_REASON_MAX_LENGTH, FLAG_REASON_MIN_LENGTH, REFERENCE_MAX_LENGTH, FlagChanged, FlagField, FlagForm, FlagFormView
 from bot.domain.views import AccountFlag
 from bot.slack import limits
-from bot.slack.blocks.kit import Block, notice_view, option, options, plain, section
+from bot.slack.blocks.kit import Block, external_select, input_block, notice_view, option, options, plain, section, text_input
 from bot.slack.blocks.state import selected_value, typed_value
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.mrkdwn import escape, escape_truncated
@@ -34,12 +34,7 @@ def flag_modal(form: FlagFormView) -> dict[str, Any]:
     """Set or clear one flag on one account, with the contract or ticket reference and the
     reason the audit log keeps. Opened for an account (`/impersonate flag acme`) it starts on
     that account and says which flags it carries now."""
-    account_select: dict[str, Any] = {
-        "type": "external_select",
-        "action_id": ActionId.FLAG_ACCOUNT_SELECT.value,
-        "placeholder": plain("Search accounts by name or id", limits.PLACEHOLDER_MAX),
-        "min_query_length": 0,
-    }
+    account_select = external_select(ActionId.FLAG_ACCOUNT_SELECT, "Search accounts by name or id")
     blocks: list[Block] = []
     if form.account is not None:
         initial = option(form.account[0], f"{form.account[1]} ({form.account[0]})")
@@ -49,46 +44,16 @@ def flag_modal(form: FlagFormView) -> dict[str, Any]:
         blocks.append(section(f"*{escape_truncated(form.account[1], 300)}* carries these flags now: {escape(now)}"))
     flags = options((flag.value, label) for flag, label in FLAG_LABELS.items())
     values = options([(FLAG_ON, "Set the flag"), (FLAG_OFF, "Clear the flag")])
+    which = {"type": "static_select", "action_id": ActionId.FLAG_WHICH_SELECT.value, "options": flags, "placeholder": plain("Which flag", limits.PLACEHOLDER_MAX)}
+    change = {"type": "radio_buttons", "action_id": ActionId.FLAG_VALUE_CHOICE.value, "options": values, "initial_option": values[0]}
+    reference = text_input(ActionId.FLAG_REFERENCE_INPUT, max_length=REFERENCE_MAX_LENGTH, placeholder="CONTRACT-2041 §7, or a link to the ticket")
+    reason = text_input(ActionId.FLAG_REASON_INPUT, multiline=True, min_length=FLAG_REASON_MIN_LENGTH, max_length=FLAG_REASON_MAX_LENGTH)
     blocks += [
-        {"type": "input", "block_id": BlockId.FLAG_ACCOUNT.value, "label": plain("Account", limits.INPUT_LABEL_MAX), "element": account_select},
-        {
-            "type": "input",
-            "block_id": BlockId.FLAG_WHICH.value,
-            "label": plain("Flag", limits.INPUT_LABEL_MAX),
-            "element": {"type": "static_select", "action_id": ActionId.FLAG_WHICH_SELECT.value, "options": flags,
-                        "placeholder": plain("Which flag", limits.PLACEHOLDER_MAX)},
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.FLAG_VALUE.value,
-            "label": plain("Change", limits.INPUT_LABEL_MAX),
-            "hint": plain("Setting opted-out ends every live session on the account at once.", limits.INPUT_HINT_MAX),
-            "element": {"type": "radio_buttons", "action_id": ActionId.FLAG_VALUE_CHOICE.value, "options": values, "initial_option": values[0]},
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.FLAG_REFERENCE.value,
-            "label": plain("Contract or ticket reference", limits.INPUT_LABEL_MAX),
-            "element": {
-                "type": "plain_text_input",
-                "action_id": ActionId.FLAG_REFERENCE_INPUT.value,
-                "max_length": min(REFERENCE_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
-                "placeholder": plain("CONTRACT-2041 §7, or a link to the ticket", limits.PLACEHOLDER_MAX),
-            },
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.FLAG_REASON.value,
-            "label": plain("Reason", limits.INPUT_LABEL_MAX),
-            "hint": plain("Kept in the audit log with your name and the reference.", limits.INPUT_HINT_MAX),
-            "element": {
-                "type": "plain_text_input",
-                "action_id": ActionId.FLAG_REASON_INPUT.value,
-                "multiline": True,
-                "min_length": FLAG_REASON_MIN_LENGTH,
-                "max_length": min(FLAG_REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
-            },
-        },
+        input_block(BlockId.FLAG_ACCOUNT, "Account", account_select),
+        input_block(BlockId.FLAG_WHICH, "Flag", which),
+        input_block(BlockId.FLAG_VALUE, "Change", change, hint="Setting opted-out ends every live session on the account at once."),
+        input_block(BlockId.FLAG_REFERENCE, "Contract or ticket reference", reference),
+        input_block(BlockId.FLAG_REASON, "Reason", reason, hint="Kept in the audit log with your name and the reference."),
     ]
     return {
         "type": "modal",

@@ -10,7 +10,7 @@ from bot.domain.approvals import ApprovalAsk
 from bot.domain.home import HomeView
 from bot.domain.views import RequestView, SessionView
 from bot.slack import limits
-from bot.slack.blocks.kit import Block, button, context, header, notice_view, plain, scope_label, section
+from bot.slack.blocks.kit import Block, button, context, external_select, header, notice_view, scope_label, section
 from bot.slack.blocks.parts import account_text, user_text
 from bot.slack.blocks.usage import NO_ROLE_LINE
 from bot.slack.blocks.watch import rule_title
@@ -142,12 +142,7 @@ def _security_blocks(view: HomeView) -> list[Block]:
 
 
 def _log_blocks() -> list[Block]:
-    search = {
-        "type": "external_select",
-        "action_id": ActionId.HOME_LOG_ACCOUNT_SELECT.value,
-        "placeholder": plain("Look up an account", limits.PLACEHOLDER_MAX),
-        "min_query_length": 0,
-    }
+    search = external_select(ActionId.HOME_LOG_ACCOUNT_SELECT, "Look up an account")
     return [
         header("Impersonation log"),
         _actions(search, block_id=BlockId.HOME_LOG_SEARCH),

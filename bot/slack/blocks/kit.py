@@ -104,6 +104,46 @@ def button(
     return element
 
 
+def input_block(block: BlockId, label: str, element: Block, *, hint: str | None = None, optional: bool | None = None) -> Block:
+    """An input block of a modal: `element` under `label`, with an optional `hint` below it.
+    `optional`: whether Slack lets the form be submitted with it empty (left out: required)."""
+    built: Block = {"type": "input", "block_id": block.value, "label": plain(label, limits.INPUT_LABEL_MAX), "element": element}
+    if hint is not None:
+        built["hint"] = plain(hint, limits.INPUT_HINT_MAX)
+    if optional is not None:
+        built["optional"] = optional
+    return built
+
+
+def text_input(
+    action: ActionId,
+    *,
+    max_length: int,
+    min_length: int | None = None,
+    multiline: bool = False,
+    placeholder: str | None = None,
+    initial: str | None = None,
+) -> Block:
+    """A plain_text_input element; `max_length` is the domain's bound, lowered to what Slack
+    accepts (limits.PLAIN_TEXT_INPUT_MAX) so that the view is never refused for it."""
+    element: Block = {"type": "plain_text_input", "action_id": action.value, "max_length": min(max_length, limits.PLAIN_TEXT_INPUT_MAX)}
+    if multiline:
+        element["multiline"] = True
+    if min_length is not None:
+        element["min_length"] = min_length
+    if placeholder is not None:
+        element["placeholder"] = plain(placeholder, limits.PLACEHOLDER_MAX)
+    if initial is not None:
+        element["initial_value"] = initial
+    return element
+
+
+def external_select(action: ActionId, placeholder: str) -> Block:
+    """A typeahead whose options our options listener answers; `min_query_length: 0` lists
+    the first ones as soon as the menu opens, before any typing."""
+    return {"type": "external_select", "action_id": action.value, "placeholder": plain(placeholder, limits.PLACEHOLDER_MAX), "min_query_length": 0}
+
+
 def duration_label(minutes: int) -> str:
     if minutes >= 60 and minutes % 60 == 0:
         hours = minutes // 60

@@ -7,7 +7,7 @@ the submission again, whatever the payload says.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bot.domain.approvals import Decided
@@ -15,7 +15,23 @@ from bot.domain.policy import REASON_MAX_LENGTH, REINITIATION_GATE, TICKET_MAX_L
 from bot.domain.requests import BLOCK_MESSAGES, AlreadyOpen, Blocked, ModalOptions, NewRequestModal, Pending, RequestForm
 from bot.domain.views import RequestState, RequestView, SessionScope
 from bot.slack import limits
-from bot.slack.blocks.kit import Block, Message, button, context, duration_label, header, message, option, options, plain, scope_label, section
+from bot.slack.blocks.kit import (
+    Block,
+    Message,
+    button,
+    context,
+    duration_label,
+    external_select,
+    header,
+    input_block,
+    message,
+    option,
+    options,
+    plain,
+    scope_label,
+    section,
+    text_input,
+)
 from bot.slack.blocks.parts import REASON_BUDGET, approvals_needed, fallback_subject, first_asked, mentions, nudged_text, reason_section, request_fields, user_text
 from bot.slack.blocks.state import checked_values, id_or_none, minutes_value, selected_value, typed_value
 from bot.slack.command_text import TicketHint
@@ -46,10 +62,7 @@ def request_modal(
     initial_ticket: str | None = None,
     ticket_note: str | None = None,
 ) -> dict[str, Any]:
-    """The `/impersonate` modal, limited to what this agent's role allows.
-
-    What it offers is a convenience, not a control: the submission is decided again by
-    bot.domain.requests.submit_request, whatever the payload says.
+    """The `/impersonate` modal, limited to what this agent's role allows (`offer`).
 
     `previous_session_id`: the agent re-initiates after a session; the id
     rides in `private_metadata` (ids only) and comes back with the submission, which links the
@@ -61,101 +74,19 @@ def request_modal(
     """
     if offer.role is None:
         return no_role_modal()
-    account_select: dict[str, Any] = {
-        "type": "external_select",
-        "action_id": ActionId.ACCOUNT_SELECT.value,
-        "placeholder": plain("Search accounts by name or id", limits.PLACEHOLDER_MAX),
-        # 0: list the first accounts as soon as the menu opens, before any typing
-        "min_query_length": 0,
-    }
-    if initial_account is not None:
-        initial = option(*initial_account)
-        if initial is not None:
-            account_select["initial_option"] = initial
-    durations = options((str(m), duration_label(m)) for m in offer.duration_choices)
-    duration_select: dict[str, Any] = {
-        "type": "static_select",
-        "action_id": ActionId.DURATION_SELECT.value,
-        "placeholder": plain("How long", limits.PLACEHOLDER_MAX),
-        "options": durations,
-    }
-    default = next((o for o in durations if o["value"] == str(offer.default_duration)), None)
-    if default is not None:
-        duration_select["initial_option"] = default
-    scopes = [SessionScope.READ_ONLY.value] + ([SessionScope.READ_WRITE.value] if offer.can_read_write else [])
-    scope_options = options((s, scope_label(s)) for s in scopes)
-    reason_min = min(max(offer.reason_min_length, 0), REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX)
     blocks: list[Block] = [
-        {
-            "type": "input",
-            "block_id": BlockId.ACCOUNT.value,
-            "label": plain("Account", limits.INPUT_LABEL_MAX),
-            "element": account_select,
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.USER.value,
-            "label": plain("Customer user", limits.INPUT_LABEL_MAX),
-            "hint": plain("Pick the account first: this list shows that account's users.", limits.INPUT_HINT_MAX),
-            "element": {
-                "type": "external_select",
-                "action_id": ActionId.USER_SELECT.value,
-                "placeholder": plain("Search users by name or e-mail", limits.PLACEHOLDER_MAX),
-                "min_query_length": 0,
-            },
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.REASON.value,
-            "label": plain("Reason", limits.INPUT_LABEL_MAX),
-            "hint": plain(
-                f"At least {reason_min} characters. The customer and auditors may read it.", limits.INPUT_HINT_MAX
-            ),
-            "element": {
-                "type": "plain_text_input",
-                "action_id": ActionId.REASON_INPUT.value,
-                "multiline": True,
-                "min_length": reason_min,
-                "max_length": min(REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
-                "placeholder": plain("What are you going to do, and why?", limits.PLACEHOLDER_MAX),
-            },
-        },
+        _account_input(initial_account),
+        _user_input(),
+        _reason_input(offer.reason_min_length),
         *_justification_input(offer.justifications),
-        {
-            "type": "input",
-            "block_id": BlockId.TICKET.value,
-            "optional": not offer.ticket_required,
-            "label": plain("Ticket", limits.INPUT_LABEL_MAX),
-            "element": {
-                "type": "plain_text_input",
-                "action_id": ActionId.TICKET_INPUT.value,
-                "max_length": min(TICKET_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
-                "placeholder": plain("SUP-1234 or a link to the ticket", limits.PLACEHOLDER_MAX),
-                **({"initial_value": initial_ticket[:TICKET_MAX_LENGTH]} if initial_ticket else {}),
-            },
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.DURATION.value,
-            "label": plain("Session length", limits.INPUT_LABEL_MAX),
-            "hint": plain("Counted from when you open the link.", limits.INPUT_HINT_MAX),
-            "element": duration_select,
-        },
-        {
-            "type": "input",
-            "block_id": BlockId.SCOPE.value,
-            "label": plain("Access", limits.INPUT_LABEL_MAX),
-            "element": {
-                "type": "radio_buttons",
-                "action_id": ActionId.SCOPE_CHOICE.value,
-                "options": scope_options,
-                # least privilege unless the agent deliberately asks for more
-                "initial_option": scope_options[0],
-            },
-        },
+        _ticket_input(required=offer.ticket_required, initial=initial_ticket),
+        _duration_input(offer.duration_choices, default=offer.default_duration),
+        _scope_input(can_read_write=offer.can_read_write),
     ]
     if offer.can_break_glass:
         blocks.append(_break_glass_input(offer.break_glass_reason_min_length))
+    if ticket_note:
+        blocks.insert(0, context(ticket_note))
     view: dict[str, Any] = {
         "type": "modal",
         "callback_id": CallbackId.IMPERSONATE_REQUEST.value,
@@ -163,8 +94,6 @@ def request_modal(
         "submit": plain("Request", limits.MODAL_SUBMIT_MAX),
         "close": plain("Cancel", limits.MODAL_CLOSE_MAX),
     }
-    if ticket_note:
-        blocks.insert(0, context(ticket_note))
     previous = id_or_none(previous_session_id)
     if previous is not None:
         blocks.insert(0, section("A new request after your session: give a fresh reason for the time you still need."))
@@ -186,6 +115,36 @@ def new_request_view(start: NewRequestModal | AlreadyOpen, *, tz_name: str | Non
     )
 
 
+def _account_input(initial_account: tuple[str, str] | None) -> Block:
+    """The account typeahead (bot.slack.listeners.options answers it), starting on
+    `initial_account` (id, label) when given and its id fits an option."""
+    select = external_select(ActionId.ACCOUNT_SELECT, "Search accounts by name or id")
+    initial = option(*initial_account) if initial_account is not None else None
+    if initial is not None:
+        select["initial_option"] = initial
+    return input_block(BlockId.ACCOUNT, "Account", select)
+
+
+def _user_input() -> Block:
+    """The customer-user typeahead: its options depend on the account chosen above, read
+    from the view's state when Slack asks (selected_account)."""
+    select = external_select(ActionId.USER_SELECT, "Search users by name or e-mail")
+    return input_block(BlockId.USER, "Customer user", select, hint="Pick the account first: this list shows that account's users.")
+
+
+def _reason_input(min_length: int) -> Block:
+    """The free-text reason, at least the policy's length; the domain checks it again."""
+    reason_min = min(max(min_length, 0), REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX)
+    element = text_input(
+        ActionId.REASON_INPUT,
+        multiline=True,
+        min_length=reason_min,
+        max_length=REASON_MAX_LENGTH,
+        placeholder="What are you going to do, and why?",
+    )
+    return input_block(BlockId.REASON, "Reason", element, hint=f"At least {reason_min} characters. The customer and auditors may read it.")
+
+
 def _justification_input(justifications: tuple[tuple[str, str], ...]) -> list[Block]:
     """The justification code, beside the free-text reason: required (not optional) whenever
     the policy lists codes, and absent when it lists none. Choosing one is a convenience; the
@@ -193,38 +152,61 @@ def _justification_input(justifications: tuple[tuple[str, str], ...]) -> list[Bl
     choices = options(justifications)
     if not choices:
         return []
-    return [
-        {
-            "type": "input",
-            "block_id": BlockId.JUSTIFICATION.value,
-            "label": plain("Justification", limits.INPUT_LABEL_MAX),
-            "hint": plain("Why this access is lawful: recorded with the request and shown to approvers.", limits.INPUT_HINT_MAX),
-            "element": {
-                "type": "static_select",
-                "action_id": ActionId.JUSTIFICATION_SELECT.value,
-                "placeholder": plain("Choose one", limits.PLACEHOLDER_MAX),
-                "options": choices,
-            },
-        }
-    ]
+    element = {
+        "type": "static_select",
+        "action_id": ActionId.JUSTIFICATION_SELECT.value,
+        "placeholder": plain("Choose one", limits.PLACEHOLDER_MAX),
+        "options": choices,
+    }
+    return [input_block(BlockId.JUSTIFICATION, "Justification", element, hint="Why this access is lawful: recorded with the request and shown to approvers.")]
+
+
+def _ticket_input(*, required: bool, initial: str | None) -> Block:
+    """The ticket, optional unless the policy requires one; `initial`: the ticket the message
+    shortcut found, cut to the longest ticket the domain accepts."""
+    element = text_input(
+        ActionId.TICKET_INPUT,
+        max_length=TICKET_MAX_LENGTH,
+        placeholder="SUP-1234 or a link to the ticket",
+        initial=initial[:TICKET_MAX_LENGTH] if initial else None,
+    )
+    return input_block(BlockId.TICKET, "Ticket", element, optional=not required)
+
+
+def _duration_input(choices: Sequence[int], *, default: int | None) -> Block:
+    """The session lengths the role allows, in minutes, starting on the policy's default."""
+    durations = options((str(m), duration_label(m)) for m in choices)
+    select: dict[str, Any] = {
+        "type": "static_select",
+        "action_id": ActionId.DURATION_SELECT.value,
+        "placeholder": plain("How long", limits.PLACEHOLDER_MAX),
+        "options": durations,
+    }
+    initial = next((o for o in durations if o["value"] == str(default)), None)
+    if initial is not None:
+        select["initial_option"] = initial
+    return input_block(BlockId.DURATION, "Session length", select, hint="Counted from when you open the link.")
+
+
+def _scope_input(*, can_read_write: bool) -> Block:
+    """Read-only, and read-write where the role allows it; read-only is chosen, so that
+    the agent gets the least privilege unless they deliberately ask for more."""
+    scopes = [SessionScope.READ_ONLY.value] + ([SessionScope.READ_WRITE.value] if can_read_write else [])
+    choices = options((s, scope_label(s)) for s in scopes)
+    element = {"type": "radio_buttons", "action_id": ActionId.SCOPE_CHOICE.value, "options": choices, "initial_option": choices[0]}
+    return input_block(BlockId.SCOPE, "Access", element)
 
 
 def _break_glass_input(reason_min_length: int) -> Block:
     """Offered only to roles with `can_break_glass`; never ticked by default."""
     choice = option(BREAK_GLASS_VALUE, "Break glass (skip approval)")
-    return {
-        "type": "input",
-        "block_id": BlockId.BREAK_GLASS.value,
-        "optional": True,
-        "label": plain("Emergency access", limits.INPUT_LABEL_MAX),
-        "hint": plain(
-            "Only for an emergency on an account that needs approval: you get the link without "
-            "approval, the security channel is told at once, and it is audited as break-glass. "
-            f"The reason must then be at least {reason_min_length} characters.",
-            limits.INPUT_HINT_MAX,
-        ),
-        "element": {"type": "checkboxes", "action_id": ActionId.BREAK_GLASS_CHOICE.value, "options": [choice]},
-    }
+    element = {"type": "checkboxes", "action_id": ActionId.BREAK_GLASS_CHOICE.value, "options": [choice]}
+    hint = (
+        "Only for an emergency on an account that needs approval: you get the link without "
+        "approval, the security channel is told at once, and it is audited as break-glass. "
+        f"The reason must then be at least {reason_min_length} characters."
+    )
+    return input_block(BlockId.BREAK_GLASS, "Emergency access", element, hint=hint, optional=True)
 
 
 def no_role_modal() -> dict[str, Any]:

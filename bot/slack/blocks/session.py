@@ -17,7 +17,7 @@ from bot.domain.policy import REASON_MAX_LENGTH
 from bot.domain.requests import Granted
 from bot.domain.views import RequestState, RequestView, SessionView
 from bot.slack import limits
-from bot.slack.blocks.kit import Message, button, context, duration_label, header, message, options, plain, section
+from bot.slack.blocks.kit import Message, button, context, duration_label, header, input_block, message, options, plain, section, text_input
 from bot.slack.blocks.parts import ID_BUDGET, REASON_BUDGET, account_text, fallback_subject, first_asked, mentions, nudged_text, reason_section, request_fields, user_text
 from bot.slack.blocks.state import id_or_none, minutes_value, selected_value, typed_value
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -107,7 +107,7 @@ def _session_active(session: SessionView, *, action: ActionId | None, notice: st
 
 @dataclass(frozen=True)
 class ExtensionAnswer:
-    """What the agent typed into the extension modal; decided by approvals.request_extension."""
+    """What the agent typed into the extension modal; decided by extensions.request_extension."""
 
     minutes: int
     reason: str
@@ -133,26 +133,13 @@ def extension_modal(session_id: str, *, choices_minutes: Sequence[int], reason_m
         "submit": plain("Ask", limits.MODAL_SUBMIT_MAX),
         "close": plain("Cancel", limits.MODAL_CLOSE_MAX),
         "blocks": [
-            {
-                "type": "input",
-                "block_id": BlockId.EXTENSION_MINUTES.value,
-                "label": plain("More time", limits.INPUT_LABEL_MAX),
-                "hint": plain("An approver decides. The session never runs past your role's limit.", limits.INPUT_HINT_MAX),
-                "element": select,
-            },
-            {
-                "type": "input",
-                "block_id": BlockId.EXTENSION_REASON.value,
-                "label": plain("Reason", limits.INPUT_LABEL_MAX),
-                "hint": plain(f"A fresh reason, at least {reason_min} characters: what is left to do?", limits.INPUT_HINT_MAX),
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": ActionId.EXTENSION_REASON_INPUT.value,
-                    "multiline": True,
-                    "min_length": reason_min,
-                    "max_length": min(REASON_MAX_LENGTH, limits.PLAIN_TEXT_INPUT_MAX),
-                },
-            },
+            input_block(BlockId.EXTENSION_MINUTES, "More time", select, hint="An approver decides. The session never runs past your role's limit."),
+            input_block(
+                BlockId.EXTENSION_REASON,
+                "Reason",
+                text_input(ActionId.EXTENSION_REASON_INPUT, multiline=True, min_length=reason_min, max_length=REASON_MAX_LENGTH),
+                hint=f"A fresh reason, at least {reason_min} characters: what is left to do?",
+            ),
         ],
     }
     if id_or_none(session_id) is not None:
