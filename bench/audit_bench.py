@@ -52,6 +52,8 @@ from bot.domain.keys import load_or_create_signing_key
 from bot.domain.policy import parse_policy
 from bot.domain.ports import Person, StaticPeople
 from bot.reports.exports import access_file
+from bot.slack.blocks.log import PAGE_SIZE
+from bot.slack.command_text import parse_log_command
 
 VIEWER = "USECURITY1"
 POLICY = f"""
@@ -158,6 +160,12 @@ def _sessions_in_90_days(ctx: DomainContext, account: str) -> int:
         ).scalar_one()
 
 
+def _look_up(ctx: DomainContext, account: str) -> log_query.LookupResult:
+    """What the slash-command listener does for `/impersonation-log account:<account>`."""
+    text = f"account:{account}"
+    return log_query.look_up(ctx, VIEWER, parse_log_command(text), text=text, page_size=PAGE_SIZE, now=END)
+
+
 def _raw_lookup(ctx: DomainContext) -> Any:
     """The raw indexed query for an account's default period, as plain SQL through the
     driver: the account's id, its sessions in the period counted and the first page's keys,
@@ -170,7 +178,7 @@ def _raw_lookup(ctx: DomainContext) -> Any:
     find = f"SELECT id FROM accounts WHERE external_id = {mark}"
     period = f"account_id = {mark} AND started_at >= {mark} AND started_at < {mark}"
     count = f"SELECT count(*) FROM sessions WHERE {period}"
-    page = f"SELECT id, started_at FROM sessions WHERE {period} ORDER BY started_at DESC, id DESC LIMIT {log_query.PAGE_SIZE}"
+    page = f"SELECT id, started_at FROM sessions WHERE {period} ORDER BY started_at DESC, id DESC LIMIT {PAGE_SIZE}"
 
     def lookup(account: str) -> None:
         with engine.connect() as conn:
@@ -203,7 +211,7 @@ def measure_lookups(ctx: DomainContext, accounts: list[str], repetitions: int, r
                     raw_lookup(account)
                     raw.append(time.perf_counter() - began)
                     continue
-                log_query.look_up(ctx, VIEWER, f"account:{account}", now=END)
+                _look_up(ctx, account)
                 elapsed = time.perf_counter() - began
                 seconds.append(elapsed)
                 (busiest if index < BUSIEST else others).append(elapsed)
@@ -219,7 +227,7 @@ def measure_cold_lookups(ctx: DomainContext, accounts: list[str], facts: Facts) 
     cold: list[float] = []
     for account in accounts:
         began = time.perf_counter()
-        result = log_query.look_up(ctx, VIEWER, f"account:{account}", now=END)
+        result = _look_up(ctx, account)
         cold.append(time.perf_counter() - began)
         assert isinstance(result, log_query.LogPage), result
     facts.lookup_cold_p50_ms = statistics.median(cold) * 1000
@@ -358,7 +366,7 @@ def measure_verify_once(ctx: DomainContext, url: str, facts: Facts) -> None:
 
 def _export_peak(ctx: DomainContext, account: str, fmt: exports.ExportFormat) -> tuple[int, int, int, float]:
     """(sessions, bytes, peak traced bytes, seconds) for one access export read to the end."""
-    query = log_query.query_from_options(account=account, since=f"{log_query.MAX_DAYS}d", now=END)
+    query = log_query.resolve(log_query.LogOptions(account=account, since=f"{log_query.MAX_DAYS}d"), now=END)
     assert isinstance(query, log_query.LogQuery), query
     actor = Actor(slack_id=VIEWER, email="security1@corp.example", role="security")
     tracemalloc.start()

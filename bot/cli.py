@@ -580,8 +580,8 @@ def run_audit_export(settings: Settings, args: argparse.Namespace) -> int:
         else:
             if not args.account:
                 return _fail(f"--account is required for --format {fmt.value}", EXIT_USAGE)
-            query = log_query.query_from_options(
-                account=args.account, agent=args.agent, since=args.since, until=args.until, now=now
+            query = log_query.resolve(
+                log_query.LogOptions(account=args.account, agent=args.agent, since=args.since, until=args.until), now=now
             )
             if isinstance(query, log_query.QueryError):
                 return _fail(f"{query.problem}", EXIT_USAGE)

@@ -5,15 +5,14 @@ Only roles with `can_view_log` may look; anyone else is refused and the attempt 
 with the query), appended in the same transaction as the reads: no answer leaves without its
 audit event committed.
 
-The query language, parsed here and nowhere else:
-
-    account:ACCOUNT [agent:@person] [since:90d|2026-01-01] [until:7d|2026-03-31]
-
-`agent:` is the Slack mention the command's `should_escape: true` sends (`<@U123|name>`), or a
-bare user id. `since:` / `until:` take a number of days before now, or a UTC date; an `until`
-date includes that whole day. A query is resolved to absolute times once, so paging through it
-later shows the same sessions however much time has passed. A session belongs to the period
-it started in.
+A lookup is asked as LogOptions: an account id, optionally an agent's Slack user id, and
+`since` / `until`, each a number of days before now (`90d`) or a UTC date (`2026-01-01`; an
+`until` date includes that whole day). The faces turn what people typed into options (the
+slash command's text: bot.slack.command_text.parse_log_command; the CLI's flags); this module
+checks every value and resolves the times once, so paging through a query later shows the
+same sessions however much time has passed. A session belongs to the period it started in.
+How many sessions a page holds is the face's to say (`page_size`): it is a question of how
+much fits in one of its messages.
 
 The aggregates and the page are SQL over the `sessions` table's (account_id, started_at)
 index, joined by keys; write actions are counted through `audit_events.session_id`. How the
@@ -46,20 +45,14 @@ from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.policy import SLACK_USER_ID, powers_of
 
-USAGE = "Usage: /impersonation-log account:ACCOUNT [agent:@person] [since:90d|2026-01-01] [until:7d|2026-03-31]"
 DEFAULT_DAYS = 90
 #: the longest look-back accepted, in days (ten years: any older log is an archive question)
 MAX_DAYS = 3660
-#: sessions shown per page: each is one section block, and a message holds at most 50 blocks
-PAGE_SIZE = 10
 #: raw command text kept in a `log.refused` event, at most
 REFUSED_TEXT_MAX = 300
-KEYS = ("account", "agent", "since", "until")
 
 _DAYS = re.compile(r"^([0-9]{1,5})d$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-#: `<@U123>` or `<@U123|name>`, as Slack escapes a mention in command text
-_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,31})(?:\|[^>]*)?>$")
 #: `action.recorded`, rendered into the SQL as a literal, not a bound parameter: only then can
 #: either database prove that the partial index ix_audit_events_actions (migration 0006)
 #: holds every row asked for, also in a plan PostgreSQL makes without the parameters' values
@@ -113,71 +106,49 @@ class LogQuery:
 
 @dataclass(frozen=True)
 class QueryError:
-    """Bad query syntax: what is wrong, for the line above the usage line."""
+    """A query that cannot be answered: what is wrong with it, for the person who asked."""
 
     problem: str
-    usage: str = USAGE
 
 
-def parse_query(text: str, *, now: datetime) -> LogQuery | QueryError:
-    """Parse the command text into a LogQuery, or say what is wrong with it."""
-    words = _words(text)
-    if isinstance(words, QueryError):
-        return words
-    given: dict[str, str] = {}
-    for word in words:
-        key, colon, value = word.partition(":")
-        key = key.lower()
-        if not colon or key not in KEYS:
-            return QueryError(f"`{_shorten(word)}` is not one of {', '.join(k + ':' for k in KEYS)}")
-        if key in given:
-            return QueryError(f"{key}: is given twice")
-        if not value:
-            return QueryError(f"{key}: needs a value")
-        given[key] = value
-    return resolve(given, now=now)
+@dataclass(frozen=True)
+class LogOptions:
+    """A lookup as asked, before any check: the values as given (None: not given)."""
+
+    account: str | None
+    #: a Slack user id (U… or W…)
+    agent: str | None = None
+    #: `90d` (days before now) or `2026-01-01` (a UTC date); `since` defaults to DEFAULT_DAYS
+    since: str | None = None
+    until: str | None = None
 
 
-def query_from_options(
-    *, account: str, agent: str | None = None, since: str | None = None, until: str | None = None, now: datetime
-) -> LogQuery | QueryError:
-    """The same query from separate options (`impersonation-bot audit export --account …`)."""
-    given = {key: value for key, value in (("account", account), ("agent", agent), ("since", since), ("until", until)) if value is not None}
-    return resolve(given, now=now)
-
-
-def resolve(given: dict[str, str], *, now: datetime) -> LogQuery | QueryError:
+def resolve(options: LogOptions, *, now: datetime) -> LogQuery | QueryError:
     """Check each value and turn relative times into absolute ones, once."""
-    if "account" not in given:
+    if options.account is None:
         return QueryError("say which account: account:ACCOUNT")
-    if not directory.ACCOUNT_ID.match(given["account"]):
-        return QueryError(f"`{_shorten(given['account'])}` is not an account id")
-    agent = None
-    if "agent" in given:
-        agent = parse_agent(given["agent"])
-        if agent is None:
-            return QueryError("agent: must mention a person, e.g. agent:@jane")
-    since = parse_moment(given.get("since", f"{DEFAULT_DAYS}d"), now=now, end_of_day=False)
+    if not directory.ACCOUNT_ID.match(options.account):
+        return QueryError(f"`{_shorten(options.account)}` is not an account id")
+    if options.agent is not None and not is_user_id(options.agent):
+        return QueryError("agent: must mention a person, e.g. agent:@jane")
+    since = parse_moment(options.since or f"{DEFAULT_DAYS}d", now=now, end_of_day=False)
     if since is None:
         return QueryError(f"since: takes a number of days (90d) or a date (2026-01-01), at most {MAX_DAYS} days back")
     until = now
-    if "until" in given:
-        until_given = parse_moment(given["until"], now=now, end_of_day=True)
+    if options.until is not None:
+        until_given = parse_moment(options.until, now=now, end_of_day=True)
         if until_given is None:
             return QueryError(f"until: takes a number of days (7d) or a date (2026-03-31), at most {MAX_DAYS} days back")
         # Never past now: the answer must not change as later sessions start (stable paging).
         until = min(until_given, now)
     if since >= until:
         return QueryError("since: must be before until:")
-    return LogQuery(account=given["account"], since=since, until=until, agent=agent, label=_label(given))
+    return LogQuery(account=options.account, since=since, until=until, agent=options.agent, label=_label(options))
 
 
-def parse_agent(value: str) -> str | None:
-    """A Slack user id from an escaped mention (`<@U123|jane>`) or a bare id."""
-    mention = _MENTION.match(value)
-    if mention:
-        return mention.group(1)
-    return value if SLACK_USER_ID.fullmatch(value) and len(value) <= 32 else None
+def is_user_id(value: str) -> bool:
+    """A Slack user id as the policy names people (U… or W…)."""
+    return bool(SLACK_USER_ID.fullmatch(value)) and len(value) <= 32
 
 
 def parse_moment(value: str, *, now: datetime, end_of_day: bool) -> datetime | None:
@@ -207,7 +178,7 @@ def parse_token(value: object) -> tuple[LogQuery, int] | None:
     if len(parts) != 6 or parts[0] != _TOKEN_VERSION:
         return None
     _, account, agent, since_text, until_text, page_text = parts
-    if not directory.ACCOUNT_ID.match(account) or (agent and parse_agent(agent) != agent):
+    if not directory.ACCOUNT_ID.match(account) or (agent and not is_user_id(agent)):
         return None
     if not (page_text.isascii() and page_text.isdigit()) or len(page_text) > 6:
         return None
@@ -221,33 +192,8 @@ def parse_token(value: object) -> tuple[LogQuery, int] | None:
     return LogQuery(account=account, since=since, until=until, agent=agent or None), int(page_text)
 
 
-def _words(text: str) -> list[str] | QueryError:
-    """Split on white space, keeping `<…>` (a mention, whose name may hold spaces) whole."""
-    words: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in text.strip():
-        if char == "<":
-            depth += 1
-        elif char == ">":
-            depth -= 1
-            if depth < 0:
-                return QueryError("unbalanced `>`")
-        if char.isspace() and depth == 0:
-            if current:
-                words.append("".join(current))
-                current = []
-        else:
-            current.append(char)
-    if depth != 0:
-        return QueryError("unbalanced `<`")
-    if current:
-        words.append("".join(current))
-    return words
-
-
-def _label(given: dict[str, str]) -> str:
-    since, until = given.get("since", f"{DEFAULT_DAYS}d"), given.get("until")
+def _label(options: LogOptions) -> str:
+    since, until = options.since or f"{DEFAULT_DAYS}d", options.until
     days = _DAYS.match(since.lower())
     if days and until is None:
         count = int(days.group(1))
@@ -392,20 +338,14 @@ def authorise(ctx: DomainContext, viewer_slack_id: str, *, attempt: dict[str, An
     return viewer
 
 
-def look_up(ctx: DomainContext, viewer_slack_id: str, text: str, *, now: datetime | None = None) -> LookupResult:
-    """The slash command: authorise, parse, then read the first page (audited)."""
+def look_up(
+    ctx: DomainContext, viewer_slack_id: str, asked: LogOptions | QueryError, *, text: str, page_size: int, now: datetime | None = None
+) -> LookupResult:
+    """The slash command: authorise, resolve, then read the first page (audited). `asked`: the
+    options the face read from `text` (what the person typed, recorded when the query cannot
+    be resolved), or what was wrong with it; `page_size`: sessions per page."""
     now = now or utcnow()
-    return _first_page(ctx, viewer_slack_id, parse_query(text, now=now), text=text, now=now)
-
-
-def look_up_account(ctx: DomainContext, viewer_slack_id: str, account: str, *, now: datetime | None = None) -> LookupResult:
-    """The Home tab's account search: the answer `/impersonation-log account:<account>` gives,
-    with the same checks."""
-    now = now or utcnow()
-    return _first_page(ctx, viewer_slack_id, query_from_options(account=account, now=now), text=f"account:{account}", now=now)
-
-
-def _first_page(ctx: DomainContext, viewer_slack_id: str, parsed: LogQuery | QueryError, *, text: str, now: datetime) -> LookupResult:
+    parsed = resolve(asked, now=now) if isinstance(asked, LogOptions) else asked
     attempt = {"query": parsed.details()} if isinstance(parsed, LogQuery) else {"text": text[:REFUSED_TEXT_MAX]}
     account = parsed.account if isinstance(parsed, LogQuery) else None
     viewer = authorise(ctx, viewer_slack_id, attempt=attempt, account=account, now=now)
@@ -413,10 +353,16 @@ def _first_page(ctx: DomainContext, viewer_slack_id: str, parsed: LogQuery | Que
         return LogRefused(REFUSED_MESSAGE)
     if isinstance(parsed, QueryError):
         return parsed
-    return _read_page(ctx, viewer, parsed, 0, now=now)
+    return _read_page(ctx, viewer, parsed, 0, page_size=page_size, now=now)
 
 
-def look_up_page(ctx: DomainContext, viewer_slack_id: str, token: object, *, now: datetime | None = None) -> LookupResult:
+def look_up_account(ctx: DomainContext, viewer_slack_id: str, account: str, *, page_size: int, now: datetime | None = None) -> LookupResult:
+    """The Home tab's account search: the answer `/impersonation-log account:<account>` gives,
+    with the same checks."""
+    return look_up(ctx, viewer_slack_id, LogOptions(account=account), text=f"account:{account}", page_size=page_size, now=now)
+
+
+def look_up_page(ctx: DomainContext, viewer_slack_id: str, token: object, *, page_size: int, now: datetime | None = None) -> LookupResult:
     """A Next / Previous click: the same checks as the command, at the moment of the click."""
     now = now or utcnow()
     parsed = parse_token(token)
@@ -426,10 +372,10 @@ def look_up_page(ctx: DomainContext, viewer_slack_id: str, token: object, *, now
         return LogRefused(REFUSED_MESSAGE)
     if parsed is None:
         return EXPIRED_TOKEN
-    return _read_page(ctx, viewer, parsed[0], parsed[1], now=now)
+    return _read_page(ctx, viewer, parsed[0], parsed[1], page_size=page_size, now=now)
 
 
-def _read_page(ctx: DomainContext, viewer: Viewer, query: LogQuery, page: int, *, now: datetime) -> LogPage | UnknownAccount:
+def _read_page(ctx: DomainContext, viewer: Viewer, query: LogQuery, page: int, *, page_size: int, now: datetime) -> LogPage | UnknownAccount:
     """Read the summary and one page, and append `log.viewed`, in one transaction: the answer
     is returned only once its audit event is committed (a failed append returns nothing).
     The reads come first so that the audit chain's head lock is held only for the append."""
@@ -437,11 +383,11 @@ def _read_page(ctx: DomainContext, viewer: Viewer, query: LogQuery, page: int, *
         account = directory.find_account(db, query.account)
         summary = summarise(db, account.id, query, now=now) if account is not None else None
         total = summary.sessions if summary is not None else 0
-        pages = max(1, -(-total // PAGE_SIZE))
+        pages = max(1, -(-total // page_size))
         page = min(max(page, 0), pages - 1)
         entries: tuple[SessionEntry, ...] = ()
         if account is not None:
-            rows = db.execute(_sessions(account.id, query, offset=page * PAGE_SIZE, limit=PAGE_SIZE)).all()
+            rows = db.execute(_sessions(account.id, query, offset=page * page_size, limit=page_size)).all()
             entries = tuple(_entries(db, rows, now=now))
         name = account.name if account is not None else ""
         audit.append(

@@ -1,6 +1,6 @@
 """What people's text asks for, as typed objects (listeners route on their type; nothing here
-decides anything): the text after `/impersonate`, and the ticket a message is about (the
-message shortcut).
+decides anything): the text after `/impersonate`, the text after `/impersonation-log`, and the
+ticket a message is about (the message shortcut).
 
 The text after `/impersonate`:
 
@@ -18,9 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain.log_query import LogOptions, QueryError
 from bot.domain.policy import TICKET_MAX_LENGTH
 from bot.slack import limits
 from bot.slack.blocks.state import carried_id
+from bot.slack.mrkdwn import truncate_plain
 
 
 class SubCommand(str, enum.Enum):
@@ -82,6 +84,71 @@ def parse_impersonate(text: str) -> ImpersonateText:
     if len(words) > 1:
         return Help(unknown=words[0][:UNKNOWN_SHOWN_MAX])
     return Request(text)
+
+
+# ---------------------------------------------------------------------------- /impersonation-log
+
+#: the `/impersonation-log` syntax, shown under any problem with a query
+LOG_USAGE = "Usage: /impersonation-log account:ACCOUNT [agent:@person] [since:90d|2026-01-01] [until:7d|2026-03-31]"
+LOG_KEYS = ("account", "agent", "since", "until")
+#: the longest word of the person's own text echoed back in a problem (cut to fit)
+LOG_WORD_SHOWN_MAX = 40
+#: `<@U123>` or `<@U123|name>`: how Slack sends a mention in the text of a command registered
+#: with `should_escape: true` (https://api.slack.com/interactivity/slash-commands#creating_commands)
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,31})(?:\|[^>]*)?>$")
+
+
+def parse_log_command(text: str) -> LogOptions | QueryError:
+    """`account:ACCOUNT [agent:@person] [since:…] [until:…]` into the domain's LogOptions, the
+    agent's mention read as its user id; or what is wrong with the syntax. The values are
+    checked, and the times resolved, by bot.domain.log_query."""
+    words = _log_words(text)
+    if isinstance(words, QueryError):
+        return words
+    given: dict[str, str] = {}
+    for word in words:
+        key, colon, value = word.partition(":")
+        key = key.lower()
+        if not colon or key not in LOG_KEYS:
+            return QueryError(f"`{truncate_plain(word, LOG_WORD_SHOWN_MAX)}` is not one of {', '.join(k + ':' for k in LOG_KEYS)}")
+        if key in given:
+            return QueryError(f"{key}: is given twice")
+        if not value:
+            return QueryError(f"{key}: needs a value")
+        given[key] = value
+    agent = given.get("agent")
+    mention = _MENTION.match(agent) if agent is not None else None
+    return LogOptions(
+        account=given.get("account"),
+        agent=mention.group(1) if mention else agent,
+        since=given.get("since"),
+        until=given.get("until"),
+    )
+
+
+def _log_words(text: str) -> list[str] | QueryError:
+    """Split on white space, keeping `<…>` (a mention, whose name may hold spaces) whole."""
+    words: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for char in text.strip():
+        if char == "<":
+            depth += 1
+        elif char == ">":
+            depth -= 1
+            if depth < 0:
+                return QueryError("unbalanced `>`")
+        if char.isspace() and depth == 0:
+            if current:
+                words.append("".join(current))
+                current = []
+        else:
+            current.append(char)
+    if depth != 0:
+        return QueryError("unbalanced `<`")
+    if current:
+        words.append("".join(current))
+    return words
 
 
 # ---------------------------------------------------------------------------- a ticket's message

@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from bot.domain import exports, personal
 from bot.domain.exports import AccessExport, ExportFormat, events_export, slack_export
-from bot.domain.log_query import LogRefused, QueryError, UnknownAccount, parse_query
+from bot.domain.log_query import LogOptions, LogRefused, QueryError, UnknownAccount, resolve
 from bot.reports import exports as export_files
 from tests.fakes.log_history import CLI, NOW, access_export_of, build_history, file_bytes, open_session
 from tests.slack.conftest import audit_events
@@ -38,7 +38,7 @@ def test_the_export_is_audited_before_its_first_byte(ctx, session_factory, histo
 
 
 def test_an_unknown_account_exports_nothing_but_the_attempt_is_audited(ctx, session_factory, history):
-    assert access_export_of(ctx, ExportFormat.CSV, "account:nowhere") == UnknownAccount("nowhere")
+    assert access_export_of(ctx, ExportFormat.CSV, LogOptions("nowhere")) == UnknownAccount("nowhere")
     (exported,) = audit_events(session_factory, "log.exported")
     assert json.loads(exported.details)["known_account"] is False
 
@@ -72,7 +72,7 @@ def test_exports_stream_in_batches(ctx, engine, history, monkeypatch):
 
 
 def test_a_slack_export_is_reauthorised_at_the_click(ctx, session_factory, history):
-    token = parse_query("account:acme", now=NOW).token()
+    token = resolve(LogOptions("acme"), now=NOW).token()
     assert isinstance(slack_export(ctx, "UAGENT1", token, ExportFormat.CSV, now=NOW), LogRefused)
     (refused,) = audit_events(session_factory, "log.refused")
     assert json.loads(refused.details)["export"] == "csv"

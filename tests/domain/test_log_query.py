@@ -1,5 +1,6 @@
-"""`/impersonation-log` in the domain: the query language, who may look,
-the summary and the sessions, paging, and the audit event of every lookup."""
+"""`/impersonation-log` in the domain: checking and resolving a query's options, who may
+look, the summary and the sessions, paging, and the audit event of every lookup. (How the
+command's text becomes options: tests/slack/test_command_text.py.)"""
 from __future__ import annotations
 
 import json
@@ -10,77 +11,80 @@ from sqlalchemy import event, text
 
 from bot.domain import log_query
 from bot.domain.log_query import (
-    PAGE_SIZE,
+    LogOptions,
     LogPage,
     LogQuery,
     LogRefused,
     QueryError,
     UnknownAccount,
     iter_entries,
-    look_up,
-    look_up_page,
-    parse_query,
     parse_token,
+    resolve,
 )
 from tests.fakes.log_history import NOW, build_history, open_session, record_actions, set_acme_sensitive
 from tests.slack.conftest import audit_events
 from tests.conftest import allow_many_open_accesses
 
 UTC = timezone.utc
+#: sessions per page, as a face would ask for them
+PAGE_SIZE = 10
 
 
-# --- the query language ------------------------------------------------------------------------
+def look_up(ctx, viewer: str, asked: LogOptions | QueryError, *, text: str = "", now=NOW):
+    return log_query.look_up(ctx, viewer, asked, text=text, page_size=PAGE_SIZE, now=now)
+
+
+def look_up_page(ctx, viewer: str, token: object, *, now=NOW):
+    return log_query.look_up_page(ctx, viewer, token, page_size=PAGE_SIZE, now=now)
+
+
+# --- the query's options ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("options", "expected"),
     [
-        ("account:acme", LogQuery("acme", NOW - timedelta(days=90), NOW, None, "the last 90 days")),
-        ("ACCOUNT:acme since:7d", LogQuery("acme", NOW - timedelta(days=7), NOW, None, "the last 7 days")),
+        (LogOptions("acme"), LogQuery("acme", NOW - timedelta(days=90), NOW, None, "the last 90 days")),
+        (LogOptions("acme", since="7d"), LogQuery("acme", NOW - timedelta(days=7), NOW, None, "the last 7 days")),
         (
-            "  account:acme   agent:<@U0AGENT1|jane doe>  since:2026-01-01 until:2026-01-31 ",
+            LogOptions("acme", agent="U0AGENT1", since="2026-01-01", until="2026-01-31"),
             LogQuery("acme", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC), "U0AGENT1"),
         ),
-        ("agent:<@W0GRID1> account:acme.eu", LogQuery("acme.eu", NOW - timedelta(days=90), NOW, "W0GRID1", "the last 90 days")),
-        ("account:acme agent:U0AGENT1 until:2099-01-01", LogQuery("acme", NOW - timedelta(days=90), NOW, "U0AGENT1")),
+        (LogOptions("acme.eu", agent="W0GRID1"), LogQuery("acme.eu", NOW - timedelta(days=90), NOW, "W0GRID1", "the last 90 days")),
+        (LogOptions("acme", agent="U0AGENT1", until="2099-01-01"), LogQuery("acme", NOW - timedelta(days=90), NOW, "U0AGENT1")),
     ],
 )
-def test_queries_that_parse(text, expected):
-    assert parse_query(text, now=NOW) == expected
+def test_options_that_resolve(options, expected):
+    assert resolve(options, now=NOW) == expected
 
 
 @pytest.mark.parametrize(
-    ("text", "problem"),
+    ("options", "problem"),
     [
-        ("", "say which account"),
-        ("acme", "is not one of account:, agent:, since:, until:"),
-        ("account:acme colour:red", "`colour:red` is not one of"),
-        ("account:acme account:globex", "account: is given twice"),
-        ("account:", "account: needs a value"),
-        ("account:<!channel>", "is not an account id"),
-        ("account:acme agent:bob", "agent: must mention a person"),
-        ("account:acme agent:<@U0AGENT1", "unbalanced `<`"),
-        ("account:acme since:yesterday", "since: takes a number of days"),
-        ("account:acme since:2026-02-30", "since: takes a number of days"),
-        ("account:acme since:99999d", "since: takes a number of days"),
-        ("account:acme until:x", "until: takes a number of days"),
-        ("account:acme since:2026-03-01 until:2026-02-01", "since: must be before until:"),
+        (LogOptions(None), "say which account"),
+        (LogOptions("<!channel>"), "is not an account id"),
+        (LogOptions("acme", agent="bob"), "agent: must mention a person"),
+        (LogOptions("acme", agent="<@U0AGENT1>"), "agent: must mention a person"),  # an id, not Slack's markup
+        (LogOptions("acme", since="yesterday"), "since: takes a number of days"),
+        (LogOptions("acme", since="2026-02-30"), "since: takes a number of days"),
+        (LogOptions("acme", since="99999d"), "since: takes a number of days"),
+        (LogOptions("acme", until="x"), "until: takes a number of days"),
+        (LogOptions("acme", since="2026-03-01", until="2026-02-01"), "since: must be before until:"),
     ],
 )
-def test_bad_queries_say_what_is_wrong(text, problem):
-    result = parse_query(text, now=NOW)
+def test_bad_options_say_what_is_wrong(options, problem):
+    result = resolve(options, now=NOW)
     assert isinstance(result, QueryError)
     assert problem in result.problem
-    assert result.usage.startswith("Usage: /impersonation-log account:ACCOUNT")
 
 
 def test_a_period_of_dates_reads_as_dates():
-    query = parse_query("account:acme since:2026-01-01 until:2026-01-31", now=NOW)
+    query = resolve(LogOptions("acme", since="2026-01-01", until="2026-01-31"), now=NOW)
     assert query.period == "between 1 Jan 2026 and 31 Jan 2026"
 
 
 def test_a_token_carries_only_ids_times_and_a_page_and_round_trips():
-    query = parse_query("account:acme agent:<@U0AGENT1|jane> since:2026-01-01", now=NOW)
+    query = resolve(LogOptions("acme", agent="U0AGENT1", since="2026-01-01"), now=NOW)
     token = query.token(2)
     assert token == "l1|acme|U0AGENT1|20260101T000000000000Z|20260310T120000000000Z|2"
     parsed, page = parse_token(token)
@@ -111,7 +115,7 @@ def test_tokens_we_did_not_make_are_refused(token):
 
 def test_someone_without_can_view_log_is_refused_and_the_attempt_is_audited(ctx, session_factory, tmp_path):
     build_history(ctx, tmp_path)
-    result = look_up(ctx, "UAGENT1", "account:acme since:30d", now=NOW)
+    result = look_up(ctx, "UAGENT1", LogOptions("acme", since="30d"))
     assert isinstance(result, LogRefused)
     assert audit_events(session_factory, "log.viewed") == []
     (refused,) = audit_events(session_factory, "log.refused")
@@ -122,26 +126,26 @@ def test_someone_without_can_view_log_is_refused_and_the_attempt_is_audited(ctx,
 
 
 def test_someone_with_no_role_at_all_is_refused_even_with_bad_syntax(ctx, session_factory):
-    assert isinstance(look_up(ctx, "UNOBODY1", "<!channel> hello", now=NOW), LogRefused)
+    assert isinstance(look_up(ctx, "UNOBODY1", QueryError("`<!channel>` is not one of account:"), text="<!channel> hello"), LogRefused)
     (refused,) = audit_events(session_factory, "log.refused")
     assert json.loads(refused.details) == {"cause": "no_log_power", "text": "<!channel> hello"}
     assert refused.actor_role is None and refused.account is None
 
 
 def test_bad_syntax_from_a_viewer_gets_the_usage_line_and_reads_nothing(ctx, session_factory):
-    result = look_up(ctx, "USECURITY1", "account:acme since:soon", now=NOW)
+    result = look_up(ctx, "USECURITY1", LogOptions("acme", since="soon"))
     assert isinstance(result, QueryError)
     assert audit_events(session_factory, "log.viewed") == audit_events(session_factory, "log.refused") == []
 
 
 def test_a_role_lost_since_the_answer_refuses_the_next_page(ctx, session_factory, tmp_path):
     build_history(ctx, tmp_path)
-    page = look_up(ctx, "USECURITY1", "account:acme", now=NOW)
+    page = look_up(ctx, "USECURITY1", LogOptions("acme"))
     assert isinstance(page, LogPage)
     roles = dict(ctx.policy.roles)
     roles["security"] = roles["security"].model_copy(update={"can_view_log": False})
     ctx.policy = ctx.policy.model_copy(update={"roles": roles})
-    assert isinstance(look_up_page(ctx, "USECURITY1", page.query.token(0), now=NOW), LogRefused)
+    assert isinstance(look_up_page(ctx, "USECURITY1", page.query.token(0)), LogRefused)
     (refused,) = audit_events(session_factory, "log.refused")
     assert json.loads(refused.details)["page"] == 1
 
@@ -151,7 +155,7 @@ def test_a_role_lost_since_the_answer_refuses_the_next_page(ctx, session_factory
 
 def test_the_summary_and_the_sessions_newest_first(ctx, session_factory, tmp_path):
     history = build_history(ctx, tmp_path)
-    page = look_up(ctx, "USECURITY1", "account:acme", now=NOW)
+    page = look_up(ctx, "USECURITY1", LogOptions("acme"))
     assert isinstance(page, LogPage)
     assert page.account_name == "ACME Corp" and (page.page, page.pages) == (0, 1)
     summary = page.summary
@@ -185,21 +189,21 @@ def test_the_summary_counts_each_approver_once_and_only_the_periods_approvals_an
     # recorded with account "acme" but in globex's session: counted by session, so not acme's
     record_actions(ctx, history.other_account, 7, at=NOW - timedelta(days=1, minutes=-5))
 
-    def summary(text: str) -> tuple[int, int, int, int]:
-        s = look_up(ctx, "USECURITY1", text, now=NOW).summary
+    def summary(options: LogOptions) -> tuple[int, int, int, int]:
+        s = look_up(ctx, "USECURITY1", options).summary
         return s.sessions, s.approved_sessions, s.approvers, s.write_actions
 
-    assert summary("account:acme") == (5, 3, 2, 5)
-    assert summary("account:acme agent:UAGENT1") == (3, 2, 2, 5)
-    assert summary("account:acme agent:USENIOR1") == (2, 1, 1, 0)
-    assert summary("account:acme agent:UAGENT1 since:200d") == (4, 2, 2, 10)
-    assert summary("account:acme since:5d until:3d") == (1, 1, 1, 3)
-    assert summary("account:globex") == (1, 0, 0, 7)
+    assert summary(LogOptions("acme")) == (5, 3, 2, 5)
+    assert summary(LogOptions("acme", agent="UAGENT1")) == (3, 2, 2, 5)
+    assert summary(LogOptions("acme", agent="USENIOR1")) == (2, 1, 1, 0)
+    assert summary(LogOptions("acme", agent="UAGENT1", since="200d")) == (4, 2, 2, 10)
+    assert summary(LogOptions("acme", since="5d", until="3d")) == (1, 1, 1, 3)
+    assert summary(LogOptions("globex")) == (1, 0, 0, 7)
 
 
 def test_every_lookup_is_audited_with_its_query(ctx, session_factory, tmp_path):
     build_history(ctx, tmp_path)
-    look_up(ctx, "USECURITY1", "account:acme agent:<@UAGENT1|agent> since:2026-03-01", now=NOW)
+    look_up(ctx, "USECURITY1", LogOptions("acme", agent="UAGENT1", since="2026-03-01"))
     (viewed,) = audit_events(session_factory, "log.viewed")
     assert (viewed.actor_slack_id, viewed.actor_role, viewed.account) == ("USECURITY1", "security", "acme")
     assert json.loads(viewed.details) == {
@@ -212,16 +216,16 @@ def test_every_lookup_is_audited_with_its_query(ctx, session_factory, tmp_path):
 
 def test_the_agent_filter_and_the_period(ctx, tmp_path):
     history = build_history(ctx, tmp_path)
-    page = look_up(ctx, "USECURITY1", "account:acme agent:<@UAGENT1|agent> since:200d", now=NOW)
+    page = look_up(ctx, "USECURITY1", LogOptions("acme", agent="UAGENT1", since="200d"))
     assert [e.session_id for e in page.entries] == [history.revoked, history.ended, history.too_old]
     assert page.summary.agents == 1
-    page = look_up(ctx, "USECURITY1", "account:acme since:2d until:1d", now=NOW)
+    page = look_up(ctx, "USECURITY1", LogOptions("acme", since="2d", until="1d"))
     assert [e.session_id for e in page.entries] == [history.approved_expired]
 
 
 def test_an_unknown_account_is_said_so_and_still_audited(ctx, session_factory, tmp_path):
     build_history(ctx, tmp_path)
-    assert look_up(ctx, "USECURITY1", "account:nowhere", now=NOW) == UnknownAccount("nowhere")
+    assert look_up(ctx, "USECURITY1", LogOptions("nowhere")) == UnknownAccount("nowhere")
     (viewed,) = audit_events(session_factory, "log.viewed")
     assert json.loads(viewed.details)["known_account"] is False and viewed.account == "nowhere"
 
@@ -231,7 +235,7 @@ def test_pages_are_stable_and_each_page_is_audited(ctx, session_factory, tmp_pat
     start = NOW - timedelta(days=40)
     for n in range(2 * PAGE_SIZE + 3 - 4):  # with the history's 4: 23 sessions, 3 pages
         open_session(ctx, "UAGENT1", at=start + timedelta(days=n))
-    first = look_up(ctx, "USECURITY1", "account:acme", now=NOW)
+    first = look_up(ctx, "USECURITY1", LogOptions("acme"))
     assert (first.pages, len(first.entries), first.has_previous, first.has_next) == (3, PAGE_SIZE, False, True)
     # A session started after the first answer does not shift the pages of that answer.
     open_session(ctx, "UAGENT1", at=NOW + timedelta(minutes=5))
@@ -249,25 +253,25 @@ def test_pages_are_stable_and_each_page_is_audited(ctx, session_factory, tmp_pat
 
 
 def test_a_forged_token_gets_the_usage_line(ctx):
-    assert look_up_page(ctx, "USECURITY1", "l1|acme||x|y|0", now=NOW) == log_query.EXPIRED_TOKEN
+    assert look_up_page(ctx, "USECURITY1", "l1|acme||x|y|0") == log_query.EXPIRED_TOKEN
 
 
 def test_the_page_is_read_with_a_fixed_number_of_queries(ctx, engine, tmp_path):
     """Aggregates in SQL: the page costs the same queries however many sessions there are."""
     build_history(ctx, tmp_path)
 
-    def count_queries(text: str) -> int:
+    def count_queries(options: LogOptions) -> int:
         statements: list[str] = []
         listener = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, …)
         event.listen(engine, "before_cursor_execute", listener)
         try:
-            look_up(ctx, "USECURITY1", text, now=NOW)
+            look_up(ctx, "USECURITY1", options)
         finally:
             event.remove(engine, "before_cursor_execute", listener)
         return len([s for s in statements if s.lstrip().upper().startswith("SELECT")])
 
-    small = count_queries("account:acme since:2d")
-    everything = count_queries("account:acme since:200d")
+    small = count_queries(LogOptions("acme", since="2d"))
+    everything = count_queries(LogOptions("acme", since="200d"))
     assert small == everything
 
 
@@ -277,7 +281,7 @@ def test_iter_entries_reads_in_keyset_batches_across_equal_start_times(ctx, sess
     same = NOW - timedelta(days=5)
     for _ in range(5):
         open_session(ctx, "UAGENT1", at=same)  # five sessions started in the same microsecond
-    query = parse_query("account:acme", now=NOW)
+    query = resolve(LogOptions("acme"), now=NOW)
     with session_factory() as db:
         account_id = db.execute(text("SELECT id FROM accounts WHERE external_id = 'acme'")).scalar_one()
         batched = [e.session_id for e in iter_entries(db, account_id, query, now=NOW, batch=2)]

@@ -17,7 +17,7 @@ from bot.db.models import AuditEvent, CustomerUser, ImpersonationRequest, Person
 from bot.domain import personal, privacy, requests, sessions, webhooks
 from bot.domain.audit import Actor, verify_chain
 from bot.domain.exports import ExportFormat, access_export, events_export
-from bot.domain.log_query import parse_query
+from bot.domain.log_query import LogOptions, resolve
 from bot.domain.personal import ERASED
 from bot.domain.policy import RoleConfig
 from bot.domain.requests import AgentIdentity, RequestForm
@@ -52,7 +52,7 @@ def ended(ctx, tmp_path):
 
 
 def _export(ctx, fmt, account="acme"):
-    query = parse_query(f"account:{account}", now=NOW)
+    query = resolve(LogOptions(account), now=NOW)
     return b"".join(access_file(access_export(ctx.sessions, query, fmt, actor=CLI, via="cli", now=NOW)).chunks).decode()
 
 
@@ -278,10 +278,10 @@ def test_a_typed_user_id_with_no_account_is_erased_with_the_person(dpo, ended, s
 
 def test_the_impersonation_log_answer_shows_erased_after_erasure(dpo, ended):
     from bot.domain import log_query
-    from bot.slack.blocks.log import log_answer
+    from bot.slack.blocks.log import PAGE_SIZE, log_answer
 
     def answer() -> str:
-        page = log_query.look_up(dpo, "USECURITY1", "account:acme", now=NOW)
+        page = log_query.look_up(dpo, "USECURITY1", log_query.LogOptions("acme"), text="account:acme", page_size=PAGE_SIZE, now=NOW)
         assert isinstance(page, log_query.LogPage)
         return json.dumps(log_answer(page)[1])
 

@@ -14,7 +14,7 @@ from bot.domain import approvals, audit, directory, links, requests, sessions
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.context import DomainContext
 from bot.domain.exports import AccessExport, ExportFormat, access_export
-from bot.domain.log_query import UnknownAccount, parse_query
+from bot.domain.log_query import LogOptions, UnknownAccount, resolve
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.reports.exports import access_file
 from tests.conftest import allow_many_open_accesses
@@ -129,9 +129,9 @@ def build_history(ctx: DomainContext, tmp_path: Path) -> History:
 CLI = Actor(email="auditor@corp.example", role="cli")
 
 
-def access_export_of(ctx: DomainContext, fmt: ExportFormat, text: str = "account:acme", **kwargs) -> AccessExport | UnknownAccount:
+def access_export_of(ctx: DomainContext, fmt: ExportFormat, options: LogOptions = LogOptions("acme"), **kwargs) -> AccessExport | UnknownAccount:
     """One account's sessions exported as the CLI does, at NOW (audited)."""
-    return access_export(ctx.sessions, parse_query(text, now=NOW), fmt, actor=CLI, via="cli", now=NOW, **kwargs)
+    return access_export(ctx.sessions, resolve(options, now=NOW), fmt, actor=CLI, via="cli", now=NOW, **kwargs)
 
 
 def file_bytes(export: AccessExport) -> bytes:

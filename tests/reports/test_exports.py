@@ -11,6 +11,7 @@ import pytest
 
 from bot.domain.checkpoints import ChainProblem, LogVerification, make_checkpoint
 from bot.domain.exports import ChainStatement, ExportFormat
+from bot.domain.log_query import LogOptions
 from bot.reports.exports import access_file
 from tests.fakes.log_history import NOW, access_export_of, build_history, file_bytes, open_session
 
@@ -58,7 +59,7 @@ def test_json_is_one_document_with_summary_and_sessions(ctx, history):
 
 
 def test_json_with_no_sessions_is_still_valid(ctx, history):
-    document = json.loads(file_bytes(access_export_of(ctx, ExportFormat.JSON, "account:initech")))
+    document = json.loads(file_bytes(access_export_of(ctx, ExportFormat.JSON, LogOptions("initech"))))
     assert document["sessions"] == [] and document["summary"]["sessions"] == 0
 
 
@@ -70,9 +71,9 @@ def test_the_report_opens_with_the_customers_sentence(ctx, history):
     assert "In the last 90 days, 2 of our staff accessed ACME Corp's account on 4 occasions." in markdown
     html = file_bytes(access_export_of(ctx, ExportFormat.HTML)).decode()
     assert "In the last 90 days, 2 of our staff accessed ACME Corp&#39;s account on 4 occasions." in html
-    single = file_bytes(access_export_of(ctx, ExportFormat.MARKDOWN, "account:acme since:2026-03-07 until:2026-03-07")).decode()
+    single = file_bytes(access_export_of(ctx, ExportFormat.MARKDOWN, LogOptions("acme", since="2026-03-07", until="2026-03-07"))).decode()
     assert "Between 7 Mar 2026 and 7 Mar 2026, 1 member of our staff accessed ACME Corp's account on 1 occasion." in single
-    none = file_bytes(access_export_of(ctx, ExportFormat.MARKDOWN, "account:initech")).decode()
+    none = file_bytes(access_export_of(ctx, ExportFormat.MARKDOWN, LogOptions("initech"))).decode()
     assert "In the last 90 days, none of our staff accessed Initech's account." in none
 
 

@@ -2,18 +2,17 @@
 `(text, blocks)`, shown to the viewer alone (ephemeral), and the texts around an export.
 
 The buttons carry the query's token (account id, agent id, two times, a page number) and
-nothing else; each click is re-authorised by the domain. One page is at most
-`log_query.PAGE_SIZE` session sections plus six blocks, well under Slack's 50 blocks per
-message (limits.MESSAGE_BLOCKS_MAX).
+nothing else; each click is re-authorised by the domain.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
-from bot.domain.log_query import PAGE_SIZE, LogPage, LogRefused, LookupResult, QueryError, SessionEntry, UnknownAccount
+from bot.domain.log_query import LogPage, LogRefused, LookupResult, QueryError, SessionEntry, UnknownAccount
 from bot.reports.exports import ExportFile
 from bot.slack import limits
 from bot.slack.blocks.kit import Block, Message, button, context, fields, header, message, scope_label, section
+from bot.slack.command_text import LOG_USAGE
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape, escape_truncated, format_local_date_time, format_local_time, mention, zone
 
@@ -26,6 +25,11 @@ _ACCOUNT_BUDGET = 300
 
 #: approvers named per session; more are counted ("and 2 others")
 _APPROVERS_SHOWN = 5
+#: sessions on one page (log_query.look_up's `page_size`): each is one section block, and with
+#: the six blocks around them (header, context, summary, divider, page counter, actions) a page
+#: stays well under Slack's 50 blocks per message (limits.MESSAGE_BLOCKS_MAX)
+PAGE_SIZE = 10
+
 OUTCOME_WORDS = {
     "live": "still open",
     "ended": "ended by the agent",
@@ -48,8 +52,8 @@ def log_answer(result: LookupResult) -> Message:
 
 
 def usage_message(error: QueryError) -> Message:
-    text = f"{escape(error.problem)}\n{escape(error.usage)}"
-    return message(text, [section(f"*{escape(error.problem)}*\n`{escape(error.usage)}`")])
+    text = f"{escape(error.problem)}\n{escape(LOG_USAGE)}"
+    return message(text, [section(f"*{escape(error.problem)}*\n`{escape(LOG_USAGE)}`")])
 
 
 def log_page(page: LogPage) -> Message:

@@ -24,7 +24,7 @@ from bot.domain import account_flags, home, log_query
 from bot.domain.context import DomainContext
 from bot.slack.blocks.flags import flag_modal
 from bot.slack.blocks.home import home_notice_modal
-from bot.slack.blocks.log import log_answer
+from bot.slack.blocks.log import PAGE_SIZE, log_answer
 from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import escape
@@ -55,6 +55,6 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     def look_up_account(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         viewer = body["user"]["id"]
-        result = log_query.look_up_account(ctx, viewer, str((action.get("selected_option") or {}).get("value") or ""))
+        result = log_query.look_up_account(ctx, viewer, str((action.get("selected_option") or {}).get("value") or ""), page_size=PAGE_SIZE)
         text, shown = log_answer(result)
         client.chat_postMessage(channel=viewer, text=text, blocks=shown, unfurl_links=False, unfurl_media=False)

@@ -24,7 +24,8 @@ from bot.domain import exports, log_query
 from bot.domain.context import DomainContext
 from bot.domain.exports import AccessExport, ExportFormat
 from bot.reports.exports import access_file
-from bot.slack.blocks.log import EXPORT_FAILED, export_comment, export_sent_text, file_title, log_answer
+from bot.slack.blocks.log import EXPORT_FAILED, PAGE_SIZE, export_comment, export_sent_text, file_title, log_answer
+from bot.slack.command_text import parse_log_command
 from bot.slack.ids import ActionId, SlashCommand
 from bot.slack.uploads import UploadFailed, send_file_to_dm
 
@@ -34,13 +35,14 @@ log = logging.getLogger(__name__)
 def register(app: App, ctx: DomainContext) -> None:
     @app.command(SlashCommand.IMPERSONATION_LOG.value)
     def look_up(ack: Ack, command: dict[str, Any]) -> None:
-        result = log_query.look_up(ctx, command["user_id"], command.get("text") or "")
+        text = command.get("text") or ""
+        result = log_query.look_up(ctx, command["user_id"], parse_log_command(text), text=text, page_size=PAGE_SIZE)
         text, blocks = log_answer(result)
         ack(response_type="ephemeral", text=text, blocks=blocks)
 
     def turn_page(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
         ack()
-        result = log_query.look_up_page(ctx, body["user"]["id"], action.get("value"))
+        result = log_query.look_up_page(ctx, body["user"]["id"], action.get("value"), page_size=PAGE_SIZE)
         text, blocks = log_answer(result)
         respond(text=text, blocks=blocks, response_type="ephemeral", replace_original=True)
 

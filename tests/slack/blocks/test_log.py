@@ -9,10 +9,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from bot.domain.log_query import PAGE_SIZE, REFUSED_MESSAGE, Approver, LogPage, LogQuery, LogRefused, LogSummary, QueryError, SessionEntry, UnknownAccount, parse_token
+from bot.domain.log_query import REFUSED_MESSAGE, Approver, LogPage, LogQuery, LogRefused, LogSummary, QueryError, SessionEntry, UnknownAccount, parse_token
 from bot.reports.exports import ExportFile
 from bot.slack import limits
-from bot.slack.blocks.log import FILE_TITLE_MAX, export_comment, export_sent_text, file_title, log_answer, log_page
+from bot.slack.blocks.log import FILE_TITLE_MAX, PAGE_SIZE, export_comment, export_sent_text, file_title, log_answer, log_page
 from bot.slack.ids import ActionId, BlockId
 from tests.slack.block_rules import mrkdwn_texts, problems, walk
 from tests.slack.blocks.factories import HOSTILE, assert_escaped_everywhere, assert_slack_sdk_round_trips

@@ -14,8 +14,8 @@ import pytest
 from freezegun import freeze_time
 from slack_sdk import WebClient
 
-from bot.domain.log_query import PAGE_SIZE, REFUSED_MESSAGE, parse_query
-from bot.slack.blocks.log import EXPORT_FAILED
+from bot.domain.log_query import REFUSED_MESSAGE, LogOptions, resolve
+from bot.slack.blocks.log import EXPORT_FAILED, PAGE_SIZE
 from bot.slack.app import build_slack_app
 from bot.slack.ids import ActionId, BlockId
 from tests.fakes.log_history import NOW, build_history, open_session
@@ -138,7 +138,7 @@ def test_next_replaces_the_answer_through_the_response_url_and_is_audited(ctx, s
 
 
 def test_a_click_by_someone_without_the_power_is_refused_and_audited(send, session_factory, hooks, history):
-    token = parse_query("account:acme", now=NOW).token(1)
+    token = resolve(LogOptions("acme"), now=NOW).token(1)
     click(send, ActionId.LOG_NEXT_PAGE, token, user_id="UAGENT1", response_url=hooks.issue())
     (posted,) = hooks.wait_for(1)
     assert posted.body["text"].startswith("Only security and compliance roles")
@@ -148,7 +148,7 @@ def test_a_click_by_someone_without_the_power_is_refused_and_audited(send, sessi
 
 
 def test_an_export_by_someone_without_the_power_is_refused_after_the_ack(send, slack_client, session_factory, hooks, history):
-    token = parse_query("account:acme", now=NOW).token(0)
+    token = resolve(LogOptions("acme"), now=NOW).token(0)
     response = click(send, ActionId.LOG_EXPORT_CSV, token, user_id="UAGENT1", response_url=hooks.issue())
     assert response.status == 200 and response.body == ""
     (posted,) = hooks.wait_for(1)
@@ -205,7 +205,7 @@ def test_an_export_lands_in_the_clickers_dm_as_a_file(send_to_fake, fake_slack, 
 
 def test_a_failed_upload_is_told_to_the_clicker(send_to_fake, fake_slack, hooks, history):
     fake_slack.fail_next("files.completeUploadExternal", "file_not_found")
-    token = parse_query("account:acme", now=NOW).token(0)
+    token = resolve(LogOptions("acme"), now=NOW).token(0)
     click(send_to_fake, ActionId.LOG_EXPORT_CSV, token, user_id="USECURITY1", response_url=hooks.issue())
     (posted,) = hooks.wait_for(1)
     assert posted.body["text"] == EXPORT_FAILED
