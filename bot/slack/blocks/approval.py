@@ -12,8 +12,8 @@ from typing import Any
 from bot.domain.approvals import DENY_REASON_MAX_LENGTH, DENY_REASON_MIN_LENGTH, AlreadyCounted, AlreadyDecided, ApprovalAsk, Counted, Decided, ExtensionView, PastSession, Refused
 from bot.domain.views import RequestView
 from bot.slack import limits
-from bot.slack.blocks.kit import Block, Message, button, context, duration_label, fields, header, input_block, message, plain, scope_label, section, text_input
-from bot.slack.blocks.parts import REASON_BUDGET, TICKET_BUDGET, account_text, approvals_needed, fallback_subject, flags_text, reason_section, user_text
+from bot.slack.blocks.kit import Block, Message, button, context, duration_label, fields, header, input_block, message, plain, section, text_input
+from bot.slack.blocks.parts import REASON_BUDGET, TICKET_BUDGET, account_text, approvals_needed, fallback_subject, reason_section, user_text, who_and_what
 from bot.slack.blocks.state import id_or_none, typed_value
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.mrkdwn import escape, escape_truncated, format_local_date_time, format_local_time, mention, truncate_plain
@@ -42,11 +42,7 @@ def _recent_section(recent: Sequence[PastSession], tz_name: str | None) -> Block
 
 def _approver_fields(request: RequestView, *, approvals: int, extension: ExtensionView | None, decide_by: str | None) -> Block:
     pairs = [
-        ("Agent", mention(request.agent_slack_id)),
-        ("Account", account_text(request)),
-        ("Account flags", flags_text(request.account_flags)),
-        ("Customer user", user_text(request)),
-        ("Access", escape(scope_label(request.scope))),
+        *who_and_what(request),
         ("Session length", duration_label(request.duration_minutes)),
     ]
     if extension is not None:

@@ -52,6 +52,18 @@ def request_fields(request: RequestView, *, session_length: str) -> Block:
     return fields(pairs)
 
 
+def who_and_what(request: RequestView) -> list[tuple[str, str]]:
+    """The first fields an approver or the security channel reads about a request: who asks,
+    on which account (and its flags), as which customer user, with what access."""
+    return [
+        ("Agent", mention(request.agent_slack_id)),
+        ("Account", account_text(request)),
+        ("Account flags", flags_text(request.account_flags)),
+        ("Customer user", user_text(request)),
+        ("Access", escape(scope_label(request.scope))),
+    ]
+
+
 def reason_section(request: RequestView) -> Block:
     justification = f" · justification: {escape_truncated(request.justification, _CODE_BUDGET)}" if request.justification else ""
     return section(f"*Reason*{justification}\n{escape_truncated(request.reason, REASON_BUDGET)}")

@@ -17,7 +17,7 @@ from bot.domain.policy import REASON_MAX_LENGTH
 from bot.domain.requests import Granted
 from bot.domain.views import RequestState, RequestView, SessionView
 from bot.slack import limits
-from bot.slack.blocks.kit import Message, button, context, duration_label, header, input_block, message, options, plain, section, text_input
+from bot.slack.blocks.kit import Block, Message, button, context, duration_label, header, input_block, message, options, plain, section, text_input
 from bot.slack.blocks.parts import ID_BUDGET, REASON_BUDGET, account_text, fallback_subject, first_asked, mentions, nudged_text, reason_section, request_fields, user_text
 from bot.slack.blocks.state import id_or_none, minutes_value, selected_value, typed_value
 from bot.slack.ids import ActionId, BlockId, CallbackId
@@ -78,18 +78,17 @@ def session_active_message(session: SessionView, *, can_request_extension: bool 
     return _session_active(session, action=ActionId.REQUEST_EXTENSION if can_request_extension else ActionId.START_NEW_REQUEST)
 
 
+def _end_button(session_id: str, label: str) -> Block:
+    """Ends the agent's session (its value: the session id only; the click is re-checked),
+    after a confirmation: the product closes the impersonation at once."""
+    confirm = ("End this session?", "The product closes the impersonation at once.", "End session", "Keep it")
+    return button(ActionId.END_SESSION, label, session_id, style="danger", confirm=confirm)
+
+
 def _session_active(session: SessionView, *, action: ActionId | None, notice: str | None = None) -> Message:
     request = session.request
     until = format_local_time(session.expires_at, request.agent_tz)
-    elements = [
-        button(
-            ActionId.END_SESSION,
-            "End session",
-            session.id,
-            style="danger",
-            confirm=("End this session?", "The product closes the impersonation at once.", "End session", "Keep it"),
-        )
-    ]
+    elements = [_end_button(session.id, "End session")]
     if action is ActionId.REQUEST_EXTENSION:
         elements.append(button(ActionId.REQUEST_EXTENSION, "Request more time", session.id))
     elif action is ActionId.START_NEW_REQUEST:
@@ -202,15 +201,7 @@ def expiry_warning_message(session: SessionView, *, now: datetime, can_request_e
     request = session.request
     until = format_local_time(session.expires_at, request.agent_tz)
     minutes = max(1, int((session.expires_at - now).total_seconds() + 59) // 60)
-    elements = [
-        button(
-            ActionId.END_SESSION,
-            "End now",
-            session.id,
-            style="danger",
-            confirm=("End this session?", "The product closes the impersonation at once.", "End session", "Keep it"),
-        )
-    ]
+    elements = [_end_button(session.id, "End now")]
     if can_request_extension:
         elements.append(button(ActionId.REQUEST_EXTENSION, "Extend", session.id))
     blocks = [

@@ -18,7 +18,7 @@ from bot.domain.views import RequestView
 from bot.domain.watch import FeedStatus, FeedView
 from bot.slack import limits
 from bot.slack.blocks.kit import Block, Message, button, context, duration_label, fields, header, message, scope_label, section, slack_date
-from bot.slack.blocks.parts import ID_BUDGET, TICKET_BUDGET, account_text, fallback_subject, flags_text, mentions, reason_section, user_text
+from bot.slack.blocks.parts import ID_BUDGET, TICKET_BUDGET, account_text, fallback_subject, flags_text, mentions, reason_section, user_text, who_and_what
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape, escape_truncated, format_local_time, mention, truncate_escaped
 
@@ -94,11 +94,7 @@ def security_feed_message(view: FeedView) -> Message:
     scrolling through noise. **Revoke session** while it is live."""
     request, session = view.request, view.session
     pairs = [
-        ("Agent", mention(request.agent_slack_id)),
-        ("Account", account_text(request)),
-        ("Account flags", flags_text(request.account_flags)),
-        ("Customer user", user_text(request)),
-        ("Access", escape(scope_label(request.scope))),
+        *who_and_what(request),
         ("Ticket", escape_truncated(request.ticket, TICKET_BUDGET) if request.ticket else "none"),
         ("Approved by", _approved_by(view)),
         (
