@@ -45,6 +45,7 @@ from tests.slack.blocks.factories import (
     rendered_text,
     request_view,
 )
+from tests.slack.listeners.flow import REASON, request_state
 
 
 def test_pending_message_says_why_who_was_asked_and_offers_cancel():
@@ -172,20 +173,6 @@ def test_field_errors_examples():
     assert field_errors(Blocked(BlockCause.PROTECTED_USER, BLOCK_FIELD[BlockCause.PROTECTED_USER], "no")) == {"user": "no"}
 
 
-def state(account="acme", user="u-bob", reason="A reason long enough", ticket="SUP-1", duration="30", scope="read_only"):
-    def selected(value):
-        return {"type": "static_select", "selected_option": None if value is None else {"text": {"type": "plain_text", "text": "x"}, "value": value}}
-
-    return {
-        BlockId.ACCOUNT.value: {ActionId.ACCOUNT_SELECT.value: selected(account)},
-        BlockId.USER.value: {ActionId.USER_SELECT.value: selected(user)},
-        BlockId.REASON.value: {ActionId.REASON_INPUT.value: {"type": "plain_text_input", "value": reason}},
-        BlockId.TICKET.value: {ActionId.TICKET_INPUT.value: {"type": "plain_text_input", "value": ticket}},
-        BlockId.DURATION.value: {ActionId.DURATION_SELECT.value: selected(duration)},
-        BlockId.SCOPE.value: {ActionId.SCOPE_CHOICE.value: selected(scope)},
-    }
-
-
 def test_the_justification_is_a_required_select_of_the_policy_codes_beside_the_reason():
     view = request_modal(modal_options(justifications=JUSTIFICATIONS), initial_account=None)
     assert problems(view, surface="modal") == []
@@ -203,29 +190,29 @@ def test_the_justification_is_a_required_select_of_the_policy_codes_beside_the_r
 
 
 def test_request_form_from_state_reads_the_chosen_justification():
-    values = state()
+    values = request_state()
     values[BlockId.JUSTIFICATION.value] = {
         ActionId.JUSTIFICATION_SELECT.value: {"type": "static_select", "selected_option": {"text": {"type": "plain_text", "text": "x"}, "value": "incident"}}
     }
     assert request_form_from_state(values).justification == "incident"
-    assert request_form_from_state(state()).justification is None
+    assert request_form_from_state(request_state()).justification is None
 
 
 def test_request_form_from_state_reads_ids_and_minutes():
-    form = request_form_from_state(state())
+    form = request_form_from_state(request_state())
     assert (form.account, form.user, form.reason, form.ticket, form.duration_minutes, form.scope) == (
-        "acme", "u-bob", "A reason long enough", "SUP-1", 30, "read_only"
+        "acme", "u-bob", REASON, "SUP-1", 30, "read_only"
     )
 
 
 @pytest.mark.parametrize("duration", ["-5", "abc", "1e3", "²", "١٥", "9" * 50, None])
 def test_request_form_from_state_leaves_bad_answers_for_the_domain_to_refuse(duration):
-    form = request_form_from_state(state(duration=duration, ticket=None, user=None))
+    form = request_form_from_state(request_state(duration=duration, ticket=None, user=None))
     assert form.duration_minutes is None and form.ticket is None and form.user is None
 
 
 def test_request_form_from_state_tolerates_a_missing_block():
-    values = state()
+    values = request_state()
     del values[BlockId.SCOPE.value]
     del values[BlockId.REASON.value]
     form = request_form_from_state(values)
@@ -290,7 +277,7 @@ def test_request_modal_after_a_session_carries_only_its_id():
 
 
 def checkbox_state(checked: list[str]) -> dict:
-    values = state()
+    values = request_state()
     values[BlockId.BREAK_GLASS.value] = {
         ActionId.BREAK_GLASS_CHOICE.value: {"type": "checkboxes", "selected_options": [{"value": v, "text": {"type": "plain_text", "text": "x"}} for v in checked]}
     }
@@ -298,13 +285,13 @@ def checkbox_state(checked: list[str]) -> dict:
 
 
 def test_request_form_from_state_reads_break_glass_and_the_previous_session():
-    assert request_form_from_state(state()).break_glass is False
+    assert request_form_from_state(request_state()).break_glass is False
     assert request_form_from_state(checkbox_state([])).break_glass is False
     assert request_form_from_state(checkbox_state(["something else"])).break_glass is False
     assert request_form_from_state(checkbox_state([BREAK_GLASS_VALUE])).break_glass is True
-    assert request_form_from_state(state()).previous_session_id is None
-    assert request_form_from_state(state(), private_metadata=SESSION_ID).previous_session_id == SESSION_ID
-    assert request_form_from_state(state(), private_metadata="'; drop table sessions; --").previous_session_id is None
+    assert request_form_from_state(request_state()).previous_session_id is None
+    assert request_form_from_state(request_state(), private_metadata=SESSION_ID).previous_session_id == SESSION_ID
+    assert request_form_from_state(request_state(), private_metadata="'; drop table sessions; --").previous_session_id is None
 
 
 def test_account_choice_matches_the_typeahead_label():
