@@ -89,12 +89,10 @@ def issue_link(db: Session, ctx: DomainContext, request: ImpersonationRequest, *
     db.execute(_INSERT_LINK, {"request_id": request.id, "token_hash": hash_token(token), "created_at": now, "expires_at": expires_at, "redeemed_at": None})
     audit.append(
         db,
-        EventDraft(
-            type="link.issued",
+        EventDraft.about(
+            request,
+            "link.issued",
             actor=Actor.system("policy"),
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
             details={"expires_at": audit.format_time(expires_at)},
         ),
         now=now,
@@ -521,12 +519,10 @@ def _refuse_other_agent(
         return None  # an unknown link is refused by the UPDATE, as without sign-in
     audit.append(
         db,
-        EventDraft(
-            type=AUDIT_TYPE[LinkProblem.IDENTITY_MISMATCH],
+        EventDraft.about(
+            request,
+            AUDIT_TYPE[LinkProblem.IDENTITY_MISMATCH],
             actor=Actor(slack_id=signed_in.user_id, role="browser"),
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
             details={
                 "token_hash_prefix": token_hash[:12],
                 "signed_in_user": signed_in.user_id,
