@@ -40,14 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bench import exactly_once
 from bench.common import fresh_database
 from bench.exactly_once import APPROVE as APPROVED
 from bench.exactly_once import REDEEM as REDEEMED
 from bench.exactly_once import Answered, SlackCall, Verdict
-from bench.http_bench import ACCOUNTS, ACK, AGENTS, APPROVE, PATHS, POLICY, REDEEM, SLOW_MS, Bench, Scheduler, Server, _directory, quantile, server_env
+from bench.http_bench import ACCOUNTS, ACK, AGENTS, APPROVE, PATHS, POLICY, REDEEM, SLOW_MS, Bench, Scheduler, Server, _directory, _drain, quantile, server_env
 from bench.loadgen import LoadRun, Request, run_open_loop
 from bench.open_loop_bench import arrivals, assign
 from bench.slack_stub import SlackStub
@@ -117,25 +117,6 @@ def key_of(request: Request) -> Answered | None:
     return None
 
 
-def _owed(bench: Bench) -> int:
-    """Rows still to send: pending and due, or claimed (by a live or a dead process)."""
-    with bench.factory() as db:
-        return db.execute(
-            select(func.count()).select_from(OutboxMessage).where(
-                OutboxMessage.kind != "alert", OutboxMessage.state.in_(("pending", "sending")), OutboxMessage.due_at <= func.now()
-            )
-        ).scalar_one()
-
-
-def _drain(bench: Bench, timeout: float) -> float | None:
-    started = time.monotonic()
-    while _owed(bench):
-        if time.monotonic() - started > timeout:
-            return None
-        time.sleep(0.2)
-    return time.monotonic() - started
-
-
 class ScaleOut:
     def __init__(self, bench: Bench, host_b: Server, fake: SlackStub) -> None:
         self.bench, self.host_b, self.fake = bench, host_b, fake
@@ -146,7 +127,7 @@ class ScaleOut:
         counts = {kind: sum(1 for _, k in schedule if k == kind) for kind in PATHS}
         bench = self.bench
         prepared = {REDEEM: bench.redemption_requests(counts[REDEEM]), APPROVE: bench.approve_requests(counts[APPROVE])}
-        if _drain(bench, DRAIN_SECONDS) is None:
+        if _drain(bench.factory, DRAIN_SECONDS) is None:
             raise RuntimeError(f"the set-up's Slack messages were not sent within {DRAIN_SECONDS:g} s")
         # the acks signed last: Bolt refuses a signature over 5 minutes old, and a set-up takes minutes on a busy machine
         prepared[ACK] = bench.ack_requests(counts[ACK])
@@ -163,7 +144,7 @@ class ScaleOut:
         urls = [self.bench.bot.url] if what == ONE else [self.bench.bot.url, self.host_b.url]
         load = run_open_loop(urls, schedule, timeout=TIMEOUT_SECONDS)
         self.record(schedule, load)
-        if _drain(self.bench, DRAIN_SECONDS) is None:
+        if _drain(self.bench.factory, DRAIN_SECONDS) is None:
             raise RuntimeError(f"the outbox was not drained within {DRAIN_SECONDS:g} s")
         run = Measured(what, rate, round_, load)
         print(
@@ -210,7 +191,7 @@ class ScaleOut:
         for answer in load.errors:
             kind = (answer.error or "").split(":")[0].split("(")[0][:40]
             unanswered[kind] = unanswered.get(kind, 0) + 1
-        drained = _drain(self.bench, LEASE.total_seconds() + DRAIN_SECONDS)
+        drained = _drain(self.bench.factory, LEASE.total_seconds() + DRAIN_SECONDS)
         killed = Killed(load, killed_at, by_host, unanswered, claimed, channels, drained)
         killed.verdict = self.verdict()
         killed.orphans_explained = sum(1 for post in killed.verdict.orphan_posts if post.channel in channels)
