@@ -18,8 +18,8 @@ SUITES = [
     ("digest", "bench.digest_bench", "Quarterly access review and alert storm", "a few minutes per database"),
     ("kit", "bench.kit_bench", "Impersonation kit: cost per request", "under a minute"),
     ("front_door", "bench.front_door_bench", "Slow clients and the front door", "about 3 minutes; needs nginx"),
-    ("memory", "bench.memory_bench", "Memory of the web workers and the scheduler", "about 15 minutes per database"),
-    ("scaleout", "bench.scaleout_bench", "Scale-out on PostgreSQL: two web hosts and two schedulers", "about 15 minutes; PostgreSQL only"),
+    ("memory", "bench.memory_bench", "Memory of the web workers and the scheduler", "about 15 minutes per database on a quiet machine, an hour on a busy one"),
+    ("scaleout", "bench.scaleout_bench", "Scale-out on PostgreSQL: two web hosts and two schedulers", "about 15 minutes on a quiet machine (PostgreSQL only)"),
 ]
 NAMES = [name for name, *_ in SUITES]
 
