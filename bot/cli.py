@@ -111,7 +111,7 @@ FLAG_MEANINGS = {
 }
 
 
-def _command(group: argparse._SubParsersAction, name: str, text: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def _command(group: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str) -> argparse.ArgumentParser:
     """A subcommand whose own --help opens with the sentence the command list shows."""
     return group.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
 
@@ -360,7 +360,9 @@ class GunicornServer(BaseApplication):
         for hook, function in self._hooks.items():
             self.cfg.set(hook, function)
 
-    def load(self) -> Flask:
+    # A Flask app is a WSGI application; gunicorn's stubs type the environ MutableMapping, Flask's
+    # (typeshed's WSGIEnvironment) a dict, so the override differs on paper only.
+    def load(self) -> Flask:  # type: ignore[override]
         try:
             if self._socket_mode and self.cfg.preload_app:
                 # preloading builds the app in the master, which then forks (see above)

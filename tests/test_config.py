@@ -149,8 +149,11 @@ def test_require_slack_says_what_to_set_and_how(clean_env, env, missing):
     assert "\n" not in message
 
 
-def test_require_slack_passes_with_both(clean_env):
-    load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "secret"}).require_slack()
+def test_require_slack_passes_with_both_and_no_app_token_means_http(clean_env):
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "secret"})
+    settings.require_slack()  # raises ConfigError if it disagrees with has_slack_credentials
+    assert settings.has_slack_credentials
+    assert not settings.socket_mode  # Slack posts to the signed HTTP endpoints
 
 
 def test_an_app_token_turns_socket_mode_on(clean_env):

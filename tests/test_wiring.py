@@ -169,10 +169,6 @@ def test_csrf_secret_is_derived_from_the_signing_key(tmp_path):
 # --- preflight: everything checked before serving -------------------------------------------
 
 
-def test_preflight_passes_on_a_good_configuration(make_settings):
-    wiring.preflight(make_settings())
-
-
 def test_preflight_without_slack_credentials(make_settings):
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET not set.*manifest.yaml"):
         wiring.preflight(make_settings(SLACK_SIGNING_SECRET=None))

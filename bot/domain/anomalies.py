@@ -356,7 +356,8 @@ def gather(db: Session, config: AlertsConfig, *, now: datetime, agent: str | Non
     )
     if agent is not None:
         blocked = blocked.where(AuditEvent.actor_slack_id == agent)
-    refusals: dict[str, int] = dict(db.execute(blocked.group_by(AuditEvent.actor_slack_id)).all())
+    # the WHERE leaves NULL ids out; `is not None` says so to the type checker
+    refusals: dict[str, int] = {who: n for who, n in db.execute(blocked.group_by(AuditEvent.actor_slack_id)) if who is not None}
     denied = scoped(
         select(ImpersonationRequest.agent_slack_id, func.count())
         .where(ImpersonationRequest.state == RequestState.DENIED.value, ImpersonationRequest.updated_at >= since)
@@ -394,7 +395,11 @@ def gather(db: Session, config: AlertsConfig, *, now: datetime, agent: str | Non
         opted = opted.where(AuditEvent.actor_slack_id == agent)
     if account is not None:
         opted = opted.where(AuditEvent.account == account)
-    opted_out = [OptedOutFact(who, acc, n) for who, acc, n in db.execute(opted.group_by(AuditEvent.actor_slack_id, AuditEvent.account))]
+    opted_out = [
+        OptedOutFact(who, acc, n)
+        for who, acc, n in db.execute(opted.group_by(AuditEvent.actor_slack_id, AuditEvent.account))
+        if who is not None and acc is not None  # as the WHERE says, for the type checker
+    ]
 
     share_since = now - timedelta(days=config.concentration_days)
     share_rows = db.execute(

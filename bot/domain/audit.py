@@ -36,10 +36,10 @@ from json.encoder import encode_basestring
 from typing import Any
 
 import rfc8785
-from sqlalchemy import String, bindparam, func, insert, select, type_coerce, update
+from sqlalchemy import ColumnElement, String, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy import event as sa_event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from bot.db.engine import make_engine, make_session_factory, reading
 from bot.db.models import AuditEvent, AuditHead, ImpersonationRequest
@@ -250,6 +250,9 @@ def hash_event_row(row: AuditEvent) -> str:
 
 #: Session.info key of the events recorded in the session's transaction, not yet written
 _PENDING = "impersonation_audit_pending"
+#: what it holds: the transaction the events belong to, and each event with the savepoint
+#: (if any) it was recorded under
+_Pending = tuple[SessionTransaction | None, list[tuple[SessionTransaction | None, AuditEvent]]]
 
 
 def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> AuditEvent:
@@ -274,7 +277,7 @@ def append(db: Session, draft: EventDraft, *, now: datetime | None = None) -> Au
     event = _unchained(_sealed(db, draft, now), now)
     db.connection()  # begin the transaction now if the caller has not: the event belongs to it
     root = db.get_transaction()
-    pending = db.info.get(_PENDING)
+    pending: _Pending | None = db.info.get(_PENDING)
     if pending is None or pending[0] is not root:
         pending = (root, [])
         db.info[_PENDING] = pending
@@ -384,7 +387,7 @@ def _write_and_commit_postgresql(db: Session, events: list[AuditEvent]) -> None:
     cannot be left with a gap by a crash: the WAL is replayed in order, so an event that
     survives survives with every event it was chained onto."""
     db.flush()
-    driver = db.connection().connection.driver_connection
+    driver: Any = db.connection().connection.driver_connection  # psycopg's Connection
     cursors = []
     try:
         with driver.pipeline():
@@ -477,7 +480,8 @@ def _refuse_number(_text: str) -> Any:
     raise ValueError("floats and NaN/Infinity are not canonical")
 
 
-_scan_value = json.JSONDecoder(parse_float=_refuse_number, parse_constant=_refuse_number).scan_once
+# scan_once is set by JSONDecoder.__init__ (CPython's Lib/json/decoder.py); typeshed leaves it out
+_scan_value = json.JSONDecoder(parse_float=_refuse_number, parse_constant=_refuse_number).scan_once  # type: ignore[attr-defined]
 #: what _parse_details raises for text that is not one JSON value without floats
 _NOT_A_VALUE = (ValueError, TypeError, StopIteration, RecursionError)
 
@@ -566,7 +570,8 @@ _LEGACY_TEMPLATE = (
     '{"account":%s,"actor":{"email":%s,"role":%s,"slack_id":%s},"customer_user":%s,"details":%s,'
     '"occurred_at":%s,"prev_hash":%s,"request_id":%s,"seq":%d,"session_id":%s,"type":%s}'
 )
-_STORED_TEMPLATES = {
+#: by Encoding; keyed by int, as stored rows carry their encoding as a plain integer
+_STORED_TEMPLATES: dict[int, str] = {
     Encoding.LEGACY: _LEGACY_TEMPLATE,
     Encoding.JCS: _LEGACY_TEMPLATE.replace('"details":%s,', f'"details":%s,"encoding":{int(Encoding.JCS)},'),
 }
@@ -616,7 +621,7 @@ def _frame_templates(template: str) -> tuple[str, str, str]:
     return before_prev, before_seq, after_seq
 
 
-_FRAME_TEMPLATES = {encoding: _frame_templates(template) for encoding, template in _STORED_TEMPLATES.items()}
+_FRAME_TEMPLATES: dict[int, tuple[str, str, str]] = {encoding: _frame_templates(template) for encoding, template in _STORED_TEMPLATES.items()}
 
 
 def _hash_frame(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
@@ -676,6 +681,7 @@ def _batches(db: Session, after: int, upto: int | None, batch: int) -> Iterator[
     stays flat over any length): SQLAlchemy's Row objects cost more than the hashing."""
     connection = db.connection()
     postgresql = connection.dialect.name == "postgresql"
+    occurred: ColumnElement[Any]
     if postgresql:
         occurred = func.to_char(func.timezone("UTC", AuditEvent.occurred_at), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
     else:
@@ -691,7 +697,7 @@ def _batches(db: Session, after: int, upto: int | None, batch: int) -> Iterator[
         statement = statement.where(AuditEvent.seq <= int(upto))
     # Only integers and our own constants are bound, so they can be rendered inline.
     sql = str(statement.order_by(AuditEvent.seq).compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
-    driver = connection.connection.driver_connection
+    driver: Any = connection.connection.driver_connection  # the DB-API connection
     cursor = driver.cursor(name="audit_verify") if postgresql else driver.cursor()
     try:
         cursor.execute(sql)
@@ -823,7 +829,7 @@ def _check_slice(url: str, after: int, upto: int | None, batch: int) -> _SliceRe
 def _parallel_prefix(db: Session, walk: _Walk, workers: int, batch: int) -> int:
     """Check the chain in `workers` slices at once and advance `walk` over the clean prefix
     of them (slices joined by their boundary links). Returns the last seq walked."""
-    url = db.get_bind().url
+    url = db.get_bind().engine.url
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         return 0
     last = db.execute(select(func.max(AuditEvent.seq))).scalar_one_or_none() or 0

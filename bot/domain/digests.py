@@ -303,7 +303,8 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
         .group_by(ImpersonationRequest.state)
     ).all()
     by_outcome = {state: n for state, n, *_ in request_counts}
-    requests_total, granted, no_ticket, reinitiations, break_glass = (sum(row[i] for row in request_counts) for i in range(1, 6))
+    counts = [row[1:] for row in request_counts]
+    requests_total, granted, no_ticket, reinitiations, break_glass = (sum(c[i] for c in counts) for i in range(5))
     blocked = db.execute(
         select(func.count()).select_from(audit.AuditEvent).where(
             audit.AuditEvent.type == "request.blocked", audit.AuditEvent.occurred_at >= start, audit.AuditEvent.occurred_at < end
@@ -450,7 +451,7 @@ def build_report(db: Session, period: Period, policy: PolicyConfig, *, now: date
     )
 
 
-def _account_agent_counts(db: Session, sessions_in) -> Sequence[Row[tuple[int, str, str, str, int]]]:
+def _account_agent_counts(db: Session, sessions_in) -> Sequence[Row[int, str, str, str, int]]:
     """The period's sessions counted per (account, agent), grouped before the accounts are
     joined (one lookup per group, not per session): (account id, account, its name, agent,
     sessions)."""
@@ -467,7 +468,7 @@ def _account_agent_counts(db: Session, sessions_in) -> Sequence[Row[tuple[int, s
     ).all()
 
 
-def _concentration(pairs: Sequence[Row[tuple[int, str, str, str, int]]], *, percent: int, min_sessions: int) -> tuple[ConcentrationRow, ...]:
+def _concentration(pairs: Sequence[Row[int, str, str, str, int]], *, percent: int, min_sessions: int) -> tuple[ConcentrationRow, ...]:
     """Accounts where one agent held at least `percent` % of the period's sessions (with at
     least `min_sessions` sessions): the top share of each account's (account, agent) groups."""
     shares = [

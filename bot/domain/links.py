@@ -342,7 +342,8 @@ def redeem(
     `signed_in`: who signed in with Slack first (bot/domain/sign_in.py); required when the
     policy says `links.require_slack_sign_in`, and when given it must be the requesting agent."""
     now = now or utcnow()
-    if not ctx.product_launch_url:
+    launch_url = ctx.product_launch_url
+    if not launch_url:
         raise RuntimeError("PRODUCT_LAUNCH_URL is not set; links cannot be redeemed")
     if signed_in is None and ctx.policy.links.require_slack_sign_in:
         raise SignInRequired("the policy requires Sign in with Slack before a link is redeemed")
@@ -353,13 +354,13 @@ def redeem(
         agent = db.execute(_AGENT_OF_LINK, {"presented_hash": token_hash}).scalar_one_or_none()
     powers = powers_of(ctx.policy, agent, ctx.groups) if agent is not None else None
     try:
-        return _redeem(ctx, token_hash, client, signed_in, powers, now)
+        return _redeem(ctx, token_hash, client, signed_in, powers, now, launch_url)
     except _GrantNoLongerHolds as refused:
         return _refuse_changed_grant(ctx, refused, token_hash, client, now)
 
 
 def _redeem(
-    ctx: DomainContext, token_hash: str, client: ClientInfo, signed_in: SignedInAgent | None, powers: Powers | None, now: datetime
+    ctx: DomainContext, token_hash: str, client: ClientInfo, signed_in: SignedInAgent | None, powers: Powers | None, now: datetime, launch_url: str
 ) -> Redemption | RedemptionRefused:
     with ctx.sessions() as db, db.begin():
         if signed_in is not None and (mismatch := _refuse_other_agent(db, token_hash, signed_in, client, now)):
@@ -446,7 +447,7 @@ def _redeem(
         ctx.signing_key,
         HandoffClaims(
             issuer=ctx.issuer,
-            audience=ctx.product_launch_url,
+            audience=launch_url,
             customer_user=session.request.customer_user,
             agent=request.agent_email or request.agent_slack_id,
             session_id=session.id,
@@ -461,7 +462,7 @@ def _redeem(
             ticket=session.request.ticket,
         ),
     )
-    return Redemption(session=session, handoff_token=token_out, launch_url=ctx.product_launch_url)
+    return Redemption(session=session, handoff_token=token_out, launch_url=launch_url)
 
 
 def _grant_still_holds(ctx: DomainContext, db: Session, request: RequestSnapshot, powers: Powers | None) -> RedeemRefusal | None:

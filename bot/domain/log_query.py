@@ -521,7 +521,7 @@ def summarise(db: Session, account_id: int, query: LogQuery, *, now: datetime) -
     return LogSummary(total, agents, approved, approver_count, break_glass, action_count, live, ended, expired, revoked)
 
 
-def _sessions(account_id: int, query: LogQuery, *, limit: int, offset: int = 0, after: tuple[datetime, str] | None = None) -> Select[Any]:
+def _sessions(account_id: int, query: LogQuery, *, limit: int, offset: int = 0, after: tuple[datetime, str] | None = None) -> Select[*tuple[Any, ...]]:
     """`limit` of the period's sessions, newest first (ties broken by id, so pages never
     overlap), from `offset` or after the keyset `after` (started_at, id). Plain columns, not
     entities: no relationship loading rides along.

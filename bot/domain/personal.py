@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
@@ -48,7 +48,7 @@ REF = re.compile(r"pd:[0-9a-f]{64}")
 PERSONAL_DETAILS = ("reason", "user")
 
 
-def is_ref(value: object) -> bool:
+def is_ref(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and REF.fullmatch(value) is not None
 
 

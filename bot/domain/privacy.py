@@ -29,10 +29,11 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import or_, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.db.base import affected_rows
@@ -153,7 +154,7 @@ def _erase_copies(db: Session, user: CustomerUser, now: datetime) -> int:
     return int(requests)
 
 
-def _erase_linked_reasons(db: Session, request_ids) -> None:  # type: ignore[no-untyped-def]
+def _erase_linked_reasons(db: Session, request_ids: Select[Any]) -> None:
     """The reasons of the extensions of these requests' sessions and of the denials of either."""
     extension_ids = select(Extension.id).join(ImpersonationSession, ImpersonationSession.id == Extension.session_id).where(
         ImpersonationSession.request_id.in_(request_ids)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import Select, delete, exists, select
 
 from bot.db.models import Link, OutboxMessage, WebhookEvent
 from bot.domain.clock import utcnow
@@ -76,7 +76,7 @@ def prune(ctx: DomainContext, *, now: datetime | None = None) -> Pruned:
     return Pruned(outbox, links, events)
 
 
-def _delete_in_batches(ctx: DomainContext, ids, model) -> int:  # type: ignore[no-untyped-def]
+def _delete_in_batches(ctx: DomainContext, ids: Select[Any], model: type[OutboxMessage | Link | WebhookEvent]) -> int:
     total = 0
     while True:
         with ctx.sessions() as db, db.begin():

@@ -19,12 +19,13 @@ import enum
 import ipaddress
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import ColumnElement, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.db.base import affected_rows, table_of
@@ -389,7 +390,7 @@ def erase_reasons_before(db: Session, cutoff: datetime, *, erased: str) -> int:
     return _erase_in_bodies(db, WebhookEvent.created_at < cutoff, still_clear, erased)
 
 
-def _erase_in_bodies(db: Session, which, fields_of, erased: str) -> int:  # type: ignore[no-untyped-def]
+def _erase_in_bodies(db: Session, which: ColumnElement[bool], fields_of: Callable[[dict[str, Any]], list[str]], erased: str) -> int:
     """For each stored body `which` selects, write `erased` over the data fields `fields_of`
     names; returns how many bodies changed."""
     changed = 0

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from bot.local.webapi import block_kit_errors
@@ -49,14 +49,14 @@ class FakeResponseUrls:
         self.posted: list[Posted] = []
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {}
         self.violations: list[str] = []
-        self._server = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
 
     def __enter__(self) -> FakeResponseUrls:
-        self._server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
-        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+        self._server = server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
+        self.base_url = f"http://127.0.0.1:{server.server_port}"
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
         self._thread.start()
         return self
 

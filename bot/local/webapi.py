@@ -49,7 +49,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from bot.local.reference import MethodNotInReference, SlackReference
@@ -744,7 +744,7 @@ class SlackStandIn:
         self._triggers: dict[str, _Trigger] = {}
         self._failures: dict[str, deque[_Failure]] = defaultdict(deque)
         self._counter = itertools.count(1)
-        self._server = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         #: the Socket Mode server (tests/fakes/slack_api.py starts one; nothing else needs it)
         self._socket_mode: Any = None
@@ -752,10 +752,10 @@ class SlackStandIn:
 
     # lifecycle --------------------------------------------------------------------------------
     def start(self) -> SlackStandIn:
-        self._server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
-        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
+        self._server = server = make_server("127.0.0.1", 0, self.wsgi, threaded=True)
+        self.base_url = f"http://127.0.0.1:{server.server_port}"
         # a short poll interval makes stop() quick (serve_forever checks for shutdown per poll)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.01},
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
                                         name="slack-stand-in", daemon=True)
         self._thread.start()
         return self
@@ -923,6 +923,7 @@ class SlackStandIn:
         spec = METHODS.get(method)
         injected: _Failure | None = None
         args: dict[str, Any] = {}
+        headers: dict[str, str] = {}
         try:
             args, token = self._read_arguments(request, spec)
             with self._lock:
@@ -940,13 +941,13 @@ class SlackStandIn:
             if injected is None:  # an injected failure means Slack did nothing
                 with self._lock:
                     body = getattr(self, "_m_" + method.replace(".", "_"))(args, now)
-            status, headers = 200, {}
+            status = 200
         except SlackError as exc:
             self._ensure_documented(spec, exc.error)
             body = {"ok": False, "error": exc.error, **exc.extra}
             if exc.messages:
                 body["response_metadata"] = {"messages": exc.messages}
-            status, headers = 200, {}
+            status = 200
             if exc.violation:
                 with self._lock:
                     self.violations.append(Violation(method, exc.error, exc.detail))
@@ -1083,7 +1084,7 @@ class SlackStandIn:
 
     # trigger ids ------------------------------------------------------------------------------
     def _use_trigger(self, args: dict[str, Any], now: float) -> _Trigger:
-        trigger = self._triggers.get(args.get("trigger_id") or args.get("interactivity_pointer"))
+        trigger = self._triggers.get(args.get("trigger_id") or args.get("interactivity_pointer") or "")
         if trigger is None:
             raise SlackError("invalid_trigger_id", violation=True, detail="trigger_id was not issued by Slack")
         if trigger.used:
@@ -1184,7 +1185,7 @@ class SlackStandIn:
         return text
 
     def _message_body(self, message: Message) -> dict[str, Any]:
-        body = {"type": "message", "subtype": "bot_message", "text": message.text or "", "ts": message.ts,
+        body: dict[str, Any] = {"type": "message", "subtype": "bot_message", "text": message.text or "", "ts": message.ts,
                 "user": self.bot_user_id, "bot_id": self.bot_id, "app_id": self.app_id, "team": self.team_id}
         if message.blocks is not None:
             body["blocks"] = message.blocks
@@ -1251,7 +1252,10 @@ class SlackStandIn:
         user = self.users.get(args["user"])
         if user is None:
             raise SlackError("user_not_found", violation=False, detail=f"no user {args['user']}")
-        offset = int(datetime.now(UTC).astimezone(ZoneInfo(user.tz)).utcoffset().total_seconds())
+        # an aware datetime always has an offset; utcoffset() is Optional only for naive ones
+        local_offset = datetime.now(UTC).astimezone(ZoneInfo(user.tz)).utcoffset()
+        assert local_offset is not None
+        offset = int(local_offset.total_seconds())
         name = user.name or user.id.lower()
         profile: dict[str, Any] = {"real_name": user.real_name or name, "display_name": name}
         if "users:read.email" in self.scopes and user.email:

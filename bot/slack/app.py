@@ -140,7 +140,8 @@ def describe_request(body: dict[str, Any]) -> dict[str, str]:
         route = str(body.get("action_id") or "")
     elif kind in ("shortcut", "message_action"):
         route = str(body.get("callback_id") or "")
-    event = body.get("event") if kind == "event_callback" and isinstance(body.get("event"), dict) else {}
+    raw_event = body.get("event")
+    event: dict[str, Any] = raw_event if kind == "event_callback" and isinstance(raw_event, dict) else {}
     if event:
         route = str(event.get("type") or "")
     user = body.get("user_id") or (body.get("user") or {}).get("id") or event.get("user") or ""

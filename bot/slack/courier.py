@@ -56,7 +56,7 @@ class SlackCourier:
         if delivery.recipient is None:
             return Skipped("no_security_channel")
         if delivery.kind is Kind.DIGEST:
-            return post_digest(self._ctx, self._client, delivery, now=self._clock())
+            return post_digest(self._ctx, self._client, delivery, channel=delivery.recipient, now=self._clock())
         if delivery.kind is Kind.HOME:
             return self._publish_home(delivery)
         message = self.render(delivery)

@@ -26,7 +26,7 @@ from bot.slack.errors import classify
 log = logging.getLogger(__name__)
 
 
-def post_digest(ctx: DomainContext, client: WebClient, delivery: Delivery, *, now: datetime) -> Outcome:
+def post_digest(ctx: DomainContext, client: WebClient, delivery: Delivery, *, channel: str, now: datetime) -> Outcome:
     try:
         period = digests.period_of_key(ctx.policy, delivery.subject_id)
     except digests.PeriodError:
@@ -38,7 +38,7 @@ def post_digest(ctx: DomainContext, client: WebClient, delivery: Delivery, *, no
             client.chat_update(channel=delivery.ref.channel, ts=delivery.ref.ts, text=text, blocks=shown)
             channel, ts = delivery.ref.channel, delivery.ref.ts
         else:
-            response = client.chat_postMessage(channel=delivery.recipient, text=text, blocks=shown, unfurl_links=False, unfurl_media=False)
+            response = client.chat_postMessage(channel=channel, text=text, blocks=shown, unfurl_links=False, unfurl_media=False)
             channel, ts = str(response["channel"]), str(response["ts"])
         client.files_upload_v2(
             file_uploads=[

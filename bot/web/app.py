@@ -95,7 +95,7 @@ def create_web_app(
     install_metrics(app, ctx, token=metrics_token)
 
     csrf = LinkCsrf.for_base_url(csrf_secret, ctx.public_base_url)
-    form_action = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)
+    form_action: tuple[str, ...] = ("'self'", origin_of(ctx.product_launch_url)) if ctx.product_launch_url else ("'self'",)
     if sign_in is not None:  # the confirmation's POST is answered by a redirect to Slack
         form_action += (sign_in.origin,)
     # One throttle for every refusal an unauthenticated caller can cause (bot/domain/refusals.py);

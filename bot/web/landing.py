@@ -192,7 +192,8 @@ def landing_blueprint(
         except (ProviderConfigError, OSError, ValueError) as exc:  # discovery unreachable or unusable
             log.error("Sign in with Slack is unavailable: %s", exc)
             return _page(*SIGN_IN_UNAVAILABLE_PAGE)
-        response = redirect(authorize_url, code=303)
+        # make_response: typed as the app's Response class, which redirect() already builds
+        response = make_response(redirect(authorize_url, code=303))
         sign_in.set_cookie(response, flow)
         return response
 

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 from gunicorn.glogging import Logger as GunicornLogger
@@ -169,7 +169,9 @@ class RedactingGunicornLogger(GunicornLogger):
                 for handler in logger.handlers:
                     handler.setFormatter(json_formatter())
 
-    def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> dict[str, Any]:
+    # gunicorn's stubs type atoms() as a TypedDict of the fixed atoms; it also holds one per
+    # request and response header and environ variable ({name}i, {name}o, {name}e), so a dict
+    def atoms(self, resp: Any, req: Any, environ: MutableMapping[str, Any], request_time: Any) -> dict[str, Any]:  # type: ignore[override]
         return {
             key: clean(value) if isinstance(value, str) else value
             for key, value in super().atoms(resp, req, environ, request_time).items()
