@@ -143,7 +143,14 @@ def _check_answers(db: Session, answered: list[Answered], verdict: Verdict) -> N
                 problems.append(f"submission {answer.key} answered 200: {found} requests stored")
         elif answer.what == APPROVE:
             if granted[answer.key] != 1:
-                problems.append(f"approve click on {answer.key} answered 200: {granted[answer.key]} approval.granted events")
+                # what the request's log says instead (a refusal is answered 200 too, with its reason)
+                said = [
+                    f"{kind} {details}" if kind.endswith("refused") else kind
+                    for kind, details in db.execute(
+                        select(AuditEvent.type, AuditEvent.details).where(AuditEvent.request_id == answer.key).order_by(AuditEvent.seq)
+                    ).all()
+                ]
+                problems.append(f"approve click on {answer.key} answered 200: {granted[answer.key]} approval.granted events (its log: {said})")
         elif answer.what == REDEEM:
             request_id = links.get(hashlib.sha256(str(answer.key).encode()).hexdigest())
             if request_id is None:
