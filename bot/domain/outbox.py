@@ -74,6 +74,12 @@ SECURITY = "security"
 #: was 5 minutes for every kind: such a DM arrived as the link expired).
 LEASE = timedelta(minutes=2)
 DIGEST_LEASE = timedelta(minutes=10)
+#: the longest one send may take (slack_sdk's WebClient gives up after 30 s, the webhook
+#: sender after TIMEOUT_SECONDS): a row claimed in a group (_deliver_together) is sent only
+#: while this much of its lease is left, so that no send outlives its claim
+SEND_TIMEOUT = timedelta(seconds=30)
+#: the most rows an immediate delivery claims together (a change owes one to about ten)
+GROUP_MAX = 16
 
 #: Slack's rate-limit guide (https://docs.slack.dev/apis/web-api/rate-limits, "Posting
 #: messages"): chat.postMessage "generally allows posting one message per second per channel",
@@ -191,6 +197,10 @@ class Delivery:
     ref: MessageRef_ | None = None
     #: ALERT: every alert id this message carries, the claimed row's first
     batch: tuple[str, ...] = ()
+    #: the rows claimed together, in one transaction, by an immediate delivery share this
+    #: token (None: claimed alone): each was claimed before any of them is rendered, so the
+    #: courier may render a subject's state once for all of them (see _deliver_together)
+    claim_group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +225,8 @@ class Skipped:
 
 @dataclass(frozen=True)
 class RetryAfter:
-    """Slack answered 429: try again after `seconds` (its Retry-After)."""
+    """Slack answered 429: try again after `seconds` (its Retry-After); or a row given back
+    unsent (_deliver_together)."""
 
     seconds: float
     error: str = "ratelimited"
@@ -465,8 +476,11 @@ def _deliver_pass(
 ) -> datetime | None:
     """One pass over what is due; returns the earliest moment a row held back by its
     channel's pacing may be posted (None: nothing was held back)."""
+    candidates = _candidates(ctx, clock(), limit, wanted)
+    if wanted is not None and 1 < len(candidates) <= GROUP_MAX:
+        return _deliver_together(ctx, courier, candidates, clock, report)
     paced_until: datetime | None = None
-    for row_id in _candidates(ctx, clock(), limit, wanted):
+    for row_id in candidates:
         try:
             outcome = _deliver_row(ctx, courier, row_id, clock)
         except Exception:  # noqa: BLE001 - a database error on one row must not stop the others
@@ -475,17 +489,66 @@ def _deliver_pass(
         if isinstance(outcome, _Paced):
             paced_until = outcome.until if paced_until is None else min(paced_until, outcome.until)
             continue
-        if outcome is None:
-            continue
-        delivery, result = outcome
-        if isinstance(result, (Sent, Delivered)):
-            report.sent += 1
-        elif isinstance(result, Skipped):
-            report.skipped += 1
-        elif isinstance(result, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
-            report.retried += 1
+        if outcome is not None:
+            _count(ctx, report, *outcome)
+    return paced_until
+
+
+def _count(ctx: DomainContext, report: DeliveryReport, delivery: Delivery, result: Outcome) -> None:
+    if isinstance(result, (Sent, Delivered)):
+        report.sent += 1
+    elif isinstance(result, Skipped):
+        report.skipped += 1
+    elif isinstance(result, (RetryAfter, Transient)) and _state_of(ctx, delivery.id) == PENDING:
+        report.retried += 1
+    else:
+        report.failed += 1
+
+
+def _deliver_together(
+    ctx: DomainContext, courier: Courier, candidates: list[int], clock: Callable[[], datetime], report: DeliveryReport
+) -> datetime | None:
+    """An immediate delivery of the few rows one change owed: claimed in one transaction, sent
+    in order, their outcomes recorded in one transaction — two transactions in all rather than
+    two per row. Every row is claimed before any is rendered, so each still shows the state
+    as it is after its claim, and the courier may read a subject's state once for all the
+    rows of the group (a deciding click's approver DMs and the agent's DM show one request).
+    A row whose lease the sends ahead of it used up (less than SEND_TIMEOUT left) is given
+    back unsent, its attempt not spent, for the next delivery run."""
+    now = clock()
+    group = secrets.token_hex(8)
+    claimed: list[Delivery] = []
+    paced_until: datetime | None = None
+    with ctx.sessions() as db, db.begin():
+        # one SELECT for the group's rows rather than one per claim
+        loaded = {row.id: row for row in db.execute(select(OutboxMessage).where(OutboxMessage.id.in_(candidates))).scalars()}
+        for row_id in candidates:
+            delivery = _claim_in(db, ctx, row_id, now, group=group, row=loaded.get(row_id))
+            if isinstance(delivery, _Paced):
+                paced_until = delivery.until if paced_until is None else min(paced_until, delivery.until)
+            elif delivery is not None:
+                claimed.append(delivery)
+    outcomes: list[tuple[Delivery, Outcome]] = []
+    for delivery in claimed:
+        if clock() + SEND_TIMEOUT > now + lease_for(delivery.kind):
+            outcomes.append((delivery, RetryAfter(0.0, "claim_ran_out")))
         else:
-            report.failed += 1
+            outcomes.append((delivery, _send(ctx, courier, delivery)))
+    if not outcomes:
+        return paced_until
+    try:
+        with ctx.sessions() as db, db.begin():
+            for delivery, outcome in outcomes:
+                _complete_in(db, delivery, outcome, now=clock())
+    except Exception:  # noqa: BLE001 - one row's failure must not leave the others' sends unrecorded
+        log.exception("outbox: recording %d outcomes together failed; recording each alone", len(outcomes))
+        for delivery, outcome in outcomes:
+            try:
+                _complete(ctx, delivery, outcome, now=clock())
+            except Exception:  # noqa: BLE001 - it stays claimed; its lease runs out and it is retried
+                log.exception("outbox %s: recording the outcome failed", delivery.id)
+    for delivery, outcome in outcomes:
+        _count(ctx, report, delivery, outcome)
     return paced_until
 
 
@@ -502,16 +565,20 @@ def _deliver_row(ctx: DomainContext, courier: Courier, row_id: int, clock: Calla
     delivery = _claim(ctx, row_id, clock())
     if delivery is None or isinstance(delivery, _Paced):
         return delivery
+    outcome = _send(ctx, courier, delivery)
+    _complete(ctx, delivery, outcome, now=clock())
+    return delivery, outcome
+
+
+def _send(ctx: DomainContext, courier: Courier, delivery: Delivery) -> Outcome:
     sender = ctx.webhook_sender if delivery.kind is Kind.WEBHOOK else courier
     try:
         if sender is None:  # _candidates leaves webhook rows alone without a sender
             raise RuntimeError("no webhook sender is configured")
-        outcome = sender.deliver(delivery)
+        return sender.deliver(delivery)
     except Exception as exc:  # noqa: BLE001 - a courier bug or a dead connection: retry later
         log.exception("outbox %s (%s %s): delivery raised %s", delivery.id, delivery.kind.value, delivery.subject_id, type(exc).__name__)
-        outcome = Transient(type(exc).__name__[:64])
-    _complete(ctx, delivery, outcome, now=clock())
-    return delivery, outcome
+        return Transient(type(exc).__name__[:64])
 
 
 def _due(now: datetime):
@@ -626,42 +693,49 @@ _MERGE_ROW = (
 
 def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | _Paced | None:
     with ctx.sessions() as db, db.begin():
-        row = db.get(OutboxMessage, row_id)
-        if row is None:
-            return None
-        kind = Kind(row.kind)
-        recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
-        ref = _existing_ref(db, row, recipient) if kind not in (Kind.WEBHOOK, Kind.HOME) else None
-        # A new message in a channel waits for the channel's next posting slot (pacing), and
-        # a Home for its person's next slot.
-        slot = f"home:{row.subject_id}" if kind is Kind.HOME else recipient if ref is None and row.recipient == SECURITY else None
-        if slot is not None and recipient is not None:
-            opens = _take_posting_slot(db, slot, now)
-            if opens is not None:
-                db.rollback()
-                return _Paced(opens)
-        token = secrets.token_hex(16)
-        attempts = db.execute(
-            _CLAIM, {"row_id": row_id, "now": now, "token": token, "lease_until": now + lease_for(kind)}
-        ).scalar_one_or_none()
-        if attempts is None:
-            db.rollback()
-            return None
-        # Later rows about the same message are covered by this delivery: it renders the
-        # state as it is now, which includes every change committed before this claim.
-        _merge(db, row_id, _LATER_OF_TARGET, {"target": row.target, "row_id": row_id})
-        batch: tuple[str, ...] = ()
-        if kind is Kind.ALERT:
-            others = (
-                select(OutboxMessage.id)
-                .where(OutboxMessage.kind == Kind.ALERT.value, OutboxMessage.recipient == row.recipient, OutboxMessage.id != row_id, OutboxMessage.due_at <= now)
-                .order_by(OutboxMessage.id)
-                .limit(ALERT_BATCH_MAX - 1)
-            )
-            merged = _merge(db, row_id, _pending_locked(others))
-            subjects = dict(db.execute(select(OutboxMessage.id, OutboxMessage.subject_id).where(OutboxMessage.id.in_(merged))).all()) if merged else {}
-            batch = (row.subject_id, *[subjects[i] for i in merged])
-        return Delivery(row.id, kind, row.subject_id, recipient, attempts, token, ref, batch)
+        return _claim_in(db, ctx, row_id, now)
+
+
+def _claim_in(
+    db: Session, ctx: DomainContext, row_id: int, now: datetime, *, group: str | None = None, row: OutboxMessage | None = None
+) -> Delivery | _Paced | None:
+    """Claim one row (`row`, when the caller has read it already) in the caller's transaction.
+    A row not claimed (paced, or not ours) writes nothing, so the transaction may go on to
+    claim others."""
+    row = row if row is not None else db.get(OutboxMessage, row_id)
+    if row is None:
+        return None
+    kind = Kind(row.kind)
+    recipient = ctx.policy.alerts.security_channel if row.recipient == SECURITY else row.recipient
+    ref = _existing_ref(db, row, recipient) if kind not in (Kind.WEBHOOK, Kind.HOME) else None
+    # A new message in a channel waits for the channel's next posting slot (pacing), and
+    # a Home for its person's next slot.
+    slot = f"home:{row.subject_id}" if kind is Kind.HOME else recipient if ref is None and row.recipient == SECURITY else None
+    if slot is not None and recipient is not None:
+        opens = _take_posting_slot(db, slot, now)
+        if opens is not None:
+            return _Paced(opens)
+    token = secrets.token_hex(16)
+    attempts = db.execute(
+        _CLAIM, {"row_id": row_id, "now": now, "token": token, "lease_until": now + lease_for(kind)}
+    ).scalar_one_or_none()
+    if attempts is None:
+        return None
+    # Later rows about the same message are covered by this delivery: it renders the
+    # state as it is now, which includes every change committed before this claim.
+    _merge(db, row_id, _LATER_OF_TARGET, {"target": row.target, "row_id": row_id})
+    batch: tuple[str, ...] = ()
+    if kind is Kind.ALERT:
+        others = (
+            select(OutboxMessage.id)
+            .where(OutboxMessage.kind == Kind.ALERT.value, OutboxMessage.recipient == row.recipient, OutboxMessage.id != row_id, OutboxMessage.due_at <= now)
+            .order_by(OutboxMessage.id)
+            .limit(ALERT_BATCH_MAX - 1)
+        )
+        merged = _merge(db, row_id, _pending_locked(others))
+        subjects = dict(db.execute(select(OutboxMessage.id, OutboxMessage.subject_id).where(OutboxMessage.id.in_(merged))).all()) if merged else {}
+        batch = (row.subject_id, *[subjects[i] for i in merged])
+    return Delivery(row.id, kind, row.subject_id, recipient, attempts, token, ref, batch, claim_group=group)
 
 
 def _merge(db: Session, into: int, candidates, parameters: dict[str, object] | None = None) -> list[int]:
@@ -697,36 +771,41 @@ def retry_delay(kind: Kind, attempts: int, *, rng: Callable[[float, float], floa
 
 def _complete(ctx: DomainContext, delivery: Delivery, outcome: Outcome, *, now: datetime) -> None:
     with ctx.sessions() as db, db.begin():
-        mine = and_(OutboxMessage.id == delivery.id, OutboxMessage.claim_token == delivery.token, OutboxMessage.state == SENDING)
+        _complete_in(db, delivery, outcome, now=now)
 
-        def finish(**values) -> bool:
-            done = affected_rows(db, update(OutboxMessage).where(mine).values(claim_token=None, lease_until=None, **values).execution_options(synchronize_session=False))
-            if done != 1:
-                log.warning("outbox %s: lease lost before completion (another scheduler took it over)", delivery.id)
-            return done == 1
 
-        if isinstance(outcome, Sent):
-            finish(state=SENT, finished_at=now, last_error=None)
-            _record_ref(db, delivery, outcome, now)
-        elif isinstance(outcome, Delivered):
-            finish(state=SENT, finished_at=now, last_error=None)
-        elif isinstance(outcome, Skipped):
-            finish(state=SKIPPED, finished_at=now, last_error=outcome.reason[:64])
-        elif isinstance(outcome, RetryAfter):
-            # Being told to slow down is not a failure of this message: no attempt is spent.
-            finish(state=PENDING, due_at=now + timedelta(seconds=max(outcome.seconds, 0.0)), attempts=max(delivery.attempts - 1, 0), last_error=outcome.error[:64])
-            log.info("outbox %s (%s): rate limited by Slack; retrying in %.0f s", delivery.id, delivery.kind.value, outcome.seconds)
-        elif isinstance(outcome, Transient) and delivery.attempts < max_attempts_for(delivery.kind):
-            wait = retry_delay(delivery.kind, delivery.attempts)
-            finish(state=PENDING, due_at=now + wait, last_error=outcome.error[:64])
-            log.warning(
-                "outbox %s (%s): %s; retry %d of %d in %.0f s",
-                delivery.id, delivery.kind.value, outcome.error, delivery.attempts, max_attempts_for(delivery.kind), wait.total_seconds(),
-            )
-        else:
-            error = outcome.error if isinstance(outcome, (Transient, Permanent)) else "unknown"
-            if finish(state=FAILED, finished_at=now, last_error=error[:64]):
-                _audit_failure(db, delivery, error, now)
+def _complete_in(db: Session, delivery: Delivery, outcome: Outcome, *, now: datetime) -> None:
+    """Record one send's outcome in the caller's transaction."""
+    mine = and_(OutboxMessage.id == delivery.id, OutboxMessage.claim_token == delivery.token, OutboxMessage.state == SENDING)
+
+    def finish(**values) -> bool:
+        done = affected_rows(db, update(OutboxMessage).where(mine).values(claim_token=None, lease_until=None, **values).execution_options(synchronize_session=False))
+        if done != 1:
+            log.warning("outbox %s: lease lost before completion (another scheduler took it over)", delivery.id)
+        return done == 1
+
+    if isinstance(outcome, Sent):
+        finish(state=SENT, finished_at=now, last_error=None)
+        _record_ref(db, delivery, outcome, now)
+    elif isinstance(outcome, Delivered):
+        finish(state=SENT, finished_at=now, last_error=None)
+    elif isinstance(outcome, Skipped):
+        finish(state=SKIPPED, finished_at=now, last_error=outcome.reason[:64])
+    elif isinstance(outcome, RetryAfter):
+        # Being told to slow down is not a failure of this message: no attempt is spent.
+        finish(state=PENDING, due_at=now + timedelta(seconds=max(outcome.seconds, 0.0)), attempts=max(delivery.attempts - 1, 0), last_error=outcome.error[:64])
+        log.info("outbox %s (%s): %s; retrying in %.0f s", delivery.id, delivery.kind.value, outcome.error, outcome.seconds)
+    elif isinstance(outcome, Transient) and delivery.attempts < max_attempts_for(delivery.kind):
+        wait = retry_delay(delivery.kind, delivery.attempts)
+        finish(state=PENDING, due_at=now + wait, last_error=outcome.error[:64])
+        log.warning(
+            "outbox %s (%s): %s; retry %d of %d in %.0f s",
+            delivery.id, delivery.kind.value, outcome.error, delivery.attempts, max_attempts_for(delivery.kind), wait.total_seconds(),
+        )
+    else:
+        error = outcome.error if isinstance(outcome, (Transient, Permanent)) else "unknown"
+        if finish(state=FAILED, finished_at=now, last_error=error[:64]):
+            _audit_failure(db, delivery, error, now)
 
 
 def _record_ref(db: Session, delivery: Delivery, sent: Sent, now: datetime) -> None:

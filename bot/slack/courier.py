@@ -45,12 +45,27 @@ def can_request_extension(ctx: DomainContext, agent_slack_id: str) -> bool:
 
 class SlackCourier:
     """Built once per process for the scheduler (bot/wiring.py), or per listener call from the
-    listener's client for an immediate delivery. Holds no state of its own."""
+    listener's client for an immediate delivery. Keeps nothing between deliveries but what an
+    ask shows for the rows claimed together (Delivery.claim_group): every one of them was
+    claimed before the first was rendered, so one read of the state serves them all."""
 
     def __init__(self, ctx: DomainContext, client: WebClient, *, clock: Callable[[], datetime] = utcnow) -> None:
         self._ctx = ctx
         self._client = client
         self._clock = clock
+        self._asks: dict[tuple[str, str], approvals.ApprovalAsk | approvals.Decided | None] = {}
+
+    def _ask_state(self, delivery: Delivery) -> approvals.ApprovalAsk | approvals.Decided | None:
+        """asks.approver_message_state of the row's subject, read once per claim group (a
+        deciding click's approver DMs, reminders and the agent's request DM show the same)."""
+        if delivery.claim_group is None:
+            return asks.approver_message_state(self._ctx, delivery.subject_id)
+        key = (delivery.claim_group, delivery.subject_id)
+        if key not in self._asks:
+            if any(group != delivery.claim_group for group, _ in self._asks):
+                self._asks.clear()  # an earlier group's states are never read again
+            self._asks[key] = asks.approver_message_state(self._ctx, delivery.subject_id)
+        return self._asks[key]
 
     def deliver(self, delivery: Delivery) -> Outcome:
         if delivery.recipient is None:
@@ -101,7 +116,7 @@ class SlackCourier:
         if kind is Kind.AGENT:
             return self._agent(delivery.subject_id, now)
         if kind is Kind.AGENT_REQUEST:
-            return self._agent_request(delivery.subject_id)
+            return self._agent_request(delivery)
         if kind is Kind.FEED:
             view = watch.feed_view(self._ctx, delivery.subject_id, now=now)
             return security_feed_message(view) if view is not None else None
@@ -134,7 +149,7 @@ class SlackCourier:
         """The ask (Approve / Deny) while the request or extension is pending; its outcome,
         without buttons, once decided — whether this edits the DM or is its first post
         (a DM still owed when the decision came never offers a stale choice)."""
-        state = asks.approver_message_state(self._ctx, delivery.subject_id)
+        state = self._ask_state(delivery)
         if state is None:
             return None
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
@@ -145,7 +160,7 @@ class SlackCourier:
     def _reminder(self, delivery: Delivery) -> Message | None:
         """A reminder while the ask is pending; once decided, a reminder already posted is
         edited to the outcome (no stale buttons), and one not yet posted is not sent."""
-        state = asks.approver_message_state(self._ctx, delivery.subject_id)
+        state = self._ask_state(delivery)
         tz_name = self._ctx.people.person(delivery.recipient or "").tz
         if isinstance(state, approvals.ApprovalAsk):
             return approval_reminder_message(state, tz_name=tz_name)
@@ -179,10 +194,10 @@ class SlackCourier:
             return link_lapsed_message(grant)
         return None
 
-    def _agent_request(self, request_id: str) -> Message | None:
+    def _agent_request(self, delivery: Delivery) -> Message | None:
         """The agent's "approval needed" DM: who was asked while pending, the outcome once
         decided (an approval says the link follows in the next message)."""
-        state = asks.approver_message_state(self._ctx, request_id)
+        state = self._ask_state(delivery)
         if isinstance(state, approvals.ApprovalAsk):
             if state.extension is not None:
                 return None
@@ -220,8 +235,8 @@ class Deliverer(Protocol):
 
 def deliver_each(ctx: DomainContext, client: WebClient, targets: Sequence[str]) -> None:
     """`deliver_now` for the targets one change owed. Their rows go out in the order they were
-    written (an approval's link DM after the edit that announces it), each claimed on its own:
-    one failing row does not stop the next (outbox.deliver_due)."""
+    written (an approval's link DM after the edit that announces it), claimed together; one
+    failing row does not stop the next (outbox.deliver_due)."""
     try:
         deliver_now(ctx, client, list(dict.fromkeys(targets)))
     except Exception:  # noqa: BLE001 - the outbox job retries whatever was not sent

@@ -327,3 +327,47 @@ def test_revocation_notices_and_alerts_are_claimed_before_routine_rows(ctx):
     outbox.deliver_due(ctx, courier, now=T0)
     # the break-glass alert takes the channel's slot; the feed post waits for the next one
     assert [(d.kind.value, d.subject_id) for d in courier.deliveries] == [("notice", "s-1"), ("break_glass", "r-2"), ("agent", "r-1")]
+
+
+def test_an_immediate_delivery_claims_the_changes_rows_together_before_sending_any(ctx):
+    with ctx.sessions() as db, db.begin():
+        targets = outbox.enqueue_all(
+            db, [(Kind.APPROVER, "r-1", "UMANAGER1"), (Kind.APPROVER, "r-1", "UMANAGER2"), (Kind.AGENT_REQUEST, "r-1", "UAGENT1")], now=T0
+        )
+    claimed_when_sending: list[list[str]] = []
+
+    def sending(delivery):
+        claimed_when_sending.append([r.state for r in outbox.rows(ctx)])
+        return Sent("D1", f"1700000000.00000{len(claimed_when_sending)}")
+
+    courier = FakeCourier([sending, sending, sending])
+    report = outbox.deliver_due(ctx, courier, targets=targets, now=T0)
+    assert report.sent == 3 and [d.recipient for d in courier.deliveries] == ["UMANAGER1", "UMANAGER2", "UAGENT1"]
+    # every row was claimed before the first was sent, so one read of the state serves them all
+    assert claimed_when_sending[0] == ["sending", "sending", "sending"]
+    (group,) = {d.claim_group for d in courier.deliveries}
+    assert group is not None
+    assert states(ctx) == [("r-1", "sent")] * 3
+    # the scheduler's run claims rows one at a time
+    owe(ctx, Kind.NOTICE, "s-1", recipient="UAGENT1")
+    owe(ctx, Kind.NOTICE, "s-2", recipient="UAGENT1")
+    outbox.deliver_due(ctx, courier, now=T0 + SECOND)
+    assert [d.claim_group for d in courier.deliveries[3:]] == [None, None]
+
+
+def test_a_row_of_a_group_whose_lease_the_sends_ahead_used_up_is_given_back_unsent(ctx):
+    with ctx.sessions() as db, db.begin():
+        targets = outbox.enqueue_all(db, [(Kind.NOTICE, "s-1", "UAGENT1"), (Kind.NOTICE, "s-2", "UAGENT1")], now=T0)
+    clock = FakeClock(T0)
+
+    def slow(delivery):
+        clock.sleep((outbox.LEASE - outbox.SEND_TIMEOUT).total_seconds() + 1)
+        return Sent("D1", "1700000000.000001")
+
+    courier = FakeCourier([slow])
+    outbox.deliver_due(ctx, courier, targets=targets, clock=clock.now, sleep=clock.sleep)
+    assert courier.subjects() == ["s-1"]
+    (first, second) = outbox.rows(ctx)
+    assert (first.state, second.state, second.attempts, second.last_error) == ("sent", "pending", 0, "claim_ran_out")
+    outbox.deliver_due(ctx, courier, now=clock.now())
+    assert courier.subjects() == ["s-1", "s-2"]
