@@ -174,6 +174,16 @@ def test_the_report_counts_the_period_in_sql(ctx, week):
     assert (concentrated.account, concentrated.agent, concentrated.percent) == ("acme", "UAGENT1", 100)
 
 
+def test_the_tables_keep_the_top_rows_busiest_first_ties_by_name(ctx, week, monkeypatch):
+    """Counted per (account, agent) once and ranked in Python: the cut at TOP keeps the
+    busiest, and equal counts go in the order of the account's or agent's name."""
+    monkeypatch.setattr(digests, "TOP", 2)
+    report = report_for(ctx)
+    assert [(a.account, a.sessions) for a in report.by_account] == [("acme", 3), ("globex", 1)]
+    assert [a.agent for a in report.by_agent] == ["UAGENT1", "USENIOR1"]
+    assert (report.sessions, report.accounts, report.agents) == (5, 3, 2)  # the totals are not cut
+
+
 def test_reinitiations_are_counted_from_the_button_and_from_the_command_alike(ctx, session_factory, tmp_path):
     """A request soon after the agent's session with the same user ended is a re-initiation
     whether the agent clicked "Start a new request" or typed /impersonate; later, it is not."""
