@@ -81,9 +81,10 @@ def reviews(backends: list[str]) -> list[dict[str, Any]]:
             # a session begins a minute or so after its request, so a handful spill past the quarter
             assert report.sessions >= history.sessions * 0.999, (report, history)
             results[backend] = {"backend": backend, "sessions": report.sessions, "requests": history.requests,
-                                "events": history.audit_events, "cold_s": cold, "warm": []}
+                                "events": history.audit_events, "cold_s": cold, "warm": [], "load": []}
         for number in range(ROUNDS):
             for backend in backends if number % 2 == 0 else list(reversed(backends)):
+                results[backend]["load"].append(os.getloadavg()[0])
                 seconds, _ = _timed_review(contexts[backend], period, end)
                 results[backend]["warm"].append(seconds)
         for backend, ctx in contexts.items():
@@ -167,6 +168,10 @@ def run(*, backends: list[str], count: int) -> str:
         "reversed every other round): *median of the rounds (lowest–highest round)*. The chain verification the posted "
         "review also carries walks the whole audit log and is timed on its own (the generated log has one event per "
         "request; a real one has about six, and takes proportionally longer — it runs in the scheduler, not while anyone waits).",
+        "",
+        "1-minute load average before each warm round (above 2: something else was waiting for a core): "
+        + "; ".join(f"{r['backend']} " + ", ".join(f"{load:.1f}" for load in r["load"]) for r in measured)
+        + ".",
         "",
         "| backend | sessions | requests | goal | review cold | review warm | met | render md+html+csv | chain verify (events) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
