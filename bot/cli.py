@@ -57,7 +57,8 @@ from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.directory import DirectoryError
 from bot.domain.exports import ExportFormat
-from bot.domain.policy import NoGroups, load_policy
+from bot.domain.policy import load_policy
+from bot.domain.ports import NoGroups
 from bot.local import run as local_mode
 from bot.reports import digests as digest_files
 from bot.reports import exports as export_files

@@ -25,19 +25,18 @@ from bot.config import ConfigError, Settings, load_settings
 from bot.db.engine import make_engine, make_session_factory
 from bot.db.migrate import alembic_config
 from bot.domain import keyring
-from bot.domain.context import DomainContext
+from bot.domain.context import DomainContext, Retention
 from bot.domain.directory import DirectoryError
 from bot.domain.keys import KeyError_, SigningKey, load_or_create_signing_key
+from bot.domain.outbox import InlineDeliverer
 from bot.domain.policy import PolicyConfig, PolicyError, load_policy
 from bot.domain.policy_audit import record_policy_change
-from bot.domain.ports import SessionNotifier
-from bot.domain.retention import Retention
+from bot.domain.ports import Deliverer
 
 if TYPE_CHECKING:
     from flask import Flask
     from slack_bolt import App
 
-    from bot.slack.courier import Deliverer
     from bot.web.background import AfterResponse
     from bot.web.slack_sign_in import SlackSignIn
 
@@ -68,11 +67,10 @@ class Container:
     ctx: DomainContext
     slack_client: WebClient
     slack_app: App
-    notifier: SessionNotifier
     web_app: Flask
     #: the process's thread for Slack deliveries after a response (bot/web/background.py)
     after_response: AfterResponse | None = None
-    #: what the listeners hand the messages their changes owed to (on that thread)
+    #: what the listeners and the pages hand the messages their changes owed to (on that thread)
     deliverer: Deliverer | None = None
 
     def wait_for_deliveries(self, timeout: float = 30.0) -> bool:
@@ -220,10 +218,9 @@ def build_container(settings: Settings) -> Container:
 
     from bot.slack.app import build_slack_app
     from bot.slack.courier import SlackCourier
-    from bot.slack.notifier import SlackSessionNotifier
     from bot.slack.people import SlackGroups, SlackPeople
     from bot.web.app import create_web_app
-    from bot.web.background import AfterResponse, BackgroundDeliverer, BackgroundSessionNotifier
+    from bot.web.background import AfterResponse, BackgroundDeliverer
     from bot.webhooks.sender import WebhookSender
 
     engine = make_engine(settings.database_url)
@@ -254,14 +251,14 @@ def build_container(settings: Settings) -> Container:
         # to the outbox (Retry-After) instead of holding the thread — and no call outlasts the
         # claim's lease (outbox.LEASE).
         courier_client = make_courier_client(settings)
-        ctx.courier = SlackCourier(ctx, courier_client)
+        courier = ctx.courier = SlackCourier(ctx, courier_client)
         ctx.webhook_sender = WebhookSender(ctx)
-        # What a change owes Slack is sent from one background thread per process, not the
-        # request thread (bot/web/background.py): a redemption's DM edit, and every message a
-        # listener's change owed (the answer never waits for Slack).
+        # What a change owes is sent from one background thread per process, not the request
+        # thread (bot/web/background.py): every message a listener's change, a redemption or
+        # a session ended through the product API owed (the answer never waits for Slack).
+        # The one deliverer, for the Slack app and the web app alike.
         after_response = AfterResponse()
-        notifier = BackgroundSessionNotifier(SlackSessionNotifier(ctx, courier_client), after_response)
-        deliverer = BackgroundDeliverer(ctx, courier_client, after_response)
+        deliverer = BackgroundDeliverer(InlineDeliverer(ctx, courier), after_response)
         try:
             slack_app = build_slack_app(
                 ctx, client=client, signing_secret=settings.slack_signing_secret or "", deliverer=deliverer
@@ -273,7 +270,7 @@ def build_container(settings: Settings) -> Container:
         web_app = create_web_app(
             ctx,
             slack_app=slack_app,
-            notifier=notifier,
+            deliverer=deliverer,
             csrf_secret=derive_csrf_secret(signing_key),
             sign_in=make_sign_in(settings, signing_key),
             metrics_token=settings.metrics_token,
@@ -290,7 +287,6 @@ def build_container(settings: Settings) -> Container:
         ctx=ctx,
         slack_client=client,
         slack_app=slack_app,
-        notifier=notifier,
         web_app=web_app,
         after_response=after_response,
         deliverer=deliverer,

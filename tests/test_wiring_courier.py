@@ -29,9 +29,9 @@ def test_the_background_thread_delivers_with_the_outbox_client(make_settings):
     (which sends every other change's messages), and no call outlasts the row's lease."""
     container = wiring.build_container(make_settings())
     try:
-        courier_client = container.ctx.courier._client
-        assert container.deliverer is not None and container.deliverer._client is courier_client
-        assert container.notifier._inner._client is courier_client
+        # one deliverer, for the listeners and the pages alike, over the scheduler's courier
+        assert container.deliverer is not None and container.deliverer.inner.courier is container.ctx.courier
+        assert container.slack_app is not None and container.web_app is not None
         # the listeners' own calls (views.open, ephemeral answers) keep the retrying client
         assert RateLimitErrorRetryHandler in {type(h) for h in container.slack_client.retry_handlers}
     finally:

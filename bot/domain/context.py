@@ -2,18 +2,29 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.domain.keys import SigningKey
-from bot.domain.policy import GroupDirectory, NoGroups, PolicyConfig
-from bot.domain.ports import PeopleDirectory, StaticPeople
-from bot.domain.retention import Retention
+from bot.domain.policy import PolicyConfig
+from bot.domain.ports import Courier, GroupDirectory, NoGroups, PeopleDirectory, StaticPeople
 
-if TYPE_CHECKING:
-    from bot.domain.outbox import Courier
+DEFAULT_OUTBOX_DAYS = 30
+DEFAULT_LINK_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long operational rows are kept (RETENTION_OUTBOX_DAYS, RETENTION_LINK_DAYS); the
+    job that applies it is bot/domain/retention.py."""
+
+    #: finished outbox rows (sent, skipped, merged, failed), counted from when they finished;
+    #: webhook events, counted from when they were raised, once none is still owed
+    outbox: timedelta = timedelta(days=DEFAULT_OUTBOX_DAYS)
+    #: one-time links, counted from their expiry
+    links: timedelta = timedelta(days=DEFAULT_LINK_DAYS)
 
 
 @dataclass

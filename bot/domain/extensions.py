@@ -50,6 +50,8 @@ from bot.domain.views import RequestView, SessionView
 @dataclass(frozen=True)
 class ExtensionAsked:
     ask: ApprovalAsk
+    #: the outbox targets the ask owed (every approver's DM, the agent's session DM)
+    targets: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -169,10 +171,11 @@ def request_extension(
         )
         # Owed with the extension: every approver's DM, and the agent's
         # session DM, which shows that more time is waiting for them.
-        enqueue_asks(db, extension.id, approvers, now=now)
-        outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now)
+        asked = enqueue_asks(db, extension.id, approvers, now=now)
+        session_dm = outbox.enqueue(db, outbox.Kind.AGENT, request.id, recipient=request.agent_slack_id, now=now)
         recent = recent_sessions(db, agent_slack_id=agent_slack_id, account_id=request.account_id)
-        return ExtensionAsked(ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent), ExtensionView.of(extension)))
+        ask = ApprovalAsk(RequestView.of(request), tuple(approvers), tuple(recent), ExtensionView.of(extension))
+        return ExtensionAsked(ask, (*asked, session_dm))
 
 
 def _event(session: ImpersonationSession, type: str, actor: Actor, details: dict[str, Any]) -> EventDraft:

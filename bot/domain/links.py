@@ -149,6 +149,9 @@ class Redemption:
     session: SessionView
     handoff_token: str
     launch_url: str
+    #: the outbox targets the redemption owed (outbox.enqueue_session_started: the agent's DM
+    #: becomes the live session's, the security feed's message says so), for the deliverer
+    targets: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the bearer token
         return f"Redemption(session={self.session.id!r}, handoff_token=<redacted>)"
@@ -405,7 +408,7 @@ def _redeem(
                 "product": session.product,
             },
         )
-        outbox.enqueue_session_started(db, request.id, request.agent_slack_id, now=now)
+        targets = outbox.enqueue_session_started(db, request.id, request.agent_slack_id, now=now)
         move(
             db,
             request.id,
@@ -462,7 +465,7 @@ def _redeem(
             ticket=session.request.ticket,
         ),
     )
-    return Redemption(session=session, handoff_token=token_out, launch_url=launch_url)
+    return Redemption(session=session, handoff_token=token_out, launch_url=launch_url, targets=tuple(targets))
 
 
 def _grant_still_holds(ctx: DomainContext, db: Session, request: RequestSnapshot, powers: Powers | None) -> RedeemRefusal | None:

@@ -37,15 +37,13 @@ chat.postMessage). The window is one HTTP round trip; edits are idempotent.
 """
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import Insert, Integer, Select, String, and_, bindparam, case, exists, insert, literal, or_, select, union_all, update
 from sqlalchemy.orm import Session, aliased
@@ -57,7 +55,26 @@ from bot.domain import audit
 from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
+from bot.domain.messages import (
+    FAILED,
+    MERGED,
+    PENDING,
+    SENDING,
+    SENT,
+    SKIPPED,
+    Delivered,
+    Delivery,
+    Kind,
+    MessageRef_,
+    Outcome,
+    Permanent,
+    RetryAfter,
+    Sent,
+    Skipped,
+    Transient,
+)
 from bot.domain.once import insert_once
+from bot.domain.ports import Courier
 
 log = logging.getLogger(__name__)
 
@@ -96,47 +113,6 @@ MAX_ATTEMPTS = 10
 ALERT_BATCH_MAX = 40
 
 
-class Kind(str, enum.Enum):
-    """What a row asks to be said. The value doubles as message_refs.purpose (≤ 16 chars)."""
-
-    #: the agent's DM about a granted request (requests.agent_channel/ts): posted with the
-    #: one-time link, whose token is derived again at each delivery (never stored), then
-    #: edited to the live session and to how it ended (subject: request id)
-    AGENT = "agent"
-    #: the agent's "approval needed" DM about a gated request (subject: request id; ref in
-    #: message_refs): the wait while pending, edited to the outcome once decided. Its own
-    #: message, so that an approval's link arrives as a new DM that notifies the agent.
-    AGENT_REQUEST = "agent_request"
-    #: the expiry warning DM to the agent (subject: session id), edited once the session is over
-    WARNING = "warning"
-    #: a new DM that notifies the agent: their session was revoked (subject: session id)
-    NOTICE = "notice"
-    #: an approver's DM about a request or an extension (subject: its id; recipient: the
-    #: approver's Slack id): the ask while it is pending, edited to the outcome once decided
-    APPROVER = "approver"
-    #: a new DM that notifies an approver who has not answered an ask still pending past its
-    #: reminder point (subject: request or extension id); edited once the ask is decided
-    REMINDER = "reminder"
-    #: the security channel's live message about one granted request and its session
-    FEED = "feed"
-    #: an alert (subject: alert id); alerts pending together are sent as one summary
-    ALERT = "alert"
-    #: the security channel's alert that break-glass skipped approval (subject: request id),
-    #: sent on its own, never folded into an alert summary
-    BREAK_GLASS = "break_glass"
-    #: a periodic access review (subject: the period key)
-    DIGEST = "digest"
-    #: a signed audit checkpoint (subject: the checkpoint's period key)
-    CHECKPOINT = "checkpoint"
-    #: a notification webhook, not a Slack message (subject: the event id, recipient: the
-    #: subscription id; bot/domain/webhooks.py), sent by `DomainContext.webhook_sender`
-    WEBHOOK = "webhook"
-    #: a person's App Home tab, published again (subject and recipient: their Slack id),
-    #: owed whenever a row that changes what it shows is (HOME_SOURCES); at most one
-    #: publish per person per PACE_SECONDS, later rows merging into the next
-    HOME = "home"
-
-
 #: claimed before every other kind in a delivery run, whatever their age: what security must
 #: act on (an alert, break-glass) and the revoked agent's notice. Older rows of the same message
 #: still go first (a target's rows are delivered in order).
@@ -170,91 +146,6 @@ def max_attempts_for(kind: Kind) -> int:
 #: kinds whose subject is a request id / a session id (for the audit event of a failure)
 REQUEST_SUBJECTS = frozenset({Kind.AGENT, Kind.AGENT_REQUEST, Kind.FEED, Kind.APPROVER, Kind.REMINDER, Kind.BREAK_GLASS})
 SESSION_SUBJECTS = frozenset({Kind.WARNING, Kind.NOTICE})
-
-PENDING, SENDING, SENT, SKIPPED, MERGED, FAILED = "pending", "sending", "sent", "skipped", "merged", "failed"
-
-
-@dataclass(frozen=True)
-class MessageRef_:
-    """A Slack message already posted for this target: edit it rather than post again."""
-
-    channel: str
-    ts: str
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One claimed row, as the courier sees it."""
-
-    id: int
-    kind: Kind
-    subject_id: str
-    #: a Slack user id (a DM) or a channel id (SECURITY resolved); None when no channel is set
-    recipient: str | None
-    attempts: int
-    token: str = field(repr=False)
-    #: the message to edit, when one was posted before
-    ref: MessageRef_ | None = None
-    #: ALERT: every alert id this message carries, the claimed row's first
-    batch: tuple[str, ...] = ()
-    #: the rows claimed together, in one transaction, by an immediate delivery share this
-    #: token (None: claimed alone): each was claimed before any of them is rendered, so the
-    #: courier may render a subject's state once for all of them (see _deliver_together)
-    claim_group: str | None = None
-
-
-@dataclass(frozen=True)
-class Sent:
-    channel: str
-    ts: str
-
-
-@dataclass(frozen=True)
-class Delivered:
-    """Accepted by a receiver that is not Slack (a webhook's 2xx): no message to edit later."""
-
-    status: int
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """Nothing to say (e.g. the message would only repeat what is already shown)."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class RetryAfter:
-    """Slack answered 429: try again after `seconds` (its Retry-After); or a row given back
-    unsent (_deliver_together)."""
-
-    seconds: float
-    error: str = "ratelimited"
-
-
-@dataclass(frozen=True)
-class Transient:
-    """A server error or a broken connection: try again with backoff."""
-
-    error: str
-
-
-@dataclass(frozen=True)
-class Permanent:
-    """Slack refused for good (channel_not_found, not_in_channel, is_archived …)."""
-
-    error: str
-
-
-Outcome = Sent | Delivered | Skipped | RetryAfter | Transient | Permanent
-
-
-class Courier(Protocol):
-    """Renders a claimed row from the current state and makes the Slack call
-    (bot.slack.courier.SlackCourier). Must not raise for Slack's answers; anything it raises
-    is treated as a transient failure."""
-
-    def deliver(self, delivery: Delivery) -> Outcome: ...
 
 
 @dataclass
@@ -416,19 +307,6 @@ def enqueue_session_over(db: Session, request: ImpersonationRequest, session_id:
     return enqueue_all(db, owed, now=now)
 
 
-def session_targets(request_id: str, session_id: str, agent_slack_id: str) -> list[str]:
-    """The messages about a session that its end owes (enqueue_session_over), for an immediate
-    delivery after a click: the agent's DM, any expiry warning and notice, and the security
-    channel's feed message, which says at once that the session is over (it used to wait for
-    the scheduler's next run)."""
-    return [
-        target_of(Kind.AGENT, request_id, agent_slack_id),
-        target_of(Kind.WARNING, session_id, agent_slack_id),
-        target_of(Kind.NOTICE, session_id, agent_slack_id),
-        target_of(Kind.FEED, request_id, SECURITY),
-    ]
-
-
 # ---------------------------------------------------------------------------- delivering
 
 
@@ -464,6 +342,29 @@ def deliver_due(
         if read_clock() <= before:
             # a clock that does not move (frozen in a test, or stepped back) would wait forever
             return report
+
+
+class InlineDeliverer:
+    """The Deliverer port (bot.domain.ports) that sends the rows one change owed in the calling
+    thread, before returning, through `courier` and with the claims of the scheduler's job
+    (whichever comes first sends; never both). Their rows go out in the order they were
+    written (an approval's link DM after the edit that announces it), each claimed on its own:
+    one failing row does not stop the next. Never raises: what is not sent stays owed, and the
+    scheduler's outbox job sends it. bot.web.background.BackgroundDeliverer runs it after the
+    response; a Bolt app built without one (tests of the listeners' Slack calls) uses it as is."""
+
+    def __init__(self, ctx: DomainContext, courier: Courier) -> None:
+        self._ctx = ctx
+        self.courier = courier
+
+    def deliver(self, targets: Sequence[str]) -> None:
+        owed = list(dict.fromkeys(targets))
+        if not owed:
+            return
+        try:
+            deliver_due(self._ctx, self.courier, targets=owed)
+        except Exception:  # noqa: BLE001 - the outbox job retries whatever was not sent
+            log.exception("immediate delivery of outbox targets failed; the scheduler will retry them")
 
 
 def _deliver_pass(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from bot.domain.ports import GroupDirectory
 
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 GROUP_HANDLE = re.compile(r"^@[a-z0-9][a-z0-9._-]{0,79}$")
@@ -428,19 +430,6 @@ def _line_of(text: str, loc: list[str]) -> int | None:
         if part.isdigit():
             continue
     return found
-
-
-class GroupDirectory(Protocol):
-    """Resolves Slack user-group handles (`@support`) to member user ids.
-    The Slack implementation (bot/slack/usergroups.py) calls usergroups.list and
-    usergroups.users.list and caches the answer for a short TTL."""
-
-    def members_of(self, handle: str) -> frozenset[str]: ...
-
-
-class NoGroups:
-    def members_of(self, handle: str) -> frozenset[str]:
-        return frozenset()
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,27 @@
-"""The small interfaces through which the domain reaches the outside world (DESIGN.md "Layers").
+"""The interfaces through which the domain reaches the outside world (DESIGN.md "Layers"), all
+in this one module: who people are (PeopleDirectory, GroupDirectory), how an owed message is
+sent (Courier) and how the messages one change owed are handed over for sending (Deliverer).
 
-`bot/slack/` implements them over the Slack Web API; tests use fakes. The domain never
-imports Slack code.
+`bot/slack/` and `bot/webhooks/` implement them; `bot/wiring.py` injects the implementations;
+tests use fakes. The domain never imports Slack code.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bot.domain.policy import GroupDirectory, NoGroups  # re-exported: one home for ports
+from bot.domain.messages import Delivery, Outcome
 
-__all__ = ["GroupDirectory", "NoGroups", "Person", "PeopleDirectory", "StaticPeople", "SessionNotifier"]
+__all__ = [
+    "Courier",
+    "Deliverer",
+    "GroupDirectory",
+    "NoGroups",
+    "PeopleDirectory",
+    "Person",
+    "StaticPeople",
+]
 
 
 @dataclass(frozen=True)
@@ -41,8 +52,37 @@ class StaticPeople:
         return self._people.get(slack_id, Person(slack_id=slack_id))
 
 
-class SessionNotifier(Protocol):
-    """Tells the agent about their session outside a Slack interaction (e.g. after the link
-    is redeemed in the browser): the agent's DM is edited in place."""
+class GroupDirectory(Protocol):
+    """Resolves Slack user-group handles (`@support`) to member user ids.
+    The Slack implementation (bot/slack/people.py) calls usergroups.list and
+    usergroups.users.list and caches the answer for a short TTL."""
 
-    def session_started(self, session_id: str) -> None: ...
+    def members_of(self, handle: str) -> frozenset[str]: ...
+
+
+class NoGroups:
+    def members_of(self, handle: str) -> frozenset[str]:
+        return frozenset()
+
+
+class Courier(Protocol):
+    """Sends one claimed outbox row: renders it from the state as it is now and makes the call
+    (bot.slack.courier.SlackCourier for Slack's kinds, bot.webhooks.sender.WebhookSender for
+    webhooks). Must not raise for the receiver's answers; anything it raises is treated as a
+    transient failure."""
+
+    def deliver(self, delivery: Delivery) -> Outcome: ...
+
+
+class Deliverer(Protocol):
+    """Sends, soon, the outbox rows one committed change owed. Every domain operation that
+    owes messages names their targets in its result (`Granted.targets`, `Decided.targets`,
+    `Redemption.targets` …); the adapter that made the call — a Slack listener, the landing
+    page, the product API — hands them here once the change has committed.
+
+    In the running app this is bot.web.background.BackgroundDeliverer over
+    bot.domain.outbox.InlineDeliverer: sent after the response, by one thread per process,
+    with the outbox's claims (whoever claims a row first sends it, never both). Whatever is not
+    sent — the process died, Slack failed — the scheduler's outbox job sends. Never raises."""
+
+    def deliver(self, targets: Sequence[str]) -> None: ...

@@ -382,6 +382,16 @@ def session_report_for(
     return None
 
 
+@dataclass(frozen=True)
+class ProductEnd:
+    """What the product's "end session" did: the session's report (None, as for a status read,
+    for no such session or another product's) and the outbox targets the end owed (none when
+    the session was already over), for the deliverer."""
+
+    report: SessionReport | None
+    targets: tuple[str, ...] = ()
+
+
 def end_session_for(
     ctx: DomainContext,
     principal: ApiPrincipal,
@@ -390,16 +400,18 @@ def end_session_for(
     refusals: RefusalAuditor,
     client: ClientInfo = ClientInfo(),
     now: datetime | None = None,
-) -> SessionReport | None:
+) -> ProductEnd:
     """`POST /api/v1/sessions/{sid}/end`: the agent pressed "End session" in the product. The
     session ends exactly as when the agent ends it from Slack (`session.ended`, the agent's DM,
     any expiry warning and the security feed edited through the outbox), recorded as done
     through the product. Idempotent: a session already over is left as it ended and its report
-    returned. None, as for a status read, for no such session or another product's (audited)."""
+    returned. No report, as for a status read, for no such session or another product's
+    (audited)."""
     now = now or utcnow()
     report = session_report_for(ctx, principal, session_id, refusals=refusals, client=client, now=now)
     if report is None or report.status is not SessionStatus.LIVE:
-        return report
+        return ProductEnd(report)
+    targets: tuple[str, ...] = ()
     with ctx.sessions() as db, db.begin():
         session = db.execute(
             select(ImpersonationSession).where(ImpersonationSession.id == session_id).with_for_update(of=ImpersonationSession)
@@ -407,13 +419,13 @@ def end_session_for(
         if status_at(session, now) is SessionStatus.LIVE:
             try:
                 with db.begin_nested():
-                    close_session(
+                    targets = close_session(
                         db, session, target=RequestState.ENDED, actor=Actor.agent_of(session.request), now=now,
                         details={"via": "product", "product": principal.product, "key_id": principal.key_id, **client.as_details()},
                     )
             except TransitionRefused:
                 pass  # ended, revoked or expired meanwhile by someone else: nothing to do
-    return session_report(ctx, session_id, now=now)
+    return ProductEnd(session_report(ctx, session_id, now=now), targets)
 
 
 def session_report(ctx: DomainContext, session_id: str, *, now: datetime | None = None) -> SessionReport | None:

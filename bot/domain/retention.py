@@ -14,33 +14,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, delete, exists, select
 
 from bot.db.models import Link, OutboxMessage, WebhookEvent
 from bot.domain.clock import utcnow
-
-if TYPE_CHECKING:
-    from bot.domain.context import DomainContext
+from bot.domain.context import DomainContext
+from bot.domain.messages import FAILED, MERGED, PENDING, SENDING, SENT, SKIPPED, Kind
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUTBOX_DAYS = 30
-DEFAULT_LINK_DAYS = 90
 #: rows deleted per statement: keeps each transaction (and PostgreSQL's locks, SQLite's
 #: writer lock) short however far behind the job is
 BATCH = 5000
-
-
-@dataclass(frozen=True)
-class Retention:
-    #: finished outbox rows (sent, skipped, merged, failed), counted from when they finished;
-    #: webhook events, counted from when they were raised, once none is still owed
-    outbox: timedelta = timedelta(days=DEFAULT_OUTBOX_DAYS)
-    #: one-time links, counted from their expiry
-    links: timedelta = timedelta(days=DEFAULT_LINK_DAYS)
 
 
 @dataclass(frozen=True)
@@ -51,9 +39,6 @@ class Pruned:
 
 
 def prune(ctx: DomainContext, *, now: datetime | None = None) -> Pruned:
-    # imported here: the outbox needs DomainContext, which holds a Retention
-    from bot.domain.outbox import FAILED, MERGED, PENDING, SENDING, SENT, SKIPPED, Kind
-
     now = now or utcnow()
     retention = ctx.retention
     outbox = _delete_in_batches(

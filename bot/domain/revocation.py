@@ -23,7 +23,6 @@ from bot.domain.audit import Actor, EventDraft
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
 from bot.domain.lifecycle import TransitionRefused
-from bot.domain.outbox import SECURITY, Kind, target_of
 from bot.domain.policy import powers_of
 from bot.domain.sessions import SessionStatus, close_session, status_at
 from bot.domain.views import SessionView
@@ -173,15 +172,7 @@ def _close_revoked(db: Session, session: ImpersonationSession, *, actor: Actor, 
     """Revoke one live, locked session: the state move, its audit event and the messages it
     owes (the agent's DM and notice, any expiry warning, the security feed), in `db`'s
     transaction."""
-    close_session(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
-    request = session.request
-    agent = request.agent_slack_id
-    targets = (
-        target_of(Kind.AGENT, request.id, agent),
-        target_of(Kind.NOTICE, session.id, agent),
-        target_of(Kind.WARNING, session.id, agent),
-        target_of(Kind.FEED, request.id, SECURITY),
-    )
+    targets = close_session(db, session, target=RequestState.REVOKED, actor=actor, now=now, details={"source": source})
     return Revoked(SessionView.of(session), targets)
 
 

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.db.engine import reading
@@ -53,25 +53,13 @@ def check_session(ctx: DomainContext, session_id: str, *, now: datetime | None =
         return SessionCheck(SessionView.of(session), status_at(session, now))
 
 
-#: built once: the one row a redemption's Slack messages are named from
-_STARTED_BY = select(ImpersonationSession.request_id, ImpersonationSession.agent_slack_id).where(
-    ImpersonationSession.id == bindparam("session_id")
-)
+@dataclass(frozen=True)
+class SessionEnded:
+    """A session its agent ended (or found expired), with the outbox targets the end owed (the
+    agent's DM, any expiry warning, the security feed), for the deliverer."""
 
-
-def started_targets(ctx: DomainContext, session_id: str) -> list[str]:
-    """The outbox targets a redemption owed (outbox.enqueue_session_started): the agent's DM
-    and the security channel's feed message; [] for an unknown session. Read from the
-    session's own row: loading the whole session, request and account (check_session) only
-    to name two messages cost the redeeming worker about a millisecond."""
-    with reading(ctx.sessions) as db:
-        row = db.execute(_STARTED_BY, {"session_id": session_id}).one_or_none()
-    if row is None:
-        return []
-    return [
-        outbox.target_of(outbox.Kind.AGENT, row.request_id, row.agent_slack_id),
-        outbox.target_of(outbox.Kind.FEED, row.request_id, outbox.SECURITY),
-    ]
+    session: SessionView
+    targets: tuple[str, ...]
 
 
 class EndRefused(Exception):
@@ -80,9 +68,12 @@ class EndRefused(Exception):
         self.session = session
 
 
-def close_session(db: Session, session: ImpersonationSession, *, target: RequestState, actor: Actor, now: datetime, details: dict) -> None:
+def close_session(
+    db: Session, session: ImpersonationSession, *, target: RequestState, actor: Actor, now: datetime, details: dict
+) -> tuple[str, ...]:
     """End a live session in `db`'s transaction: the state move with its audit event and the
-    messages it owes — the one path for ending, expiring and revoking."""
+    messages it owes — the one path for ending, expiring and revoking. Returns the outbox
+    targets it owed."""
     request = session.request
     end_at = min(now, session.expires_at)
     transition(
@@ -104,7 +95,7 @@ def close_session(db: Session, session: ImpersonationSession, *, target: Request
     session.ended_at, session.end_reason, session.ended_by = end_at, target.value, actor.slack_id
     # The agent's DM, any expiry warning and the security feed are edited through the outbox,
     # committed with this change; so is the notification to the account's subscribers.
-    outbox.enqueue_session_over(db, request, session.id, revoked=target is RequestState.REVOKED, now=now)
+    targets = outbox.enqueue_session_over(db, request, session.id, revoked=target is RequestState.REVOKED, now=now)
     webhooks.session_over(
         db,
         session_id=session.id,
@@ -118,6 +109,7 @@ def close_session(db: Session, session: ImpersonationSession, *, target: Request
         ended_at=end_at,
         now=now,
     )
+    return tuple(targets)
 
 
 def audit_not_the_agent(db: Session, session: ImpersonationSession, *, event_type: str, actor_slack_id: str, now: datetime) -> None:
@@ -137,7 +129,7 @@ def audit_not_the_agent(db: Session, session: ImpersonationSession, *, event_typ
     )
 
 
-def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionView:
+def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now: datetime | None = None) -> SessionEnded:
     """The agent ends their own live session. Re-checked at click time: only the session's
     agent may end it here (security revokes instead), and only while it is live.
     A session already past its end is recorded as expired, not ended."""
@@ -156,21 +148,19 @@ def end_session(ctx: DomainContext, session_id: str, *, actor_slack_id: str, now
         status = status_at(session, now)
         try:
             if status is SessionStatus.LIVE:
-                close_session(db, session, target=RequestState.ENDED, actor=agent, now=now, details={})
+                targets = close_session(db, session, target=RequestState.ENDED, actor=agent, now=now, details={})
             elif status is SessionStatus.EXPIRED and session.request.state == RequestState.ACTIVE.value:
-                close_session(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={})
+                targets = close_session(db, session, target=RequestState.EXPIRED, actor=Actor.system("clock"), now=now, details={})
             else:
                 raise EndRefused("This session is already over.", SessionView.of(session))
         except TransitionRefused:
             db.rollback()
             raise EndRefused("This session is already over.") from None
         db.flush()
-        return SessionView.of(session)
+        return SessionEnded(SessionView.of(session), targets)
 
 
 def session_for_request(ctx: DomainContext, request_id: str) -> SessionView | None:
-    from sqlalchemy import select
-
     with reading(ctx.sessions) as db:
         session = db.execute(select(ImpersonationSession).where(ImpersonationSession.request_id == request_id)).scalar_one_or_none()
         return SessionView.of(session) if session else None

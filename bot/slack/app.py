@@ -25,7 +25,9 @@ from slack_sdk.errors import SlackApiError
 
 from bot.domain import deliveries
 from bot.domain.context import DomainContext
-from bot.slack.courier import Deliverer, InlineDeliverer
+from bot.domain.outbox import InlineDeliverer
+from bot.domain.ports import Deliverer
+from bot.slack.courier import SlackCourier
 from bot.slack.listeners import register_listeners
 
 log = logging.getLogger(__name__)
@@ -54,8 +56,9 @@ def build_slack_app(
     app.middleware(log_request)
     app.middleware(acting_once(ctx))
     app.error(handle_listener_error)
-    # what changes owe in the outbox: sent after the answer in the running app (bot/wiring.py)
-    register_listeners(app, ctx, deliverer or InlineDeliverer(ctx, client))
+    # what changes owe in the outbox: sent after the answer in the running app (bot/wiring.py);
+    # without a deliverer, before the listener returns, through this app's client
+    register_listeners(app, ctx, deliverer or InlineDeliverer(ctx, SlackCourier(ctx, client)))
     return app
 
 

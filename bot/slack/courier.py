@@ -1,22 +1,21 @@
-"""The outbox's Slack side (bot.domain.outbox.Courier): render a claimed row from the state as
-it is now, with the Block Kit builders, and post it (or edit the message it already has).
+"""The outbox's Slack side (the Courier port, bot.domain.ports): render a claimed row from the
+state as it is now, with the Block Kit builders, and post it (or edit the message it already has).
 Slack's answer becomes an outcome the outbox knows how to retry or audit (bot/slack/errors.py);
 nothing here raises for Slack's answers.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.domain import anomalies, approvals, asks, checkpoint_job, extensions, home, outbox, requests, watch
+from bot.domain import anomalies, approvals, asks, checkpoint_job, extensions, home, requests, watch
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
-from bot.domain.outbox import Delivered, Delivery, Kind, Outcome, Sent, Skipped, Transient
+from bot.domain.messages import Delivered, Delivery, Kind, Outcome, Sent, Skipped, Transient
 from bot.domain.views import RequestView
 from bot.slack.blocks.approval import approval_reminder_message, approval_request_message, approver_outcome_message
 from bot.slack.blocks.home import home_tab
@@ -44,8 +43,9 @@ def can_request_extension(ctx: DomainContext, agent_slack_id: str) -> bool:
 
 
 class SlackCourier:
-    """Built once per process for the scheduler (bot/wiring.py), or per listener call from the
-    listener's client for an immediate delivery. Keeps nothing between deliveries but what an
+    """Built once per process (bot/wiring.py) for the scheduler's outbox job and the deliverer
+    that sends what a change owed after the response (a Bolt app built without a deliverer
+    builds one from its own client, bot/slack/app.py). Keeps nothing between deliveries but what an
     ask shows for the rows claimed together (Delivery.claim_group): every one of them was
     claimed before the first was rendered, so one read of the state serves them all."""
 
@@ -69,6 +69,8 @@ class SlackCourier:
 
     def deliver(self, delivery: Delivery) -> Outcome:
         if delivery.recipient is None:
+            if delivery.kind is Kind.BREAK_GLASS:
+                log.warning("break-glass grant %s: no alerts.security_channel in the policy to tell", delivery.subject_id)
             return Skipped("no_security_channel")
         if delivery.kind is Kind.DIGEST:
             return post_digest(self._ctx, self._client, delivery, channel=delivery.recipient, now=self._clock())
@@ -216,40 +218,3 @@ class SlackCourier:
             )
         # Over: a warning already shown loses its buttons; one never shown is not sent late.
         return session_over_message(session) if delivery.ref is not None else None
-
-
-def deliver_now(ctx: DomainContext, client: WebClient, targets: list[str] | tuple[str, ...]) -> outbox.DeliveryReport:
-    """An immediate delivery of what one change owes, by the listener or page that made it,
-    with the same claims as the scheduler's job (whichever comes first sends; never both)."""
-    return outbox.deliver_due(ctx, SlackCourier(ctx, client), targets=list(targets))
-
-
-class Deliverer(Protocol):
-    """Sends the outbox targets one committed change owed, soon: the listeners hand them over
-    once the domain's transaction has committed (bot.web.background.BackgroundDeliverer in
-    the running app, so that no Slack call holds the answer to Slack; InlineDeliverer here).
-    Whatever is not sent — the process died, Slack failed — the scheduler's outbox job sends."""
-
-    def deliver(self, targets: Sequence[str]) -> None: ...
-
-
-def deliver_each(ctx: DomainContext, client: WebClient, targets: Sequence[str]) -> None:
-    """`deliver_now` for the targets one change owed. Their rows go out in the order they were
-    written (an approval's link DM after the edit that announces it), claimed together; one
-    failing row does not stop the next (outbox.deliver_due)."""
-    try:
-        deliver_now(ctx, client, list(dict.fromkeys(targets)))
-    except Exception:  # noqa: BLE001 - the outbox job retries whatever was not sent
-        log.exception("immediate delivery of outbox targets failed; the scheduler will retry them")
-
-
-class InlineDeliverer:
-    """Delivers in the calling thread before returning (an app built without a background
-    deliverer, and tests of the listeners' Slack calls)."""
-
-    def __init__(self, ctx: DomainContext, client: WebClient) -> None:
-        self._ctx = ctx
-        self._client = client
-
-    def deliver(self, targets: Sequence[str]) -> None:
-        deliver_each(self._ctx, self._client, targets)

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from bot.domain import digests
 from bot.domain.audit import Actor
 from bot.domain.context import DomainContext
-from bot.domain.outbox import Delivery, Outcome, Permanent, Sent, Transient
+from bot.domain.messages import Delivery, Outcome, Permanent, Sent, Transient
 from bot.reports import digests as digest_files
 from bot.slack.blocks.digest import digest_message
 from bot.slack.errors import classify

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from slack_sdk.errors import SlackApiError
 
-from bot.domain.outbox import Outcome, Permanent, RetryAfter, Transient
+from bot.domain.messages import Outcome, Permanent, RetryAfter, Transient
 
 #: Slack errors that say "try again later" rather than "this will never work"
 TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout", "timeout"})

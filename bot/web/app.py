@@ -16,7 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from bot.db.engine import reading
 from bot.domain import keyring
 from bot.domain.context import DomainContext
-from bot.domain.ports import SessionNotifier
+from bot.domain.ports import Deliverer
 from bot.domain.refusals import RefusalAuditor
 from bot.web.landing import landing_blueprint
 from bot.web.logging import install_log_redaction, redact
@@ -78,12 +78,14 @@ def create_web_app(
     ctx: DomainContext,
     *,
     slack_app: Any = None,
-    notifier: SessionNotifier | None = None,
+    deliverer: Deliverer | None = None,
     csrf_secret: bytes,
     sign_in: SlackSignIn | None = None,
     metrics_token: str | None = None,
 ) -> Flask:
     """`slack_app` is a slack_bolt.App (HTTP mode); without it /slack/events is a 404.
+    `deliverer`: what the pages' changes owed is handed to after the response (a redemption's
+    DM edit, a session ended through the product API); None: the scheduler's outbox job sends it.
     `csrf_secret`: at least 32 random bytes, the same for every worker and host.
     `sign_in`: Sign in with Slack, for the policy's `links.require_slack_sign_in`.
     `metrics_token`: the bearer token `/metrics` asks for (METRICS_TOKEN); None: no /metrics."""
@@ -102,8 +104,8 @@ def create_web_app(
     # Container.close() writes what it left out in the current window.
     refusals = RefusalAuditor(ctx)
     app.extensions[REFUSALS_EXTENSION] = refusals
-    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, notifier=notifier, refusals=refusals, sign_in=sign_in))
-    app.register_blueprint(product_api_blueprint(ctx, refusals=refusals))
+    app.register_blueprint(landing_blueprint(ctx, csrf=csrf, deliverer=deliverer, refusals=refusals, sign_in=sign_in))
+    app.register_blueprint(product_api_blueprint(ctx, refusals=refusals, deliverer=deliverer))
 
     @app.context_processor
     def _csp_nonce() -> dict[str, str]:

@@ -5,11 +5,12 @@ Every change that owes Slack messages writes them to the outbox in its own trans
 thread made the answer wait for Slack: after a redemption the agent's DM edit kept a gunicorn
 thread — and, on SQLite, the writer lock — busy for about two thirds of a redemption's time
 under load (docs/benchmarks.md), and a deciding approve click waited for every approver's DM
-edit and the agent's link DM, while the clicker waits for the answer. So the listeners and
-the landing page hand what their change owed to one background thread per process
-(`AfterResponse`), which sends it in order with the outbox's claims (`deliver_now`): whoever
-claims a row first sends it, never both. If the process dies before the thread gets to it,
-the scheduler's outbox job sends it.
+edit and the agent's link DM, while the clicker waits for the answer. So the listeners, the
+landing page and the product API hand the targets their change owed to the one Deliverer
+(bot.domain.ports), which in the running app is `BackgroundDeliverer`: one background thread
+per process (`AfterResponse`) sends them in order with the outbox's claims
+(bot.domain.outbox.InlineDeliverer): whoever claims a row first sends it, never both. If the
+process dies before the thread gets to it, the scheduler's outbox job sends it.
 """
 from __future__ import annotations
 
@@ -19,11 +20,9 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
-from slack_sdk import WebClient
+from flask import Response
 
-from bot.domain.context import DomainContext
-from bot.domain.ports import SessionNotifier
-from bot.slack.courier import deliver_each
+from bot.domain.ports import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -90,41 +89,36 @@ class AfterResponse:
 
 
 class BackgroundDeliverer:
-    """bot.slack.courier.Deliverer: the targets one change owed, sent after the response by
-    the process's AfterResponse thread, in the order given."""
+    """The Deliverer port: the targets one change owed, handed to `inner` (the outbox's
+    InlineDeliverer over the Slack courier, bot/wiring.py) on the process's AfterResponse
+    thread, in the order given; returns at once."""
 
-    def __init__(self, ctx: DomainContext, client: WebClient, worker: AfterResponse) -> None:
-        self._ctx = ctx
-        self._client = client
+    def __init__(self, inner: Deliverer, worker: AfterResponse) -> None:
+        self.inner = inner
         self.worker = worker
 
     def deliver(self, targets: Sequence[str]) -> None:
         owed = tuple(targets)
         if owed:
-            self.worker.submit(lambda: deliver_each(self._ctx, self._client, owed))
+            self.worker.submit(lambda: self.inner.deliver(owed))
 
     def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> bool:
         return self.worker.wait_idle(timeout)
 
 
-class BackgroundSessionNotifier:
-    """A SessionNotifier that hands each notice to the process's AfterResponse thread."""
+def deliver_after(response: Response, deliverer: Deliverer | None, targets: Sequence[str]) -> Response:
+    """Hand what a page's change owed to the deliverer once the response has been sent (WSGI
+    close()), so a slow hand-over never delays the answer. Without a deliverer (a web app
+    built alone, in tests) the rows wait for the scheduler's outbox job. A failure is logged,
+    never shown: the change is already committed."""
+    owed = tuple(targets)
+    if deliverer is not None and owed:
+        response.call_on_close(lambda: _deliver(deliverer, owed))
+    return response
 
-    def __init__(self, inner: SessionNotifier, worker: AfterResponse | None = None) -> None:
-        self._inner = inner
-        self.worker = worker or AfterResponse()
 
-    def session_started(self, session_id: str) -> None:
-        self.worker.submit(lambda: self._run(session_id))
-
-    def _run(self, session_id: str) -> None:
-        try:
-            self._inner.session_started(session_id)
-        except Exception:  # noqa: BLE001 - best effort: the outbox delivery job retries
-            log.exception("could not tell the agent that session %s started", session_id)
-
-    def wait_idle(self, timeout: float = IDLE_TIMEOUT_SECONDS) -> bool:
-        return self.worker.wait_idle(timeout)
-
-    def shutdown(self) -> None:
-        self.worker.shutdown()
+def _deliver(deliverer: Deliverer, targets: tuple[str, ...]) -> None:
+    try:
+        deliverer.deliver(targets)
+    except Exception:  # noqa: BLE001 - best effort: the outbox job sends what was owed
+        log.exception("could not hand over the outbox targets a page's change owed")

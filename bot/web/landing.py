@@ -19,9 +19,10 @@ from bot.domain import links
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo, LinkProblem, Redemption
 from bot.domain.policy import RedeemRefusal
-from bot.domain.ports import SessionNotifier
+from bot.domain.ports import Deliverer
 from bot.domain.refusals import RefusalAuditor
 from bot.domain.views import RequestView
+from bot.web.background import deliver_after
 from bot.web.security import CSRF_FIELD, CsrfFailure, LinkCsrf
 from bot.web.slack_sign_in import CALLBACK_PATH, ProviderConfigError, SignInError, SignInFailure, SlackSignIn
 
@@ -136,7 +137,7 @@ def landing_blueprint(
     ctx: DomainContext,
     *,
     csrf: LinkCsrf,
-    notifier: SessionNotifier | None,
+    deliverer: Deliverer | None,
     refusals: RefusalAuditor,
     sign_in: SlackSignIn | None = None,
 ) -> Blueprint:
@@ -240,18 +241,9 @@ def landing_blueprint(
                 session_ends=format_when(redemption.session.expires_at, view.agent_tz),
             )
         )
-        if notifier is not None:
-            session_id = redemption.session.id
-            # After the response is sent (WSGI close()), so a slow Slack call never delays
-            # the hand-off; a failure is logged, never shown: the session is already open.
-            response.call_on_close(lambda: _notify_started(notifier, session_id))
-        return response
+        # The agent's DM becomes the live session's, the feed says so: handed over after the
+        # response is sent, so a slow Slack call never delays the hand-off.
+        return deliver_after(response, deliverer, redemption.targets)
 
     return pages
 
-
-def _notify_started(notifier: SessionNotifier, session_id: str) -> None:
-    try:
-        notifier.session_started(session_id)
-    except Exception:  # noqa: BLE001 - the notification is best effort; the session is live
-        log.exception("could not tell the agent that session %s started", session_id)

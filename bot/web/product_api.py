@@ -18,6 +18,7 @@ from bot.domain import product_api
 from bot.domain.audit import format_time
 from bot.domain.context import DomainContext
 from bot.domain.links import ClientInfo
+from bot.domain.ports import Deliverer
 from bot.domain.product_api import (
     MAX_ACTION_BYTES,
     NO_SUCH_SESSION,
@@ -30,6 +31,7 @@ from bot.domain.product_api import (
     SessionReport,
 )
 from bot.domain.refusals import RefusalAuditor
+from bot.web.background import deliver_after
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def _read_upload() -> ActionUpload:
     )
 
 
-def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Blueprint:
+def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor, deliverer: Deliverer | None = None) -> Blueprint:
     api = Blueprint("product_api", __name__, url_prefix="/api/v1")
 
     @api.before_request
@@ -155,7 +157,9 @@ def product_api_blueprint(ctx: DomainContext, *, refusals: RefusalAuditor) -> Bl
     @api.post("/sessions/<sid>/end")
     def end_session(sid: str) -> Response:
         # The body is not read: the path names the session and the key names the product.
-        return _session_answer(product_api.end_session_for(ctx, g.api_principal, sid, refusals=refusals, client=_client()))
+        ended = product_api.end_session_for(ctx, g.api_principal, sid, refusals=refusals, client=_client())
+        # the agent's DM, any expiry warning and the feed say it is over: sent after the answer
+        return deliver_after(_session_answer(ended.report), deliverer, ended.targets)
 
     @api.post("/sessions/<sid>/actions")
     def record_action(sid: str) -> Response:

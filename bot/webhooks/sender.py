@@ -27,7 +27,7 @@ from bot.domain import webhooks
 from bot.domain.audit import Actor
 from bot.domain.clock import utcnow
 from bot.domain.context import DomainContext
-from bot.domain.outbox import Delivered, Delivery, Outcome, Permanent, Skipped, Transient
+from bot.domain.messages import Delivered, Delivery, Outcome, Permanent, Skipped, Transient
 
 log = logging.getLogger(__name__)
 

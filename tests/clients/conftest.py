@@ -17,7 +17,7 @@ from bot.web.app import create_web_app
 from examples.demo_product.app import create_app
 from bot.domain import requests as domain_requests
 from bot.domain.requests import AgentIdentity, RequestForm
-from tests.web.conftest import RecordingNotifier, directory  # noqa: F401 - a fixture
+from tests.web.conftest import RecordingDeliverer, directory  # noqa: F401 - a fixture
 
 BOT_ISSUER = "http://bot.test"  # ctx.public_base_url (tests/conftest.py)
 PRODUCT = "http://product.test"  # ctx.product_launch_url is PRODUCT + LAUNCH_PATH
@@ -39,7 +39,7 @@ def serve(app) -> Served:
 @pytest.fixture
 def bot(ctx):
     """The bot's web app over real HTTP: JWKS, the product API (and, once there, the End API)."""
-    app = create_web_app(ctx, notifier=RecordingNotifier(), csrf_secret=secrets.token_bytes(32))
+    app = create_web_app(ctx, deliverer=RecordingDeliverer(), csrf_secret=secrets.token_bytes(32))
     served = serve(app)
     yield served
     served.server.shutdown()

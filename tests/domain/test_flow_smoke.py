@@ -16,7 +16,7 @@ def test_grant_redeem_end(ctx, session_factory, tmp_path):
     assert isinstance(red, links.Redemption)
     again = links.redeem(ctx, token)
     assert again == links.RedemptionRefused(links.LinkProblem.ALREADY_USED)
-    view = sessions.end_session(ctx, red.session.id, actor_slack_id="UAGENT1")
+    view = sessions.end_session(ctx, red.session.id, actor_slack_id="UAGENT1").session
     assert view.state == "ended"
     with session_factory() as db:
         count, problem = verify_chain(db)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from bot.domain.ports import NoGroups
 from bot.domain.policy import (
     BLOCK_FIELD,
     MAX_REDEEM_WINDOW_MINUTES,
@@ -21,7 +22,6 @@ from bot.domain.policy import (
     ExtensionDecision,
     ExtensionOutcome,
     ExtensionRefusal,
-    NoGroups,
     Outcome,
     PolicyConfig,
     PolicyError,

@@ -13,6 +13,7 @@ from bot.domain import outbox, retention, webhooks
 from bot.domain import requests as domain_requests
 from bot.domain.audit import Actor, verify_chain
 from bot.domain.clock import utcnow
+from bot.domain.context import Retention
 from bot.domain.requests import AgentIdentity, RequestForm
 from tests.fakes.directory_data import load_directory
 
@@ -32,7 +33,7 @@ def granted(ctx, session_factory, tmp_path):
 
 
 def test_finished_outbox_rows_and_expired_links_go_after_their_retention_and_nothing_else(ctx, session_factory, granted, caplog):
-    ctx.retention = retention.Retention(outbox=timedelta(days=30), links=timedelta(days=90))
+    ctx.retention = Retention(outbox=timedelta(days=30), links=timedelta(days=90))
     start = utcnow()
     with session_factory() as db, db.begin():
         rows = db.execute(select(OutboxMessage.id).order_by(OutboxMessage.id)).scalars().all()
@@ -70,7 +71,7 @@ def _link_expiry(session_factory):
 
 def test_a_large_backlog_is_deleted_in_batches(ctx, session_factory, monkeypatch):
     monkeypatch.setattr(retention, "BATCH", 3)
-    ctx.retention = retention.Retention(outbox=timedelta(days=1))
+    ctx.retention = Retention(outbox=timedelta(days=1))
     old = utcnow() - timedelta(days=2)
     with session_factory() as db, db.begin():
         for n in range(8):
@@ -81,7 +82,7 @@ def test_a_large_backlog_is_deleted_in_batches(ctx, session_factory, monkeypatch
 
 
 def test_a_webhook_event_goes_after_the_outbox_retention_once_nobody_is_still_owed_it(ctx, session_factory):
-    ctx.retention = retention.Retention(outbox=timedelta(days=30), links=timedelta(days=90))
+    ctx.retention = Retention(outbox=timedelta(days=30), links=timedelta(days=90))
     start = utcnow()
     webhooks.subscribe(session_factory, url="https://hooks.example.com/a", actor=Actor(slack_id="UOPS1", role="cli"))
     webhooks.subscribe(session_factory, url="https://hooks.example.com/b", actor=Actor(slack_id="UOPS1", role="cli"))

@@ -135,7 +135,7 @@ def running_bot(db_url, tmp_path, session_factory, bot_policy):
 
 
 def wait_for(predicate, *, timeout: float = 5.0):
-    """Poll for work Flask does after the response (the notifier runs on close)."""
+    """Poll for work done after the response (the deliverer's background thread)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -20,8 +20,8 @@ from bot.domain import approvals, asks, extensions, links, requests, sessions
 from bot.domain.context import DomainContext
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.jobs import work
+from bot.domain.outbox import InlineDeliverer
 from bot.slack.courier import SlackCourier
-from bot.slack.notifier import SlackMessenger
 from tests.fakes.directory_data import load_directory
 from tests.fakes.slack_api import FakeSlack, FakeUser
 
@@ -66,7 +66,7 @@ def scenario(ctx, session_factory, tmp_path, fake_slack):
     a grant whose link is never opened (G, window 5 min), each with its DMs in Slack."""
     load_directory(session_factory, tmp_path, flags={"globex": ["sensitive"]})
     with_courier(ctx, fake_slack)
-    messenger = SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url))
+    deliverer = InlineDeliverer(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url)))
     with freeze_time(T0):
         made = {}
         for name, agent, (account, user, minutes) in (
@@ -76,7 +76,7 @@ def scenario(ctx, session_factory, tmp_path, fake_slack):
             ("G", "UAGENT1", ("initech", "u-dave", 15)),
         ):
             result = requests.submit_request(ctx, AgentIdentity(agent), form(account, user, minutes))
-            messenger.request_submitted(result)
+            deliverer.deliver(result.targets)
             made[name] = result
         for name in ("A", "B"):
             redeemed = links.redeem(ctx, made[name].link.url.rsplit("/", 1)[1])
@@ -200,14 +200,14 @@ def test_an_ask_for_more_time_nobody_decided_is_expired_once(ctx, db_url, sessio
     at once, and later runs, change nothing more."""
     load_directory(session_factory, tmp_path)
     with_courier(ctx, fake_slack)
-    messenger = SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url))
+    deliverer = InlineDeliverer(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=fake_slack.url)))
     ttl = timedelta(minutes=ctx.policy.gating.pending_ttl_minutes)
     with freeze_time(T0) as clock:
         granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form("umbrella", "u-eve", 60))
-        messenger.request_submitted(granted)
+        deliverer.deliver(granted.targets)
         session = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
         asked = extensions.request_extension(ctx, session.id, agent_slack_id="USENIOR1", minutes=30, reason="still reproducing the bug")
-        messenger.extension_asked(asked)
+        deliverer.deliver(asked.targets)
         run_jobs(ctx)
         clock.move_to(T0 + ttl - timedelta(seconds=1))
         run_jobs(ctx)  # not yet due

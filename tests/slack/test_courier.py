@@ -15,10 +15,9 @@ from sqlalchemy import update
 
 from bot.db.models import ImpersonationRequest
 from bot.domain import approvals, extensions, links, outbox, requests, revocation, sessions
-from bot.domain.outbox import Permanent, RetryAfter, Transient
+from bot.domain.outbox import InlineDeliverer, Permanent, RetryAfter, Transient
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.slack.courier import SlackCourier
-from bot.slack.notifier import SlackMessenger
 from bot.slack.errors import classify
 from tests.fakes.directory_data import load_directory
 from tests.fakes.slack_api import FakeSlack, FakeUser
@@ -195,7 +194,7 @@ def test_after_a_crash_each_approver_gets_one_ask_which_the_decision_edits(ctx, 
     with freeze_time(T0 + timedelta(minutes=1)):
         decided = approvals.deny_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER2", reason="not for this ticket")
         assert isinstance(decided, approvals.Decided)
-        SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url)).decided(decided)
+        InlineDeliverer(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url))).deliver(decided.targets)
     for dms in approver_dms(approvers_slack).values():
         (dm,) = dms  # edited in place, never posted again
         assert dm.blocks[0]["text"]["text"] == "Denied: impersonation" and len(dm.history) == 1
@@ -212,7 +211,7 @@ def test_asks_still_owed_when_the_request_is_decided_are_sent_as_decided(ctx, ap
         if not isinstance(decided, approvals.Decided):
             decided = approvals.approve_request(ctx, crashed_pending.request.id, clicker_slack_id="UMANAGER3")
         assert isinstance(decided, approvals.Decided) and decided.outcome == "approved"
-        SlackMessenger(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url)).decided(decided)
+        InlineDeliverer(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url))).deliver(decided.targets)
         outbox.deliver_due(ctx, SlackCourier(ctx, WebClient(token=BOT_TOKEN, base_url=approvers_slack.url)))
     for dms in approver_dms(approvers_slack).values():
         (dm,) = dms

@@ -15,12 +15,14 @@ from bot.web.app import REFUSALS_EXTENSION, create_web_app
 from tests.fakes.directory_data import load_directory
 
 
-class RecordingNotifier:
-    def __init__(self) -> None:
-        self.started: list[str] = []
+class RecordingDeliverer:
+    """The Deliverer port, recording the targets each change handed over."""
 
-    def session_started(self, session_id: str) -> None:
-        self.started.append(session_id)
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, ...]] = []
+
+    def deliver(self, targets) -> None:
+        self.delivered.append(tuple(targets))
 
 
 @pytest.fixture
@@ -55,8 +57,8 @@ def token(grant) -> str:
 
 
 @pytest.fixture
-def notifier() -> RecordingNotifier:
-    return RecordingNotifier()
+def deliverer() -> RecordingDeliverer:
+    return RecordingDeliverer()
 
 
 @pytest.fixture
@@ -65,8 +67,8 @@ def csrf_secret() -> bytes:
 
 
 @pytest.fixture
-def web_app(ctx, notifier, csrf_secret):
-    app = create_web_app(ctx, notifier=notifier, csrf_secret=csrf_secret)
+def web_app(ctx, deliverer, csrf_secret):
+    app = create_web_app(ctx, deliverer=deliverer, csrf_secret=csrf_secret)
     app.testing = True
     yield app
     app.extensions[REFUSALS_EXTENSION].close()  # its timer must not outlive the test's database

@@ -1,32 +1,38 @@
-"""bot/web/background.py: notices leave the request thread and are all delivered, in order."""
+"""bot/web/background.py: what changes owed leaves the request thread and is all delivered, in order."""
 from __future__ import annotations
 
 import threading
 
-from bot.web.background import AfterResponse, BackgroundSessionNotifier
+from flask import Flask
+
+from bot.web.background import AfterResponse, BackgroundDeliverer, deliver_after
 
 
 class SlowRecorder:
+    """A Deliverer that blocks until released, and fails for the target "boom"."""
+
     def __init__(self) -> None:
-        self.seen: list[tuple[str, str]] = []
+        self.seen: list[tuple[tuple[str, ...], str]] = []
         self.release = threading.Event()
 
-    def session_started(self, session_id: str) -> None:
+    def deliver(self, targets) -> None:
         self.release.wait(5)
-        if session_id == "boom":
-            raise RuntimeError("slack down")
-        self.seen.append((session_id, threading.current_thread().name))
+        if "boom" in targets:
+            raise RuntimeError("database is down")
+        self.seen.append((tuple(targets), threading.current_thread().name))
 
 
-def test_notices_run_off_the_calling_thread_in_order_and_survive_failures():
+def test_deliveries_run_off_the_calling_thread_in_order_and_survive_failures():
     inner = SlowRecorder()
-    notifier = BackgroundSessionNotifier(inner)
-    for sid in ("s1", "boom", "s2", "s3"):
-        notifier.session_started(sid)  # returns at once although the inner notifier blocks
+    worker = AfterResponse()
+    deliverer = BackgroundDeliverer(inner, worker)
+    for targets in (["s1"], ["boom"], ["s2", "s2b"], [], ["s3"]):
+        deliverer.deliver(targets)  # returns at once although the inner deliverer blocks
     assert inner.seen == []
     inner.release.set()
-    notifier.shutdown()
-    assert [sid for sid, _ in inner.seen] == ["s1", "s2", "s3"]
+    worker.shutdown()
+    # one change's failure does not stop the next change's delivery; nothing owed, no job
+    assert [targets for targets, _ in inner.seen] == [("s1",), ("s2", "s2b"), ("s3",)]
     assert all(name.startswith("after-response") for _, name in inner.seen)
 
 
@@ -46,25 +52,33 @@ def test_wait_idle_returns_once_every_job_handed_over_has_run():
     worker.shutdown()
 
 
-def test_the_deliverer_sends_each_change_s_targets_in_order_off_the_calling_thread(monkeypatch):
-    from bot.web import background
+class Recorder:
+    def __init__(self, fail: bool = False) -> None:
+        self.delivered: list[tuple[str, ...]] = []
+        self.fail = fail
 
-    seen: list[tuple[list[str], str]] = []
-
-    def fake_deliver_now(ctx, client, targets):
-        if targets == ["boom"]:
+    def deliver(self, targets) -> None:
+        if self.fail:
             raise RuntimeError("database is down")
-        seen.append((list(targets), threading.current_thread().name))
+        self.delivered.append(tuple(targets))
 
-    monkeypatch.setattr("bot.slack.courier.deliver_now", fake_deliver_now)
-    worker = AfterResponse(name="after-response-test")
-    deliverer = background.BackgroundDeliverer(ctx=None, client=None, worker=worker)
-    deliverer.deliver(["boom"])
-    deliverer.deliver(["agent:r1:U1", "feed:r1:security", "agent:r1:U1"])
-    deliverer.deliver([])
-    assert deliverer.wait_idle()
-    # one change's failure does not stop the next change's delivery; a target named twice
-    # is delivered once, in the order first named (rows within it: outbox.deliver_due)
-    assert [targets for targets, _ in seen] == [["agent:r1:U1", "feed:r1:security"]]
-    assert all(name == "after-response-test" for _, name in seen)
-    worker.shutdown()
+
+def test_a_page_hands_its_targets_over_only_once_its_response_is_closed():
+    recorder = Recorder()
+    app = Flask(__name__)
+    with app.test_request_context():
+        response = deliver_after(app.make_response("ok"), recorder, ["agent:r1:U1", "feed:r1:security"])
+        assert recorder.delivered == []  # the response is not sent yet
+        response.close()
+    assert recorder.delivered == [("agent:r1:U1", "feed:r1:security")]
+
+
+def test_nothing_owed_or_no_deliverer_hands_nothing_over_and_a_failure_is_only_logged(caplog):
+    app = Flask(__name__)
+    quiet, broken = Recorder(), Recorder(fail=True)
+    with app.test_request_context():
+        deliver_after(app.make_response("ok"), quiet, []).close()
+        deliver_after(app.make_response("ok"), None, ["agent:r1:U1"]).close()
+        deliver_after(app.make_response("ok"), broken, ["agent:r1:U1"]).close()  # does not raise
+    assert quiet.delivered == []
+    assert "RuntimeError" in caplog.text

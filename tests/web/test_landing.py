@@ -258,7 +258,7 @@ def test_our_origin_or_the_null_origin_of_a_no_referrer_page_is_accepted(client,
 # --- redemption -------------------------------------------------------------------------
 
 
-def test_redeem_auto_posts_a_verifiable_handoff_jwt_and_never_puts_it_in_a_url(ctx, client, token, notifier, session_factory):
+def test_redeem_auto_posts_a_verifiable_handoff_jwt_and_never_puts_it_in_a_url(ctx, client, token, deliverer, session_factory):
     response = redeem(client, token)
     html = response.get_data(as_text=True)
     assert response.status_code == 200
@@ -295,24 +295,25 @@ def test_redeem_auto_posts_a_verifiable_handoff_jwt_and_never_puts_it_in_a_url(c
     assert session.expires_at - session.started_at == timedelta(minutes=30)
     assert claims["jti"] == session.handoff_jti and uuid.UUID(claims["jti"])
 
-    assert notifier.started == []  # told only once the response has gone out
+    assert deliverer.delivered == []  # handed over only once the response has gone out
     response.close()
-    assert notifier.started == [session.id]
+    # the targets the redemption wrote: the agent's DM becomes the session's, the feed says so
+    assert deliverer.delivered == [(f"agent:{session.request_id}:UAGENT1", f"feed:{session.request_id}:security")]
     (redeemed,) = [e for e in audit_events(session_factory) if e.type == "session.redeemed"]
     assert redeemed.session_id == session.id and handoff not in redeemed.details and token not in redeemed.details
 
 
-def test_a_failing_notifier_is_logged_never_shown(ctx, token, csrf_secret, caplog):
-    class BrokenNotifier:
-        def session_started(self, session_id: str) -> None:
+def test_a_failing_deliverer_is_logged_never_shown(ctx, token, csrf_secret, caplog):
+    class BrokenDeliverer:
+        def deliver(self, targets) -> None:
             raise RuntimeError("slack is down")
 
-    client = create_web_app(ctx, notifier=BrokenNotifier(), csrf_secret=csrf_secret).test_client()
+    client = create_web_app(ctx, deliverer=BrokenDeliverer(), csrf_secret=csrf_secret).test_client()
     response = redeem(client, token)
-    with caplog.at_level(logging.ERROR, logger="bot.web.landing"):
+    with caplog.at_level(logging.ERROR, logger="bot.web.background"):
         response.close()
     assert response.status_code == 200 and "slack is down" not in response.get_data(as_text=True)
-    assert any("could not tell the agent" in r.getMessage() for r in caplog.records)
+    assert any("could not hand over" in r.getMessage() for r in caplog.records)
 
 
 def test_second_post_is_refused_as_already_used_and_audited(client, token, session_factory):
@@ -450,7 +451,7 @@ def test_session_is_live_until_expires_at_then_expired(ctx, client, grant, sessi
         check = sessions.check_session(ctx, session.id)
         assert not check.live and check.status is SessionStatus.EXPIRED
 
-        ended = sessions.end_session(ctx, session.id, actor_slack_id="UAGENT1")
+        ended = sessions.end_session(ctx, session.id, actor_slack_id="UAGENT1").session
     assert ended.state == "expired" and ended.ended_at == session.expires_at
     assert audit_events(session_factory)[-1].type == "session.expired"
 

@@ -364,10 +364,12 @@ def test_concurrent_copies_of_one_idempotency_key_record_one_action(web_app, aut
 # --- ending a session from the product -----------------------------------------------------------
 
 
-def test_end_ends_the_session_as_the_agent_would_from_slack(ctx, client, auth, open_session, session_factory):
+def test_end_ends_the_session_as_the_agent_would_from_slack(ctx, client, auth, open_session, session_factory, deliverer):
     sid = open_session()
     response = client.post(f"/api/v1/sessions/{sid}/end", headers=auth)
     assert response.status_code == 200
+    assert deliverer.delivered == []  # handed over only once the answer has gone out
+    response.close()
     assert response.get_json()["status"] == "ended"
     assert client.get(f"/api/v1/sessions/{sid}", headers=auth).get_json()["status"] == "ended"
     (ended,) = _events_of(session_factory, "session.ended")
@@ -377,14 +379,18 @@ def test_end_ends_the_session_as_the_agent_would_from_slack(ctx, client, auth, o
     owed = {(r.kind, r.subject_id) for r in outbox.rows(ctx) if r.state == "pending"}
     request_id = ended.request_id
     assert {("agent", request_id), ("feed", request_id)} <= owed
+    # ... and sent after the answer, as after the click
+    assert deliverer.delivered == [(f"agent:{request_id}:UAGENT1", f"warning:{sid}:UAGENT1", f"feed:{request_id}:security")]
 
 
-def test_ending_twice_is_answered_with_the_state_it_ended_in(client, auth, open_session, session_factory):
+def test_ending_twice_is_answered_with_the_state_it_ended_in(client, auth, open_session, session_factory, deliverer):
     sid = open_session()
-    assert client.post(f"/api/v1/sessions/{sid}/end", headers=auth).status_code == 200
+    client.post(f"/api/v1/sessions/{sid}/end", headers=auth).close()
     again = client.post(f"/api/v1/sessions/{sid}/end", headers=auth)
+    again.close()
     assert again.status_code == 200 and again.get_json()["status"] == "ended"
     assert len(_events_of(session_factory, "session.ended")) == 1
+    assert len(deliverer.delivered) == 1  # the second end owed nothing
 
 
 def test_a_revoked_session_stays_revoked_when_the_product_ends_it(client, auth, open_session, session_factory):

@@ -58,7 +58,7 @@ class Bot:
 
 
 @pytest.fixture
-def bot(ctx, provider, csrf_secret, notifier) -> Iterator[Bot]:
+def bot(ctx, provider, csrf_secret, deliverer) -> Iterator[Bot]:
     """The web app over HTTP, its policy requiring Sign in with Slack against the fake."""
     holder: dict[str, Any] = {}
     server = make_server("127.0.0.1", 0, lambda environ, start: holder["app"](environ, start), threaded=True)
@@ -73,7 +73,7 @@ def bot(ctx, provider, csrf_secret, notifier) -> Iterator[Bot]:
         secret=csrf_secret,
     )
     provider.redirect_uris.append(base + CALLBACK_PATH)
-    holder["app"] = app = create_web_app(bot_ctx, notifier=notifier, csrf_secret=csrf_secret, sign_in=sign_in)
+    holder["app"] = app = create_web_app(bot_ctx, deliverer=deliverer, csrf_secret=csrf_secret, sign_in=sign_in)
     serving = threading.Thread(target=server.serve_forever, daemon=True)
     serving.start()
     try:
@@ -126,7 +126,7 @@ def sessions_of(session_factory) -> list[ImpersonationSession]:
 # --- the requesting agent ---------------------------------------------------------------------
 
 
-def test_the_requesting_agent_signs_in_with_slack_and_the_link_redeems(bot, provider, token, session_factory, notifier):
+def test_the_requesting_agent_signs_in_with_slack_and_the_link_redeems(bot, provider, token, session_factory, deliverer):
     provider.sign_in_as = AGENT
     browser = http.Session()
     answer = continue_from_landing(browser, bot, token)
@@ -137,7 +137,8 @@ def test_the_requesting_agent_signs_in_with_slack_and_the_link_redeems(bot, prov
     assert urlsplit(answer.url).path == CALLBACK_PATH
     claims = verify_handoff(handoff_of(answer), {"keys": [bot.ctx.signing_key.public_jwk()]}, issuer=bot.base, audience=bot.ctx.product_launch_url)
     assert claims["sid"] == sessions_of(session_factory)[0].id
-    assert notifier.started == [claims["sid"]]
+    (session,) = sessions_of(session_factory)
+    assert deliverer.delivered == [(f"agent:{session.request_id}:{AGENT.user_id}", f"feed:{session.request_id}:security")]
     # the flow cookie is spent with the return
     assert bot.sign_in.cookie_name not in browser.cookies
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 from slack_bolt import App
 
 from bot.domain.context import DomainContext
-from bot.slack.courier import Deliverer
+from bot.domain.ports import Deliverer
 from bot.slack.listeners import actions, commands, home, log, options, shortcuts, views
 
 
 def register_listeners(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
     """`deliverer` sends what each change owed through the outbox, after the listener has
-    answered (bot.slack.courier.Deliverer)."""
+    answered (the Deliverer port, bot.domain.ports)."""
     commands.register(app, ctx, deliverer)
     options.register(app, ctx)
     views.register(app, ctx, deliverer)

@@ -9,28 +9,32 @@
 - **Revoke session** on an alert or the security feed.
 
 A click that decides edits every message about the request once, through the outbox, after
-the click has been answered; any other click is answered to the clicker alone
-(bot.slack.notifier.SlackMessenger.answer_click).
+the click has been answered; any other click is answered to the clicker alone (`answer_click`).
 """
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
-from bot.domain import approvals, extensions, outbox, requests, revocation, sessions
+from bot.domain import approvals, extensions, requests, revocation, sessions
+from bot.domain.approvals import ClickResult, Decided
 from bot.domain.context import DomainContext
-from bot.slack.blocks.approval import deny_modal
+from bot.domain.ports import Deliverer
+from bot.slack.blocks.approval import click_answer_text, deny_modal
 from bot.slack.blocks.home import home_notice_modal
 from bot.slack.blocks.request import new_request_view
 from bot.slack.blocks.session import extension_modal, session_over_message
 from bot.slack.blocks.state import carried_id
 from bot.slack.blocks.watch import revocation_answer_text
-from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId, BlockId
 from bot.slack.mrkdwn import escape
-from bot.slack.notifier import SlackMessenger
+
+log = logging.getLogger(__name__)
 
 
 def _clicked_in(body: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -47,6 +51,43 @@ def _trigger(body: dict[str, Any]) -> str | None:
     """The click's trigger_id when it came from a view (the Home tab), which has no channel to
     answer in: the answer opens as a small modal instead."""
     return body.get("trigger_id") if _in_a_view(body) else None
+
+
+def answer_click(
+    ctx: DomainContext,
+    client: WebClient,
+    deliverer: Deliverer,
+    result: ClickResult,
+    *,
+    clicker: str,
+    channel: str | None,
+    extension: bool = False,
+    trigger_id: str | None = None,
+) -> None:
+    """A decision edits every message about it (its targets, through the outbox, after the
+    answer); any other result is told to the clicker alone (an ephemeral message in the
+    channel they clicked in, or, for a click in the Home tab, a small modal opened with its
+    `trigger_id`) and edits nothing."""
+    if isinstance(result, Decided):
+        deliverer.deliver(result.targets)
+        return
+    text = click_answer_text(result, tz_name=ctx.people.person(clicker).tz, extension=extension)
+    if channel:
+        _safely("click answer", lambda: client.chat_postEphemeral(channel=channel, user=clicker, text=text))
+    elif trigger_id:
+        view = home_notice_modal(text)
+        _safely("click answer", lambda: client.views_open(trigger_id=trigger_id, view=view))
+
+
+def _safely(what: str, call: Callable[[], object]) -> None:
+    """The answer to a click that changed nothing: a failure is logged (Slack's error code,
+    never the client or its token), never raised into Bolt's error handler."""
+    try:
+        call()
+    except SlackApiError as error:
+        log.warning("%s failed: Slack answered %s", what, error.response.get("error") or "unknown_error")
+    except Exception:  # noqa: BLE001 - the click's change, if any, is already committed
+        log.exception("%s failed", what)
 
 
 def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
@@ -69,7 +110,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
             return
         # The end wrote outbox rows for the agent's DM and any expiry warning:
         # sent after the answer; the clicked message is one of them.
-        deliverer.deliver(outbox.session_targets(ended.request.id, ended.id, ended.request.agent_slack_id))
+        deliverer.deliver(ended.targets)
 
     @app.action(ActionId.REVOKE_SESSION.value)
     def revoke_session(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -108,14 +149,14 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.approve_request(ctx, carried_id(action.get("value")), clicker_slack_id=clicker)
-        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
+        answer_click(ctx, client, deliverer, result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
 
     @app.action(ActionId.APPROVE_EXTENSION.value)
     def approve_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
         clicker = body["user"]["id"]
         result = extensions.decide_extension(ctx, carried_id(action.get("value")), clicker_slack_id=clicker, approve=True)
-        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], extension=True, trigger_id=_trigger(body))
+        answer_click(ctx, client, deliverer, result, clicker=clicker, channel=_clicked_in(body)[0], extension=True, trigger_id=_trigger(body))
 
     @app.action(ActionId.DENY_REQUEST.value)
     def deny_request(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
@@ -134,7 +175,7 @@ def register(app: App, ctx: DomainContext, deliverer: Deliverer) -> None:
         ack()
         clicker = body["user"]["id"]
         result = approvals.cancel_request(ctx, carried_id(action.get("value")), clicker_slack_id=clicker)
-        SlackMessenger(ctx, client, deliverer).answer_click(result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
+        answer_click(ctx, client, deliverer, result, clicker=clicker, channel=_clicked_in(body)[0], trigger_id=_trigger(body))
 
     @app.action(ActionId.REQUEST_EXTENSION.value)
     def request_extension(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:

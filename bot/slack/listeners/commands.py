@@ -17,13 +17,13 @@ from slack_sdk import WebClient
 
 from bot.domain import account_flags, requests, revocation
 from bot.domain.context import DomainContext
+from bot.domain.ports import Deliverer
 from bot.slack import limits
 from bot.slack.blocks.flags import flag_modal
 from bot.slack.blocks.request import request_modal
 from bot.slack.blocks.usage import usage_message
 from bot.slack.blocks.watch import revocation_answer_text
 from bot.slack.command_text import Flag, Help, Request, Revoke, parse_impersonate
-from bot.slack.courier import Deliverer
 from bot.slack.ids import SlashCommand
 from bot.slack.mrkdwn import escape
 

@@ -22,10 +22,10 @@ from slack_sdk import WebClient
 
 from bot.domain import account_flags, home, log_query
 from bot.domain.context import DomainContext
+from bot.domain.ports import Deliverer
 from bot.slack.blocks.flags import flag_modal
 from bot.slack.blocks.home import home_notice_modal
 from bot.slack.blocks.log import PAGE_SIZE, log_answer
-from bot.slack.courier import Deliverer
 from bot.slack.ids import ActionId
 from bot.slack.mrkdwn import escape
 

@@ -128,8 +128,15 @@ def with_break_glass(ctx, role: str = "senior") -> None:
 
 def start_live_session(ctx, *, agent: str, channel: str, ts: str, account: str = "acme", user: str = "u-bob") -> SessionView:
     """A granted request whose DM is (channel, ts), redeemed: a live session."""
+    return redeem_live_session(ctx, agent=agent, channel=channel, ts=ts, account=account, user=user).session
+
+
+def redeem_live_session(ctx, *, agent: str, channel: str, ts: str, account: str = "acme", user: str = "u-bob") -> links.Redemption:
+    """start_live_session's redemption, with the targets it owed."""
     form = RequestForm(account=account, user=user, reason=REASON, ticket="SUP-1", duration_minutes=30, scope="read_only")
     granted = requests.submit_request(ctx, AgentIdentity(agent), form)
     assert isinstance(granted, requests.Granted), granted
     requests.record_agent_message(ctx, granted.request.id, channel=channel, ts=ts)
-    return links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+    redeemed = links.redeem(ctx, granted.link.url.rsplit("/", 1)[1])
+    assert isinstance(redeemed, links.Redemption), redeemed
+    return redeemed

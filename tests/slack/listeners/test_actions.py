@@ -13,12 +13,12 @@ from sqlalchemy import select
 from bot.db.models import ImpersonationRequest
 from bot.domain import links, outbox, requests, sessions, watch
 from bot.domain.clock import utcnow
+from bot.domain.outbox import InlineDeliverer
 from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
 from bot.slack.courier import SlackCourier
 from bot.slack.ids import ActionId, BlockId, CallbackId
 from bot.slack.mrkdwn import format_local_time
-from bot.slack.notifier import SlackSessionNotifier
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import mrkdwn_texts, problems
 from tests.slack.conftest import audit_events
@@ -28,6 +28,7 @@ from tests.slack.listeners.flow import (
     click,
     headline,
     posts_to,
+    redeem_live_session,
     start_live_session,
     submit_denial,
     submit_extension,
@@ -279,8 +280,9 @@ def test_only_the_agent_can_cancel(send, slack_client, ctx, session_factory, ask
 
 
 def test_an_extension_end_to_end(send, slack_client, ctx, session_factory, gated):
-    session = start_live_session(ctx, agent="USENIOR1", channel="DSENIOR1", ts="1700000000.000900")
-    SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+    redeemed = redeem_live_session(ctx, agent="USENIOR1", channel="DSENIOR1", ts="1700000000.000900")
+    session = redeemed.session
+    InlineDeliverer(ctx, SlackCourier(ctx, slack_client)).deliver(redeemed.targets)
     active = slack_client.calls_to("chat.update")[-1]
     more = [e for b in active["blocks"] if b["type"] == "actions" for e in b["elements"]][1]
     assert (more["action_id"], more["value"]) == (ActionId.REQUEST_EXTENSION.value, session.id)

@@ -1,18 +1,25 @@
-"""The agent's DM is edited in place when their link is redeemed."""
+"""What a change owed, delivered at once through the Slack courier (outbox.InlineDeliverer,
+as the background deliverer runs it after a response): the agent's DM edited in place when
+their link is redeemed, the approvers' DMs of a submission, a decision's edits."""
 import logging
 
 import pytest
 
 from bot.domain import approvals, links, outbox, requests, sessions
+from bot.domain.outbox import InlineDeliverer
 from bot.domain.ports import Person, StaticPeople
 from bot.domain.requests import AgentIdentity, RequestForm
+from bot.slack.courier import SlackCourier
 from bot.slack.ids import ActionId
-from bot.slack.notifier import SlackMessenger, SlackSessionNotifier
 from tests.fakes.directory_data import load_directory
 from tests.slack.block_rules import mrkdwn_texts, problems, walk
 from tests.slack.conftest import recorded_approver_dms
-from tests.slack.listeners.flow import BREAK_GLASS_REASON, REASON, start_live_session, with_break_glass
+from tests.slack.listeners.flow import BREAK_GLASS_REASON, REASON, redeem_live_session, with_break_glass
 from tests.slack.recording_client import BOT_TOKEN
+
+
+def deliver(ctx, client, targets) -> None:
+    InlineDeliverer(ctx, SlackCourier(ctx, client)).deliver(targets)
 
 
 @pytest.fixture
@@ -25,14 +32,15 @@ def redeemed(ctx, session_factory, tmp_path):
         granted = requests.submit_request(ctx, AgentIdentity("UAGENT1"), form)
         if record_dm:
             requests.record_agent_message(ctx, granted.request.id, channel="DAGENT1", ts="1700000000.000099")
-        return links.redeem(ctx, granted.link.url.rsplit("/", 1)[1]).session
+        return links.redeem(ctx, granted.link.url.rsplit("/", 1)[1])
 
     return _redeem
 
 
 def test_session_started_edits_the_grant_dm_in_place(ctx, slack_client, redeemed):
-    session = redeemed()
-    SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+    redemption = redeemed()
+    session = redemption.session
+    deliver(ctx, slack_client, redemption.targets)
     (update,) = slack_client.calls_to("chat.update")
     assert (update["channel"], update["ts"]) == ("DAGENT1", "1700000000.000099")
     assert update["blocks"][0]["text"]["text"].startswith("Session active until ")
@@ -51,8 +59,9 @@ def test_session_started_edits_the_grant_dm_in_place(ctx, slack_client, redeemed
 
 
 def test_without_a_recorded_dm_a_new_one_is_posted_and_remembered(ctx, slack_client, redeemed):
-    session = redeemed(record_dm=False)
-    SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+    redemption = redeemed(record_dm=False)
+    session = redemption.session
+    deliver(ctx, slack_client, redemption.targets)
     (posted,) = [call for call in slack_client.calls_to("chat.postMessage") if call["channel"] == "UAGENT1"]
     assert posted["unfurl_links"] is False
     request = requests.load_request(ctx, session.request.id)
@@ -60,9 +69,9 @@ def test_without_a_recorded_dm_a_new_one_is_posted_and_remembered(ctx, slack_cli
 
 
 def test_a_session_already_over_is_shown_as_over(ctx, slack_client, redeemed):
-    session = redeemed()
-    sessions.end_session(ctx, session.id, actor_slack_id="UAGENT1")
-    SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+    redemption = redeemed()
+    sessions.end_session(ctx, redemption.session.id, actor_slack_id="UAGENT1")
+    deliver(ctx, slack_client, redemption.targets)
     (update,) = slack_client.calls_to("chat.update")
     assert update["blocks"][0]["text"]["text"].startswith("Session ended at ")
     # no End button on a session already over: only asking again
@@ -70,43 +79,52 @@ def test_a_session_already_over_is_shown_as_over(ctx, slack_client, redeemed):
 
 
 def test_slack_failures_are_logged_and_never_raised(ctx, slack_client, redeemed, caplog):
-    session = redeemed()
+    redemption = redeemed()
     slack_client.fail("chat.update", "message_not_found")
     with caplog.at_level(logging.WARNING):
-        SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+        deliver(ctx, slack_client, redemption.targets)
     assert "message_not_found" in caplog.text
     assert BOT_TOKEN not in caplog.text
 
 
-def test_other_failures_are_logged_and_never_raised(ctx, slack_client, redeemed, caplog, monkeypatch):
-    session = redeemed()
+class _Unreachable:
+    """A session factory whose database is down."""
 
-    def broken(*args, **kwargs):
+    def __call__(self, *args, **kwargs):
         raise RuntimeError("database is down")
 
-    monkeypatch.setattr(sessions, "started_targets", broken)
-    with caplog.at_level(logging.ERROR):
-        SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+
+def test_other_failures_are_logged_and_never_raised(ctx, slack_client, redeemed, caplog):
+    redemption = redeemed()
+    sessions_of_ctx, ctx.sessions = ctx.sessions, _Unreachable()
+    try:
+        with caplog.at_level(logging.ERROR):
+            deliver(ctx, slack_client, redemption.targets)
+    finally:
+        ctx.sessions = sessions_of_ctx
     assert "RuntimeError" in caplog.text
     assert slack_client.calls_to("chat.update") == []
+    # still owed: the scheduler's outbox job sends it
+    assert {r.state for r in outbox.rows(ctx, kinds=[outbox.Kind.AGENT])} == {outbox.PENDING}
 
 
-def test_an_unknown_session_sends_nothing(ctx, slack_client, session_factory, tmp_path):
+def test_nothing_owed_sends_nothing(ctx, slack_client, session_factory, tmp_path):
     load_directory(session_factory, tmp_path)
-    SlackSessionNotifier(ctx, slack_client).session_started("00000000-0000-0000-0000-000000000000")
+    deliver(ctx, slack_client, [])
+    deliver(ctx, slack_client, [outbox.target_of(outbox.Kind.AGENT, "00000000-0000-0000-0000-000000000000", "UAGENT1")])
     assert slack_client.calls_to("chat.update") == [] and slack_client.calls_to("chat.postMessage") == []
 
 
 def test_a_role_that_may_extend_gets_request_more_time(ctx, slack_client, session_factory, tmp_path):
     load_directory(session_factory, tmp_path)
-    session = start_live_session(ctx, agent="USENIOR1", channel="DSENIOR1", ts="1700000000.000050")
-    SlackSessionNotifier(ctx, slack_client).session_started(session.id)
+    redemption = redeem_live_session(ctx, agent="USENIOR1", channel="DSENIOR1", ts="1700000000.000050")
+    deliver(ctx, slack_client, redemption.targets)
     (update,) = slack_client.calls_to("chat.update")
     buttons = [obj for _, obj in walk(update["blocks"]) if obj.get("type") == "button"]
     assert [b["action_id"] for b in buttons] == [ActionId.END_SESSION.value, ActionId.REQUEST_EXTENSION.value]
 
 
-# ---------------------------------------------------------------------------- the messenger
+# ---------------------------------------------------------------------------- submissions and decisions
 
 
 @pytest.fixture
@@ -128,7 +146,7 @@ def test_one_failed_approver_dm_does_not_stop_the_others(ctx, slack_client, pend
 
     slack_client.answer("chat.postMessage", post)
     with caplog.at_level(logging.WARNING):
-        SlackMessenger(ctx, slack_client).request_submitted(pending)
+        deliver(ctx, slack_client, pending.targets)
     assert sorted(c["channel"] for c in slack_client.calls_to("chat.postMessage")) == ["UAGENT1", "UMANAGER1", "UMANAGER2", "UMANAGER3"]
     recorded = recorded_approver_dms(ctx, pending.request.id)
     assert sorted((m.recipient, m.channel) for m in recorded) == [("UMANAGER1", "DMANAGER1"), ("UMANAGER3", "DMANAGER3")]
@@ -140,7 +158,7 @@ def test_one_failed_approver_dm_does_not_stop_the_others(ctx, slack_client, pend
 
 def test_each_approver_reads_times_in_their_own_zone(ctx, slack_client, pending):
     ctx.people = StaticPeople({"UMANAGER1": Person("UMANAGER1", tz="Asia/Tokyo"), "UMANAGER2": Person("UMANAGER2", tz="Asia/Kolkata")})
-    SlackMessenger(ctx, slack_client).request_submitted(pending)
+    deliver(ctx, slack_client, pending.targets)
     zones = {}
     for posted in slack_client.calls_to("chat.postMessage"):
         if posted["channel"] == "UAGENT1":
@@ -154,7 +172,7 @@ def test_a_decision_without_a_recorded_agent_dm_posts_a_fresh_one(ctx, slack_cli
     # the agent's "approval needed" DM was never recorded (its post failed)
     decided = approvals.approve_request(ctx, pending.request.id, clicker_slack_id="UMANAGER1")
     assert isinstance(decided, approvals.Decided) and decided.request.agent_channel is None
-    SlackMessenger(ctx, slack_client).decided(decided)
+    deliver(ctx, slack_client, decided.targets)
     outcome, link_dm = (c for c in slack_client.calls_to("chat.postMessage") if c["channel"] == "UAGENT1")
     assert outcome["blocks"][0]["text"]["text"] == "Request approved"
     assert any("|Open session>" in t for t in mrkdwn_texts(link_dm["blocks"]))
@@ -176,7 +194,7 @@ def test_break_glass_without_a_security_channel_is_logged(ctx, slack_client, ses
     granted = requests.submit_request(ctx, AgentIdentity("USENIOR1"), form)
     assert isinstance(granted, requests.Granted) and granted.bypassed
     with caplog.at_level(logging.WARNING):
-        SlackMessenger(ctx, slack_client).request_submitted(granted)
+        deliver(ctx, slack_client, granted.targets)
     assert [c["channel"] for c in slack_client.calls_to("chat.postMessage")] == ["USENIOR1"]
     assert "no alerts.security_channel" in caplog.text
     assert "/l/" not in caplog.text
