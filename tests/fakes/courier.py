@@ -1,4 +1,4 @@
-"""A courier (bot.domain.outbox.Courier) that records what it was asked to deliver and answers
+"""A courier (bot.domain.ports.Courier) that records what it was asked to deliver and answers
 from a script, for tests of the outbox's claiming, retries and coalescing without Slack."""
 from __future__ import annotations
 

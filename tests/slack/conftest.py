@@ -14,7 +14,9 @@ from bot.db.engine import reading
 from bot.db.models import AuditEvent
 from bot.domain.approver_dms import MessageView, recorded_dms
 from bot.domain.context import DomainContext
+from bot.domain.outbox import InlineDeliverer
 from bot.slack.app import build_slack_app
+from bot.slack.courier import SlackCourier
 from bot.web.background import AfterResponse, BackgroundDeliverer
 from tests.slack.recording_client import RecordingWebClient
 from tests.slack.signed import SIGNING_SECRET, signed
@@ -35,7 +37,7 @@ def after_response():
 
 @pytest.fixture
 def slack_app(ctx, slack_client, after_response) -> App:
-    deliverer = BackgroundDeliverer(ctx, slack_client, after_response)
+    deliverer = BackgroundDeliverer(InlineDeliverer(ctx, SlackCourier(ctx, slack_client)), after_response)
     return build_slack_app(ctx, client=slack_client, signing_secret=SIGNING_SECRET, deliverer=deliverer)
 
 
