@@ -150,7 +150,7 @@ def _owed_periods(db: Session, policy: PolicyConfig, latest: Period) -> list[Per
 def run_due(ctx: DomainContext, *, now: datetime | None = None, as_of: datetime | None = None) -> list[str]:
     """Owe the security channel each weekly (and quarterly) review once per period across
     every scheduler, catching up what fell due while no scheduler ran; the outbox builds and
-    posts it (bot/slack/digest_post.py). `as_of`: the moment whose due periods are owed, when
+    posts it (bot/slack/kinds.py, bot/slack/courier.py). `as_of`: the moment whose due periods are owed, when
     it is not `now` — the local workspace owes the week to the next weekly slot at once (a
     visitor sees the review of what they just did); the rows are due at `now`."""
     now = now or utcnow()

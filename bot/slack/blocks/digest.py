@@ -1,5 +1,5 @@
 """The access review's headline figures in the security channel; the full review (Markdown,
-HTML, CSV) is uploaded in its thread by bot.slack.digest_post.
+HTML, CSV) is uploaded in its thread by the courier (bot/slack/kinds.py registers both).
 """
 from __future__ import annotations
 
