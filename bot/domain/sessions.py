@@ -81,15 +81,7 @@ def close_session(
         request,
         source=RequestState.ACTIVE,
         target=target,
-        event=EventDraft(
-            type=f"session.{target.value}",
-            actor=actor,
-            account=request.account.external_id,
-            customer_user=request.customer_user.external_id,
-            request_id=request.id,
-            session_id=session.id,
-            details={"ended_at": audit.format_time(end_at), **details},
-        ),
+        event=EventDraft.about(request, f"session.{target.value}", actor=actor, session_id=session.id, details={"ended_at": audit.format_time(end_at), **details}),
         now=now,
     )
     session.ended_at, session.end_reason, session.ended_by = end_at, target.value, actor.slack_id
