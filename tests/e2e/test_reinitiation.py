@@ -74,6 +74,9 @@ def _live_session(bot) -> tuple[str, str, str]:
     assert redeemed.status_code == 200
     channel, ts = dm.response["channel"], dm.response["ts"]
     live = _until(lambda: fake.messages[(channel, ts)].history and fake.messages[(channel, ts)])
+    # The DM is edited before the deliverer records that it sent the change's rows; until then
+    # a later row about the same DM waits behind the claim, so the test waits for the record.
+    assert bot.container.wait_for_deliveries()
     (end,) = [b for b in _buttons(live.blocks) if b["action_id"] == ActionId.END_SESSION.value]
     return end["value"], channel, ts
 
