@@ -23,7 +23,7 @@ def live_session(ctx, agent="USENIOR1", account="acme", user="u-bob"):
 def test_an_extension_past_the_roles_cap_is_approved_up_to_the_ceiling_and_no_further(gated, session_factory):
     gated.policy = gated.policy.model_copy(update={"extensions": gated.policy.extensions.model_copy(update={"max_total_minutes": 180})})
     with freeze_time("2026-11-25 10:00:00"):
-        session = live_session(gated)  # senior: cap 120 min, session 60 min
+        session = live_session(gated)  # the senior role caps sessions at 120 minutes; this one runs 60
         asked = extensions.request_extension(gated, session.id, agent_slack_id="USENIOR1", minutes=90, reason="still reproducing the bug")
         assert isinstance(asked, extensions.ExtensionAsked)  # 150 min passes the cap: an approval
         (requested,) = events(session_factory, "extension.requested")
