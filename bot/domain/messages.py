@@ -79,9 +79,9 @@ class Delivery:
     ref: MessageRef_ | None = None
     #: ALERT: every alert id this message carries, the claimed row's first
     batch: tuple[str, ...] = ()
-    #: the rows claimed together, in one transaction, by an immediate delivery share this
-    #: token (None: claimed alone): each was claimed before any of them is rendered, so the
-    #: courier may render a subject's state once for all of them (outbox._deliver_together)
+    #: the rows claimed together by an immediate delivery share this token (None: claimed
+    #: alone): each was claimed before any of them is rendered, so the courier may render a
+    #: subject's state once for all of them (outbox._deliver_together)
     claim_group: str | None = None
 
 
