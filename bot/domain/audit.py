@@ -80,12 +80,6 @@ RETURNING appended.seq, appended.prev_hash, appended.hash
 """
 
 
-#: the appending transaction's commit does not wait for its WAL flush (_write_and_commit_postgresql)
-_COMMIT_WITHOUT_WAITING = "SET LOCAL synchronous_commit TO off"
-#: makes the barrier transaction write a commit record, which a read-only one does not
-_TAKE_TRANSACTION_ID = "SELECT pg_current_xact_id()"
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who did it, as they were at the time (role and e-mail can change later)."""
@@ -372,20 +366,7 @@ def _write_and_commit_postgresql(db: Session, events: list[AuditEvent]) -> None:
     head is held for the server's work alone (bench/audit_bench.py). The rest of the
     transaction is flushed first, so it commits with the events or not at all; the ORM's own
     COMMIT that follows finds the transaction finished and sends nothing (psycopg commits
-    only a connection in a transaction).
-
-    Group commit: the head is not held while the commit is made durable. A commit waits for
-    its WAL to reach the disk before it releases its locks, so with the head locked across
-    that wait, appenders would reach the disk one at a time, one flush each. Instead the
-    transaction commits with `synchronous_commit` off (for itself only, SET LOCAL): it is
-    visible and releases the head at once, and PostgreSQL flushes its WAL within moments
-    (PostgreSQL docs, "Asynchronous Commit", 30.4). The caller is answered only after a
-    second, empty transaction that takes a transaction id commits with the session's own
-    `synchronous_commit`: its commit record follows ours in the WAL, so when it returns ours
-    is on disk (and on any synchronous standby) too. Those barriers wait without the head,
-    side by side, so one flush serves every appender waiting at that moment. The chain
-    cannot be left with a gap by a crash: the WAL is replayed in order, so an event that
-    survives survives with every event it was chained onto."""
+    only a connection in a transaction)."""
     db.flush()
     driver: Any = db.connection().connection.driver_connection  # psycopg's Connection
     cursors = []
@@ -395,11 +376,6 @@ def _write_and_commit_postgresql(db: Session, events: list[AuditEvent]) -> None:
                 cursor = driver.cursor()
                 cursors.append(cursor)
                 cursor.execute(_APPEND_POSTGRESQL, _append_parameters(event))
-            driver.execute(_COMMIT_WITHOUT_WAITING)
-            driver.commit()
-            # the durability barrier: this commit returns once its WAL, which follows the
-            # transaction's, is flushed
-            driver.execute(_TAKE_TRANSACTION_ID)
             driver.commit()
         for cursor, event in zip(cursors, events):
             event.seq, event.prev_hash, event.hash = cursor.fetchone()
