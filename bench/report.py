@@ -37,6 +37,9 @@ the kit, the unloaded front door), alternating, and given with their spread over
 Linux shares the cores between sessions first (autogroups), so a suite's servers, client and
 stand-in get together about one busy session's share; the HTTP, open-loop and outlier suites
 give that share and the other busy sessions beside their figures (bench/cpu.py `Sessions`).
+Whether a change slows the hot paths is measured by running both revisions alternately:
+`.venv/bin/python -m bench.side_by_side BEFORE [AFTER] --pairs 6` (bench/side_by_side.py; AFTER
+defaults to the working tree) prints each path's p50 and ratio to the floor for both.
 
 | suite | rerun | one run takes |
 | --- | --- | --- |
