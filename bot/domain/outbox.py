@@ -430,8 +430,7 @@ def _deliver_together(
     with reading(ctx.sessions) as db:
         loaded = {row.id: row for row in db.execute(select(OutboxMessage).where(OutboxMessage.id.in_(candidates))).scalars()}
     for row_id in candidates:
-        with ctx.sessions() as db, db.begin():
-            delivery = _claim_in(db, ctx, row_id, now, group=group, row=loaded.get(row_id))
+        delivery = _claim(ctx, row_id, now, group=group, row=loaded.get(row_id))
         if isinstance(delivery, _Paced):
             paced_until = delivery.until if paced_until is None else min(paced_until, delivery.until)
         elif delivery is not None:
@@ -588,17 +587,23 @@ _MERGE_ROW = (
 )
 
 
-def _claim(ctx: DomainContext, row_id: int, now: datetime) -> Delivery | _Paced | None:
+def _claim(
+    ctx: DomainContext, row_id: int, now: datetime, *, group: str | None = None, row: OutboxMessage | None = None
+) -> Delivery | _Paced | None:
+    """Claim one row, in a transaction of its own (`row`: the row, when the caller has read it
+    already; `group`: the claim group of an immediate delivery). A row not claimed (paced, or
+    not ours) leaves nothing written: a posting slot taken for it is given back."""
     with ctx.sessions() as db, db.begin():
-        return _claim_in(db, ctx, row_id, now)
+        claimed = _claim_in(db, ctx, row_id, now, group=group, row=row)
+        if not isinstance(claimed, Delivery):
+            db.rollback()
+        return claimed
 
 
 def _claim_in(
-    db: Session, ctx: DomainContext, row_id: int, now: datetime, *, group: str | None = None, row: OutboxMessage | None = None
+    db: Session, ctx: DomainContext, row_id: int, now: datetime, *, group: str | None, row: OutboxMessage | None
 ) -> Delivery | _Paced | None:
-    """Claim one row (`row`, when the caller has read it already) in the caller's transaction.
-    A row not claimed (paced, or not ours) writes nothing, so the transaction may go on to
-    claim others."""
+    """_claim's work, in its transaction."""
     row = row if row is not None else db.get(OutboxMessage, row_id)
     if row is None:
         return None

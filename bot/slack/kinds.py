@@ -61,17 +61,21 @@ class AskStates:
 
     def __init__(self, ctx: DomainContext) -> None:
         self._ctx = ctx
-        self._states: dict[tuple[str, str], ApprovalAsk | Decided | None] = {}
+        #: the latest group and its subjects' states; an earlier group's are never read again.
+        #: Replaced whole, never cleared, so a caller keeps the dict it took even if another
+        #: thread moves on to a new group.
+        self._group: tuple[str | None, dict[str, ApprovalAsk | Decided | None]] = (None, {})
 
     def of(self, delivery: Delivery) -> ApprovalAsk | Decided | None:
         if delivery.claim_group is None:
             return asks.approver_message_state(self._ctx, delivery.subject_id)
-        key = (delivery.claim_group, delivery.subject_id)
-        if key not in self._states:
-            if any(group != delivery.claim_group for group, _ in self._states):
-                self._states.clear()  # an earlier group's states are never read again
-            self._states[key] = asks.approver_message_state(self._ctx, delivery.subject_id)
-        return self._states[key]
+        group, states = self._group
+        if group != delivery.claim_group:
+            states = {}
+            self._group = (delivery.claim_group, states)
+        if delivery.subject_id not in states:
+            states[delivery.subject_id] = asks.approver_message_state(self._ctx, delivery.subject_id)
+        return states[delivery.subject_id]
 
 
 @dataclass(frozen=True)
